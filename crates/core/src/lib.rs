@@ -1,1 +1,191 @@
-//! placeholder
+//! Diff and patch algorithms of the delta engine.
+//!
+//! - [`diff`]: a [`BlockIndex`] of the old image and [`plan_segment`], which
+//!   matches one range of the new image into a [`SegmentPlan`] (copies, zero
+//!   runs, bsdiff-style diffs and literals);
+//! - [`encode`]: [`encode_segment`] compresses a plan into one zstd frame
+//!   (referencing a window of the old image) and its table entry;
+//! - [`patch`]: a [`Patcher`] applies one segment from a [`Source`] (the old
+//!   image, read by position) into a [`Sink`], checking its digest.
+//!
+//! Data flow: generator = `BlockIndex` → `plan_segment` → `encode_segment`
+//! per segment; applier = `Patcher::apply_segment` per segment, in order.
+//!
+//! This crate is pure: no paths, clocks, threads or globals. Applying holds
+//! at most one segment's payload, stream and reference plus
+//! [`patch::COPY_CHUNK`] bytes, all bounded by the header's `apply_memory`
+//! which callers check against their limit. Planning holds the whole old and
+//! new images as slices (the generator maps them).
+//!
+//! ```
+//! use delta_core::{apply_slice, diff_slices};
+//! let old = b"the quick brown fox jumps over the lazy dog".repeat(200);
+//! let mut new = old.clone();
+//! new.splice(100..100, b"a small insertion".iter().copied());
+//! let delta = diff_slices(&old, &new, &Default::default()).unwrap();
+//! assert_eq!(apply_slice(&old, &delta, &Default::default()).unwrap(), new);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod diff;
+pub mod encode;
+mod error;
+pub mod patch;
+mod sink;
+mod source;
+pub mod testing;
+
+pub use diff::{plan_segment, BlockIndex, DiffOptions};
+pub use encode::{encode_segment, EncodeOptions, SegmentPlan};
+pub use error::{Error, Result};
+pub use patch::{Patcher, SegmentRef, APPLY_OVERHEAD};
+pub use sink::{NullSink, Sink, WriteSink};
+pub use source::{FileSource, Source};
+
+use delta_format::{Header, Index, Limits, SegmentEntry, FLAG_FULL, HEADER_LEN};
+
+/// Options of the one-thread, in-memory generator [`diff_slices`].
+#[derive(Debug, Clone)]
+pub struct SliceOptions {
+    /// Matcher settings.
+    pub diff: DiffOptions,
+    /// Compression settings.
+    pub encode: EncodeOptions,
+    /// Bytes of new image per segment.
+    pub segment_len: usize,
+    /// Build a full-image payload (ignore `old`).
+    pub full: bool,
+}
+
+impl Default for SliceOptions {
+    fn default() -> Self {
+        SliceOptions {
+            diff: DiffOptions::default(),
+            encode: EncodeOptions::default(),
+            segment_len: 4 << 20,
+            full: false,
+        }
+    }
+}
+
+/// Builds the header for `segments` (digests of both images included).
+pub fn build_header(
+    old: &[u8],
+    new: &[u8],
+    old_digest: [u8; 32],
+    new_digest: [u8; 32],
+    segments: &[SegmentEntry],
+    options: &SliceOptions,
+) -> Header {
+    Header {
+        flags: if options.full { FLAG_FULL } else { 0 },
+        old_len: if options.full { 0 } else { old.len() as u64 },
+        new_len: new.len() as u64,
+        old_digest,
+        new_digest,
+        block_size: options.diff.block_size as u32,
+        zstd_level: options.encode.level,
+        max_segment_len: segments.iter().map(|s| s.new_len).max().unwrap_or(0),
+        apply_memory: segments.iter().map(SegmentEntry::memory).max().unwrap_or(0),
+        segment_count: segments.len() as u64,
+    }
+}
+
+/// Plans and encodes `new[range]` against `old` (which is empty for a full
+/// payload).
+///
+/// # Errors
+/// [`Error::Compress`] when zstd fails.
+pub fn encode_range(
+    old: &[u8],
+    new: &[u8],
+    range: std::ops::Range<usize>,
+    index: &BlockIndex,
+    options: &SliceOptions,
+) -> Result<(SegmentEntry, Vec<u8>)> {
+    let plan = plan_segment(old, new, range.clone(), index, &options.diff);
+    encode_segment(old, &new[range], &plan, &options.encode)
+}
+
+/// Generates a whole delta in memory on one thread: the small reference
+/// generator for tests and fuzzing (the `delta-gen` crate is the fast one).
+///
+/// # Errors
+/// [`Error::Compress`] when zstd fails.
+pub fn diff_slices(old: &[u8], new: &[u8], options: &SliceOptions) -> Result<Vec<u8>> {
+    let old = if options.full { &[][..] } else { old };
+    let index = BlockIndex::build(old, options.diff.block_size);
+    let step = options.segment_len.max(1);
+    let mut segments = Vec::new();
+    let mut payloads = Vec::new();
+    for start in (0..new.len()).step_by(step) {
+        let range = start..(start + step).min(new.len());
+        let (entry, payload) = encode_range(old, new, range, &index, options)?;
+        segments.push(entry);
+        payloads.push(payload);
+    }
+    let header = build_header(
+        old,
+        new,
+        *blake3::hash(old).as_bytes(),
+        *blake3::hash(new).as_bytes(),
+        &segments,
+        options,
+    );
+    let mut out = Index::encode(&header, &segments);
+    for payload in payloads {
+        out.extend_from_slice(&payload);
+    }
+    Ok(out)
+}
+
+/// Decodes the header and table at the start of `delta`.
+///
+/// # Errors
+/// [`Error::Header`] for anything malformed or over `limits`.
+pub fn decode_index(delta: &[u8], limits: &Limits) -> Result<Index> {
+    let header = Header::decode(delta, limits).map_err(Error::Header)?;
+    let table = delta.get(HEADER_LEN..).unwrap_or(&[]);
+    Index::decode(header, &delta[..HEADER_LEN], table, limits).map_err(Error::Header)
+}
+
+/// Applies a whole delta held in memory to `old`, returning the new image:
+/// the small reference applier for tests and fuzzing. It checks everything
+/// the streaming applier checks except the old image's digest.
+///
+/// # Errors
+/// Any format, digest or length error.
+pub fn apply_slice(old: &[u8], delta: &[u8], limits: &Limits) -> Result<Vec<u8>> {
+    let index = decode_index(delta, limits)?;
+    if index.header.old_len != old.len() as u64 && !index.header.is_full() {
+        return Err(Error::OldLength {
+            expected: index.header.old_len,
+            found: old.len() as u64,
+        });
+    }
+    let old = if index.header.is_full() { &[][..] } else { old };
+    if index.file_len != delta.len() as u64 {
+        return Err(Error::DeltaLength {
+            expected: index.file_len,
+            found: delta.len() as u64,
+        });
+    }
+    let mut out = Vec::new();
+    let mut patcher = Patcher::new();
+    for (i, entry) in index.segments.iter().enumerate() {
+        let start = index.payload_offsets[i] as usize;
+        let payload = &delta[start..start + entry.payload_len as usize];
+        let seg = SegmentRef {
+            index: i as u64,
+            new_offset: index.new_offsets[i],
+            payload_offset: index.payload_offsets[i],
+            entry,
+        };
+        patcher.apply_segment(old, seg, payload, &mut out)?;
+    }
+    if blake3::hash(&out).as_bytes() != &index.header.new_digest {
+        return Err(Error::NewDigest);
+    }
+    Ok(out)
+}

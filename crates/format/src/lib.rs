@@ -1,1 +1,40 @@
-//! placeholder
+//! Wire format of delta files (version 1).
+//!
+//! A delta file rebuilds a *new* image from an *old* one (or from nothing,
+//! for a full-image payload). This crate knows its byte layout and nothing
+//! else: no files, no compression, no tuning. The full specification is in
+//! `FORMAT.md` at the root of the repository.
+//!
+//! Data flows through three types:
+//! - [`Header`]: the fixed 128-byte header (sizes, digests, generator
+//!   parameters, memory an applier needs);
+//! - [`Index`]: header plus segment table ([`SegmentEntry`]), checked and
+//!   with derived offsets;
+//! - [`stream`]: the decompressed content of one segment, encoded from
+//!   [`Op`]s and decoded into [`Instruction`]s that borrow their bytes.
+//!
+//! Nothing here trusts a length it reads: every size is checked against the
+//! bytes present, the header and the caller's [`Limits`] before use, and
+//! decoding allocates at most the table (bounded by `Limits::max_segments`).
+//!
+//! ```
+//! use delta_format::{stream, Op};
+//! let bytes = stream::encode(&[Op::Zero { len: 4 }, Op::Literal { len: 2 }], &[], b"hi");
+//! let mut decoder = stream::Decoder::new(&bytes, 0).unwrap();
+//! while let Some(_instruction) = decoder.next_instruction().unwrap() {}
+//! assert_eq!(decoder.finish().unwrap().zero, 4);
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod header;
+pub mod stream;
+pub mod varint;
+
+pub use error::{Error, Result};
+pub use header::{
+    Digest, Header, Index, Limits, SegmentEntry, DIGEST_LEN, ENTRY_LEN, FLAG_FULL, FLAG_MIGRATION,
+    HEADER_LEN, MAGIC, STREAM_SLACK, VERSION,
+};
+pub use stream::{Instruction, Op, Totals};

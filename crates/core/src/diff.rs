@@ -1,0 +1,410 @@
+//! Finding what the new image shares with the old one.
+//!
+//! The old image is indexed by the hash of each aligned block (4 KiB by
+//! default: filesystems move data in blocks). The new image is scanned with
+//! a rolling hash of the same width, so a block is found wherever it moved,
+//! at any byte offset (tar-like or shifted data). Each hit is checked byte by
+//! byte against the old image — the generator has both images, so no strong
+//! hash is needed — and extended in both directions. Zero runs are found
+//! directly. What lies between matches (a *gap*) is encoded bsdiff-style:
+//! the stretch after a match is diffed against the old bytes that follow the
+//! match, the stretch before the next match against the old bytes before
+//! it, and the middle is literal. Literal bytes are later compressed with
+//! zstd against a reference window of the old image (see [`crate::encode`]).
+//!
+//! This module is pure and single-threaded: the generator runs it on many
+//! segments at once.
+
+use crate::encode::SegmentPlan;
+use delta_format::Op;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
+
+const PRIME: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Tuning of the matcher.
+#[derive(Debug, Clone)]
+pub struct DiffOptions {
+    /// Width of indexed blocks and of the rolling hash, in bytes.
+    pub block_size: usize,
+    /// Most bytes of old image used as the zstd reference of a segment.
+    pub max_reference: usize,
+}
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        DiffOptions {
+            block_size: 4096,
+            max_reference: 4 << 20,
+        }
+    }
+}
+
+/// Hash of one block, the same value a [`Roller`] reaches over those bytes.
+pub fn hash_block(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0u64, |h, &b| h.wrapping_mul(PRIME).wrapping_add(u64::from(b) + 1))
+}
+
+/// Mixes a rolling hash into a table key (the polynomial's low bits are
+/// weak).
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Rolling polynomial hash over a window of fixed width.
+struct Roller {
+    hash: u64,
+    /// PRIME^(width-1): the weight of the byte leaving the window.
+    out_weight: u64,
+}
+
+impl Roller {
+    fn new(window: &[u8]) -> Roller {
+        let out_weight = (1..window.len()).fold(1u64, |w, _| w.wrapping_mul(PRIME));
+        Roller {
+            hash: hash_block(window),
+            out_weight,
+        }
+    }
+
+    fn roll(&mut self, out: u8, inp: u8) {
+        let h = self
+            .hash
+            .wrapping_sub((u64::from(out) + 1).wrapping_mul(self.out_weight));
+        self.hash = h.wrapping_mul(PRIME).wrapping_add(u64::from(inp) + 1);
+    }
+}
+
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys are hashed")
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Where each distinct non-zero aligned block of the old image is.
+///
+/// Memory: about 24 bytes per old block (0.6% of the old image at 4 KiB)
+/// plus a one-bit-per-slot filter of at most 16 MiB.
+#[derive(Debug)]
+pub struct BlockIndex {
+    block_size: usize,
+    filter: Vec<u64>,
+    filter_mask: u64,
+    blocks: HashMap<u64, u64, BuildHasherDefault<IdentityHasher>>,
+}
+
+impl BlockIndex {
+    /// Builds the index from `(hash_block(block), offset)` pairs, first
+    /// occurrence winning. The generator computes the hashes in parallel.
+    pub fn from_hashes(block_size: usize, count: usize, hashes: impl IntoIterator<Item = (u64, u64)>) -> BlockIndex {
+        let bits = (count.max(1) * 16).next_power_of_two().clamp(1 << 16, 1 << 27);
+        let mut index = BlockIndex {
+            block_size,
+            filter: vec![0; bits / 64],
+            filter_mask: bits as u64 - 1,
+            blocks: HashMap::with_capacity_and_hasher(count, Default::default()),
+        };
+        for (hash, offset) in hashes {
+            let key = mix(hash);
+            index.filter[(key & index.filter_mask) as usize / 64] |= 1 << (key % 64);
+            index.blocks.entry(key).or_insert(offset);
+        }
+        index
+    }
+
+    /// Builds the index of `old` on one thread.
+    pub fn build(old: &[u8], block_size: usize) -> BlockIndex {
+        let hashes = old
+            .chunks_exact(block_size)
+            .enumerate()
+            .filter(|(_, b)| !is_zero(b))
+            .map(|(i, b)| (hash_block(b), (i * block_size) as u64));
+        BlockIndex::from_hashes(block_size, old.len() / block_size, hashes)
+    }
+
+    /// Width of indexed blocks.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    fn lookup(&self, hash: u64) -> Option<u64> {
+        let key = mix(hash);
+        if self.filter[(key & self.filter_mask) as usize / 64] & (1 << (key % 64)) == 0 {
+            return None;
+        }
+        self.blocks.get(&key).copied()
+    }
+}
+
+/// True if every byte is zero.
+pub fn is_zero(bytes: &[u8]) -> bool {
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    words
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("chunks of 8")))
+        .all(|w| w == 0)
+        && tail.iter().all(|&b| b == 0)
+}
+
+/// Length of the common prefix of `a` and `b`.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = u64::from_le_bytes(a[i..i + 8].try_into().expect("8 bytes"));
+        let y = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        if x != y {
+            return i + ((x ^ y).trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+/// Length of the common suffix of `a` and `b`.
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    a.iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// Plans one segment: the bytes `new[range]`, matched against `old`.
+pub fn plan_segment(
+    old: &[u8],
+    new: &[u8],
+    range: Range<usize>,
+    index: &BlockIndex,
+    options: &DiffOptions,
+) -> SegmentPlan {
+    let mut planner = Planner {
+        old,
+        new,
+        plan: SegmentPlan::default(),
+        last_disp: None,
+        disp_weight: HashMap::new(),
+    };
+    planner.scan(range.clone(), index);
+    planner.choose_reference(range, options.max_reference);
+    planner.plan
+}
+
+struct Planner<'a> {
+    old: &'a [u8],
+    new: &'a [u8],
+    plan: SegmentPlan,
+    /// `old offset - new offset` of the last match.
+    last_disp: Option<i64>,
+    /// Bytes matched per displacement, to pick the reference window.
+    disp_weight: HashMap<i64, u64>,
+}
+
+impl Planner<'_> {
+    fn scan(&mut self, range: Range<usize>, index: &BlockIndex) {
+        let (old, new) = (self.old, self.new);
+        let block = index.block_size();
+        let end = range.end;
+        let mut gap_start = range.start;
+        let mut pos = range.start;
+        let mut roller: Option<Roller> = None;
+        while pos + block <= end {
+            if new[pos] == 0 && is_zero(&new[pos..pos + block]) {
+                let start = pos - common_suffix(&new[gap_start..pos], &ZERO_PAGE[..(pos - gap_start).min(ZERO_PAGE.len())]);
+                let mut stop = pos + block;
+                while stop < end {
+                    let n = common_prefix(&new[stop..end], &ZERO_PAGE[..(end - stop).min(ZERO_PAGE.len())]);
+                    stop += n;
+                    if n < ZERO_PAGE.len() {
+                        break;
+                    }
+                }
+                self.gap(gap_start..start, None);
+                self.push(Op::Zero {
+                    len: (stop - start) as u64,
+                });
+                pos = stop;
+                gap_start = stop;
+                roller = None;
+                continue;
+            }
+            let window = &new[pos..pos + block];
+            let same_disp = self.last_disp.and_then(|d| {
+                let c = usize::try_from(pos as i64 + d).ok()?;
+                (old.get(c..c + block)? == window).then_some(c)
+            });
+            let hit = same_disp.or_else(|| {
+                let roller = roller.get_or_insert_with(|| Roller::new(window));
+                let c = usize::try_from(index.lookup(roller.hash)?).ok()?;
+                (old.get(c..c + block)? == window).then_some(c)
+            });
+            if let Some(c) = hit {
+                let back = common_suffix(&new[gap_start..pos], &old[..c]);
+                let fwd = common_prefix(&new[pos + block..end], &old[c + block..]);
+                let (start, src) = (pos - back, c - back);
+                let stop = pos + block + fwd;
+                let disp = src as i64 - start as i64;
+                self.gap(gap_start..start, Some(disp));
+                self.push(Op::Copy {
+                    src: src as u64,
+                    len: (stop - start) as u64,
+                });
+                *self.disp_weight.entry(disp).or_default() += (stop - start) as u64;
+                self.last_disp = Some(disp);
+                pos = stop;
+                gap_start = stop;
+                roller = None;
+                continue;
+            }
+            if pos + block < end {
+                let r = roller.get_or_insert_with(|| Roller::new(window));
+                r.roll(new[pos], new[pos + block]);
+            }
+            pos += 1;
+        }
+        self.gap(gap_start..end, None);
+    }
+
+    /// Encodes the unmatched bytes `new[range]`: a diff against the bytes
+    /// after the previous match, a diff against the bytes before the next
+    /// one (`next_disp`), literal bytes between.
+    fn gap(&mut self, range: Range<usize>, next_disp: Option<i64>) {
+        if range.is_empty() {
+            return;
+        }
+        let (old, new) = (self.old, self.new);
+        let gap = &new[range.clone()];
+        let old_at = |disp: i64, pos: usize| usize::try_from(pos as i64 + disp).ok();
+
+        // bsdiff's rule: extend while matches outnumber half the length.
+        let mut fwd = 0;
+        let fwd_base = self.last_disp.and_then(|d| old_at(d, range.start));
+        if let Some(base) = fwd_base {
+            let (mut score, mut best) = (0i64, 0i64);
+            for (i, (&n, &o)) in gap.iter().zip(old.get(base..).unwrap_or(&[])).enumerate() {
+                score += if n == o { 1 } else { -1 };
+                if score > best {
+                    best = score;
+                    fwd = i + 1;
+                }
+            }
+        }
+        let mut back = 0;
+        let back_base = next_disp.and_then(|d| old_at(d, range.end));
+        if let Some(base) = back_base {
+            let before = old.get(..base).unwrap_or(&[]);
+            let (mut score, mut best) = (0i64, 0i64);
+            for (i, (&n, &o)) in gap.iter().rev().zip(before.iter().rev()).enumerate() {
+                score += if n == o { 1 } else { -1 };
+                if score > best {
+                    best = score;
+                    back = i + 1;
+                }
+            }
+        }
+        if fwd + back > gap.len() {
+            back = gap.len() - fwd;
+        }
+        if let Some(base) = fwd_base.filter(|_| fwd > 0) {
+            self.push_diff(base, &gap[..fwd]);
+        }
+        let mid = &gap[fwd..gap.len() - back];
+        if !mid.is_empty() {
+            self.plan.literal.extend_from_slice(mid);
+            self.push(Op::Literal {
+                len: mid.len() as u64,
+            });
+        }
+        if let Some(base) = back_base.filter(|_| back > 0) {
+            self.push_diff(base - back, &gap[gap.len() - back..]);
+        }
+    }
+
+    fn push_diff(&mut self, src: usize, new: &[u8]) {
+        let old = &self.old[src..src + new.len()];
+        self.plan
+            .diff
+            .extend(new.iter().zip(old).map(|(n, o)| n.wrapping_sub(*o)));
+        self.push(Op::Diff {
+            src: src as u64,
+            len: new.len() as u64,
+        });
+    }
+
+    fn push(&mut self, op: Op) {
+        self.plan.ops.push(op);
+    }
+
+    /// Picks the old range zstd may reference for literal bytes: centred on
+    /// where most of this segment's matches point (neighbouring matches
+    /// usually belong to the old version of the same file), else on the
+    /// same relative position in the old image.
+    fn choose_reference(&mut self, range: Range<usize>, max_reference: usize) {
+        if self.plan.literal.is_empty() || self.old.is_empty() || max_reference == 0 {
+            return;
+        }
+        let old_len = self.old.len();
+        let mid_new = range.start + range.len() / 2;
+        let centre = match self.disp_weight.iter().max_by_key(|(d, w)| (**w, **d)) {
+            Some((&d, _)) => (mid_new as i64 + d).clamp(0, old_len as i64) as usize,
+            None => ((mid_new as u128 * old_len as u128) / self.new.len().max(1) as u128) as usize,
+        };
+        let len = max_reference.min(old_len);
+        let start = centre.saturating_sub(len / 2).min(old_len - len);
+        self.plan.reference = start as u64..(start + len) as u64;
+    }
+}
+
+static ZERO_PAGE: [u8; 4096] = [0; 4096];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roller_matches_block_hash() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 % 251) as u8).collect();
+        let w = 64;
+        let mut r = Roller::new(&data[..w]);
+        for pos in 0..data.len() - w {
+            assert_eq!(r.hash, hash_block(&data[pos..pos + w]), "at {pos}");
+            r.roll(data[pos], data[pos + w]);
+        }
+    }
+
+    #[test]
+    fn finds_moved_block_at_odd_offset() {
+        let old: Vec<u8> = (0..64 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let mut new = vec![7u8; 1001];
+        new.extend_from_slice(&old[8192..8192 + 20000]);
+        let index = BlockIndex::build(&old, 4096);
+        let plan = plan_segment(&old, &new, 0..new.len(), &index, &DiffOptions::default());
+        assert!(plan.ops.contains(&Op::Copy { src: 8192, len: 20000 }), "{:?}", plan.ops);
+    }
+
+    #[test]
+    fn common_prefix_and_suffix() {
+        assert_eq!(common_prefix(b"abcdefghijk", b"abcdefghijx"), 10);
+        assert_eq!(common_prefix(b"abc", b"abcdef"), 3);
+        assert_eq!(common_suffix(b"xbc", b"abc"), 2);
+    }
+}

@@ -1,0 +1,107 @@
+//! Turning a segment plan (ops plus data) into a payload and table entry.
+
+use crate::error::{Error, Result};
+use delta_format::{stream, Op, SegmentEntry};
+
+/// What one segment should contain, before compression.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegmentPlan {
+    /// Ops in order; their lengths add up to the segment's length.
+    pub ops: Vec<Op>,
+    /// Bytes consumed by the diff ops, in order.
+    pub diff: Vec<u8>,
+    /// Bytes consumed by the literal ops, in order.
+    pub literal: Vec<u8>,
+    /// Old-image range given to zstd as reference prefix (empty: none).
+    pub reference: std::ops::Range<u64>,
+}
+
+impl SegmentPlan {
+    /// Bytes of new image the plan produces.
+    pub fn new_len(&self) -> u64 {
+        self.ops.iter().map(Op::len).sum()
+    }
+}
+
+/// Compression settings for payloads.
+#[derive(Debug, Clone)]
+pub struct EncodeOptions {
+    /// zstd level (1..=22).
+    pub level: i32,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        EncodeOptions { level: 19 }
+    }
+}
+
+/// Compresses `plan` into one zstd frame and builds its table entry.
+///
+/// `old` is the whole old image (the reference prefix is taken from it) and
+/// `produced` the bytes the plan produces, whose digest goes in the entry.
+///
+/// # Errors
+/// [`Error::Compress`] when zstd fails (out of memory).
+pub fn encode_segment(
+    old: &[u8],
+    produced: &[u8],
+    plan: &SegmentPlan,
+    options: &EncodeOptions,
+) -> Result<(SegmentEntry, Vec<u8>)> {
+    let stream = stream::encode(&plan.ops, &plan.diff, &plan.literal);
+    let reference = usize::try_from(plan.reference.start)
+        .ok()
+        .zip(usize::try_from(plan.reference.end).ok())
+        .and_then(|(start, end)| old.get(start..end))
+        .unwrap_or(&[]);
+    let payload = compress(&stream, reference, options.level)?;
+
+    let mut entry = SegmentEntry {
+        new_len: produced.len() as u64,
+        payload_len: payload.len() as u64,
+        stream_len: stream.len() as u64,
+        ref_offset: if reference.is_empty() { 0 } else { plan.reference.start },
+        ref_len: reference.len() as u64,
+        payload_digest: *blake3::hash(&payload).as_bytes(),
+        output_digest: *blake3::hash(produced).as_bytes(),
+        ..SegmentEntry::default()
+    };
+    for op in &plan.ops {
+        let slot = match op {
+            Op::Copy { .. } => &mut entry.copy_len,
+            Op::Zero { .. } => &mut entry.zero_len,
+            Op::Diff { .. } => &mut entry.diff_len,
+            Op::Literal { .. } => &mut entry.literal_len,
+        };
+        *slot += op.len();
+    }
+    Ok((entry, payload))
+}
+
+/// One zstd frame of `data`, with `reference` as raw-content prefix.
+fn compress(data: &[u8], reference: &[u8], level: i32) -> Result<Vec<u8>> {
+    use zstd_safe::CParameter;
+    let fail = |code| Error::Compress {
+        reason: zstd_safe::get_error_name(code),
+    };
+    let mut cctx = zstd_safe::CCtx::create();
+    cctx.set_parameter(CParameter::CompressionLevel(level))
+        .map_err(fail)?;
+    cctx.set_parameter(CParameter::ChecksumFlag(false))
+        .map_err(fail)?;
+    cctx.set_parameter(CParameter::DictIdFlag(false)).map_err(fail)?;
+    cctx.set_parameter(CParameter::ContentSizeFlag(true))
+        .map_err(fail)?;
+    if !reference.is_empty() {
+        // The window must reach back over the whole prefix.
+        let span = (reference.len() + data.len()) as u64;
+        let window_log = (64 - span.saturating_sub(1).leading_zeros()).clamp(10, 30);
+        cctx.set_parameter(CParameter::WindowLog(window_log))
+            .map_err(fail)?;
+        cctx.ref_prefix(reference).map_err(fail)?;
+    }
+    let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
+    cctx.compress2(&mut out, data).map_err(fail)?;
+    Ok(out)
+}

@@ -1,0 +1,109 @@
+//! Errors raised while producing or applying segments.
+
+use std::io;
+
+/// What went wrong while applying or encoding a segment.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bytes of a segment break the format.
+    #[error("segment {segment}: {source}")]
+    Format {
+        /// Index of the segment.
+        segment: u64,
+        /// What is wrong.
+        source: delta_format::Error,
+    },
+    /// The payload does not match the digest in the table.
+    #[error(
+        "segment {segment}: payload digest mismatch (delta bytes {offset}..{end} are damaged)"
+    )]
+    PayloadDigest {
+        /// Index of the segment.
+        segment: u64,
+        /// Offset of the payload in the delta file.
+        offset: u64,
+        /// End of the payload in the delta file.
+        end: u64,
+    },
+    /// The zstd frame of a payload cannot be decoded.
+    #[error("segment {segment}: bad zstd frame: {reason}")]
+    Decompress {
+        /// Index of the segment.
+        segment: u64,
+        /// zstd's error name.
+        reason: &'static str,
+    },
+    /// The decoded stream has another length than the table says.
+    #[error("segment {segment}: stream decodes to {found} bytes, table says {stated}")]
+    StreamLength {
+        /// Index of the segment.
+        segment: u64,
+        /// Length in the table.
+        stated: u64,
+        /// Length decoded (at least this many when over).
+        found: u64,
+    },
+    /// The bytes produced do not match the segment's digest.
+    #[error(
+        "segment {segment} (new image bytes {start}..{end}): output digest mismatch: \
+         the old image is not the one this delta was made for, or the delta is damaged"
+    )]
+    OutputDigest {
+        /// Index of the segment.
+        segment: u64,
+        /// First byte of the new image the segment produces.
+        start: u64,
+        /// End of the range.
+        end: u64,
+    },
+    /// Reading the old image failed.
+    #[error("reading {len} bytes of the old image at offset {offset}: {source}")]
+    ReadSource {
+        /// Offset in the old image.
+        offset: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Writing the output failed.
+    #[error("writing the new image at offset {offset}: {source}")]
+    Write {
+        /// Offset in the new image.
+        offset: u64,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The header or table of a delta is malformed.
+    #[error("delta header: {0}")]
+    Header(#[source] delta_format::Error),
+    /// The old image has another size than the delta was made for.
+    #[error("old image is {found} bytes, the delta was made for {expected} bytes")]
+    OldLength {
+        /// Size in the header.
+        expected: u64,
+        /// Size of the image given.
+        found: u64,
+    },
+    /// The delta file has another length than its table implies.
+    #[error("delta is {found} bytes, its segment table implies {expected} bytes")]
+    DeltaLength {
+        /// Length from the table.
+        expected: u64,
+        /// Length found.
+        found: u64,
+    },
+    /// The whole new image does not match the header's digest.
+    #[error("new image digest mismatch: the result is not the image this delta was made for")]
+    NewDigest,
+    /// zstd refused to compress (out of memory or a bad parameter).
+    #[error("zstd compression failed: {reason}")]
+    Compress {
+        /// zstd's error name.
+        reason: &'static str,
+    },
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

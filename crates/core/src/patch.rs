@@ -1,0 +1,288 @@
+//! Applying one segment: verify the payload, decompress it against its
+//! reference prefix, run its ops, verify what they produced.
+//!
+//! Memory: a [`Patcher`] holds the decompressed stream (`stream_len`), the
+//! reference prefix (`ref_len`) and a fixed copy buffer of [`COPY_CHUNK`]
+//! bytes; the caller holds the payload. zstd decodes straight into the
+//! stream buffer in one shot, so it needs no window buffer of its own. A
+//! frame that would expand past `stream_len` fails inside zstd as soon as it
+//! runs out of room, which cuts decompression bombs off at the declared size.
+
+use crate::error::{Error, Result};
+use crate::sink::{Sink, ZEROS};
+use crate::source::Source;
+use delta_format::{stream, Digest, Instruction, SegmentEntry, Totals};
+
+/// Bytes of old image read per `read_at` call while copying.
+pub const COPY_CHUNK: usize = 256 * 1024;
+
+/// Fixed memory an applier needs on top of a header's `apply_memory`:
+/// copy buffer, zstd context, I/O buffers (a generous bound).
+pub const APPLY_OVERHEAD: u64 = 2 * 1024 * 1024;
+
+/// Where a segment sits: its table entry plus the offsets derived from the
+/// table.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentRef<'a> {
+    /// Index in the table.
+    pub index: u64,
+    /// First byte of the new image it produces.
+    pub new_offset: u64,
+    /// Offset of its payload in the delta file.
+    pub payload_offset: u64,
+    /// The table entry.
+    pub entry: &'a SegmentEntry,
+}
+
+/// Reusable buffers for applying segments one at a time.
+#[derive(Debug, Default)]
+pub struct Patcher {
+    stream: Vec<u8>,
+    reference: Vec<u8>,
+    chunk: Vec<u8>,
+}
+
+impl Patcher {
+    /// A patcher with empty buffers; they grow to the largest segment seen.
+    pub fn new() -> Patcher {
+        Patcher::default()
+    }
+
+    /// Produces the bytes of one segment into `sink` and returns their
+    /// blake3 digest, which has been checked against the table.
+    ///
+    /// Bytes reach `sink` before the digest is known: callers commit nothing
+    /// until this returns `Ok`.
+    ///
+    /// # Errors
+    /// A damaged payload, a stream that breaks the format, old-image reads
+    /// that fail, a digest mismatch, or a sink error.
+    pub fn apply_segment<S: Source + ?Sized>(
+        &mut self,
+        old: &S,
+        seg: SegmentRef<'_>,
+        payload: &[u8],
+        sink: &mut dyn Sink,
+    ) -> Result<Digest> {
+        let entry = seg.entry;
+        let segment = seg.index;
+        let payload_end = seg.payload_offset.saturating_add(payload.len() as u64);
+        if payload.len() as u64 != entry.payload_len
+            || blake3::hash(payload).as_bytes() != &entry.payload_digest
+        {
+            return Err(Error::PayloadDigest {
+                segment,
+                offset: seg.payload_offset,
+                end: payload_end,
+            });
+        }
+        self.decompress(old, seg, payload)?;
+
+        let mut run = Run {
+            old,
+            sink,
+            hasher: blake3::Hasher::new(),
+            produced: 0,
+            seg,
+            chunk: &mut self.chunk,
+        };
+        let format = |source| Error::Format { segment, source };
+        let mut decoder = stream::Decoder::new(&self.stream, old.len()).map_err(format)?;
+        while let Some(instruction) = decoder.next_instruction().map_err(format)? {
+            run.execute(instruction)?;
+        }
+        let totals = decoder.finish().map_err(format)?;
+        check_totals(segment, entry, totals)?;
+        let digest: Digest = *run.hasher.finalize().as_bytes();
+        if digest != entry.output_digest {
+            return Err(Error::OutputDigest {
+                segment,
+                start: seg.new_offset,
+                end: seg.new_offset.saturating_add(entry.new_len),
+            });
+        }
+        Ok(digest)
+    }
+
+    fn decompress<S: Source + ?Sized>(
+        &mut self,
+        old: &S,
+        seg: SegmentRef<'_>,
+        payload: &[u8],
+    ) -> Result<()> {
+        let entry = seg.entry;
+        let segment = seg.index;
+        let bad_frame = |code| Error::Decompress {
+            segment,
+            reason: zstd_safe::get_error_name(code),
+        };
+        // Exactly one frame, no trailing bytes.
+        let frame_len = zstd_safe::find_frame_compressed_size(payload).map_err(bad_frame)?;
+        if frame_len != payload.len() {
+            return Err(Error::Decompress {
+                segment,
+                reason: "payload holds bytes after its zstd frame",
+            });
+        }
+        // Both lengths were checked against apply_memory and the caller's
+        // limit when the table was decoded.
+        let ref_len = usize::try_from(entry.ref_len).map_err(|_| Error::StreamLength {
+            segment,
+            stated: entry.ref_len,
+            found: 0,
+        })?;
+        let stream_len = usize::try_from(entry.stream_len).map_err(|_| Error::StreamLength {
+            segment,
+            stated: entry.stream_len,
+            found: 0,
+        })?;
+        self.reference.resize(ref_len, 0);
+        old.read_at(entry.ref_offset, &mut self.reference)
+            .map_err(|source| Error::ReadSource {
+                offset: entry.ref_offset,
+                len: entry.ref_len,
+                source,
+            })?;
+        self.stream.resize(stream_len, 0);
+        let mut dctx = zstd_safe::DCtx::create();
+        if ref_len > 0 {
+            dctx.ref_prefix(&self.reference).map_err(bad_frame)?;
+        }
+        let found = match dctx.decompress(&mut self.stream[..], payload) {
+            Ok(n) => n as u64,
+            Err(code) if zstd_safe::get_error_name(code).contains("too small") => {
+                return Err(Error::StreamLength {
+                    segment,
+                    stated: entry.stream_len,
+                    found: entry.stream_len + 1,
+                })
+            }
+            Err(code) => return Err(bad_frame(code)),
+        };
+        if found != entry.stream_len {
+            return Err(Error::StreamLength {
+                segment,
+                stated: entry.stream_len,
+                found,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_totals(segment: u64, entry: &SegmentEntry, t: Totals) -> Result<()> {
+    let pairs = [
+        ("copy_len", entry.copy_len, t.copy),
+        ("zero_len", entry.zero_len, t.zero),
+        ("diff_len", entry.diff_len, t.diff),
+        ("literal_len", entry.literal_len, t.literal),
+    ];
+    for (what, stated, actual) in pairs {
+        if stated != actual {
+            return Err(Error::Format {
+                segment,
+                source: delta_format::Error::StreamMismatch {
+                    what,
+                    stated,
+                    actual,
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// State of one segment's execution.
+struct Run<'a, S: ?Sized> {
+    old: &'a S,
+    sink: &'a mut dyn Sink,
+    hasher: blake3::Hasher,
+    produced: u64,
+    seg: SegmentRef<'a>,
+    chunk: &'a mut Vec<u8>,
+}
+
+impl<S: Source + ?Sized> Run<'_, S> {
+    fn execute(&mut self, instruction: Instruction<'_>) -> Result<()> {
+        let len = match instruction {
+            Instruction::Copy { len, .. } | Instruction::Zero { len } => len,
+            Instruction::Literal(bytes) | Instruction::Diff { delta: bytes, .. } => {
+                bytes.len() as u64
+            }
+        };
+        // Never produce past the segment, whatever the ops claim.
+        let room = self.seg.entry.new_len - self.produced;
+        if len > room {
+            return Err(Error::Format {
+                segment: self.seg.index,
+                source: delta_format::Error::StreamMismatch {
+                    what: "bytes produced by ops vs new_len",
+                    stated: self.seg.entry.new_len,
+                    actual: self.produced.saturating_add(len),
+                },
+            });
+        }
+        match instruction {
+            Instruction::Copy { src, len } => self.copy(src, len, &[])?,
+            Instruction::Diff { src, delta } => self.copy(src, len, delta)?,
+            Instruction::Literal(bytes) => self.emit(bytes)?,
+            Instruction::Zero { len } => {
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(ZEROS.len() as u64) as usize;
+                    self.hasher.update(&ZEROS[..n]);
+                    left -= n as u64;
+                }
+                let offset = self.offset();
+                self.sink
+                    .write_zeros(len)
+                    .map_err(|source| Error::Write { offset, source })?;
+                self.produced += len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `len` old bytes from `src`, adding `delta` byte-wise when it
+    /// is not empty (a diff op).
+    fn copy(&mut self, src: u64, len: u64, delta: &[u8]) -> Result<()> {
+        let mut done = 0u64;
+        let mut chunk = std::mem::take(self.chunk);
+        while done < len {
+            let n = (len - done).min(COPY_CHUNK as u64) as usize;
+            chunk.resize(n, 0);
+            let offset = src + done;
+            self.old
+                .read_at(offset, &mut chunk)
+                .map_err(|source| Error::ReadSource {
+                    offset,
+                    len: n as u64,
+                    source,
+                })?;
+            if !delta.is_empty() {
+                let start = done as usize;
+                for (byte, d) in chunk.iter_mut().zip(&delta[start..start + n]) {
+                    *byte = byte.wrapping_add(*d);
+                }
+            }
+            self.emit(&chunk)?;
+            done += n as u64;
+        }
+        *self.chunk = chunk;
+        Ok(())
+    }
+
+    fn emit(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        let offset = self.offset();
+        self.sink
+            .write_bytes(bytes)
+            .map_err(|source| Error::Write { offset, source })?;
+        self.produced += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn offset(&self) -> u64 {
+        self.seg.new_offset.saturating_add(self.produced)
+    }
+}

@@ -1,0 +1,68 @@
+//! Where produced bytes go.
+
+use std::io::{self, Write};
+
+/// Zero bytes used to feed hashers and writers for zero runs.
+pub(crate) static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Destination of the new image's bytes, written strictly in order.
+///
+/// `write_zeros` exists so that a file target can leave holes instead of
+/// writing zero blocks.
+pub trait Sink {
+    /// Appends `bytes`.
+    ///
+    /// # Errors
+    /// The underlying I/O error.
+    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()>;
+
+    /// Appends `len` zero bytes.
+    ///
+    /// # Errors
+    /// The underlying I/O error.
+    fn write_zeros(&mut self, mut len: u64) -> io::Result<()> {
+        while len > 0 {
+            let n = len.min(ZEROS.len() as u64) as usize;
+            self.write_bytes(&ZEROS[..n])?;
+            len -= n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// A [`Sink`] over any [`Write`].
+#[derive(Debug)]
+pub struct WriteSink<W>(pub W);
+
+impl<W: Write> Sink for WriteSink<W> {
+    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes)
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn write_zeros(&mut self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| io::ErrorKind::OutOfMemory)?;
+        self.resize(self.len() + len, 0);
+        Ok(())
+    }
+}
+
+/// Discards bytes (used to verify without writing).
+#[derive(Debug, Default)]
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn write_bytes(&mut self, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn write_zeros(&mut self, _: u64) -> io::Result<()> {
+        Ok(())
+    }
+}

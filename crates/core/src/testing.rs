@@ -1,0 +1,105 @@
+//! Helpers shared by the tests and benches of every crate: edge sizes and
+//! reproducible data. Not part of the stable API.
+
+/// Sizes that break off-by-one logic around a block of `block` bytes.
+pub fn edge_sizes(block: usize) -> Vec<usize> {
+    vec![
+        0,
+        1,
+        2,
+        block - 1,
+        block,
+        block + 1,
+        2 * block - 1,
+        2 * block + 1,
+        3 * block + 7,
+    ]
+}
+
+/// A small, fast, seeded generator (xorshift64*), so fixtures are the same
+/// on every machine.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// `len` bytes that look like text or code: compressible, not trivial.
+    pub fn text(&mut self, len: usize) -> Vec<u8> {
+        const WORDS: &[&str] = &[
+            "fn ", "let ", "mut ", "self", ".read", "(old", ", new)", ";\n", "    ", "if ",
+            "return ", "error", "offset", "len", " + 1", "{\n", "}\n", "0x", "segment", "block",
+        ];
+        let mut out = Vec::with_capacity(len + 16);
+        while out.len() < len {
+            out.extend_from_slice(WORDS[self.below(WORDS.len() as u64) as usize].as_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+/// Derives a "new" image from `old` by `edits` random edits: insertions,
+/// deletions, overwrites, block moves and unaligned shifts.
+pub fn mutate(old: &[u8], rng: &mut Rng, edits: usize) -> Vec<u8> {
+    let mut new = old.to_vec();
+    for _ in 0..edits {
+        let len = new.len() as u64;
+        let at = if len == 0 { 0 } else { rng.below(len + 1) as usize };
+        let size = rng.below(5000) as usize + 1;
+        match rng.below(5) {
+            0 => {
+                let bytes = rng.bytes(size);
+                new.splice(at..at, bytes);
+            }
+            1 => {
+                let end = (at + size).min(new.len());
+                new.drain(at..end);
+            }
+            2 => {
+                let end = (at + size).min(new.len());
+                let bytes = rng.bytes(end - at);
+                new[at..end].copy_from_slice(&bytes);
+            }
+            3 if !new.is_empty() => {
+                // Move a block elsewhere.
+                let end = (at + size * 4).min(new.len());
+                let moved: Vec<u8> = new.drain(at..end).collect();
+                let to = rng.below(new.len() as u64 + 1) as usize;
+                new.splice(to..to, moved);
+            }
+            _ => {
+                // Unaligned shift: a few bytes inserted.
+                let n = rng.below(7) as usize + 1;
+                new.splice(at..at, rng.bytes(n));
+            }
+        }
+    }
+    new
+}

@@ -1,0 +1,76 @@
+//! `apply(old, gen(old, new)) == new` on random and edge-case pairs.
+
+use delta_core::testing::{edge_sizes, mutate, Rng};
+use delta_core::{apply_slice, diff_slices, DiffOptions, EncodeOptions, SliceOptions};
+use proptest::prelude::*;
+
+fn options(block_size: usize, segment_len: usize) -> SliceOptions {
+    SliceOptions {
+        diff: DiffOptions {
+            block_size,
+            max_reference: 64 * 1024,
+        },
+        encode: EncodeOptions { level: 3 },
+        segment_len,
+        full: false,
+    }
+}
+
+fn round_trip(old: &[u8], new: &[u8], opts: &SliceOptions) {
+    let delta = diff_slices(old, new, opts).expect("diff");
+    let out = apply_slice(old, &delta, &Default::default()).expect("apply");
+    assert!(out == new, "round trip differs: old {} new {}", old.len(), new.len());
+    let full = SliceOptions { full: true, ..opts.clone() };
+    let delta = diff_slices(old, new, &full).expect("full diff");
+    assert!(apply_slice(&[], &delta, &Default::default()).expect("full apply") == new);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn random_edits_round_trip(
+        seed: u64,
+        len in 0usize..200_000,
+        edits in 0usize..12,
+        block in prop::sample::select(vec![64usize, 512, 4096]),
+        segment in prop::sample::select(vec![1000usize, 65536, 4 << 20]),
+    ) {
+        let mut rng = Rng::new(seed);
+        let mut old = rng.text(len / 2);
+        old.extend(rng.bytes(len - len / 2));
+        let new = mutate(&old, &mut rng, edits);
+        round_trip(&old, &new, &options(block, segment));
+    }
+}
+
+#[test]
+fn edge_cases_round_trip() {
+    let block = 4096;
+    let opts = options(block, 4 << 20);
+    let mut rng = Rng::new(7);
+    let sizes = edge_sizes(block);
+    for &a in &sizes {
+        for &b in &sizes {
+            let old = rng.bytes(a);
+            let unrelated = rng.bytes(b);
+            round_trip(&old, &unrelated, &opts);
+            let zeros = vec![0u8; b];
+            round_trip(&old, &zeros, &opts);
+        }
+        let old = rng.bytes(a);
+        round_trip(&old, &old, &opts);
+        round_trip(&[], &old, &opts);
+        round_trip(&old, &[], &opts);
+    }
+}
+
+#[test]
+fn shifted_data_becomes_copies() {
+    let mut rng = Rng::new(11);
+    let old = rng.bytes(1 << 20);
+    let mut new = rng.bytes(333);
+    new.extend_from_slice(&old);
+    let delta = diff_slices(&old, &new, &options(4096, 4 << 20)).unwrap();
+    assert!(delta.len() < 2000, "delta of a shifted image is {} bytes", delta.len());
+}

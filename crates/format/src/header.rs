@@ -1,0 +1,623 @@
+//! The fixed header and the segment table.
+//!
+//! A delta file is `header (128 bytes) | segment table (136 bytes per
+//! segment) | table digest (32 bytes) | payloads`. The header and table are
+//! fixed-size little-endian records so that a device can read them with two
+//! bounded reads and decide, before writing anything, whether it can apply
+//! the delta (sizes, source digest, memory). The table digest covers both,
+//! so a damaged header is reported as such instead of as a confusing error
+//! later. Payload offsets are not stored: they are the running sum of
+//! `payload_len`, which leaves nothing to disagree with.
+
+use crate::error::{Error, Result};
+
+/// Magic bytes at offset 0 (PNG-style: a high byte, CR LF, ^Z and LF catch
+/// transfers that mangle binary files).
+pub const MAGIC: [u8; 8] = [0x89, b'D', b'L', b'T', b'\r', b'\n', 0x1a, b'\n'];
+/// The format version this build reads and writes.
+pub const VERSION: u32 = 1;
+/// Bytes of the fixed header.
+pub const HEADER_LEN: usize = 128;
+/// Bytes of one segment table entry.
+pub const ENTRY_LEN: usize = 136;
+/// Bytes of a blake3 digest.
+pub const DIGEST_LEN: usize = 32;
+/// Extra decompressed bytes a segment stream may hold beyond `2 * new_len`.
+pub const STREAM_SLACK: u64 = 4096;
+
+/// A blake3 digest.
+pub type Digest = [u8; DIGEST_LEN];
+
+/// Header flag: the payload needs no old image (a full-image payload).
+pub const FLAG_FULL: u32 = 1;
+/// Header flag: the update is a 1.x → 2.x migration; the applier must run
+/// the `/data` size preflight first.
+pub const FLAG_MIGRATION: u32 = 2;
+const KNOWN_FLAGS: u32 = FLAG_FULL | FLAG_MIGRATION;
+
+/// The fixed-size header at the start of every delta file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// [`FLAG_FULL`], [`FLAG_MIGRATION`].
+    pub flags: u32,
+    /// Size of the old image in bytes (0 for a full payload).
+    pub old_len: u64,
+    /// Size of the new image in bytes.
+    pub new_len: u64,
+    /// blake3 of the whole old image.
+    pub old_digest: Digest,
+    /// blake3 of the whole new image.
+    pub new_digest: Digest,
+    /// Generator parameter: block size of the matcher, in bytes.
+    pub block_size: u32,
+    /// Generator parameter: zstd level used for payloads.
+    pub zstd_level: i32,
+    /// Largest `new_len` of any segment, in bytes.
+    pub max_segment_len: u64,
+    /// Largest `payload_len + stream_len + ref_len` of any segment: the
+    /// buffer memory an applier needs, in bytes (its fixed overhead comes on
+    /// top).
+    pub apply_memory: u64,
+    /// Number of entries in the segment table.
+    pub segment_count: u64,
+}
+
+/// One entry of the segment table: how to produce one contiguous range of
+/// the new image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SegmentEntry {
+    /// Bytes of the new image this segment produces (at least 1).
+    pub new_len: u64,
+    /// Bytes of the compressed payload (one zstd frame).
+    pub payload_len: u64,
+    /// Bytes of the decompressed op stream.
+    pub stream_len: u64,
+    /// Start of the old-image range used as the zstd reference prefix.
+    pub ref_offset: u64,
+    /// Length of that range (0: no prefix).
+    pub ref_len: u64,
+    /// Bytes produced by copy ops.
+    pub copy_len: u64,
+    /// Bytes produced by zero ops.
+    pub zero_len: u64,
+    /// Bytes produced by diff ops.
+    pub diff_len: u64,
+    /// Bytes produced by literal ops.
+    pub literal_len: u64,
+    /// blake3 of the payload bytes.
+    pub payload_digest: Digest,
+    /// blake3 of the bytes this segment produces.
+    pub output_digest: Digest,
+}
+
+impl SegmentEntry {
+    /// Buffer memory needed to apply this segment: payload, decompressed
+    /// stream and reference prefix are held at once.
+    pub fn memory(&self) -> u64 {
+        self.payload_len
+            .saturating_add(self.stream_len)
+            .saturating_add(self.ref_len)
+    }
+}
+
+/// Caller-imposed limits checked while decoding the header and table.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most segments accepted.
+    pub max_segments: u64,
+    /// Most buffer memory (see [`Header::apply_memory`]) accepted, in bytes.
+    pub max_memory: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_segments: 1 << 24,
+            max_memory: 1 << 30,
+        }
+    }
+}
+
+impl Header {
+    /// True for a full-image payload.
+    pub fn is_full(&self) -> bool {
+        self.flags & FLAG_FULL != 0
+    }
+
+    /// True when the update is marked as a 1.x → 2.x migration.
+    pub fn is_migration(&self) -> bool {
+        self.flags & FLAG_MIGRATION != 0
+    }
+
+    /// Bytes that follow the header before the first payload: the table and
+    /// its digest.
+    ///
+    /// # Errors
+    /// [`Error::OverLimit`] if the table would exceed `limits`.
+    pub fn table_len(&self, limits: &Limits) -> Result<u64> {
+        if self.segment_count > limits.max_segments {
+            return Err(Error::OverLimit {
+                what: "segment count".into(),
+                found: self.segment_count,
+                limit: limits.max_segments,
+            });
+        }
+        // Cannot overflow: max_segments is far below u64::MAX / ENTRY_LEN in
+        // any sane configuration, but stay checked anyway.
+        self.segment_count
+            .checked_mul(ENTRY_LEN as u64)
+            .and_then(|n| n.checked_add(DIGEST_LEN as u64))
+            .ok_or(Error::InvalidField {
+                field: "segment_count".into(),
+                found: self.segment_count,
+                expected: "a table size that fits in 64 bits".into(),
+            })
+    }
+
+    /// Encodes the header into its 128 bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        let mut w = Writer(&mut out, 0);
+        w.bytes(&MAGIC);
+        w.u32(VERSION);
+        w.u32(self.flags);
+        w.u64(self.old_len);
+        w.u64(self.new_len);
+        w.bytes(&self.old_digest);
+        w.bytes(&self.new_digest);
+        w.u32(self.block_size);
+        w.u32(self.zstd_level as u32);
+        w.u64(self.max_segment_len);
+        w.u64(self.apply_memory);
+        w.u64(self.segment_count);
+        debug_assert_eq!(w.1, HEADER_LEN);
+        out
+    }
+
+    /// Decodes and checks a header.
+    ///
+    /// # Errors
+    /// Truncation, wrong magic, unknown version or flags, or fields that
+    /// break the format's rules or `limits`.
+    pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Header> {
+        if bytes.len() < HEADER_LEN {
+            // Report wrong magic first: a short non-delta file is "not a
+            // delta", not "truncated".
+            let mut found = [0u8; 8];
+            let n = bytes.len().min(8);
+            found[..n].copy_from_slice(&bytes[..n]);
+            if found[..n] != MAGIC[..n] {
+                return Err(Error::BadMagic {
+                    found,
+                    expected: MAGIC,
+                });
+            }
+            return Err(Error::Truncated {
+                what: "header",
+                offset: 0,
+                need: HEADER_LEN as u64,
+                have: bytes.len() as u64,
+            });
+        }
+        let mut r = Reader(bytes, 0);
+        let magic: [u8; 8] = r.array();
+        if magic != MAGIC {
+            return Err(Error::BadMagic {
+                found: magic,
+                expected: MAGIC,
+            });
+        }
+        let version = r.u32();
+        if version != VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        let flags = r.u32();
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(Error::UnknownFlags {
+                found: flags,
+                known: KNOWN_FLAGS,
+            });
+        }
+        let header = Header {
+            flags,
+            old_len: r.u64(),
+            new_len: r.u64(),
+            old_digest: r.array(),
+            new_digest: r.array(),
+            block_size: r.u32(),
+            zstd_level: r.u32() as i32,
+            max_segment_len: r.u64(),
+            apply_memory: r.u64(),
+            segment_count: r.u64(),
+        };
+        header.check(limits)?;
+        Ok(header)
+    }
+
+    fn check(&self, limits: &Limits) -> Result<()> {
+        if self.is_full() && self.old_len != 0 {
+            return Err(invalid("old_len", self.old_len, "0 in a full payload"));
+        }
+        if self.new_len == 0 {
+            if self.segment_count != 0 {
+                return Err(invalid(
+                    "segment_count",
+                    self.segment_count,
+                    "0 when new_len is 0",
+                ));
+            }
+        } else {
+            if self.segment_count == 0 || self.segment_count > self.new_len {
+                return Err(invalid(
+                    "segment_count",
+                    self.segment_count,
+                    format!("1..={} (every segment produces bytes)", self.new_len),
+                ));
+            }
+            if self.max_segment_len == 0 {
+                return Err(invalid("max_segment_len", 0, "at least 1"));
+            }
+        }
+        if self.apply_memory > limits.max_memory {
+            return Err(Error::OverLimit {
+                what: "memory needed to apply (header apply_memory)".into(),
+                found: self.apply_memory,
+                limit: limits.max_memory,
+            });
+        }
+        self.table_len(limits)?;
+        Ok(())
+    }
+}
+
+/// A checked header and segment table, with the positions derived from them.
+#[derive(Debug, Clone)]
+pub struct Index {
+    /// The header.
+    pub header: Header,
+    /// The segments, in new-image order.
+    pub segments: Vec<SegmentEntry>,
+    /// Offset in the new image where each segment starts.
+    pub new_offsets: Vec<u64>,
+    /// Offset in the delta file where each segment's payload starts.
+    pub payload_offsets: Vec<u64>,
+    /// Total size of a well-formed delta file with this index.
+    pub file_len: u64,
+}
+
+impl Index {
+    /// Encodes header, table and table digest.
+    pub fn encode(header: &Header, segments: &[SegmentEntry]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + segments.len() * ENTRY_LEN + DIGEST_LEN);
+        out.extend_from_slice(&header.encode());
+        for entry in segments {
+            let mut buf = [0u8; ENTRY_LEN];
+            let mut w = Writer(&mut buf, 0);
+            for value in [
+                entry.new_len,
+                entry.payload_len,
+                entry.stream_len,
+                entry.ref_offset,
+                entry.ref_len,
+                entry.copy_len,
+                entry.zero_len,
+                entry.diff_len,
+                entry.literal_len,
+            ] {
+                w.u64(value);
+            }
+            w.bytes(&entry.payload_digest);
+            w.bytes(&entry.output_digest);
+            debug_assert_eq!(w.1, ENTRY_LEN);
+            out.extend_from_slice(&buf);
+        }
+        let digest = blake3::hash(&out);
+        out.extend_from_slice(digest.as_bytes());
+        out
+    }
+
+    /// Decodes the table that follows `header`. `header_bytes` are the 128
+    /// bytes the header was decoded from, `table` the
+    /// [`Header::table_len`] bytes after them.
+    ///
+    /// # Errors
+    /// Truncation, a digest mismatch, or entries that break the rules in
+    /// `FORMAT.md` (sizes that do not add up, ranges outside the old image,
+    /// memory over the header's statement).
+    pub fn decode(
+        header: Header,
+        header_bytes: &[u8],
+        table: &[u8],
+        limits: &Limits,
+    ) -> Result<Index> {
+        let table_len = header.table_len(limits)?;
+        if (table.len() as u64) < table_len {
+            return Err(Error::Truncated {
+                what: "segment table",
+                offset: HEADER_LEN as u64,
+                need: table_len,
+                have: table.len() as u64,
+            });
+        }
+        let entries_len = usize::try_from(table_len)
+            .map_err(|_| invalid("segment_count", header.segment_count, "a table that fits in memory"))?
+            - DIGEST_LEN;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(header_bytes.get(..HEADER_LEN).unwrap_or(header_bytes));
+        hasher.update(&table[..entries_len]);
+        if hasher.finalize().as_bytes()[..] != table[entries_len..entries_len + DIGEST_LEN] {
+            return Err(Error::HeaderDigest {
+                offset: (HEADER_LEN + entries_len) as u64,
+            });
+        }
+
+        let count = entries_len / ENTRY_LEN;
+        let mut segments = Vec::with_capacity(count);
+        let mut new_offsets = Vec::with_capacity(count);
+        let mut payload_offsets = Vec::with_capacity(count);
+        let mut new_offset = 0u64;
+        let mut payload_offset = (HEADER_LEN + entries_len + DIGEST_LEN) as u64;
+        for (i, raw) in table[..entries_len].chunks_exact(ENTRY_LEN).enumerate() {
+            let mut r = Reader(raw, 0);
+            let entry = SegmentEntry {
+                new_len: r.u64(),
+                payload_len: r.u64(),
+                stream_len: r.u64(),
+                ref_offset: r.u64(),
+                ref_len: r.u64(),
+                copy_len: r.u64(),
+                zero_len: r.u64(),
+                diff_len: r.u64(),
+                literal_len: r.u64(),
+                payload_digest: r.array(),
+                output_digest: r.array(),
+            };
+            check_entry(&header, i, &entry)?;
+            new_offsets.push(new_offset);
+            payload_offsets.push(payload_offset);
+            new_offset = new_offset.saturating_add(entry.new_len);
+            payload_offset = payload_offset.checked_add(entry.payload_len).ok_or_else(|| {
+                invalid(
+                    format!("segment[{i}].payload_len"),
+                    entry.payload_len,
+                    "a file size that fits in 64 bits",
+                )
+            })?;
+            segments.push(entry);
+        }
+        if new_offset != header.new_len {
+            return Err(invalid(
+                "sum of segment new_len",
+                new_offset,
+                format!("new_len from the header, {}", header.new_len),
+            ));
+        }
+        Ok(Index {
+            header,
+            segments,
+            new_offsets,
+            payload_offsets,
+            file_len: payload_offset,
+        })
+    }
+}
+
+fn check_entry(header: &Header, i: usize, e: &SegmentEntry) -> Result<()> {
+    let field = |name: &str| format!("segment[{i}].{name}");
+    if e.new_len == 0 || e.new_len > header.max_segment_len {
+        return Err(invalid(
+            field("new_len"),
+            e.new_len,
+            format!("1..={} (max_segment_len)", header.max_segment_len),
+        ));
+    }
+    let parts = [e.copy_len, e.zero_len, e.diff_len, e.literal_len]
+        .iter()
+        .try_fold(0u64, |sum, &n| sum.checked_add(n));
+    if parts != Some(e.new_len) {
+        return Err(invalid(
+            field("copy_len+zero_len+diff_len+literal_len"),
+            parts.unwrap_or(u64::MAX),
+            format!("new_len, {}", e.new_len),
+        ));
+    }
+    let stream_max = e.new_len.saturating_mul(2).saturating_add(STREAM_SLACK);
+    if e.stream_len > stream_max {
+        return Err(invalid(
+            field("stream_len"),
+            e.stream_len,
+            format!("at most 2*new_len+{STREAM_SLACK} = {stream_max}"),
+        ));
+    }
+    if e.payload_len == 0 {
+        return Err(invalid(field("payload_len"), 0, "at least 1"));
+    }
+    match e.ref_offset.checked_add(e.ref_len) {
+        Some(end) if end <= header.old_len => {}
+        _ => {
+            return Err(invalid(
+                field("ref_offset+ref_len"),
+                e.ref_offset.saturating_add(e.ref_len),
+                format!("at most old_len, {}", header.old_len),
+            ))
+        }
+    }
+    if header.is_full() && (e.copy_len != 0 || e.diff_len != 0) {
+        return Err(invalid(
+            field("copy_len+diff_len"),
+            e.copy_len.saturating_add(e.diff_len),
+            "0 in a full payload",
+        ));
+    }
+    if e.memory() > header.apply_memory {
+        return Err(invalid(
+            field("payload_len+stream_len+ref_len"),
+            e.memory(),
+            format!("at most apply_memory, {}", header.apply_memory),
+        ));
+    }
+    Ok(())
+}
+
+fn invalid(field: impl Into<String>, found: u64, expected: impl Into<String>) -> Error {
+    Error::InvalidField {
+        field: field.into(),
+        found,
+        expected: expected.into(),
+    }
+}
+
+/// Little-endian writer into a fixed buffer whose size the caller computed.
+struct Writer<'a>(&'a mut [u8], usize);
+
+impl Writer<'_> {
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.0[self.1..self.1 + bytes.len()].copy_from_slice(bytes);
+        self.1 += bytes.len();
+    }
+    fn u32(&mut self, v: u32) {
+        self.bytes(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+}
+
+/// Little-endian reader over a buffer whose length the caller checked.
+struct Reader<'a>(&'a [u8], usize);
+
+impl Reader<'_> {
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.0[self.1..self.1 + N]);
+        self.1 += N;
+        out
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.array())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.array())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (Header, Vec<SegmentEntry>) {
+        let seg = SegmentEntry {
+            new_len: 100,
+            payload_len: 20,
+            stream_len: 30,
+            ref_offset: 5,
+            ref_len: 10,
+            copy_len: 60,
+            zero_len: 10,
+            diff_len: 20,
+            literal_len: 10,
+            payload_digest: [1; 32],
+            output_digest: [2; 32],
+        };
+        let header = Header {
+            flags: 0,
+            old_len: 1000,
+            new_len: 200,
+            old_digest: [3; 32],
+            new_digest: [4; 32],
+            block_size: 4096,
+            zstd_level: 19,
+            max_segment_len: 100,
+            apply_memory: 60,
+            segment_count: 2,
+        };
+        (header, vec![seg.clone(), seg])
+    }
+
+    fn decode_all(bytes: &[u8]) -> Result<Index> {
+        let limits = Limits::default();
+        let header = Header::decode(bytes, &limits)?;
+        Index::decode(header, &bytes[..HEADER_LEN], &bytes[HEADER_LEN..], &limits)
+    }
+
+    #[test]
+    fn round_trips() {
+        let (header, segments) = sample();
+        let bytes = Index::encode(&header, &segments);
+        let index = decode_all(&bytes).unwrap();
+        assert_eq!(index.header, header);
+        assert_eq!(index.segments, segments);
+        assert_eq!(index.new_offsets, vec![0, 100]);
+        let base = (HEADER_LEN + 2 * ENTRY_LEN + DIGEST_LEN) as u64;
+        assert_eq!(index.payload_offsets, vec![base, base + 20]);
+        assert_eq!(index.file_len, base + 40);
+    }
+
+    #[test]
+    fn every_flipped_byte_is_an_error() {
+        let (header, segments) = sample();
+        let bytes = Index::encode(&header, &segments);
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x10;
+            assert!(decode_all(&damaged).is_err(), "flip at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn names_the_problem() {
+        let (header, segments) = sample();
+        let mut bytes = Index::encode(&header, &segments);
+        bytes[8] = 9;
+        assert_eq!(
+            decode_all(&bytes).unwrap_err(),
+            Error::UnsupportedVersion {
+                found: 9,
+                supported: VERSION
+            }
+        );
+        assert!(matches!(
+            decode_all(b"hello"),
+            Err(Error::BadMagic { .. })
+        ));
+        assert!(matches!(
+            decode_all(&MAGIC[..5]),
+            Err(Error::Truncated { .. })
+        ));
+        let bytes = Index::encode(&header, &segments);
+        assert!(matches!(
+            decode_all(&bytes[..bytes.len() - 1]),
+            Err(Error::Truncated {
+                what: "segment table",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn rejects_inconsistent_tables() {
+        let (header, mut segments) = sample();
+        segments[1].new_len = 99;
+        segments[1].literal_len = 9;
+        let bytes = Index::encode(&header, &segments);
+        let err = decode_all(&bytes).unwrap_err().to_string();
+        assert!(err.contains("sum of segment new_len"), "{err}");
+
+        let (header, mut segments) = sample();
+        segments[0].ref_offset = 995;
+        let err = decode_all(&Index::encode(&header, &segments))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("segment[0].ref_offset+ref_len"), "{err}");
+
+        let (mut header, segments) = sample();
+        header.apply_memory = 10 << 30;
+        assert!(matches!(
+            decode_all(&Index::encode(&header, &segments)),
+            Err(Error::OverLimit { .. })
+        ));
+    }
+}

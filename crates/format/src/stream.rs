@@ -1,0 +1,383 @@
+//! The decompressed content of one segment: ops plus their data.
+//!
+//! ```text
+//! varint op_count | varint ops_len | varint diff_len | varint literal_len
+//! ops[ops_len] | diff bytes[diff_len] | literal bytes[literal_len]
+//! ```
+//!
+//! Ops, diff bytes and literal bytes sit in separate sections (as in bsdiff)
+//! because each compresses best next to its own kind: diff bytes are mostly
+//! zero, literals look like the old image, ops are small repetitive numbers.
+//! Sections are consumed in order, so an applier walks the three cursors
+//! forward and never looks back.
+
+use crate::error::{Error, Result};
+use crate::varint;
+
+/// Op code: copy bytes of the old image.
+pub const OP_COPY: u8 = 0;
+/// Op code: a run of zero bytes.
+pub const OP_ZERO: u8 = 1;
+/// Op code: bytes from the literal section.
+pub const OP_LITERAL: u8 = 2;
+/// Op code: old bytes plus bytes of the diff section, byte-wise mod 256.
+pub const OP_DIFF: u8 = 3;
+
+/// One operation, with absolute old-image offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Copy `len` bytes of the old image from `src`.
+    Copy {
+        /// Offset in the old image.
+        src: u64,
+        /// Bytes to copy.
+        len: u64,
+    },
+    /// Produce `len` zero bytes.
+    Zero {
+        /// Bytes to produce.
+        len: u64,
+    },
+    /// Take the next `len` bytes of the literal section.
+    Literal {
+        /// Bytes to take.
+        len: u64,
+    },
+    /// Add the next `len` bytes of the diff section to old bytes from `src`.
+    Diff {
+        /// Offset in the old image.
+        src: u64,
+        /// Bytes to produce.
+        len: u64,
+    },
+}
+
+impl Op {
+    /// Bytes of new image this op produces.
+    pub fn len(&self) -> u64 {
+        match *self {
+            Op::Copy { len, .. } | Op::Zero { len } | Op::Literal { len } | Op::Diff { len, .. } => len,
+        }
+    }
+
+    /// True if the op produces nothing (never valid in a stream).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Encodes ops and their data sections into a segment stream.
+///
+/// `diff` and `literal` must hold exactly the bytes the ops consume.
+pub fn encode(ops: &[Op], diff: &[u8], literal: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(ops.len() * 6);
+    let mut cursor = 0u64;
+    for op in ops {
+        match *op {
+            Op::Copy { src, len } | Op::Diff { src, len } => {
+                body.push(if matches!(op, Op::Copy { .. }) {
+                    OP_COPY
+                } else {
+                    OP_DIFF
+                });
+                varint::put(&mut body, len);
+                varint::put(&mut body, varint::zigzag(src.wrapping_sub(cursor) as i64));
+                cursor = src.wrapping_add(len);
+            }
+            Op::Zero { len } => {
+                body.push(OP_ZERO);
+                varint::put(&mut body, len);
+            }
+            Op::Literal { len } => {
+                body.push(OP_LITERAL);
+                varint::put(&mut body, len);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(40 + body.len() + diff.len() + literal.len());
+    varint::put(&mut out, ops.len() as u64);
+    varint::put(&mut out, body.len() as u64);
+    varint::put(&mut out, diff.len() as u64);
+    varint::put(&mut out, literal.len() as u64);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(diff);
+    out.extend_from_slice(literal);
+    out
+}
+
+/// One decoded instruction, borrowing its data from the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instruction<'a> {
+    /// Copy `len` old bytes from `src`.
+    Copy {
+        /// Offset in the old image (checked to lie inside it).
+        src: u64,
+        /// Bytes to copy.
+        len: u64,
+    },
+    /// `len` zero bytes.
+    Zero {
+        /// Bytes to produce.
+        len: u64,
+    },
+    /// Literal bytes.
+    Literal(&'a [u8]),
+    /// Old bytes from `src` plus `delta`, byte-wise mod 256.
+    Diff {
+        /// Offset in the old image (checked to lie inside it).
+        src: u64,
+        /// Differences, one per produced byte.
+        delta: &'a [u8],
+    },
+}
+
+/// Byte counts per kind of op, used to check a stream against its table
+/// entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Bytes produced by copies.
+    pub copy: u64,
+    /// Bytes produced by zero runs.
+    pub zero: u64,
+    /// Bytes produced by diffs.
+    pub diff: u64,
+    /// Bytes produced by literals.
+    pub literal: u64,
+}
+
+/// Walks a segment stream, checking each op against the old image size and
+/// the stream's sections.
+#[derive(Debug)]
+pub struct Decoder<'a> {
+    ops: &'a [u8],
+    diff: &'a [u8],
+    literal: &'a [u8],
+    op_count: u64,
+    index: u64,
+    pos: usize,
+    cursor: u64,
+    old_len: u64,
+    totals: Totals,
+}
+
+impl<'a> Decoder<'a> {
+    /// Splits `stream` into its sections.
+    ///
+    /// # Errors
+    /// A malformed section header or sections longer than the stream.
+    pub fn new(stream: &'a [u8], old_len: u64) -> Result<Decoder<'a>> {
+        let mut pos = 0;
+        let op_count = varint::get(stream, &mut pos, "stream header")?;
+        let mut lens = [0u64; 3];
+        for len in &mut lens {
+            *len = varint::get(stream, &mut pos, "stream header")?;
+        }
+        let rest = &stream[pos..];
+        let total = lens.iter().try_fold(0u64, |a, &b| a.checked_add(b));
+        if total != Some(rest.len() as u64) {
+            return Err(Error::StreamMismatch {
+                what: "section lengths vs stream length",
+                stated: total.unwrap_or(u64::MAX),
+                actual: rest.len() as u64,
+            });
+        }
+        // All three fit in `rest`, so they fit in usize.
+        let [ops_len, diff_len, _] = lens.map(|n| n as usize);
+        let (ops, rest) = rest.split_at(ops_len);
+        let (diff, literal) = rest.split_at(diff_len);
+        Ok(Decoder {
+            ops,
+            diff,
+            literal,
+            op_count,
+            index: 0,
+            pos: 0,
+            cursor: 0,
+            old_len,
+            totals: Totals::default(),
+        })
+    }
+
+    /// Returns the next instruction, or `None` once `op_count` ops were read.
+    ///
+    /// # Errors
+    /// Unknown op codes, zero lengths, ranges outside the old image or data
+    /// sections that run short.
+    pub fn next_instruction(&mut self) -> Result<Option<Instruction<'a>>> {
+        if self.index == self.op_count {
+            return Ok(None);
+        }
+        let at = self.pos as u64;
+        let code = *self.ops.get(self.pos).ok_or(Error::Truncated {
+            what: "op section",
+            offset: at,
+            need: 1,
+            have: 0,
+        })?;
+        self.pos += 1;
+        let len = varint::get(self.ops, &mut self.pos, "op section")?;
+        if len == 0 {
+            return Err(Error::EmptyOp { index: self.index });
+        }
+        let instruction = match code {
+            OP_COPY | OP_DIFF => {
+                let delta = varint::unzigzag(varint::get(self.ops, &mut self.pos, "op section")?);
+                let src = i128::from(self.cursor) + i128::from(delta);
+                let out_of_range = || Error::SourceOutOfRange {
+                    index: self.index,
+                    src,
+                    len,
+                    old_len: self.old_len,
+                };
+                let src = u64::try_from(src).map_err(|_| out_of_range())?;
+                match src.checked_add(len) {
+                    Some(end) if end <= self.old_len => self.cursor = end,
+                    _ => return Err(out_of_range()),
+                }
+                if code == OP_COPY {
+                    self.totals.copy = add(self.totals.copy, len)?;
+                    Instruction::Copy { src, len }
+                } else {
+                    self.totals.diff = add(self.totals.diff, len)?;
+                    Instruction::Diff {
+                        src,
+                        delta: take(&mut self.diff, len, "diff section")?,
+                    }
+                }
+            }
+            OP_ZERO => {
+                self.totals.zero = add(self.totals.zero, len)?;
+                Instruction::Zero { len }
+            }
+            OP_LITERAL => {
+                self.totals.literal = add(self.totals.literal, len)?;
+                Instruction::Literal(take(&mut self.literal, len, "literal section")?)
+            }
+            code => return Err(Error::UnknownOp { code, offset: at }),
+        };
+        self.index += 1;
+        Ok(Some(instruction))
+    }
+
+    /// Checks that every section was consumed exactly and returns the byte
+    /// counts per kind.
+    ///
+    /// # Errors
+    /// [`Error::StreamMismatch`] if bytes are left over.
+    pub fn finish(self) -> Result<Totals> {
+        let checks = [
+            ("ops read", self.op_count, self.index),
+            ("op section bytes", self.ops.len() as u64, self.pos as u64),
+            ("diff bytes left", 0, self.diff.len() as u64),
+            ("literal bytes left", 0, self.literal.len() as u64),
+        ];
+        for (what, stated, actual) in checks {
+            if stated != actual {
+                return Err(Error::StreamMismatch {
+                    what,
+                    stated,
+                    actual,
+                });
+            }
+        }
+        Ok(self.totals)
+    }
+}
+
+fn add(a: u64, b: u64) -> Result<u64> {
+    a.checked_add(b).ok_or(Error::StreamMismatch {
+        what: "op length total",
+        stated: a,
+        actual: u64::MAX,
+    })
+}
+
+fn take<'a>(section: &mut &'a [u8], len: u64, what: &'static str) -> Result<&'a [u8]> {
+    match usize::try_from(len) {
+        Ok(n) if n <= section.len() => {
+            let (head, tail) = section.split_at(n);
+            *section = tail;
+            Ok(head)
+        }
+        _ => Err(Error::Truncated {
+            what,
+            offset: 0,
+            need: len,
+            have: section.len() as u64,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode(stream: &[u8], old_len: u64) -> Result<(Vec<Op>, Vec<u8>, Vec<u8>)> {
+        let mut d = Decoder::new(stream, old_len)?;
+        let (mut ops, mut diff, mut lit) = (vec![], vec![], vec![]);
+        while let Some(ins) = d.next_instruction()? {
+            ops.push(match ins {
+                Instruction::Copy { src, len } => Op::Copy { src, len },
+                Instruction::Zero { len } => Op::Zero { len },
+                Instruction::Literal(b) => {
+                    lit.extend_from_slice(b);
+                    Op::Literal { len: b.len() as u64 }
+                }
+                Instruction::Diff { src, delta } => {
+                    diff.extend_from_slice(delta);
+                    Op::Diff {
+                        src,
+                        len: delta.len() as u64,
+                    }
+                }
+            });
+        }
+        d.finish()?;
+        Ok((ops, diff, lit))
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..1000, 1u64..100).prop_map(|(src, len)| Op::Copy { src, len }),
+            (1u64..1 << 40).prop_map(|len| Op::Zero { len }),
+            (1u64..50).prop_map(|len| Op::Literal { len }),
+            (0u64..1000, 1u64..50).prop_map(|(src, len)| Op::Diff { src, len }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(ops in prop::collection::vec(op_strategy(), 0..40)) {
+            let diff_len: u64 = ops.iter().filter(|o| matches!(o, Op::Diff { .. })).map(Op::len).sum();
+            let lit_len: u64 = ops.iter().filter(|o| matches!(o, Op::Literal { .. })).map(Op::len).sum();
+            let diff: Vec<u8> = (0..diff_len).map(|i| i as u8).collect();
+            let lit: Vec<u8> = (0..lit_len).map(|i| (i * 7) as u8).collect();
+            let stream = encode(&ops, &diff, &lit);
+            let (ops2, diff2, lit2) = decode(&stream, 1100).unwrap();
+            prop_assert_eq!(ops2, ops);
+            prop_assert_eq!(diff2, diff);
+            prop_assert_eq!(lit2, lit);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode(&bytes, 500);
+        }
+    }
+
+    #[test]
+    fn rejects_reads_outside_old() {
+        let stream = encode(&[Op::Copy { src: 90, len: 20 }], &[], &[]);
+        let err = decode(&stream, 100).unwrap_err();
+        assert!(matches!(err, Error::SourceOutOfRange { src: 90, len: 20, .. }), "{err}");
+    }
+
+    #[test]
+    fn rejects_leftover_and_missing_data() {
+        let stream = encode(&[Op::Literal { len: 3 }], &[], b"abcd");
+        assert!(matches!(decode(&stream, 0), Err(Error::StreamMismatch { .. })));
+        let stream = encode(&[Op::Literal { len: 5 }], &[], b"abcd");
+        assert!(matches!(decode(&stream, 0), Err(Error::Truncated { .. })));
+    }
+}
