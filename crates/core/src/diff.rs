@@ -43,9 +43,9 @@ impl Default for DiffOptions {
 
 /// Hash of one block, the same value a [`Roller`] reaches over those bytes.
 pub fn hash_block(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0u64, |h, &b| h.wrapping_mul(PRIME).wrapping_add(u64::from(b) + 1))
+    bytes.iter().fold(0u64, |h, &b| {
+        h.wrapping_mul(PRIME).wrapping_add(u64::from(b) + 1)
+    })
 }
 
 /// Mixes a rolling hash into a table key (the polynomial's low bits are
@@ -112,8 +112,14 @@ pub struct BlockIndex {
 impl BlockIndex {
     /// Builds the index from `(hash_block(block), offset)` pairs, first
     /// occurrence winning. The generator computes the hashes in parallel.
-    pub fn from_hashes(block_size: usize, count: usize, hashes: impl IntoIterator<Item = (u64, u64)>) -> BlockIndex {
-        let bits = (count.max(1) * 16).next_power_of_two().clamp(1 << 16, 1 << 27);
+    pub fn from_hashes(
+        block_size: usize,
+        count: usize,
+        hashes: impl IntoIterator<Item = (u64, u64)>,
+    ) -> BlockIndex {
+        let bits = (count.max(1) * 16)
+            .next_power_of_two()
+            .clamp(1 << 16, 1 << 27);
         let mut index = BlockIndex {
             block_size,
             filter: vec![0; bits / 64],
@@ -229,10 +235,17 @@ impl Planner<'_> {
         let mut roller: Option<Roller> = None;
         while pos + block <= end {
             if new[pos] == 0 && is_zero(&new[pos..pos + block]) {
-                let start = pos - common_suffix(&new[gap_start..pos], &ZERO_PAGE[..(pos - gap_start).min(ZERO_PAGE.len())]);
+                let start = pos
+                    - common_suffix(
+                        &new[gap_start..pos],
+                        &ZERO_PAGE[..(pos - gap_start).min(ZERO_PAGE.len())],
+                    );
                 let mut stop = pos + block;
                 while stop < end {
-                    let n = common_prefix(&new[stop..end], &ZERO_PAGE[..(end - stop).min(ZERO_PAGE.len())]);
+                    let n = common_prefix(
+                        &new[stop..end],
+                        &ZERO_PAGE[..(end - stop).min(ZERO_PAGE.len())],
+                    );
                     stop += n;
                     if n < ZERO_PAGE.len() {
                         break;
@@ -393,12 +406,21 @@ mod tests {
 
     #[test]
     fn finds_moved_block_at_odd_offset() {
-        let old: Vec<u8> = (0..64 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let old: Vec<u8> = (0..64 * 1024u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let mut new = vec![7u8; 1001];
         new.extend_from_slice(&old[8192..8192 + 20000]);
         let index = BlockIndex::build(&old, 4096);
         let plan = plan_segment(&old, &new, 0..new.len(), &index, &DiffOptions::default());
-        assert!(plan.ops.contains(&Op::Copy { src: 8192, len: 20000 }), "{:?}", plan.ops);
+        assert!(
+            plan.ops.contains(&Op::Copy {
+                src: 8192,
+                len: 20000
+            }),
+            "{:?}",
+            plan.ops
+        );
     }
 
     #[test]

@@ -61,7 +61,11 @@ pub fn encode_segment(
         new_len: produced.len() as u64,
         payload_len: payload.len() as u64,
         stream_len: stream.len() as u64,
-        ref_offset: if reference.is_empty() { 0 } else { plan.reference.start },
+        ref_offset: if reference.is_empty() {
+            0
+        } else {
+            plan.reference.start
+        },
         ref_len: reference.len() as u64,
         payload_digest: *blake3::hash(&payload).as_bytes(),
         output_digest: *blake3::hash(produced).as_bytes(),
@@ -90,7 +94,8 @@ fn compress(data: &[u8], reference: &[u8], level: i32) -> Result<Vec<u8>> {
         .map_err(fail)?;
     cctx.set_parameter(CParameter::ChecksumFlag(false))
         .map_err(fail)?;
-    cctx.set_parameter(CParameter::DictIdFlag(false)).map_err(fail)?;
+    cctx.set_parameter(CParameter::DictIdFlag(false))
+        .map_err(fail)?;
     cctx.set_parameter(CParameter::ContentSizeFlag(true))
         .map_err(fail)?;
     if !reference.is_empty() {

@@ -71,7 +71,11 @@ pub fn mutate(old: &[u8], rng: &mut Rng, edits: usize) -> Vec<u8> {
     let mut new = old.to_vec();
     for _ in 0..edits {
         let len = new.len() as u64;
-        let at = if len == 0 { 0 } else { rng.below(len + 1) as usize };
+        let at = if len == 0 {
+            0
+        } else {
+            rng.below(len + 1) as usize
+        };
         let size = rng.below(5000) as usize + 1;
         match rng.below(5) {
             0 => {

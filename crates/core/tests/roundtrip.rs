@@ -19,8 +19,16 @@ fn options(block_size: usize, segment_len: usize) -> SliceOptions {
 fn round_trip(old: &[u8], new: &[u8], opts: &SliceOptions) {
     let delta = diff_slices(old, new, opts).expect("diff");
     let out = apply_slice(old, &delta, &Default::default()).expect("apply");
-    assert!(out == new, "round trip differs: old {} new {}", old.len(), new.len());
-    let full = SliceOptions { full: true, ..opts.clone() };
+    assert!(
+        out == new,
+        "round trip differs: old {} new {}",
+        old.len(),
+        new.len()
+    );
+    let full = SliceOptions {
+        full: true,
+        ..opts.clone()
+    };
     let delta = diff_slices(old, new, &full).expect("full diff");
     assert!(apply_slice(&[], &delta, &Default::default()).expect("full apply") == new);
 }
@@ -72,5 +80,9 @@ fn shifted_data_becomes_copies() {
     let mut new = rng.bytes(333);
     new.extend_from_slice(&old);
     let delta = diff_slices(&old, &new, &options(4096, 4 << 20)).unwrap();
-    assert!(delta.len() < 2000, "delta of a shifted image is {} bytes", delta.len());
+    assert!(
+        delta.len() < 2000,
+        "delta of a shifted image is {} bytes",
+        delta.len()
+    );
 }

@@ -20,7 +20,9 @@ pub enum Error {
         have: u64,
     },
     /// The file does not start with the delta magic bytes.
-    #[error("not a delta file: magic bytes at offset 0 are {found:02x?}, expected {expected:02x?}")]
+    #[error(
+        "not a delta file: magic bytes at offset 0 are {found:02x?}, expected {expected:02x?}"
+    )]
     BadMagic {
         /// What the file starts with.
         found: [u8; 8],
@@ -28,7 +30,9 @@ pub enum Error {
         expected: [u8; 8],
     },
     /// A format version this build cannot read.
-    #[error("unsupported format version {found} at offset 8, this build reads version {supported}")]
+    #[error(
+        "unsupported format version {found} at offset 8, this build reads version {supported}"
+    )]
     UnsupportedVersion {
         /// Version found in the header.
         found: u32,

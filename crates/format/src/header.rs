@@ -342,9 +342,13 @@ impl Index {
                 have: table.len() as u64,
             });
         }
-        let entries_len = usize::try_from(table_len)
-            .map_err(|_| invalid("segment_count", header.segment_count, "a table that fits in memory"))?
-            - DIGEST_LEN;
+        let entries_len = usize::try_from(table_len).map_err(|_| {
+            invalid(
+                "segment_count",
+                header.segment_count,
+                "a table that fits in memory",
+            )
+        })? - DIGEST_LEN;
         let mut hasher = blake3::Hasher::new();
         hasher.update(header_bytes.get(..HEADER_LEN).unwrap_or(header_bytes));
         hasher.update(&table[..entries_len]);
@@ -379,13 +383,15 @@ impl Index {
             new_offsets.push(new_offset);
             payload_offsets.push(payload_offset);
             new_offset = new_offset.saturating_add(entry.new_len);
-            payload_offset = payload_offset.checked_add(entry.payload_len).ok_or_else(|| {
-                invalid(
-                    format!("segment[{i}].payload_len"),
-                    entry.payload_len,
-                    "a file size that fits in 64 bits",
-                )
-            })?;
+            payload_offset = payload_offset
+                .checked_add(entry.payload_len)
+                .ok_or_else(|| {
+                    invalid(
+                        format!("segment[{i}].payload_len"),
+                        entry.payload_len,
+                        "a file size that fits in 64 bits",
+                    )
+                })?;
             segments.push(entry);
         }
         if new_offset != header.new_len {
@@ -579,10 +585,7 @@ mod tests {
                 supported: VERSION
             }
         );
-        assert!(matches!(
-            decode_all(b"hello"),
-            Err(Error::BadMagic { .. })
-        ));
+        assert!(matches!(decode_all(b"hello"), Err(Error::BadMagic { .. })));
         assert!(matches!(
             decode_all(&MAGIC[..5]),
             Err(Error::Truncated { .. })

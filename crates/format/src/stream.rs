@@ -56,7 +56,10 @@ impl Op {
     /// Bytes of new image this op produces.
     pub fn len(&self) -> u64 {
         match *self {
-            Op::Copy { len, .. } | Op::Zero { len } | Op::Literal { len } | Op::Diff { len, .. } => len,
+            Op::Copy { len, .. }
+            | Op::Zero { len }
+            | Op::Literal { len }
+            | Op::Diff { len, .. } => len,
         }
     }
 
@@ -322,7 +325,9 @@ mod tests {
                 Instruction::Zero { len } => Op::Zero { len },
                 Instruction::Literal(b) => {
                     lit.extend_from_slice(b);
-                    Op::Literal { len: b.len() as u64 }
+                    Op::Literal {
+                        len: b.len() as u64,
+                    }
                 }
                 Instruction::Diff { src, delta } => {
                     diff.extend_from_slice(delta);
@@ -370,13 +375,26 @@ mod tests {
     fn rejects_reads_outside_old() {
         let stream = encode(&[Op::Copy { src: 90, len: 20 }], &[], &[]);
         let err = decode(&stream, 100).unwrap_err();
-        assert!(matches!(err, Error::SourceOutOfRange { src: 90, len: 20, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::SourceOutOfRange {
+                    src: 90,
+                    len: 20,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn rejects_leftover_and_missing_data() {
         let stream = encode(&[Op::Literal { len: 3 }], &[], b"abcd");
-        assert!(matches!(decode(&stream, 0), Err(Error::StreamMismatch { .. })));
+        assert!(matches!(
+            decode(&stream, 0),
+            Err(Error::StreamMismatch { .. })
+        ));
         let stream = encode(&[Op::Literal { len: 5 }], &[], b"abcd");
         assert!(matches!(decode(&stream, 0), Err(Error::Truncated { .. })));
     }
