@@ -46,8 +46,8 @@ pub enum Error {
     },
     /// The bytes produced do not match the segment's digest.
     #[error(
-        "segment {segment} (new image bytes {start}..{end}): output digest mismatch: \
-         the old image is not the one this delta was made for, or the delta is damaged"
+        "source mismatch: segment {segment} (new image bytes {start}..{end}) does not match its \
+         digest although its payload is intact: the old image is not the one this delta was made for"
     )]
     OutputDigest {
         /// Index of the segment.

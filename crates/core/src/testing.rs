@@ -107,3 +107,80 @@ pub fn mutate(old: &[u8], rng: &mut Rng, edits: usize) -> Vec<u8> {
     }
     new
 }
+
+/// A toy filesystem image of `blocks` 4 KiB blocks: text files, binary
+/// files and free (zero) blocks, from `seed`.
+fn toy_image(rng: &mut Rng, blocks: usize) -> Vec<u8> {
+    let mut image = Vec::with_capacity(blocks * 4096);
+    while image.len() < blocks * 4096 {
+        let file_blocks = rng.below(24) as usize + 1;
+        let len = file_blocks * 4096 - rng.below(4096) as usize;
+        let mut file = match rng.below(4) {
+            0 => vec![0u8; file_blocks * 4096],
+            1 => rng.bytes(len),
+            _ => rng.text(len),
+        };
+        file.resize(file.len().div_ceil(4096) * 4096, 0);
+        image.extend_from_slice(&file);
+    }
+    image.truncate(blocks * 4096);
+    image
+}
+
+/// The "minor release" of a toy image: files moved to other blocks, a few
+/// edited in place, one shifted by an unaligned offset, new data added.
+fn toy_release(old: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let blocks: Vec<&[u8]> = old.chunks(4096).collect();
+    let mut new = Vec::with_capacity(old.len() + old.len() / 8);
+    let mut i = 0;
+    while i < blocks.len() {
+        // Runs of blocks, some swapped with a run further on.
+        let run = (rng.below(32) as usize + 1).min(blocks.len() - i);
+        let chunk: Vec<u8> = blocks[i..i + run].concat();
+        match rng.below(10) {
+            0 => {
+                // Edited in place: a few scattered bytes change.
+                let mut chunk = chunk;
+                for _ in 0..rng.below(8) + 1 {
+                    let at = rng.below(chunk.len() as u64) as usize;
+                    chunk[at] = chunk[at].wrapping_add(1 + rng.below(200) as u8);
+                }
+                new.extend_from_slice(&chunk);
+            }
+            1 => {
+                // Shifted by an unaligned insertion.
+                let len = rng.below(300) as usize + 1;
+                new.extend_from_slice(&rng.text(len));
+                new.extend_from_slice(&chunk);
+            }
+            2 => new.extend_from_slice(&rng.text(run * 4096)),
+            3 => {
+                // Moved: appears later, after its successor.
+                let next = (rng.below(16) as usize + 1).min(blocks.len() - i - run);
+                new.extend_from_slice(&blocks[i + run..i + run + next].concat());
+                new.extend_from_slice(&chunk);
+                i += next;
+            }
+            _ => new.extend_from_slice(&chunk),
+        }
+        i += run;
+    }
+    new
+}
+
+/// The committed fixtures of `testdata/`: a 2 MiB sample image pair for the
+/// quick start, and small pairs that seed the fuzzers.
+pub fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
+    let mut rng = Rng::new(2026);
+    let old = toy_image(&mut rng, 512);
+    let new = toy_release(&old, &mut rng);
+    let mut rng = Rng::new(7);
+    let small_old = rng.text(6000);
+    let small_new = mutate(&small_old, &mut rng, 3);
+    vec![
+        ("sample/old.img", old),
+        ("sample/new.img", new),
+        ("small/old.bin", small_old),
+        ("small/new.bin", small_new),
+    ]
+}
