@@ -1,1 +1,452 @@
-fn main() {}
+//! The `delta` command: generate, apply and inspect OS image deltas.
+//!
+//! Exit codes: 0 success; 1 failure (one `error: ...` line on stderr);
+//! 2 usage error; 3 "not now": the target is verified but an application
+//! lock blocked the commit, or `check-data` found the folder over the limit.
+#![forbid(unsafe_code)]
+
+mod info;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use delta_apply::{Applier, ApplyOptions, Progress, Step};
+use delta_gen::GenOptions;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "delta",
+    version,
+    about = "Block-level deltas for OS images: generate on the build server, apply on the device"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a delta from OLD to NEW (or, with --full, a full-image payload of NEW).
+    Gen(GenArgs),
+    /// Rebuild the new image from OLD and DELTA (or from a full payload alone), verify it, commit it.
+    Apply(ApplyArgs),
+    /// Print a delta's header and what share of the new image is copied, zero, diffed and literal.
+    Info {
+        /// The delta file.
+        delta: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure `tar -cz DIR` without writing it; exit 3 when over the limit (1.x to 2.x migration preflight).
+    CheckData {
+        /// The application data folder.
+        dir: PathBuf,
+        /// Largest compressed size allowed: bytes or units (170MB, 162MiB).
+        #[arg(long, default_value = "170MB", value_parser = parse_size)]
+        limit: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate, apply and verify OLD to NEW in a temporary folder; print sizes, ratio and times.
+    Roundtrip {
+        /// The old image.
+        old: PathBuf,
+        /// The new image.
+        new: PathBuf,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+}
+
+#[derive(clap::Args)]
+struct Tuning {
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// zstd level of payloads (1-22).
+    #[arg(long, default_value_t = GenOptions::default().level)]
+    level: i32,
+    /// Bytes of new image per segment.
+    #[arg(long, value_parser = parse_size, default_value = "4MiB")]
+    segment_size: u64,
+}
+
+impl Tuning {
+    fn options(&self) -> Result<GenOptions, String> {
+        Ok(GenOptions {
+            threads: self.threads,
+            level: self.level,
+            segment_len: usize::try_from(self.segment_size).map_err(|e| e.to_string())?,
+            ..GenOptions::default()
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct GenArgs {
+    /// OLD NEW, or NEW alone with --full.
+    #[arg(required = true, num_args = 1..=2, value_names = ["OLD", "NEW"])]
+    images: Vec<PathBuf>,
+    /// Output delta file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Write a full-image payload (applies without an old image).
+    #[arg(long)]
+    full: bool,
+    /// Mark the update as a 1.x to 2.x migration (the applier checks /data first).
+    #[arg(long)]
+    migration: bool,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProgressMode {
+    /// A bar on a terminal, nothing otherwise.
+    Auto,
+    /// A progress bar.
+    Bar,
+    /// One JSON object per line on stdout.
+    Json,
+    /// No progress.
+    None,
+}
+
+#[derive(clap::Args)]
+struct ApplyArgs {
+    /// OLD DELTA, or DELTA alone for a full-image payload.
+    #[arg(required = true, num_args = 1..=2, value_names = ["OLD", "DELTA"])]
+    inputs: Vec<PathBuf>,
+    /// The target: a file (written as OUT.partial, renamed when verified) or the inactive partition's block device.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Refuse deltas that need more buffer memory than this (bytes or units).
+    #[arg(long, value_parser = parse_size, default_value = "24MiB")]
+    memory_limit: u64,
+    /// Check the old image's digest before writing anything.
+    #[arg(long)]
+    verify_source: bool,
+    /// Progress display.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Folder of the update log (delta-apply.YYYYmmdd_HHMMSS.log).
+    #[arg(long, default_value = "/mnt/data/balenahup")]
+    log_dir: PathBuf,
+    /// Write no update log.
+    #[arg(long)]
+    no_log: bool,
+    /// Folder whose */*/updates.lock files gate the commit.
+    #[arg(long, default_value = "/tmp/balena-supervisor/services")]
+    lock_root: PathBuf,
+    /// Seconds between lock probes.
+    #[arg(long, default_value_t = 5.0)]
+    lock_poll: f64,
+    /// Give up waiting for application locks after this many seconds (exit 3; re-run to commit).
+    #[arg(long)]
+    lock_timeout: Option<f64>,
+    /// Commit even if application locks are held.
+    #[arg(long)]
+    override_lock: bool,
+    /// Supervisor target-state config that may set SUPERVISOR_OVERRIDE_LOCK.
+    #[arg(long, default_value = "/tmp/balena-supervisor/target-state-config")]
+    supervisor_config: PathBuf,
+    /// Command run (sh -c) once locks are clear, before the commit; DELTA_TARGET names the target.
+    #[arg(long)]
+    commit_hook: Option<String>,
+    /// Folder for the journal of block-device targets.
+    #[arg(long, default_value = "/mnt/data/balenahup")]
+    state_dir: PathBuf,
+    /// Single-instance lock file.
+    #[arg(long, default_value = "/var/lock/delta-apply.lock")]
+    instance_lock: PathBuf,
+    /// Treat the update as a 1.x to 2.x migration (check the data folder first).
+    #[arg(long)]
+    migration: bool,
+    /// Application data folder checked for migrations.
+    #[arg(long, default_value = "/mnt/data/resin-data")]
+    data_dir: PathBuf,
+    /// Largest tar+gzip size of the data folder for a migration.
+    #[arg(long, value_parser = parse_size, default_value = "170MB")]
+    data_limit: u64,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    delta_datacheck::parse_size(text).map_err(|e| e.to_string())
+}
+
+/// A failure: message for stderr and exit code.
+struct Failure(String, u8);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure(e.to_string(), 1)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gen(args) => gen(args),
+        Command::Apply(args) => apply(args),
+        Command::Info { delta, json } => info::run(&delta, json).map_err(Failure::from),
+        Command::CheckData { dir, limit, json } => check_data(&dir, limit, json),
+        Command::Roundtrip { old, new, tuning } => roundtrip(&old, &new, &tuning),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message, code)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn usage(message: &str) -> ! {
+    use clap::CommandFactory;
+    Cli::command()
+        .error(clap::error::ErrorKind::WrongNumberOfValues, message)
+        .exit()
+}
+
+fn gen(args: GenArgs) -> Result<(), Failure> {
+    let (old, new) = match (args.full, args.images.as_slice()) {
+        (true, [new]) => (None, new),
+        (false, [old, new]) => (Some(old.as_path()), new),
+        (true, _) => usage("with --full, give only NEW"),
+        (false, _) => usage("give OLD and NEW (or --full NEW)"),
+    };
+    let options = GenOptions {
+        full: args.full,
+        migration: args.migration,
+        ..args.tuning.options().map_err(|e| Failure(e, 2))?
+    };
+    let started = Instant::now();
+    let summary = delta_gen::generate(old, new, &args.output, &options)?;
+    print_gen_summary(&args.output, &summary, started.elapsed());
+    Ok(())
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+fn print_gen_summary(output: &Path, s: &delta_gen::Summary, elapsed: Duration) {
+    println!(
+        "wrote {}: {} bytes ({:.3}% of the new image's {} bytes, old {} bytes) in {:.2}s",
+        output.display(),
+        s.delta_len,
+        percent(s.delta_len, s.new_len),
+        s.new_len,
+        s.old_len,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "segments {}; new image: copied {:.1}%, zero {:.1}%, diffed {:.1}%, literal {:.1}%",
+        s.segments,
+        percent(s.copy_len, s.new_len),
+        percent(s.zero_len, s.new_len),
+        percent(s.diff_len, s.new_len),
+        percent(s.literal_len, s.new_len)
+    );
+}
+
+fn apply(args: ApplyArgs) -> Result<(), Failure> {
+    let (old, delta) = match args.inputs.as_slice() {
+        [delta] => (None, delta),
+        [old, delta] => (Some(old.as_path()), delta),
+        _ => usage("give OLD DELTA, or DELTA alone for a full-image payload"),
+    };
+    let seconds = |s: f64, name: &str| {
+        if s.is_finite() && s >= 0.0 {
+            Ok(Duration::from_secs_f64(s))
+        } else {
+            Err(Failure(format!("--{name} must be a number of seconds"), 2))
+        }
+    };
+    let options = ApplyOptions {
+        memory_limit: args.memory_limit,
+        verify_source: args.verify_source,
+        lock_root: args.lock_root,
+        lock_poll: seconds(args.lock_poll, "lock-poll")?,
+        lock_timeout: args
+            .lock_timeout
+            .map(|s| seconds(s, "lock-timeout"))
+            .transpose()?,
+        override_lock: args.override_lock,
+        supervisor_config: args.supervisor_config,
+        commit_hook: args.commit_hook,
+        log_dir: (!args.no_log).then_some(args.log_dir),
+        state_dir: args.state_dir,
+        instance_lock: args.instance_lock,
+        migration: args.migration,
+        data_dir: args.data_dir,
+        data_limit: args.data_limit,
+        ..ApplyOptions::default()
+    };
+    let mode = match args.progress {
+        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+        ProgressMode::Auto => ProgressMode::None,
+        mode => mode,
+    };
+    let started = Instant::now();
+    let mut applier = Applier::new(options);
+    let bar = match mode {
+        ProgressMode::Bar => {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            let handle = bar.clone();
+            applier = applier.on_progress(move |p: &Progress| {
+                handle.set_message(p.step.label());
+                handle.set_length(p.bytes_total);
+                handle.set_position(p.bytes_done);
+            });
+            Some(bar)
+        }
+        ProgressMode::Json => {
+            applier = applier.on_progress(|p: &Progress| {
+                if let Ok(line) = serde_json::to_string(p) {
+                    println!("{line}");
+                }
+            });
+            None
+        }
+        _ => None,
+    };
+    let result = applier.apply(old, delta, &args.output);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let outcome = result.map_err(|e| Failure(e.to_string(), e.exit_code() as u8))?;
+    for warning in &outcome.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if !matches!(mode, ProgressMode::Json) {
+        println!(
+            "applied {}: {} bytes, blake3 {} verified, {} segments{} in {:.2}s",
+            args.output.display(),
+            outcome.new_len,
+            outcome.new_digest,
+            outcome.segments,
+            if outcome.resumed_segments > 0 {
+                format!(" ({} resumed)", outcome.resumed_segments)
+            } else {
+                String::new()
+            },
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let _ = Step::Done;
+    Ok(())
+}
+
+fn check_data(dir: &Path, limit: u64, json: bool) -> Result<(), Failure> {
+    let started = Instant::now();
+    let report = delta_datacheck::check_data(
+        dir,
+        &delta_datacheck::CheckOptions {
+            limit,
+            ..Default::default()
+        },
+    )?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if json {
+        let value = serde_json::json!({
+            "dir": dir.display().to_string(),
+            "compressed_bytes": report.compressed_bytes,
+            "tar_bytes": report.tar_bytes,
+            "files": report.files,
+            "limit": report.limit,
+            "over_limit": report.over_limit,
+            "seconds": seconds,
+        });
+        println!("{value}");
+    } else if report.over_limit {
+        println!(
+            "{}: compresses to at least {} bytes, over the limit of {} bytes; nothing was modified",
+            dir.display(),
+            report.compressed_bytes,
+            report.limit
+        );
+    } else {
+        println!(
+            "{}: compresses to {} bytes (tar {} bytes, {} files), under the limit of {} bytes ({seconds:.2}s)",
+            dir.display(),
+            report.compressed_bytes,
+            report.tar_bytes,
+            report.files,
+            report.limit
+        );
+    }
+    if report.over_limit {
+        return Err(Failure(
+            format!(
+                "{} compresses to at least {} bytes, over the limit of {} bytes; nothing was modified",
+                dir.display(),
+                report.compressed_bytes,
+                report.limit
+            ),
+            3,
+        ));
+    }
+    Ok(())
+}
+
+fn roundtrip(old: &Path, new: &Path, tuning: &Tuning) -> Result<(), Failure> {
+    let dir = tempfile::tempdir()?;
+    let delta = dir.path().join("update.delta");
+    let out = dir.path().join("new.img");
+    let options = tuning.options().map_err(|e| Failure(e, 2))?;
+    let started = Instant::now();
+    let summary = delta_gen::generate(Some(old), new, &delta, &options)?;
+    let gen_time = started.elapsed();
+    print_gen_summary(&delta, &summary, gen_time);
+
+    let started = Instant::now();
+    let mut applier = Applier::new(ApplyOptions {
+        log_dir: None,
+        instance_lock: dir.path().join("apply.lock"),
+        lock_root: dir.path().join("no-locks"),
+        supervisor_config: dir.path().join("no-config"),
+        ..ApplyOptions::default()
+    });
+    let outcome = applier
+        .apply(Some(old), &delta, &out)
+        .map_err(|e| Failure(e.to_string(), e.exit_code() as u8))?;
+    let apply_time = started.elapsed();
+    let same = std::fs::read(&out)? == std::fs::read(new)?;
+    if !same {
+        return Err(Failure("round trip produced a different image".into(), 1));
+    }
+    println!(
+        "applied and verified: {} bytes, byte-exact with {} (blake3 {}) in {:.2}s",
+        outcome.new_len,
+        new.display(),
+        outcome.new_digest,
+        apply_time.as_secs_f64()
+    );
+    println!(
+        "ratio: delta is {:.3}% of the new image ({:.1}x smaller); gen {:.2}s, apply {:.2}s",
+        percent(summary.delta_len, summary.new_len),
+        summary.new_len as f64 / summary.delta_len.max(1) as f64,
+        gen_time.as_secs_f64(),
+        apply_time.as_secs_f64()
+    );
+    Ok(())
+}

@@ -21,6 +21,14 @@ fn sample_pair_round_trips_small() {
     let old = std::fs::read(dir.join("old.img")).unwrap();
     let new = std::fs::read(dir.join("new.img")).unwrap();
     let delta = delta_core::diff_slices(&old, &new, &Default::default()).unwrap();
-    assert_eq!(delta_core::apply_slice(&old, &delta, &Default::default()).unwrap(), new);
-    assert!(delta.len() < new.len() / 4, "delta {} of {}", delta.len(), new.len());
+    assert_eq!(
+        delta_core::apply_slice(&old, &delta, &Default::default()).unwrap(),
+        new
+    );
+    assert!(
+        delta.len() < new.len() / 4,
+        "delta {} of {}",
+        delta.len(),
+        new.len()
+    );
 }

@@ -1,0 +1,129 @@
+//! Errors of the on-device applier.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What can stop an apply. Each message names the file and what was wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The delta's header or table is malformed, or over a limit.
+    #[error("delta {path}: {source}")]
+    Header {
+        /// The delta file.
+        path: PathBuf,
+        /// What is wrong.
+        source: delta_format::Error,
+    },
+    /// A segment failed to apply (damaged delta, wrong old image, I/O).
+    #[error("delta {path}: {source}")]
+    Segment {
+        /// The delta file.
+        path: PathBuf,
+        /// What is wrong.
+        source: delta_core::Error,
+    },
+    /// The delta file's length disagrees with its table.
+    #[error("delta {path}: file is {found} bytes, its segment table implies {expected} bytes (truncated or extended)")]
+    DeltaLength {
+        /// The delta file.
+        path: PathBuf,
+        /// Length implied by the table.
+        expected: u64,
+        /// Actual length.
+        found: u64,
+    },
+    /// The old image is not the one the delta was made for.
+    #[error("source mismatch: old image {path}: {what}")]
+    SourceMismatch {
+        /// The old image.
+        path: PathBuf,
+        /// Which check failed (size or digest, with expected and found).
+        what: String,
+    },
+    /// A delta (not a full payload) was given without an old image.
+    #[error("delta {path} needs an old image (it is not a full-image payload)")]
+    NeedsSource {
+        /// The delta file.
+        path: PathBuf,
+    },
+    /// The target is the old image, or lives on the same device.
+    #[error("refusing to write {target}: {reason}")]
+    UnsafeTarget {
+        /// The target.
+        target: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The whole new image does not match the header's digest.
+    #[error("new image {path} does not match the digest in the delta header")]
+    NewDigest {
+        /// The target written.
+        path: PathBuf,
+    },
+    /// Another apply holds the single-instance lock.
+    #[error("another update is running (lock {path} is held): no concurrent updates allowed")]
+    AlreadyRunning {
+        /// The instance lock file.
+        path: PathBuf,
+    },
+    /// An application held its update lock until the timeout.
+    #[error("application lock {lock} still held after {waited:?}: target verified but not committed; re-run to commit")]
+    LockTimeout {
+        /// The held lock.
+        lock: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The commit hook failed.
+    #[error("commit hook `{command}` failed ({status}): target verified but not committed")]
+    HookFailed {
+        /// The command.
+        command: String,
+        /// Exit status or spawn error.
+        status: String,
+    },
+    /// 1.x → 2.x migration refused: the data folder compresses too large.
+    #[error("migration refused: {dir} compresses to {at_least}{size} bytes with tar+gzip, over the limit of {limit} bytes; nothing was modified")]
+    DataTooLarge {
+        /// The data folder.
+        dir: PathBuf,
+        /// "at least " when the check stopped early.
+        at_least: &'static str,
+        /// Compressed size measured.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The migration data check could not run.
+    #[error("migration data check: {0}")]
+    DataCheck(#[from] delta_datacheck::Error),
+    /// The caller cancelled.
+    #[error("cancelled; re-run the same command to resume")]
+    Cancelled,
+}
+
+impl Error {
+    /// Process exit code for this error: 3 when the target is verified but
+    /// the commit waits on an application lock, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::LockTimeout { .. } => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,135 @@
+//! balenaOS update locks and the single-instance lock.
+//!
+//! An application holds `updates.lock` with an exclusive `flock` to delay
+//! host OS reboots; a lock file that merely exists does not count (see
+//! `shared/DOMAIN.md`, "Update locks"). We probe each lock with a
+//! non-blocking exclusive `flock` and release it at once; no lock file is
+//! ever created or deleted under the lock root.
+
+use crate::error::{Error, Result};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+/// Lock files under `root` that some process holds: `root/*/*/updates.lock`.
+pub fn held_locks(root: &Path) -> Vec<PathBuf> {
+    let mut held = Vec::new();
+    for app in read_dirs(root) {
+        for service in read_dirs(&app) {
+            let lock = service.join("updates.lock");
+            if let Ok(file) = File::open(&lock) {
+                match file.try_lock() {
+                    Ok(()) => {
+                        let _ = file.unlock();
+                    }
+                    Err(TryLockError::WouldBlock) => held.push(lock),
+                    Err(TryLockError::Error(_)) => {}
+                }
+            }
+        }
+    }
+    held.sort();
+    held
+}
+
+fn read_dirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// True when the supervisor's target-state config sets
+/// `SUPERVISOR_OVERRIDE_LOCK` (or legacy `RESIN_OVERRIDE_LOCK`) to "true".
+/// A missing or unreadable file means no override.
+pub fn override_requested(config: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(config) else {
+        return false;
+    };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    ["SUPERVISOR_OVERRIDE_LOCK", "RESIN_OVERRIDE_LOCK"]
+        .iter()
+        .find_map(|key| value.get(key))
+        .is_some_and(|v| v == "true" || v == true || v == "1")
+}
+
+/// The single-instance lock, held for the life of the value.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: File,
+}
+
+impl InstanceLock {
+    /// Takes the lock at `path` without waiting.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyRunning`] if another process holds it, or an I/O
+    /// error creating it.
+    pub fn acquire(path: &Path) -> Result<InstanceLock> {
+        let io = |op, source| Error::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| io("create directory for", e))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| io("open instance lock", e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(InstanceLock { _file: file }),
+            Err(TryLockError::WouldBlock) => Err(Error::AlreadyRunning {
+                path: path.to_owned(),
+            }),
+            Err(TryLockError::Error(e)) => Err(io("lock", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn override_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        assert!(!override_requested(&path));
+        std::fs::write(&path, r#"{"SUPERVISOR_OVERRIDE_LOCK":"true"}"#).unwrap();
+        assert!(override_requested(&path));
+        std::fs::write(&path, r#"{"RESIN_OVERRIDE_LOCK":"true"}"#).unwrap();
+        assert!(override_requested(&path));
+        std::fs::write(&path, r#"{"SUPERVISOR_OVERRIDE_LOCK":"false"}"#).unwrap();
+        assert!(!override_requested(&path));
+        std::fs::write(&path, "not json").unwrap();
+        assert!(!override_requested(&path));
+    }
+
+    #[test]
+    fn existing_unlocked_file_is_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = dir.path().join("1").join("main");
+        std::fs::create_dir_all(&svc).unwrap();
+        std::fs::write(svc.join("updates.lock"), "").unwrap();
+        assert!(held_locks(dir.path()).is_empty());
+        let holder = File::open(svc.join("updates.lock")).unwrap();
+        holder.lock().unwrap();
+        // flock locks belong to the open file description, so a second open
+        // in this process conflicts just as another process would.
+        assert_eq!(held_locks(dir.path()), vec![svc.join("updates.lock")]);
+        drop(holder);
+        assert!(held_locks(dir.path()).is_empty());
+        assert!(svc.join("updates.lock").exists(), "a lock is never deleted");
+    }
+}

@@ -1,0 +1,140 @@
+//! `delta info`: the header and the share of each kind of op.
+
+use delta_format::{Header, Index, Limits, HEADER_LEN};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Errors of `delta info`, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("delta {path}: {source}")]
+    Format {
+        path: String,
+        source: delta_format::Error,
+    },
+    #[error("delta {path}: file is {found} bytes, its segment table implies {expected} bytes")]
+    Length {
+        path: String,
+        expected: u64,
+        found: u64,
+    },
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn run(path: &Path, json: bool) -> Result<(), Error> {
+    let name = path.display().to_string();
+    let io = |op, source| Error::Io {
+        op,
+        path: name.clone(),
+        source,
+    };
+    let format = |source| Error::Format {
+        path: name.clone(),
+        source,
+    };
+    let mut file = File::open(path).map_err(|e| io("open", e))?;
+    let file_len = file.seek(SeekFrom::End(0)).map_err(|e| io("measure", e))?;
+    file.seek(SeekFrom::Start(0)).map_err(|e| io("seek", e))?;
+    let limits = Limits::default();
+    let mut head = Vec::new();
+    (&mut file)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| io("read", e))?;
+    let header = Header::decode(&head, &limits).map_err(format)?;
+    let mut table = Vec::new();
+    (&mut file)
+        .take(header.table_len(&limits).map_err(format)?)
+        .read_to_end(&mut table)
+        .map_err(|e| io("read", e))?;
+    let index = Index::decode(header, &head, &table, &limits).map_err(format)?;
+    if index.file_len != file_len {
+        return Err(Error::Length {
+            path: name,
+            expected: index.file_len,
+            found: file_len,
+        });
+    }
+    let h = &index.header;
+    let sum = |f: fn(&delta_format::SegmentEntry) -> u64| index.segments.iter().map(f).sum::<u64>();
+    let (copy, zero, diff, literal) = (
+        sum(|s| s.copy_len),
+        sum(|s| s.zero_len),
+        sum(|s| s.diff_len),
+        sum(|s| s.literal_len),
+    );
+    let share = |n: u64| {
+        if h.new_len == 0 {
+            0.0
+        } else {
+            n as f64 / h.new_len as f64
+        }
+    };
+    let value = serde_json::json!({
+        "file": name,
+        "file_len": file_len,
+        "format_version": delta_format::VERSION,
+        "kind": if h.is_full() { "full" } else { "delta" },
+        "migration": h.is_migration(),
+        "old_len": h.old_len,
+        "new_len": h.new_len,
+        "old_blake3": hex(&h.old_digest),
+        "new_blake3": hex(&h.new_digest),
+        "block_size": h.block_size,
+        "zstd_level": h.zstd_level,
+        "max_segment_len": h.max_segment_len,
+        "apply_memory": h.apply_memory,
+        "segments": h.segment_count,
+        "bytes": { "copy": copy, "zero": zero, "diff": diff, "literal": literal },
+        "share": { "copy": share(copy), "zero": share(zero), "diff": share(diff), "literal": share(literal) },
+    });
+    if json {
+        println!("{value}");
+        return Ok(());
+    }
+    println!("file           {name} ({file_len} bytes)");
+    println!(
+        "format         version {} ({})",
+        delta_format::VERSION,
+        value["kind"].as_str().unwrap_or("")
+    );
+    println!("migration      {}", h.is_migration());
+    println!(
+        "old image      {} bytes, blake3 {}",
+        h.old_len,
+        hex(&h.old_digest)
+    );
+    println!(
+        "new image      {} bytes, blake3 {}",
+        h.new_len,
+        hex(&h.new_digest)
+    );
+    println!(
+        "generator      block {} bytes, zstd level {}",
+        h.block_size, h.zstd_level
+    );
+    println!(
+        "segments       {} (largest {} bytes)",
+        h.segment_count, h.max_segment_len
+    );
+    println!("apply memory   {} bytes of buffers", h.apply_memory);
+    for (label, n) in [
+        ("copied", copy),
+        ("zero", zero),
+        ("diffed", diff),
+        ("literal", literal),
+    ] {
+        println!("{label:<14} {:>6.2}%  ({n} bytes)", share(n) * 100.0);
+    }
+    Ok(())
+}
