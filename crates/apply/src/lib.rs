@@ -234,7 +234,9 @@ impl Run<'_> {
                 self.step.label(),
                 self.step_started.elapsed().as_secs_f64()
             ));
-            self.log.line(format!("step {} started", step.label()));
+            if step != Step::Done {
+                self.log.line(format!("step {} started", step.label()));
+            }
             self.step = step;
             self.step_started = Instant::now();
         }
@@ -488,6 +490,7 @@ fn write_and_commit(
         } else {
             journal.store(&identity)?;
         }
+        run.report(Step::Applying, start, new_len, None);
         let hasher = apply_segments(
             run,
             delta,

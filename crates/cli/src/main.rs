@@ -8,7 +8,7 @@
 mod info;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use delta_apply::{Applier, ApplyOptions, Progress, Step};
+use delta_apply::{Applier, ApplyOptions, Progress};
 use delta_gen::GenOptions;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -172,6 +172,9 @@ struct ApplyArgs {
     /// Largest tar+gzip size of the data folder for a migration.
     #[arg(long, value_parser = parse_size, default_value = "170MB")]
     data_limit: u64,
+    /// Bytes written between journal checkpoints (also at most 1 s apart).
+    #[arg(long, value_parser = parse_size, default_value = "64MiB", hide = true)]
+    checkpoint_bytes: u64,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -289,7 +292,7 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         migration: args.migration,
         data_dir: args.data_dir,
         data_limit: args.data_limit,
-        ..ApplyOptions::default()
+        checkpoint_bytes: args.checkpoint_bytes,
     };
     let mode = match args.progress {
         ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
@@ -349,7 +352,6 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
             started.elapsed().as_secs_f64()
         );
     }
-    let _ = Step::Done;
     Ok(())
 }
 

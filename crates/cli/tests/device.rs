@@ -1,0 +1,580 @@
+//! The on-device applier through the `delta` binary: resume after kill -9,
+//! update locks held by another process, the supervisor override, commit
+//! hooks, the single-instance lock, progress and the update log.
+
+use delta_core::testing::{mutate, Rng};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DELTA: &str = env!("CARGO_BIN_EXE_delta");
+
+struct Device {
+    dir: tempfile::TempDir,
+}
+
+impl Device {
+    /// A temp dir holding an image pair of `len` bytes and a delta with
+    /// many segments.
+    fn new(len: usize, segment: &str) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Rng::new(len as u64);
+        let mut old = rng.text(len / 2);
+        old.extend(rng.bytes(len - len / 2));
+        let new = mutate(&old, &mut rng, 40);
+        std::fs::write(dir.path().join("old.img"), &old).unwrap();
+        std::fs::write(dir.path().join("new.img"), &new).unwrap();
+        std::fs::create_dir_all(dir.path().join("locks")).unwrap();
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        let d = Device { dir };
+        let out = d.run(&[
+            "gen",
+            "old.img",
+            "new.img",
+            "-o",
+            "u.delta",
+            "--segment-size",
+            segment,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        d
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(DELTA);
+        cmd.current_dir(self.dir.path()).args(args);
+        if args.first() == Some(&"apply") {
+            cmd.args([
+                "--log-dir",
+                "logs",
+                "--instance-lock",
+                "apply.lock",
+                "--lock-root",
+                "locks",
+                "--supervisor-config",
+                "target-state-config",
+                "--state-dir",
+                ".",
+                "--lock-poll",
+                "0.2",
+            ]);
+        }
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs `delta` with exactly `args` (no test defaults).
+    fn run_raw(&self, args: &[&str]) -> Output {
+        Command::new(DELTA)
+            .current_dir(self.dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn apply(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["apply", "old.img", "u.delta", "-o", "out.img"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn assert_done(&self) {
+        assert!(
+            std::fs::read(self.path("out.img")).unwrap()
+                == std::fs::read(self.path("new.img")).unwrap(),
+            "out.img differs from new.img"
+        );
+        assert!(!self.path("out.img.partial").exists());
+        assert!(!self.path("out.img.journal").exists());
+    }
+
+    /// A child process holding an exclusive flock on a service's
+    /// updates.lock, as an application would.
+    fn hold_lock(&self, service: &str) -> (Child, PathBuf) {
+        let dir = self.path("locks").join("1").join(service);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = dir.join("updates.lock");
+        let child = Command::new("flock")
+            .args(["-x", "-o"])
+            .arg(&lock)
+            .args(["-c", "echo held; sleep 60"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("flock(1) from util-linux");
+        // Wait until the lock is really held.
+        let mut child = child;
+        let mut line = [0u8; 5];
+        use std::io::Read;
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut line)
+            .unwrap();
+        (child, lock)
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn kill_9_at_random_moments_then_resume() {
+    let d = Device::new(48 << 20, "256KiB");
+    let mut rng = Rng::new(99);
+    let mut kills = 0;
+    let mut resumed_runs = 0;
+    // Calibrate: how long does one uninterrupted apply take?
+    let started = Instant::now();
+    let out = d.apply(&["--no-log"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let full = started.elapsed();
+    d.assert_done();
+    std::fs::remove_file(d.path("out.img")).unwrap();
+
+    for round in 0..60 {
+        let mut child = d
+            .command(&[
+                "apply",
+                "old.img",
+                "u.delta",
+                "-o",
+                "out.img",
+                "--no-log",
+                "--checkpoint-bytes",
+                "1MiB",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let wait = full.mul_f64(rng.below(1000) as f64 / 1000.0);
+        std::thread::sleep(wait);
+        let finished = child.try_wait().unwrap().is_some();
+        if !finished {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            if stdout(&out).contains("resumed") {
+                resumed_runs += 1;
+            }
+            d.assert_done();
+            std::fs::remove_file(d.path("out.img")).unwrap();
+        } else {
+            // Killed (or finished just as it was killed): never complete-looking
+            // unless the commit rename happened, in which case it is exact.
+            if d.path("out.img").exists() {
+                d.assert_done_or_resumable();
+            }
+        }
+        if kills >= 25 && round >= 30 {
+            break;
+        }
+    }
+    assert!(kills >= 20, "only {kills} kills landed");
+    // Finish whatever state the last kill left.
+    let out = d.apply(&["--no-log"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    if stdout(&out).contains("resumed") {
+        resumed_runs += 1;
+    }
+    d.assert_done();
+    assert!(resumed_runs >= 1, "no run resumed from a journal");
+}
+
+impl Device {
+    /// After a kill, `out.img` may only exist if the rename happened, in
+    /// which case it must be exact.
+    fn assert_done_or_resumable(&self) {
+        assert!(
+            std::fs::read(self.path("out.img")).unwrap()
+                == std::fs::read(self.path("new.img")).unwrap(),
+            "out.img exists but is not the new image"
+        );
+    }
+}
+
+#[test]
+fn resumes_from_the_journal_after_a_kill() {
+    let d = Device::new(32 << 20, "256KiB");
+    let mut child = d
+        .command(&[
+            "apply",
+            "old.img",
+            "u.delta",
+            "-o",
+            "out.img",
+            "--checkpoint-bytes",
+            "1MiB",
+            "--progress",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill once the journal shows progress.
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(d.path("out.img.journal")) {
+            if !text.contains("\"segments_done\":0") {
+                break;
+            }
+        }
+        if child.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(30) {
+            panic!("apply finished before a checkpoint could be observed");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !d.path("out.img").exists(),
+        "killed apply left a complete-looking target"
+    );
+    let out = d.apply(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("resumed"), "{}", stdout(&out));
+    d.assert_done();
+}
+
+#[test]
+fn held_lock_blocks_only_the_commit_then_timeout_exit_3_and_rerun_commits() {
+    let d = Device::new(4 << 20, "256KiB");
+    let (mut holder, lock) = d.hold_lock("main");
+    let hook_marker = d.path("hook-ran");
+    let hook = format!("touch {}", hook_marker.display());
+    let out = d.apply(&[
+        "--lock-timeout",
+        "1",
+        "--progress",
+        "json",
+        "--commit-hook",
+        &hook,
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("still held") && err.contains("locks/1/main/updates.lock"),
+        "{err}"
+    );
+    assert!(
+        stdout(&out).contains("\"step\":\"waiting_for_lock\""),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!d.path("out.img").exists(), "committed despite the lock");
+    assert!(d.path("out.img.partial").exists(), "verified target kept");
+    assert!(!hook_marker.exists(), "hook ran before the lock cleared");
+    let journal = std::fs::read_to_string(d.path("out.img.journal")).unwrap();
+    assert!(journal.contains("\"verified\""), "{journal}");
+
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(lock.exists(), "lock file deleted");
+    let out = d.apply(&["--progress", "json", "--commit-hook", &hook]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let progress = stdout(&out);
+    assert!(
+        !progress.contains("\"step\":\"applying\""),
+        "re-applied instead of committing: {progress}"
+    );
+    assert!(progress.contains("\"step\":\"committing\""), "{progress}");
+    assert!(hook_marker.exists());
+    d.assert_done();
+    assert!(lock.exists(), "lock file deleted");
+}
+
+#[test]
+fn lock_released_while_waiting_commits() {
+    let d = Device::new(1 << 20, "256KiB");
+    let (mut holder, _lock) = d.hold_lock("web");
+    let child = d
+        .command(&[
+            "apply",
+            "old.img",
+            "u.delta",
+            "-o",
+            "out.img",
+            "--progress",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!d.path("out.img").exists());
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let progress = stdout(&out);
+    assert!(
+        progress.contains("waiting for application lock"),
+        "{progress}"
+    );
+    d.assert_done();
+}
+
+#[test]
+fn lock_file_that_merely_exists_does_not_block() {
+    let d = Device::new(1 << 20, "256KiB");
+    let dir = d.path("locks/1/main");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("updates.lock"), "").unwrap();
+    let out = d.apply(&["--lock-timeout", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    d.assert_done();
+    assert!(dir.join("updates.lock").exists());
+}
+
+#[test]
+fn override_by_option_and_by_supervisor_config() {
+    let d = Device::new(1 << 20, "256KiB");
+    let (mut holder, _lock) = d.hold_lock("main");
+    let out = d.apply(&["--lock-timeout", "0", "--override-lock"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    d.assert_done();
+    std::fs::remove_file(d.path("out.img")).unwrap();
+
+    std::fs::write(
+        d.path("target-state-config"),
+        r#"{"SUPERVISOR_OVERRIDE_LOCK":"true"}"#,
+    )
+    .unwrap();
+    let out = d.apply(&["--lock-timeout", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    d.assert_done();
+    std::fs::remove_file(d.path("out.img")).unwrap();
+
+    std::fs::write(
+        d.path("target-state-config"),
+        r#"{"RESIN_OVERRIDE_LOCK":"false"}"#,
+    )
+    .unwrap();
+    let out = d.apply(&["--lock-timeout", "0"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}
+
+#[test]
+fn failing_commit_hook_leaves_target_verified_not_committed() {
+    let d = Device::new(1 << 20, "256KiB");
+    let out = d.apply(&["--commit-hook", "exit 7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("commit hook `exit 7` failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.path("out.img").exists());
+    assert!(d.path("out.img.partial").exists());
+    let out = d.apply(&["--commit-hook", "test -f \"$DELTA_TARGET.partial\""]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    d.assert_done();
+}
+
+#[test]
+fn second_concurrent_apply_is_refused() {
+    let d = Device::new(1 << 20, "256KiB");
+    let (mut holder, _lock) = d.hold_lock("main");
+    let mut first = d
+        .command(&["apply", "old.img", "u.delta", "-o", "out.img"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let out = d.run_raw(&[
+        "apply",
+        "old.img",
+        "u.delta",
+        "-o",
+        "other.img",
+        "--instance-lock",
+        "apply.lock",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("another update is running"),
+        "{}",
+        stderr(&out)
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(first.wait().unwrap().success());
+    d.assert_done();
+}
+
+#[test]
+fn update_log_records_steps_and_errors() {
+    let d = Device::new(1 << 20, "256KiB");
+    let out = d.apply(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let logs: Vec<PathBuf> = std::fs::read_dir(d.path("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(logs.len(), 1);
+    let name = logs[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("delta-apply.")
+            && name.ends_with(".log")
+            && name.len() == "delta-apply.YYYYmmdd_HHMMSS.log".len(),
+        "{name}"
+    );
+    let text = std::fs::read_to_string(&logs[0]).unwrap();
+    for needle in [
+        "old=old.img",
+        "step applying started",
+        "step verifying",
+        "step committing",
+        "result: success",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle:?} missing from log:\n{text}"
+        );
+    }
+    std::fs::remove_dir_all(d.path("logs")).unwrap();
+    std::fs::create_dir(d.path("logs")).unwrap();
+    std::fs::remove_file(d.path("out.img")).unwrap();
+    std::fs::write(d.path("bad.delta"), b"garbage").unwrap();
+    let out = d.run_raw(&[
+        "apply",
+        "old.img",
+        "bad.delta",
+        "-o",
+        "out.img",
+        "--log-dir",
+        "logs",
+        "--instance-lock",
+        "apply.lock",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let log = std::fs::read_dir(d.path("logs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(
+        text.contains("result: failure (exit code 1)") && text.contains("not a delta file"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unwritable_log_dir_warns_and_carries_on() {
+    let d = Device::new(1 << 20, "256KiB");
+    std::fs::write(d.path("not-a-dir"), "").unwrap();
+    let out = d.run_raw(&[
+        "apply",
+        "old.img",
+        "u.delta",
+        "-o",
+        "out.img",
+        "--log-dir",
+        "not-a-dir/logs",
+        "--instance-lock",
+        "apply.lock",
+        "--lock-root",
+        "locks",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: cannot write the update log"),
+        "{}",
+        stderr(&out)
+    );
+    d.assert_done();
+}
+
+#[test]
+fn json_progress_reports_every_step() {
+    let d = Device::new(8 << 20, "256KiB");
+    let out = d.apply(&["--progress", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut steps = Vec::new();
+    for line in stdout(&out).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+        let step = v["step"].as_str().unwrap().to_owned();
+        assert!(
+            v["bytes_done"].as_u64().unwrap()
+                <= v["bytes_total"]
+                    .as_u64()
+                    .unwrap()
+                    .max(v["bytes_done"].as_u64().unwrap())
+        );
+        if steps.last() != Some(&step) {
+            steps.push(step);
+        }
+    }
+    for step in ["preparing", "verifying", "committing", "done"] {
+        assert!(
+            steps.iter().any(|s| s == step),
+            "{step} missing from {steps:?}"
+        );
+    }
+}
+
+#[test]
+fn block_device_target_written_in_place() {
+    let d = Device::new(2 << 20, "256KiB");
+    let backing = d.path("partition.raw");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let losetup = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&backing)
+        .output();
+    let Some(dev) = losetup
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    else {
+        eprintln!("SKIPPED block_device_target_written_in_place: losetup unavailable");
+        return;
+    };
+    let out = d.run_raw(&[
+        "apply",
+        "old.img",
+        "u.delta",
+        "-o",
+        &dev,
+        "--no-log",
+        "--instance-lock",
+        "apply.lock",
+        "--lock-root",
+        "locks",
+        "--state-dir",
+        ".",
+    ]);
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new = std::fs::read(d.path("new.img")).unwrap();
+    let written = std::fs::read(&backing).unwrap();
+    assert!(written[..new.len()] == new[..], "partition content differs");
+    assert!(std::fs::read_dir(d.dir.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".journal")));
+}
