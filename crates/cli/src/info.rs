@@ -99,42 +99,44 @@ pub fn run(path: &Path, json: bool) -> Result<(), Error> {
         "share": { "copy": share(copy), "zero": share(zero), "diff": share(diff), "literal": share(literal) },
     });
     if json {
-        println!("{value}");
+        out!("{value}");
         return Ok(());
     }
-    println!("file           {name} ({file_len} bytes)");
-    println!(
+    out!("file           {name} ({file_len} bytes)");
+    out!(
         "format         version {} ({})",
         delta_format::VERSION,
         value["kind"].as_str().unwrap_or("")
     );
-    println!("migration      {}", h.is_migration());
-    println!(
+    out!("migration      {}", h.is_migration());
+    out!(
         "old image      {} bytes, blake3 {}",
         h.old_len,
         hex(&h.old_digest)
     );
-    println!(
+    out!(
         "new image      {} bytes, blake3 {}",
         h.new_len,
         hex(&h.new_digest)
     );
-    println!(
+    out!(
         "generator      block {} bytes, zstd level {}",
-        h.block_size, h.zstd_level
+        h.block_size,
+        h.zstd_level
     );
-    println!(
+    out!(
         "segments       {} (largest {} bytes)",
-        h.segment_count, h.max_segment_len
+        h.segment_count,
+        h.max_segment_len
     );
-    println!("apply memory   {} bytes of buffers", h.apply_memory);
+    out!("apply memory   {} bytes of buffers", h.apply_memory);
     for (label, n) in [
         ("copied", copy),
         ("zero", zero),
         ("diffed", diff),
         ("literal", literal),
     ] {
-        println!("{label:<14} {:>6.2}%  ({n} bytes)", share(n) * 100.0);
+        out!("{label:<14} {:>6.2}%  ({n} bytes)", share(n) * 100.0);
     }
     Ok(())
 }

@@ -5,6 +5,14 @@
 //! lock blocked the commit, or `check-data` found the folder over the limit.
 #![forbid(unsafe_code)]
 
+/// Prints a line on stdout; a closed stdout (e.g. `| head`) is not an error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod info;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -73,6 +81,9 @@ struct Tuning {
     /// Bytes of new image per segment.
     #[arg(long, value_parser = parse_size, default_value = "4MiB")]
     segment_size: u64,
+    /// Most bytes of old image a segment's zstd frame may reference (applier memory grows with it).
+    #[arg(long, value_parser = parse_size, default_value = "4MiB")]
+    max_reference: u64,
 }
 
 impl Tuning {
@@ -81,6 +92,7 @@ impl Tuning {
             threads: self.threads,
             level: self.level,
             segment_len: usize::try_from(self.segment_size).map_err(|e| e.to_string())?,
+            max_reference: usize::try_from(self.max_reference).map_err(|e| e.to_string())?,
             ..GenOptions::default()
         })
     }
@@ -242,7 +254,7 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 fn print_gen_summary(output: &Path, s: &delta_gen::Summary, elapsed: Duration) {
-    println!(
+    out!(
         "wrote {}: {} bytes ({:.3}% of the new image's {} bytes, old {} bytes) in {:.2}s",
         output.display(),
         s.delta_len,
@@ -251,7 +263,7 @@ fn print_gen_summary(output: &Path, s: &delta_gen::Summary, elapsed: Duration) {
         s.old_len,
         elapsed.as_secs_f64()
     );
-    println!(
+    out!(
         "segments {}; new image: copied {:.1}%, zero {:.1}%, diffed {:.1}%, literal {:.1}%",
         s.segments,
         percent(s.copy_len, s.new_len),
@@ -322,7 +334,7 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         ProgressMode::Json => {
             applier = applier.on_progress(|p: &Progress| {
                 if let Ok(line) = serde_json::to_string(p) {
-                    println!("{line}");
+                    out!("{line}");
                 }
             });
             None
@@ -338,7 +350,7 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         eprintln!("warning: {warning}");
     }
     if !matches!(mode, ProgressMode::Json) {
-        println!(
+        out!(
             "applied {}: {} bytes, blake3 {} verified, {} segments{} in {:.2}s",
             args.output.display(),
             outcome.new_len,
@@ -378,16 +390,16 @@ fn check_data(dir: &Path, limit: u64, json: bool) -> Result<(), Failure> {
             "over_limit": report.over_limit,
             "seconds": seconds,
         });
-        println!("{value}");
+        out!("{value}");
     } else if report.over_limit {
-        println!(
+        out!(
             "{}: compresses to at least {} bytes, over the limit of {} bytes; nothing was modified",
             dir.display(),
             report.compressed_bytes,
             report.limit
         );
     } else {
-        println!(
+        out!(
             "{}: compresses to {} bytes (tar {} bytes, {} files), under the limit of {} bytes ({seconds:.2}s)",
             dir.display(),
             report.compressed_bytes,
@@ -436,14 +448,14 @@ fn roundtrip(old: &Path, new: &Path, tuning: &Tuning) -> Result<(), Failure> {
     if !same {
         return Err(Failure("round trip produced a different image".into(), 1));
     }
-    println!(
+    out!(
         "applied and verified: {} bytes, byte-exact with {} (blake3 {}) in {:.2}s",
         outcome.new_len,
         new.display(),
         outcome.new_digest,
         apply_time.as_secs_f64()
     );
-    println!(
+    out!(
         "ratio: delta is {:.3}% of the new image ({:.1}x smaller); gen {:.2}s, apply {:.2}s",
         percent(summary.delta_len, summary.new_len),
         summary.new_len as f64 / summary.delta_len.max(1) as f64,

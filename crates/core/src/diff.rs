@@ -107,6 +107,52 @@ pub struct BlockIndex {
     filter: Vec<u64>,
     filter_mask: u64,
     blocks: HashMap<u64, u64, BuildHasherDefault<IdentityHasher>>,
+    /// Fine index: `(key, old offset)` of content-defined anchors, sorted by
+    /// key, one offset per key.
+    anchors: Vec<(u64, u64)>,
+    anchor_mask: u64,
+}
+
+/// Width of the windows hashed by the fine (anchor) index, in bytes.
+pub const ANCHOR_WINDOW: usize = 32;
+/// Shortest match kept by the fine pass, in bytes.
+const MIN_FINE_MATCH: usize = 48;
+/// Cost of a mismatching byte against a matching one when extending a diff
+/// (bsdiff uses 1; on rebuilt binaries 4 gives the smallest deltas: sparse
+/// diff bytes compress well, dense ones are better left to zstd as literals).
+const MISMATCH_PENALTY: i64 = 4;
+
+/// Mask selecting anchor keys so that an old image of `old_len` bytes gets
+/// at most about 8 Mi anchors (128 MiB of index), and at least one anchor
+/// every 16 bytes on average.
+pub fn anchor_mask(old_len: usize) -> u64 {
+    let mut bits = 4;
+    while bits < 16 && old_len >> bits > 8 << 20 {
+        bits += 1;
+    }
+    (1 << bits) - 1
+}
+
+/// The content-defined anchors of `old[range]` (windows starting in the
+/// range): positions whose window hash, mixed, has all `mask` bits clear.
+/// The generator computes them in parallel over chunks.
+pub fn anchors_in(old: &[u8], range: Range<usize>, mask: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let end = range.end.min(old.len().saturating_sub(ANCHOR_WINDOW - 1));
+    if range.start >= end {
+        return out;
+    }
+    let mut roller = Roller::new(&old[range.start..range.start + ANCHOR_WINDOW]);
+    for pos in range.start..end {
+        let key = mix(roller.hash);
+        if key & mask == 0 {
+            out.push((key, pos as u64));
+        }
+        if pos + ANCHOR_WINDOW < old.len() {
+            roller.roll(old[pos], old[pos + ANCHOR_WINDOW]);
+        }
+    }
+    out
 }
 
 impl BlockIndex {
@@ -125,6 +171,8 @@ impl BlockIndex {
             filter: vec![0; bits / 64],
             filter_mask: bits as u64 - 1,
             blocks: HashMap::with_capacity_and_hasher(count, Default::default()),
+            anchors: Vec::new(),
+            anchor_mask: u64::MAX,
         };
         for (hash, offset) in hashes {
             let key = mix(hash);
@@ -134,6 +182,16 @@ impl BlockIndex {
         index
     }
 
+    /// Adds the fine index: anchors from [`anchors_in`] with `mask`, in any
+    /// order (sorted here, lowest offset kept per key).
+    pub fn with_anchors(mut self, mut anchors: Vec<(u64, u64)>, mask: u64) -> BlockIndex {
+        anchors.sort_unstable();
+        anchors.dedup_by_key(|a| a.0);
+        self.anchors = anchors;
+        self.anchor_mask = mask;
+        self
+    }
+
     /// Builds the index of `old` on one thread.
     pub fn build(old: &[u8], block_size: usize) -> BlockIndex {
         let hashes = old
@@ -141,7 +199,14 @@ impl BlockIndex {
             .enumerate()
             .filter(|(_, b)| !is_zero(b))
             .map(|(i, b)| (hash_block(b), (i * block_size) as u64));
+        let mask = anchor_mask(old.len());
         BlockIndex::from_hashes(block_size, old.len() / block_size, hashes)
+            .with_anchors(anchors_in(old, 0..old.len(), mask), mask)
+    }
+
+    fn lookup_anchor(&self, key: u64) -> Option<u64> {
+        let i = self.anchors.binary_search_by_key(&key, |a| a.0).ok()?;
+        Some(self.anchors[i].1)
     }
 
     /// Width of indexed blocks.
@@ -206,11 +271,12 @@ pub fn plan_segment(
     let mut planner = Planner {
         old,
         new,
+        index,
         plan: SegmentPlan::default(),
         last_disp: None,
         disp_weight: HashMap::new(),
     };
-    planner.scan(range.clone(), index);
+    planner.scan(range.clone());
     planner.choose_reference(range, options.max_reference);
     planner.plan
 }
@@ -218,6 +284,7 @@ pub fn plan_segment(
 struct Planner<'a> {
     old: &'a [u8],
     new: &'a [u8],
+    index: &'a BlockIndex,
     plan: SegmentPlan,
     /// `old offset - new offset` of the last match.
     last_disp: Option<i64>,
@@ -226,8 +293,8 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    fn scan(&mut self, range: Range<usize>, index: &BlockIndex) {
-        let (old, new) = (self.old, self.new);
+    fn scan(&mut self, range: Range<usize>) {
+        let (old, new, index) = (self.old, self.new, self.index);
         let block = index.block_size();
         let end = range.end;
         let mut gap_start = range.start;
@@ -281,8 +348,7 @@ impl Planner<'_> {
                     src: src as u64,
                     len: (stop - start) as u64,
                 });
-                *self.disp_weight.entry(disp).or_default() += (stop - start) as u64;
-                self.last_disp = Some(disp);
+                self.note_match(disp, stop - start);
                 pos = stop;
                 gap_start = stop;
                 roller = None;
@@ -301,6 +367,64 @@ impl Planner<'_> {
     /// after the previous match, a diff against the bytes before the next
     /// one (`next_disp`), literal bytes between.
     fn gap(&mut self, range: Range<usize>, next_disp: Option<i64>) {
+        if range.len() < MIN_FINE_MATCH || self.index.anchors.is_empty() {
+            return self.coarse_gap(range, next_disp);
+        }
+        let (old, new) = (self.old, self.new);
+        let mask = self.index.anchor_mask;
+        let mut sub_start = range.start;
+        let mut pos = range.start;
+        let mut roller = Roller::new(&new[pos..pos + ANCHOR_WINDOW]);
+        while pos + ANCHOR_WINDOW <= range.end {
+            let key = mix(roller.hash);
+            let hit = if key & mask == 0 {
+                self.index.lookup_anchor(key).and_then(|c| {
+                    let c = usize::try_from(c).ok()?;
+                    (old.get(c..c + ANCHOR_WINDOW)? == &new[pos..pos + ANCHOR_WINDOW]).then_some(c)
+                })
+            } else {
+                None
+            };
+            if let Some(c) = hit {
+                let back = common_suffix(&new[sub_start..pos], &old[..c]);
+                let fwd = common_prefix(
+                    &new[pos + ANCHOR_WINDOW..range.end],
+                    &old[c + ANCHOR_WINDOW..],
+                );
+                let (start, src) = (pos - back, c - back);
+                let stop = pos + ANCHOR_WINDOW + fwd;
+                if stop - start >= MIN_FINE_MATCH {
+                    let disp = src as i64 - start as i64;
+                    self.coarse_gap(sub_start..start, Some(disp));
+                    self.push(Op::Copy {
+                        src: src as u64,
+                        len: (stop - start) as u64,
+                    });
+                    self.note_match(disp, stop - start);
+                    sub_start = stop;
+                    pos = stop;
+                    if pos + ANCHOR_WINDOW <= range.end {
+                        roller = Roller::new(&new[pos..pos + ANCHOR_WINDOW]);
+                    }
+                    continue;
+                }
+            }
+            if pos + ANCHOR_WINDOW < range.end {
+                roller.roll(new[pos], new[pos + ANCHOR_WINDOW]);
+            }
+            pos += 1;
+        }
+        self.coarse_gap(sub_start..range.end, next_disp);
+    }
+
+    fn note_match(&mut self, disp: i64, len: usize) {
+        *self.disp_weight.entry(disp).or_default() += len as u64;
+        self.last_disp = Some(disp);
+    }
+
+    /// Encodes unmatched bytes without searching: bsdiff-style diffs at
+    /// the neighbouring matches' displacements, literals between.
+    fn coarse_gap(&mut self, range: Range<usize>, next_disp: Option<i64>) {
         if range.is_empty() {
             return;
         }
@@ -308,13 +432,14 @@ impl Planner<'_> {
         let gap = &new[range.clone()];
         let old_at = |disp: i64, pos: usize| usize::try_from(pos as i64 + disp).ok();
 
-        // bsdiff's rule: extend while matches outnumber half the length.
+        // bsdiff's rule, stricter: extend while matches outweigh mismatches
+        // by MISMATCH_PENALTY.
         let mut fwd = 0;
         let fwd_base = self.last_disp.and_then(|d| old_at(d, range.start));
         if let Some(base) = fwd_base {
             let (mut score, mut best) = (0i64, 0i64);
             for (i, (&n, &o)) in gap.iter().zip(old.get(base..).unwrap_or(&[])).enumerate() {
-                score += if n == o { 1 } else { -1 };
+                score += if n == o { 1 } else { -MISMATCH_PENALTY };
                 if score > best {
                     best = score;
                     fwd = i + 1;
@@ -327,7 +452,7 @@ impl Planner<'_> {
             let before = old.get(..base).unwrap_or(&[]);
             let (mut score, mut best) = (0i64, 0i64);
             for (i, (&n, &o)) in gap.iter().rev().zip(before.iter().rev()).enumerate() {
-                score += if n == o { 1 } else { -1 };
+                score += if n == o { 1 } else { -MISMATCH_PENALTY };
                 if score > best {
                     best = score;
                     back = i + 1;
@@ -381,7 +506,10 @@ impl Planner<'_> {
             Some((&d, _)) => (mid_new as i64 + d).clamp(0, old_len as i64) as usize,
             None => ((mid_new as u128 * old_len as u128) / self.new.len().max(1) as u128) as usize,
         };
-        let len = max_reference.min(old_len);
+        // Loading a reference costs zstd about as much as compressing it:
+        // scale it with the literal bytes it serves.
+        let wanted = self.plan.literal.len().saturating_mul(8).max(64 * 1024);
+        let len = max_reference.min(wanted).min(old_len);
         let start = centre.saturating_sub(len / 2).min(old_len - len);
         self.plan.reference = start as u64..(start + len) as u64;
     }

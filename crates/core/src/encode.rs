@@ -49,7 +49,25 @@ pub fn encode_segment(
     plan: &SegmentPlan,
     options: &EncodeOptions,
 ) -> Result<(SegmentEntry, Vec<u8>)> {
-    let stream = stream::encode(&plan.ops, &plan.diff, &plan.literal);
+    let mut stream = stream::encode(&plan.ops, &plan.diff, &plan.literal);
+    let fallback;
+    let mut plan = plan;
+    let bound = (produced.len() as u64)
+        .saturating_mul(2)
+        .saturating_add(delta_format::STREAM_SLACK);
+    if stream.len() as u64 > bound {
+        // Too many tiny ops for the format's bound: send the bytes as one
+        // literal instead (never larger than the bound).
+        fallback = SegmentPlan {
+            ops: vec![Op::Literal {
+                len: produced.len() as u64,
+            }],
+            literal: produced.to_vec(),
+            ..SegmentPlan::default()
+        };
+        plan = &fallback;
+        stream = stream::encode(&plan.ops, &plan.diff, &plan.literal);
+    }
     let reference = usize::try_from(plan.reference.start)
         .ok()
         .zip(usize::try_from(plan.reference.end).ok())
@@ -109,4 +127,46 @@ fn compress(data: &[u8], reference: &[u8], level: i32) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
     cctx.compress2(&mut out, data).map_err(fail)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Patcher, SegmentRef};
+
+    #[test]
+    fn plans_over_the_stream_bound_fall_back_to_one_literal() {
+        let produced: Vec<u8> = (0..10_000u32)
+            .map(|i| if i % 2 == 0 { 7 } else { 0 })
+            .collect();
+        let ops: Vec<Op> = (0..10_000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Op::Literal { len: 1 }
+                } else {
+                    Op::Zero { len: 1 }
+                }
+            })
+            .collect();
+        let plan = SegmentPlan {
+            ops,
+            literal: vec![7; 5000],
+            ..SegmentPlan::default()
+        };
+        let (entry, payload) =
+            encode_segment(&[], &produced, &plan, &EncodeOptions { level: 1 }).unwrap();
+        assert!(entry.stream_len <= 2 * 10_000 + delta_format::STREAM_SLACK);
+        assert_eq!(entry.literal_len, 10_000);
+        let mut out = Vec::new();
+        let seg = SegmentRef {
+            index: 0,
+            new_offset: 0,
+            payload_offset: 0,
+            entry: &entry,
+        };
+        Patcher::new()
+            .apply_segment(&[][..], seg, &payload, &mut out)
+            .unwrap();
+        assert_eq!(out, produced);
+    }
 }

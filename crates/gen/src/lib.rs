@@ -275,13 +275,30 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 }
 
 fn build_index(old: &[u8], block_size: usize) -> BlockIndex {
-    let hashes: Vec<(u64, u64)> = old
-        .par_chunks_exact(block_size)
-        .enumerate()
-        .filter(|(_, b)| !delta_core::diff::is_zero(b))
-        .map(|(i, b)| (delta_core::diff::hash_block(b), (i * block_size) as u64))
-        .collect();
-    BlockIndex::from_hashes(block_size, hashes.len(), hashes)
+    use delta_core::diff::{anchor_mask, anchors_in, hash_block, is_zero};
+    let (hashes, anchors) = rayon::join(
+        || {
+            old.par_chunks_exact(block_size)
+                .enumerate()
+                .filter(|(_, b)| !is_zero(b))
+                .map(|(i, b)| (hash_block(b), (i * block_size) as u64))
+                .collect::<Vec<_>>()
+        },
+        || {
+            let mask = anchor_mask(old.len());
+            let chunk = 1 << 20;
+            let anchors: Vec<(u64, u64)> = (0..old.len().div_ceil(chunk))
+                .into_par_iter()
+                .flat_map_iter(|i| {
+                    anchors_in(old, i * chunk..((i + 1) * chunk).min(old.len()), mask)
+                })
+                .collect();
+            (anchors, mask)
+        },
+    );
+    let (mut anchors, mask) = anchors;
+    anchors.par_sort_unstable();
+    BlockIndex::from_hashes(block_size, hashes.len(), hashes).with_anchors(anchors, mask)
 }
 
 /// Re-applies a freshly encoded segment and compares it with its bytes.
