@@ -79,7 +79,7 @@ struct Tuning {
     #[arg(long, default_value_t = GenOptions::default().level)]
     level: i32,
     /// Bytes of new image per segment.
-    #[arg(long, value_parser = parse_size, default_value = "4MiB")]
+    #[arg(long, value_parser = parse_size, default_value = "8MiB")]
     segment_size: u64,
     /// Most bytes of old image a segment's zstd frame may reference (applier memory grows with it).
     #[arg(long, value_parser = parse_size, default_value = "4MiB")]

@@ -300,8 +300,19 @@ impl Planner<'_> {
         let mut gap_start = range.start;
         let mut pos = range.start;
         let mut roller: Option<Roller> = None;
+        let mut nonzero_at: Option<usize> = None;
         while pos + block <= end {
-            if new[pos] == 0 && is_zero(&new[pos..pos + block]) {
+            // A window holding a non-zero byte at `nonzero_at` cannot be a
+            // zero block: skip re-checking until the scan passes it (zero
+            // runs shorter than a block would otherwise cost quadratic time).
+            let zero_block = nonzero_at.is_none_or(|k| pos > k) && new[pos] == 0 && {
+                let nz = new[pos..pos + block].iter().rposition(|&b| b != 0);
+                if let Some(k) = nz {
+                    nonzero_at = Some(pos + k);
+                }
+                nz.is_none()
+            };
+            if zero_block {
                 let start = pos
                     - common_suffix(
                         &new[gap_start..pos],

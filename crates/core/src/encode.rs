@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use delta_format::{stream, Op, SegmentEntry};
+use std::ops::Range;
 
 /// What one segment should contain, before compression.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,6 +22,45 @@ impl SegmentPlan {
     pub fn new_len(&self) -> u64 {
         self.ops.iter().map(Op::len).sum()
     }
+}
+
+/// Most bytes of new image one merged segment may produce.
+pub const MAX_MERGED_LEN: usize = 256 << 20;
+/// Most stream bytes (ops, diff and literal bytes) of one merged segment.
+const MAX_MERGED_STREAM: usize = 1 << 20;
+/// Most literal bytes of one merged segment.
+const MAX_MERGED_LITERAL: usize = 64 << 10;
+
+/// Joins neighbouring plans that carry little data (zero runs, copies,
+/// sparse diffs, small literals) into one segment, up to
+/// [`MAX_MERGED_LEN`] bytes of new image. Every segment costs a table entry
+/// (136 bytes) and a zstd frame, which dominates the deltas of sparse or
+/// nearly identical images; applier memory is set by streams, not by
+/// `new_len`, so merged segments cost a device nothing. A merged segment
+/// keeps the reference window of the part with the most literal bytes.
+pub fn merge_plans(units: Vec<(Range<usize>, SegmentPlan)>) -> Vec<(Range<usize>, SegmentPlan)> {
+    let weight = |plan: &SegmentPlan| plan.ops.len() * 12 + plan.diff.len() + plan.literal.len();
+    let mut out: Vec<(Range<usize>, SegmentPlan)> = Vec::with_capacity(units.len());
+    for (range, plan) in units {
+        if let Some((last_range, last)) = out.last_mut() {
+            if last_range.end == range.start
+                && range.end - last_range.start <= MAX_MERGED_LEN
+                && weight(last) + weight(&plan) <= MAX_MERGED_STREAM
+                && last.literal.len() + plan.literal.len() <= MAX_MERGED_LITERAL
+            {
+                if plan.literal.len() > last.literal.len() {
+                    last.reference = plan.reference;
+                }
+                last_range.end = range.end;
+                last.ops.extend(plan.ops);
+                last.diff.extend(plan.diff);
+                last.literal.extend(plan.literal);
+                continue;
+            }
+        }
+        out.push((range, plan));
+    }
+    out
 }
 
 /// Compression settings for payloads.

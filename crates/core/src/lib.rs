@@ -37,7 +37,7 @@ mod source;
 pub mod testing;
 
 pub use diff::{plan_segment, BlockIndex, DiffOptions};
-pub use encode::{encode_segment, EncodeOptions, SegmentPlan};
+pub use encode::{encode_segment, merge_plans, EncodeOptions, SegmentPlan};
 pub use error::{Error, Result};
 pub use patch::{Patcher, SegmentRef, APPLY_OVERHEAD};
 pub use sink::{NullSink, Sink, WriteSink};
@@ -63,7 +63,7 @@ impl Default for SliceOptions {
         SliceOptions {
             diff: DiffOptions::default(),
             encode: EncodeOptions::default(),
-            segment_len: 4 << 20,
+            segment_len: 8 << 20,
             full: false,
         }
     }
@@ -92,20 +92,13 @@ pub fn build_header(
     }
 }
 
-/// Plans and encodes `new[range]` against `old` (which is empty for a full
-/// payload).
-///
-/// # Errors
-/// [`Error::Compress`] when zstd fails.
-pub fn encode_range(
-    old: &[u8],
-    new: &[u8],
-    range: std::ops::Range<usize>,
-    index: &BlockIndex,
-    options: &SliceOptions,
-) -> Result<(SegmentEntry, Vec<u8>)> {
-    let plan = plan_segment(old, new, range.clone(), index, &options.diff);
-    encode_segment(old, &new[range], &plan, &options.encode)
+/// Splits `0..len` into ranges of `step` bytes (the last one shorter).
+pub fn unit_ranges(len: usize, step: usize) -> Vec<std::ops::Range<usize>> {
+    let step = step.max(1);
+    (0..len)
+        .step_by(step)
+        .map(|start| start..(start + step).min(len))
+        .collect()
 }
 
 /// Generates a whole delta in memory on one thread: the small reference
@@ -116,12 +109,17 @@ pub fn encode_range(
 pub fn diff_slices(old: &[u8], new: &[u8], options: &SliceOptions) -> Result<Vec<u8>> {
     let old = if options.full { &[][..] } else { old };
     let index = BlockIndex::build(old, options.diff.block_size);
-    let step = options.segment_len.max(1);
+    let units = unit_ranges(new.len(), options.segment_len)
+        .into_iter()
+        .map(|range| {
+            let plan = plan_segment(old, new, range.clone(), &index, &options.diff);
+            (range, plan)
+        })
+        .collect();
     let mut segments = Vec::new();
     let mut payloads = Vec::new();
-    for start in (0..new.len()).step_by(step) {
-        let range = start..(start + step).min(new.len());
-        let (entry, payload) = encode_range(old, new, range, &index, options)?;
+    for (range, plan) in merge_plans(units) {
+        let (entry, payload) = encode_segment(old, &new[range], &plan, &options.encode)?;
         segments.push(entry);
         payloads.push(payload);
     }

@@ -33,8 +33,8 @@ mod mmap;
 pub use error::{Error, Result};
 
 use delta_core::{
-    build_header, encode_range, BlockIndex, DiffOptions, EncodeOptions, Patcher, SegmentRef, Sink,
-    SliceOptions,
+    build_header, encode_segment, merge_plans, plan_segment, unit_ranges, BlockIndex, DiffOptions,
+    EncodeOptions, Patcher, SegmentRef, Sink, SliceOptions,
 };
 use delta_format::{Index, SegmentEntry, FLAG_MIGRATION};
 use rayon::prelude::*;
@@ -99,8 +99,8 @@ impl GenOptions {
         if !(64..=1 << 20).contains(&self.block_size) {
             return bad("block_size", "must be 64 bytes to 1 MiB");
         }
-        if !(4096..=64 << 20).contains(&self.segment_len) {
-            return bad("segment_len", "must be 4 KiB to 64 MiB");
+        if !(4096..=16 << 20).contains(&self.segment_len) {
+            return bad("segment_len", "must be 4 KiB to 16 MiB");
         }
         if !(1..=22).contains(&self.level) {
             return bad("level", "zstd levels are 1 to 22");
@@ -217,16 +217,27 @@ pub fn generate_into(
             || rayon::join(|| digest(old), || digest(new)),
             || build_index(old, options.block_size),
         );
-        let step = options.segment_len;
-        let starts: Vec<usize> = (0..new.len()).step_by(step).collect();
-        let encoded: Vec<(SegmentEntry, Vec<u8>)> = starts
-            .par_iter()
+        let units: Vec<_> = unit_ranges(new.len(), options.segment_len)
+            .into_par_iter()
+            .map(|range| {
+                let plan = plan_segment(old, new, range.clone(), &index, &slice_options.diff);
+                (range, plan)
+            })
+            .collect();
+        let encoded: Vec<(SegmentEntry, Vec<u8>)> = merge_plans(units)
+            .into_par_iter()
             .enumerate()
-            .map(|(i, &start)| {
-                let range = start..(start + step).min(new.len());
-                let (entry, payload) =
-                    encode_range(old, new, range.clone(), &index, &slice_options)?;
-                self_check(old, &new[range], i as u64, start as u64, &entry, &payload)?;
+            .map(|(i, (range, plan))| {
+                let expected = &new[range.clone()];
+                let (entry, payload) = encode_segment(old, expected, &plan, &slice_options.encode)?;
+                self_check(
+                    old,
+                    expected,
+                    i as u64,
+                    range.start as u64,
+                    &entry,
+                    &payload,
+                )?;
                 Ok((entry, payload))
             })
             .collect::<Result<_>>()?;

@@ -1,0 +1,91 @@
+//! Generator hot paths: index build, matching (planning) and residual
+//! encoding, on inputs users meet: a small edit, an append, unrelated data,
+//! long repeats, and a shifted image.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use delta_core::testing::{mutate, Rng};
+use delta_core::{encode_segment, plan_segment, BlockIndex, DiffOptions, EncodeOptions};
+use std::hint::black_box;
+
+const SIZES: [usize; 2] = [1 << 20, 8 << 20];
+
+fn image(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let mut out = rng.text(len / 2);
+    out.extend(rng.bytes(len - len / 2));
+    out
+}
+
+fn pairs(len: usize) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+    let old = image(len, 1);
+    let mut rng = Rng::new(2);
+    let small_edit = mutate(&old, &mut rng, 4);
+    let mut append = old.clone();
+    append.extend(rng.text(len / 8));
+    let unrelated = image(len, 3);
+    let repeats = b"0123456789abcdef".repeat(len / 16);
+    let mut shifted = rng.bytes(1237);
+    shifted.extend_from_slice(&old[..len - 1237]);
+    vec![
+        ("small-edit", old.clone(), small_edit),
+        ("append", old.clone(), append),
+        ("unrelated", old.clone(), unrelated),
+        ("long-repeats", repeats.clone(), repeats),
+        ("shifted", old, shifted),
+    ]
+}
+
+fn index_build(c: &mut Criterion) {
+    let mut group = c.benchmark_group("index_build");
+    for len in SIZES {
+        let old = image(len, 1);
+        group.throughput(Throughput::Bytes(len as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(len), &old, |b, old| {
+            b.iter(|| BlockIndex::build(black_box(old), 4096))
+        });
+    }
+    group.finish();
+}
+
+fn matching(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matching");
+    let options = DiffOptions::default();
+    for len in SIZES {
+        for (name, old, new) in pairs(len) {
+            let index = BlockIndex::build(&old, options.block_size);
+            group.throughput(Throughput::Bytes(new.len() as u64));
+            group.bench_with_input(BenchmarkId::new(name, len), &new, |b, new| {
+                b.iter(|| plan_segment(&old, black_box(new), 0..new.len(), &index, &options))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn residual_encoding(c: &mut Criterion) {
+    let mut group = c.benchmark_group("residual_encoding");
+    group.sample_size(10);
+    let options = DiffOptions::default();
+    let len = 1 << 20;
+    for (name, old, new) in pairs(len) {
+        let index = BlockIndex::build(&old, options.block_size);
+        let plan = plan_segment(&old, &new, 0..new.len(), &index, &options);
+        for level in [3, 19] {
+            group.throughput(Throughput::Bytes(new.len() as u64));
+            group.bench_with_input(
+                BenchmarkId::new(format!("{name}/level-{level}"), len),
+                &plan,
+                |b, plan| {
+                    b.iter(|| {
+                        encode_segment(&old, &new, black_box(plan), &EncodeOptions { level })
+                            .unwrap()
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, index_build, matching, residual_encoding);
+criterion_main!(benches);
