@@ -1,0 +1,181 @@
+//! Folder builders and GNU tar runners shared by the integration tests.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// xorshift64*: seeded, fast, and incompressible as far as gzip can tell.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+const WORDS: &[&str] = &[
+    "sensor",
+    "reading",
+    "temperature",
+    "ok",
+    "error",
+    "retry",
+    "device",
+    "uptime",
+    "balena",
+    "supervisor",
+    "container",
+    "volume",
+    "data",
+    "sqlite",
+    "journal",
+    "timestamp",
+    "value",
+    "network",
+    "wifi",
+    "eth0",
+];
+
+/// Log-like text: compresses about 4:1, like real application data.
+pub fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 100);
+    while out.len() < len {
+        let t = 1_600_000_000 + out.len() as u64;
+        write!(out, "{t} [{}] ", rng.below(8)).unwrap();
+        for _ in 0..1 + rng.below(8) {
+            let w = WORDS[rng.below(WORDS.len() as u64) as usize];
+            write!(out, "{w}={} ", rng.below(100_000)).unwrap();
+        }
+        out.push(b'\n');
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes `len` incompressible bytes from `seed` in 1 MiB pieces.
+pub fn write_noise(path: &Path, len: u64, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let mut file = fs::File::create(path).unwrap();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(1 << 20);
+        file.write_all(&rng.bytes(n as usize)).unwrap();
+        left -= n;
+    }
+}
+
+/// A folder like an application's /data: many small files in nested
+/// directories, a few large compressible ones, incompressible ones,
+/// symlinks (to a file, to a directory, dangling, absolute), empty
+/// directories, long names, a hard link, a fifo. About 11 MB.
+pub fn mixed_tree(root: &Path, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for i in 0..400u64 {
+        let dir = root.join(format!("db/shard{}/part{}", i % 7, i % 3));
+        fs::create_dir_all(&dir).unwrap();
+        let len = rng.below(4096) as usize;
+        let body = if i % 5 == 0 {
+            rng.bytes(len)
+        } else {
+            text(&mut rng, len)
+        };
+        fs::write(dir.join(format!("rec{i:04}.log")), body).unwrap();
+    }
+    fs::create_dir_all(root.join("logs")).unwrap();
+    for i in 0..3 {
+        let len = (2 << 20) + rng.below(100_000) as usize;
+        fs::write(root.join(format!("logs/app.{i}.log")), text(&mut rng, len)).unwrap();
+    }
+    fs::create_dir_all(root.join("blobs")).unwrap();
+    for i in 0..3 {
+        write_noise(
+            &root.join(format!("blobs/image{i}.jpg")),
+            (1 << 20) + 123 * i,
+            seed + i,
+        );
+    }
+    fs::write(root.join("empty-file"), b"").unwrap();
+    fs::create_dir_all(root.join("empty/nested/too")).unwrap();
+    fs::create_dir_all(root.join("cache")).unwrap();
+    symlink("logs/app.0.log", root.join("latest.log")).unwrap();
+    symlink("db/shard1", root.join("shard-link")).unwrap();
+    symlink("does/not/exist", root.join("dangling")).unwrap();
+    symlink("/etc/hostname", root.join("absolute")).unwrap();
+    let long = format!("{}/{}", "a".repeat(80), "b".repeat(90));
+    fs::create_dir_all(root.join(&long)).unwrap();
+    fs::write(root.join(&long).join("c".repeat(120)), text(&mut rng, 5000)).unwrap();
+    fs::hard_link(root.join("logs/app.1.log"), root.join("cache/app.1.log")).unwrap();
+    let status = Command::new("mkfifo")
+        .arg(root.join("cache/fifo"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo");
+}
+
+/// GNU tar's archive of `dir` as `tar -cf - -C dir .` (with `-z` if `gzip`),
+/// allowing exit status 2 (some files could not be read).
+pub fn gnu_tar(dir: &Path, gzip: bool) -> Vec<u8> {
+    let out = Command::new("tar")
+        .arg(if gzip { "-czf" } else { "-cf" })
+        .arg("-")
+        .arg("-C")
+        .arg(dir)
+        .arg(".")
+        .stderr(Stdio::piped())
+        .output()
+        .expect("GNU tar runs");
+    assert!(
+        matches!(out.status.code(), Some(0 | 2)),
+        "tar failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Number of members in a tar archive, as `tar -tf -` lists them.
+pub fn gnu_tar_members(archive: &[u8]) -> u64 {
+    let mut child = Command::new("tar")
+        .arg("-tf")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("GNU tar runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = archive.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    out.stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64
+}
+
+/// `|ours - theirs| / theirs`.
+pub fn relative_difference(ours: u64, theirs: u64) -> f64 {
+    ours.abs_diff(theirs) as f64 / theirs as f64
+}
