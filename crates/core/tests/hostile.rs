@@ -1,0 +1,131 @@
+//! Hostile segments: ops that write past the segment, frames that expand
+//! past their declared size, reads outside the old image. Each must fail
+//! with an error naming the segment, never panic or over-allocate.
+
+use delta_core::{Error, Patcher, SegmentRef};
+use delta_format::{stream, Op, SegmentEntry};
+
+/// A table entry and payload for `stream`, as a hostile generator would
+/// write them (digests right, claims wrong).
+fn segment(stream: &[u8], entry: SegmentEntry) -> (SegmentEntry, Vec<u8>) {
+    let payload = zstd::bulk::compress(stream, 3).unwrap();
+    let entry = SegmentEntry {
+        payload_len: payload.len() as u64,
+        payload_digest: *blake3::hash(&payload).as_bytes(),
+        ..entry
+    };
+    (entry, payload)
+}
+
+fn apply(old: &[u8], entry: &SegmentEntry, payload: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let seg = SegmentRef {
+        index: 3,
+        new_offset: 1000,
+        payload_offset: 500,
+        entry,
+    };
+    Patcher::new().apply_segment(old, seg, payload, &mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn op_writing_past_the_segment_is_cut_off() {
+    let stream = stream::encode(&[Op::Zero { len: 1 << 40 }], &[], &[]);
+    let (entry, payload) = segment(
+        &stream,
+        SegmentEntry {
+            new_len: 50,
+            stream_len: stream.len() as u64,
+            zero_len: 50,
+            ..SegmentEntry::default()
+        },
+    );
+    let err = apply(&[], &entry, &payload).unwrap_err().to_string();
+    assert!(
+        err.contains("segment 3") && err.contains("bytes produced by ops vs new_len"),
+        "{err}"
+    );
+}
+
+#[test]
+fn frame_expanding_past_stream_len_is_cut_off() {
+    // 64 MiB of zeros compress to a few KiB: a bomb if trusted.
+    let stream = vec![0u8; 64 << 20];
+    let (entry, payload) = segment(
+        &stream,
+        SegmentEntry {
+            new_len: 100,
+            stream_len: 200,
+            literal_len: 100,
+            ..SegmentEntry::default()
+        },
+    );
+    let err = apply(&[], &entry, &payload).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::StreamLength {
+                segment: 3,
+                stated: 200,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn copy_outside_the_old_image_is_refused() {
+    let stream = stream::encode(&[Op::Copy { src: 90, len: 20 }], &[], &[]);
+    let (entry, payload) = segment(
+        &stream,
+        SegmentEntry {
+            new_len: 20,
+            stream_len: stream.len() as u64,
+            copy_len: 20,
+            ..SegmentEntry::default()
+        },
+    );
+    let err = apply(&[7u8; 100], &entry, &payload)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("segment 3") && err.contains("old offset 90"),
+        "{err}"
+    );
+}
+
+#[test]
+fn totals_that_disagree_with_the_entry_are_refused() {
+    let stream = stream::encode(&[Op::Zero { len: 10 }, Op::Literal { len: 2 }], &[], b"hi");
+    let (mut entry, payload) = segment(
+        &stream,
+        SegmentEntry {
+            new_len: 12,
+            stream_len: stream.len() as u64,
+            zero_len: 12,
+            ..SegmentEntry::default()
+        },
+    );
+    entry.output_digest = *blake3::hash(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'h', b'i']).as_bytes();
+    let err = apply(&[], &entry, &payload).unwrap_err().to_string();
+    assert!(err.contains("zero_len"), "{err}");
+}
+
+#[test]
+fn trailing_bytes_after_the_frame_are_refused() {
+    let stream = stream::encode(&[Op::Zero { len: 4 }], &[], &[]);
+    let mut payload = zstd::bulk::compress(&stream, 3).unwrap();
+    payload.extend_from_slice(&zstd::bulk::compress(&stream, 3).unwrap());
+    let entry = SegmentEntry {
+        new_len: 4,
+        stream_len: stream.len() as u64,
+        zero_len: 4,
+        payload_len: payload.len() as u64,
+        payload_digest: *blake3::hash(&payload).as_bytes(),
+        ..SegmentEntry::default()
+    };
+    let err = apply(&[], &entry, &payload).unwrap_err().to_string();
+    assert!(err.contains("after its zstd frame"), "{err}");
+}
