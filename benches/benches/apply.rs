@@ -34,15 +34,10 @@ fn apply_segments(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new(name, len), &delta, |b, delta| {
             let mut patcher = Patcher::new();
             b.iter(|| {
-                for (i, entry) in index.segments.iter().enumerate() {
-                    let start = index.payload_offsets[i] as usize;
-                    let payload = &delta[start..start + entry.payload_len as usize];
-                    let seg = SegmentRef {
-                        index: i as u64,
-                        new_offset: index.new_offsets[i],
-                        payload_offset: index.payload_offsets[i],
-                        entry,
-                    };
+                for i in 0..index.segments.len() {
+                    let seg = SegmentRef::of(&index, i);
+                    let start = seg.payload_offset as usize;
+                    let payload = &delta[start..start + seg.entry.payload_len as usize];
                     patcher
                         .apply_segment(&old[..], seg, black_box(payload), &mut NullSink)
                         .unwrap();

@@ -587,13 +587,8 @@ fn apply_segments(
         if run.cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
-        let entry = &index.segments[i];
-        let seg = SegmentRef {
-            index: i as u64,
-            new_offset: index.new_offsets[i],
-            payload_offset: index.payload_offsets[i],
-            entry,
-        };
+        let seg = SegmentRef::of(index, i);
+        let entry = seg.entry;
         // Bounded: payload_len <= apply_memory <= memory_limit.
         payload.resize(entry.payload_len as usize, 0);
         delta

@@ -81,6 +81,9 @@ struct Tuning {
     /// Bytes of new image per segment.
     #[arg(long, value_parser = parse_size, default_value = "8MiB")]
     segment_size: u64,
+    /// Largest segment made by merging cheap neighbours (zero runs, copies); at most --segment-size disables merging.
+    #[arg(long, value_parser = parse_size, default_value = "256MiB")]
+    max_merge: u64,
     /// Most bytes of old image a segment's zstd frame may reference (applier memory grows with it).
     #[arg(long, value_parser = parse_size, default_value = "4MiB")]
     max_reference: u64,
@@ -93,6 +96,7 @@ impl Tuning {
             level: self.level,
             segment_len: usize::try_from(self.segment_size).map_err(|e| e.to_string())?,
             max_reference: usize::try_from(self.max_reference).map_err(|e| e.to_string())?,
+            merge_len: usize::try_from(self.max_merge).map_err(|e| e.to_string())?,
             ..GenOptions::default()
         })
     }

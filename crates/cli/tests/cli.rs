@@ -67,6 +67,8 @@ impl Fixture {
                 "d.delta",
                 "--segment-size",
                 "4KiB",
+                "--max-merge",
+                "4KiB",
             ],
         );
         assert!(out.status.success(), "{}", stderr(&out));

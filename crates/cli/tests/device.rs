@@ -35,6 +35,8 @@ impl Device {
             "u.delta",
             "--segment-size",
             segment,
+            "--max-merge",
+            segment,
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
         d

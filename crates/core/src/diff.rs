@@ -349,17 +349,10 @@ impl Planner<'_> {
                 (old.get(c..c + block)? == window).then_some(c)
             });
             if let Some(c) = hit {
-                let back = common_suffix(&new[gap_start..pos], &old[..c]);
-                let fwd = common_prefix(&new[pos + block..end], &old[c + block..]);
-                let (start, src) = (pos - back, c - back);
-                let stop = pos + block + fwd;
+                let (start, src, stop) = self.extend(gap_start..end, pos, c, block);
                 let disp = src as i64 - start as i64;
                 self.gap(gap_start..start, Some(disp));
-                self.push(Op::Copy {
-                    src: src as u64,
-                    len: (stop - start) as u64,
-                });
-                self.note_match(disp, stop - start);
+                self.push_copy(start, src, stop);
                 pos = stop;
                 gap_start = stop;
                 roller = None;
@@ -397,21 +390,10 @@ impl Planner<'_> {
                 None
             };
             if let Some(c) = hit {
-                let back = common_suffix(&new[sub_start..pos], &old[..c]);
-                let fwd = common_prefix(
-                    &new[pos + ANCHOR_WINDOW..range.end],
-                    &old[c + ANCHOR_WINDOW..],
-                );
-                let (start, src) = (pos - back, c - back);
-                let stop = pos + ANCHOR_WINDOW + fwd;
+                let (start, src, stop) = self.extend(sub_start..range.end, pos, c, ANCHOR_WINDOW);
                 if stop - start >= MIN_FINE_MATCH {
-                    let disp = src as i64 - start as i64;
-                    self.coarse_gap(sub_start..start, Some(disp));
-                    self.push(Op::Copy {
-                        src: src as u64,
-                        len: (stop - start) as u64,
-                    });
-                    self.note_match(disp, stop - start);
+                    self.coarse_gap(sub_start..start, Some(src as i64 - start as i64));
+                    self.push_copy(start, src, stop);
                     sub_start = stop;
                     pos = stop;
                     if pos + ANCHOR_WINDOW <= range.end {
@@ -428,8 +410,31 @@ impl Planner<'_> {
         self.coarse_gap(sub_start..range.end, next_disp);
     }
 
-    fn note_match(&mut self, disp: i64, len: usize) {
-        *self.disp_weight.entry(disp).or_default() += len as u64;
+    /// Extends the verified match `new[pos..pos+width] == old[c..c+width]`
+    /// in both directions without leaving `bounds`; returns its new start,
+    /// old start and new end.
+    fn extend(
+        &self,
+        bounds: Range<usize>,
+        pos: usize,
+        c: usize,
+        width: usize,
+    ) -> (usize, usize, usize) {
+        let (old, new) = (self.old, self.new);
+        let back = common_suffix(&new[bounds.start..pos], &old[..c]);
+        let fwd = common_prefix(&new[pos + width..bounds.end], &old[c + width..]);
+        (pos - back, c - back, pos + width + fwd)
+    }
+
+    /// Emits a copy of `new[start..stop]` from `old[src..]` and remembers
+    /// its displacement.
+    fn push_copy(&mut self, start: usize, src: usize, stop: usize) {
+        let disp = src as i64 - start as i64;
+        self.push(Op::Copy {
+            src: src as u64,
+            len: (stop - start) as u64,
+        });
+        *self.disp_weight.entry(disp).or_default() += (stop - start) as u64;
         self.last_disp = Some(disp);
     }
 

@@ -33,18 +33,21 @@ const MAX_MERGED_LITERAL: usize = 64 << 10;
 
 /// Joins neighbouring plans that carry little data (zero runs, copies,
 /// sparse diffs, small literals) into one segment, up to
-/// [`MAX_MERGED_LEN`] bytes of new image. Every segment costs a table entry
+/// `max_len` bytes of new image (default [`MAX_MERGED_LEN`]). Every segment costs a table entry
 /// (136 bytes) and a zstd frame, which dominates the deltas of sparse or
 /// nearly identical images; applier memory is set by streams, not by
 /// `new_len`, so merged segments cost a device nothing. A merged segment
 /// keeps the reference window of the part with the most literal bytes.
-pub fn merge_plans(units: Vec<(Range<usize>, SegmentPlan)>) -> Vec<(Range<usize>, SegmentPlan)> {
+pub fn merge_plans(
+    units: Vec<(Range<usize>, SegmentPlan)>,
+    max_len: usize,
+) -> Vec<(Range<usize>, SegmentPlan)> {
     let weight = |plan: &SegmentPlan| plan.ops.len() * 12 + plan.diff.len() + plan.literal.len();
     let mut out: Vec<(Range<usize>, SegmentPlan)> = Vec::with_capacity(units.len());
     for (range, plan) in units {
         if let Some((last_range, last)) = out.last_mut() {
             if last_range.end == range.start
-                && range.end - last_range.start <= MAX_MERGED_LEN
+                && range.end - last_range.start <= max_len
                 && weight(last) + weight(&plan) <= MAX_MERGED_STREAM
                 && last.literal.len() + plan.literal.len() <= MAX_MERGED_LITERAL
             {

@@ -56,6 +56,8 @@ pub struct SliceOptions {
     pub segment_len: usize,
     /// Build a full-image payload (ignore `old`).
     pub full: bool,
+    /// Largest merged segment, in bytes of new image (see [`merge_plans`]).
+    pub merge_len: usize,
 }
 
 impl Default for SliceOptions {
@@ -65,6 +67,7 @@ impl Default for SliceOptions {
             encode: EncodeOptions::default(),
             segment_len: 8 << 20,
             full: false,
+            merge_len: encode::MAX_MERGED_LEN,
         }
     }
 }
@@ -118,7 +121,7 @@ pub fn diff_slices(old: &[u8], new: &[u8], options: &SliceOptions) -> Result<Vec
         .collect();
     let mut segments = Vec::new();
     let mut payloads = Vec::new();
-    for (range, plan) in merge_plans(units) {
+    for (range, plan) in merge_plans(units, options.merge_len) {
         let (entry, payload) = encode_segment(old, &new[range], &plan, &options.encode)?;
         segments.push(entry);
         payloads.push(payload);
@@ -171,15 +174,11 @@ pub fn apply_slice(old: &[u8], delta: &[u8], limits: &Limits) -> Result<Vec<u8>>
     }
     let mut out = Vec::new();
     let mut patcher = Patcher::new();
-    for (i, entry) in index.segments.iter().enumerate() {
-        let start = index.payload_offsets[i] as usize;
-        let payload = &delta[start..start + entry.payload_len as usize];
-        let seg = SegmentRef {
-            index: i as u64,
-            new_offset: index.new_offsets[i],
-            payload_offset: index.payload_offsets[i],
-            entry,
-        };
+    for i in 0..index.segments.len() {
+        let seg = SegmentRef::of(&index, i);
+        // In bounds: the table's payload ranges add up to the delta's length.
+        let start = seg.payload_offset as usize;
+        let payload = &delta[start..start + seg.entry.payload_len as usize];
         patcher.apply_segment(old, seg, payload, &mut out)?;
     }
     if blake3::hash(&out).as_bytes() != &index.header.new_digest {

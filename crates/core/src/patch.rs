@@ -34,6 +34,18 @@ pub struct SegmentRef<'a> {
     pub entry: &'a SegmentEntry,
 }
 
+impl<'a> SegmentRef<'a> {
+    /// Segment `i` of a decoded index (`i` must be below its segment count).
+    pub fn of(index: &'a delta_format::Index, i: usize) -> SegmentRef<'a> {
+        SegmentRef {
+            index: i as u64,
+            new_offset: index.new_offsets[i],
+            payload_offset: index.payload_offsets[i],
+            entry: &index.segments[i],
+        }
+    }
+}
+
 /// Reusable buffers for applying segments one at a time.
 #[derive(Debug, Default)]
 pub struct Patcher {

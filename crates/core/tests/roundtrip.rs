@@ -13,6 +13,12 @@ fn options(block_size: usize, segment_len: usize) -> SliceOptions {
         encode: EncodeOptions { level: 3 },
         segment_len,
         full: false,
+        // Merging on (up to 4 units) or off depending on the unit size.
+        merge_len: if segment_len < 4096 {
+            segment_len
+        } else {
+            segment_len * 4
+        },
     }
 }
 

@@ -59,6 +59,9 @@ pub struct GenOptions {
     pub full: bool,
     /// Mark the update as a 1.x → 2.x migration.
     pub migration: bool,
+    /// Largest segment made by merging cheap neighbours, in bytes of new
+    /// image (at most `segment_len` disables merging).
+    pub merge_len: usize,
 }
 
 impl Default for GenOptions {
@@ -72,6 +75,7 @@ impl Default for GenOptions {
             max_reference: slice.diff.max_reference,
             full: false,
             migration: false,
+            merge_len: slice.merge_len,
         }
     }
 }
@@ -86,6 +90,7 @@ impl GenOptions {
             encode: EncodeOptions { level: self.level },
             segment_len: self.segment_len,
             full: self.full,
+            merge_len: self.merge_len,
         }
     }
 
@@ -224,7 +229,7 @@ pub fn generate_into(
                 (range, plan)
             })
             .collect();
-        let encoded: Vec<(SegmentEntry, Vec<u8>)> = merge_plans(units)
+        let encoded: Vec<(SegmentEntry, Vec<u8>)> = merge_plans(units, options.merge_len)
             .into_par_iter()
             .enumerate()
             .map(|(i, (range, plan))| {
