@@ -352,9 +352,12 @@ fn apply_inner(
 ) -> Result<Outcome> {
     let options = run.options;
     run.report(Step::Preparing, 0, 0, None);
+    // The table is held in memory too: about 170 bytes per segment, so cap
+    // the count by the memory limit (24 MiB allows 24 Ki segments, enough
+    // for images of 192 GiB at 8 MiB per segment).
     let limits = Limits {
         max_memory: options.memory_limit,
-        ..Limits::default()
+        max_segments: (options.memory_limit / 1024).max(1024),
     };
     let delta = Delta::open(delta_path, &limits)?;
     let header = delta.index.header.clone();
