@@ -10,8 +10,7 @@
 //! 2. **applying** — segments in order: each payload is read, checked,
 //!    decompressed and run against the old image (positional reads, no
 //!    mapping), its output digest checked, and written sequentially to the
-//!    target; a [`journal`] checkpoint follows an `fdatasync` about once a
-//!    second, so a re-run after a power cut resumes from the last verified,
+//!    target; a [`journal`] checkpoint follows an `fdatasync` every few seconds, so a re-run after a power cut resumes from the last verified,
 //!    durable segment;
 //! 3. **verifying** — the whole image's digest against the header;
 //! 4. **waiting for application lock** — only the commit is gated: every
@@ -94,9 +93,10 @@ pub struct ApplyOptions {
     pub data_dir: PathBuf,
     /// Largest tar+gzip size of `data_dir` allowed for a migration, bytes.
     pub data_limit: u64,
-    /// Bytes written between journal checkpoints (at most one second apart
-    /// as well).
+    /// Bytes written between journal checkpoints.
     pub checkpoint_bytes: u64,
+    /// Longest time between journal checkpoints: what a power cut can cost.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for ApplyOptions {
@@ -116,7 +116,8 @@ impl Default for ApplyOptions {
             migration: false,
             data_dir: "/mnt/data/resin-data".into(),
             data_limit: delta_datacheck::DEFAULT_LIMIT,
-            checkpoint_bytes: 64 << 20,
+            checkpoint_bytes: 256 << 20,
+            checkpoint_interval: Duration::from_secs(5),
         }
     }
 }
@@ -612,7 +613,7 @@ fn apply_segments(
         let last = i + 1 == index.segments.len();
         if !last
             && (done - last_checkpoint.1 >= run.options.checkpoint_bytes
-                || last_checkpoint.0.elapsed() >= Duration::from_secs(1))
+                || last_checkpoint.0.elapsed() >= run.options.checkpoint_interval)
         {
             writer.sync().map_err(|e| io("write", e))?;
             journal.store(&Record {

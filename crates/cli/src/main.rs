@@ -188,9 +188,12 @@ struct ApplyArgs {
     /// Largest tar+gzip size of the data folder for a migration.
     #[arg(long, value_parser = parse_size, default_value = "170MB")]
     data_limit: u64,
-    /// Bytes written between journal checkpoints (also at most 1 s apart).
-    #[arg(long, value_parser = parse_size, default_value = "64MiB", hide = true)]
+    /// Bytes written between journal checkpoints.
+    #[arg(long, value_parser = parse_size, default_value = "256MiB", hide = true)]
     checkpoint_bytes: u64,
+    /// Longest time between journal checkpoints, seconds.
+    #[arg(long, default_value_t = 5.0, hide = true)]
+    checkpoint_seconds: f64,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -309,6 +312,7 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         data_dir: args.data_dir,
         data_limit: args.data_limit,
         checkpoint_bytes: args.checkpoint_bytes,
+        checkpoint_interval: seconds(args.checkpoint_seconds, "checkpoint-seconds")?,
     };
     let mode = match args.progress {
         ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
