@@ -1,0 +1,518 @@
+#!/usr/bin/env bash
+# Build the delta-engine benchmark corpus (see benches/compare.sh).
+#
+#   testdata/corpus.sh [--cache DIR] [--only NAME...] [--list]
+#
+# Each pair lands in DIR/NAME/{old,new}.img (binary: old.bin/new.bin) with an INFO
+# file describing how it was made. Pairs already built (DIR/NAME/INFO present) are
+# skipped, so the script is idempotent and can be re-run after an interruption.
+# Default DIR: testdata/cache/corpus (git-ignored).
+#
+# Pairs:
+#   os-minor      640 MiB ext4 images: Debian minbase of the host suite (old) vs the
+#                 same + 14 packages, pending point/security updates and config edits.
+#   os-major      640 MiB ext4 images: os-minor's new rootfs (old) vs the next suite's
+#                 minbase with the same packages and edits (falls back, see INFO).
+#   binary        one real stripped executable/library from two adjacent versions of a
+#                 Debian package (mariadbd by default).
+#   sparse-shift  1 GiB, mostly zeros, 100 MiB mixed text/binary moved by 1237 bytes,
+#                 plus 6 small edits.
+#   random        256 MiB seeded random; new = 1 MiB inserted at an unaligned offset and
+#                 200 scattered 100-byte overwrites.
+#
+# Needs root (debootstrap, chroot, mounts). Installs debootstrap/e2fsprogs/openssl if
+# missing. Network: the Debian mirror configured in /etc/apt/sources.list*.
+#
+# Reproducibility: the synthetic pairs (sparse-shift, random) are bit-for-bit
+# reproducible. The ext4 images use a fixed UUID/hash seed, E2FSPROGS_FAKE_TIME and one
+# fixed timestamp for every file (mtime/atime via touch, ctime via debugfs; as Yocto's
+# REPRODUCIBLE_TIMESTAMP_ROOTFS), so the same rootfs gives the same image; the rootfs
+# itself depends on what the mirror serves that day.
+set -euo pipefail
+shopt -s inherit_errexit
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE="$HERE/cache/corpus"
+ALL=(os-minor os-major binary sparse-shift random)
+ONLY=()
+
+usage() { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cache) CACHE=$2; shift 2 ;;
+    --cache=*) CACHE=${1#*=}; shift ;;
+    --only) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do ONLY+=("$1"); shift; done ;;
+    --only=*) IFS=, read -r -a ONLY <<<"${1#*=}"; shift ;;
+    --list) printf '%s\n' "${ALL[@]}"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "corpus.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+[ ${#ONLY[@]} -gt 0 ] || ONLY=("${ALL[@]}")
+for n in "${ONLY[@]}"; do
+  case " ${ALL[*]} " in *" $n "*) ;; *) echo "corpus.sh: unknown pair '$n' (known: ${ALL[*]})" >&2; exit 2 ;; esac
+done
+
+mkdir -p "$CACHE"
+CACHE=$(cd "$CACHE" && pwd)
+WORK="$CACHE/_work"
+mkdir -p "$WORK"
+
+log() { printf '[corpus %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------- tools
+APT_UPDATED=0
+apt_update_once() {
+  if [ $APT_UPDATED = 0 ]; then
+    log "apt-get update"
+    apt-get update -qq >/dev/null 2>&1 || apt-get update -q || true
+    APT_UPDATED=1
+  fi
+}
+# ensure CMD:PKG ...
+ensure() {
+  local want=() spec
+  for spec in "$@"; do
+    command -v "${spec%%:*}" >/dev/null 2>&1 || want+=("${spec#*:}")
+  done
+  [ ${#want[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || die "need root to apt-get install ${want[*]}"
+  apt_update_once
+  log "apt-get install ${want[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${want[@]}" >&2
+}
+
+# Deterministic pseudo-random bytes: prng SEED-STRING NBYTES
+prng() {
+  local key
+  key=$(printf '%s' "$1" | sha256sum | cut -c1-32)
+  { openssl enc -aes-128-ctr -K "$key" -iv 00000000000000000000000000000000 -nosalt \
+      </dev/zero 2>/dev/null || true; } | head -c "$2"
+}
+# Deterministic unsigned 32-bit integers, one per line: prng_u32 SEED COUNT
+prng_u32() { prng "$1" $(( $2 * 4 )) | od -An -v -tu4 -w4 | tr -d ' '; }
+
+# overwrite FILE OFFSET SRCFILE SRCOFFSET LEN
+overwrite() {
+  dd if="$3" of="$1" bs=64K iflag=skip_bytes,count_bytes oflag=seek_bytes \
+     skip="$4" seek="$2" count="$5" conv=notrunc status=none
+}
+
+sz() { stat -c %s "$1"; }
+
+# finish NAME TMPDIR: write sizes + sha256 to INFO and move into place
+finish() {
+  local name=$1 tmp=$2 f
+  {
+    echo
+    for f in "$tmp"/old.* "$tmp"/new.*; do
+      printf '%-8s %12s bytes  sha256 %s\n' "$(basename "$f")" "$(sz "$f")" "$(sha256sum <"$f" | cut -d' ' -f1)"
+    done
+  } >>"$tmp/INFO"
+  rm -rf "${CACHE:?}/$name"
+  mv "$tmp" "$CACHE/$name"
+  log "$name: done"; sed 's/^/    /' "$CACHE/$name/INFO" >&2
+}
+
+# ---------------------------------------------------------------- random
+build_random() {
+  local d=$1
+  local MiB=$((1024 * 1024))
+  local ins=$((100 * MiB + 4321)) inslen=$MiB
+  log "random: 256 MiB old, +1 MiB insert at $ins, 200x100 B overwrites"
+  prng corpus-random-old $((256 * MiB)) >"$d/old.img"
+  { head -c "$ins" "$d/old.img"; prng corpus-random-insert "$inslen"; tail -c +$((ins + 1)) "$d/old.img"; } >"$d/new.img"
+  prng corpus-random-ow-data 20000 >"$d/ow.bin"
+  local newsize i=0 off
+  newsize=$(sz "$d/new.img")
+  while read -r off; do
+    overwrite "$d/new.img" $(( off % (newsize - 100) )) "$d/ow.bin" $((i * 100)) 100
+    i=$((i + 1))
+  done < <(prng_u32 corpus-random-ow-offsets 200)
+  rm -f "$d/ow.bin"
+  cat >"$d/INFO" <<EOF
+random: 256 MiB seeded random; new = 1 MiB random inserted at offset $ins + 200 x 100 B overwrites
+Details: old = 256 MiB of AES-128-CTR keystream (seed corpus-random-old).
+new = old with 1 MiB of other random bytes inserted at offset $ins, then 200
+overwrites of 100 random bytes at pseudo-random offsets (seed corpus-random-ow-offsets).
+EOF
+}
+
+# ---------------------------------------------------------------- sparse-shift
+# 100 MiB "mixed" blob: 40 MiB pseudo-English text, 30 MiB structured binary records,
+# 30 MiB random, interleaved in 10 MiB chunks. Deterministic (perl MINSTD LCG + prng).
+make_text() { # make_text SEED BYTES
+  { perl -e '
+    my ($x, $n) = (shift, shift);
+    my @w = qw(the of and to in is was that for on with as by at from this be are or it
+      an which not have has but were had its they their been one all can more other
+      system update image block delta partition device kernel file data write read
+      source target patch chunk hash offset length version release package install
+      boot root mount filesystem journal inode extent superblock network service
+      config error warning info debug retry timeout verify signature checksum memory
+      stream buffer window match literal copy compress decompress level window size
+      alpha beta gamma delta epsilon zeta theta lambda sigma omega linux debian balena);
+    my $out = ""; my $col = 0; my $len = 0;
+    while ($len < $n) {
+      $x = ($x * 48271) % 2147483647;
+      my $word = $w[$x % @w];
+      if ($x % 97 == 0) { $word .= sprintf(" %d", ($x >> 7) % 100000); }
+      if ($x % 13 == 0) { $word .= ","; } elsif ($x % 17 == 0) { $word .= "."; }
+      $out .= $word; $col += length($word) + 1;
+      if ($col > 72) { $out .= "\n"; $col = 0; } else { $out .= " "; }
+      if (length($out) > 65536) { print $out; $len += length($out); $out = ""; }
+    }
+    print $out;' "$1" "$2" 2>/dev/null || true; } | head -c "$2"
+}
+make_records() { # make_records SEED BYTES : 64-byte records, counters + small noise
+  { perl -e '
+    my ($x, $n) = (shift, shift); my $i = 0; my $len = 0; my $buf = "";
+    while ($len < $n) {
+      $x = ($x * 48271) % 2147483647;
+      $buf .= pack("Q<L<L<a16d<S<S<L<a16", 0x1000000 + $i * 4096, $i, $x & 0xff,
+        sprintf("rec-%010d", $i), $i * 0.125, $x % 7, 0xBEEF, $x & 0xffff0000,
+        pack("L<4", $i ^ 0x5a5a5a5a, $x, $i * 3, 0));
+      $i++;
+      if (length($buf) >= 65536) { print $buf; $len += length($buf); $buf = ""; }
+    }
+    print $buf;' "$1" "$2" 2>/dev/null || true; } | head -c "$2"
+}
+build_sparse_shift() {
+  local d=$1
+  local MiB=$((1024 * 1024)) GiB=$((1024 * 1024 * 1024))
+  local base=$((300 * MiB)) shift_by=1237
+  log "sparse-shift: 1 GiB, 100 MiB mixed blob at $base, shifted by $shift_by"
+  local blob="$d/blob" i
+  : >"$blob"
+  for i in 0 1 2 3; do
+    make_text $((1000 + i)) $((10 * MiB)) >>"$blob"
+    make_records $((2000 + i)) $((7 * MiB + 512 * 1024)) >>"$blob"
+    prng "corpus-sparse-random-$i" $((7 * MiB + 512 * 1024)) >>"$blob"
+  done
+  [ "$(sz "$blob")" = $((100 * MiB)) ] || die "blob size $(sz "$blob")"
+  truncate -s $GiB "$d/old.img"
+  overwrite "$d/old.img" $base "$blob" 0 $((100 * MiB))
+  # edits inside the blob (offsets within the blob), then place it shifted
+  printf 'EDIT-ONE: a short textual change\n' >"$d/e1"
+  prng corpus-sparse-edit2 4096 >"$d/e2"
+  printf '\x00\x01\x02\x03\x04\x05\x06\x07' >"$d/e3"
+  make_text 4242 3000 >"$d/e4"
+  prng corpus-sparse-edit5 16 >"$d/e5"
+  overwrite "$blob" $((5 * MiB + 3)) "$d/e1" 0 "$(sz "$d/e1")"
+  overwrite "$blob" $((12 * MiB + 77)) "$d/e2" 0 4096
+  overwrite "$blob" $((33 * MiB + 1001)) "$d/e3" 0 8
+  overwrite "$blob" $((51 * MiB + 9)) "$d/e4" 0 3000
+  overwrite "$blob" $((99 * MiB + 12345)) "$d/e5" 0 16
+  truncate -s $GiB "$d/new.img"
+  overwrite "$d/new.img" $((base + shift_by)) "$blob" 0 $((100 * MiB))
+  # one small edit in the zero area as well (a "header" block)
+  printf 'NEWHDR v2\n' >"$d/e6"
+  overwrite "$d/new.img" 4096 "$d/e6" 0 10
+  rm -f "$blob" "$d"/e[0-9]
+  cat >"$d/INFO" <<EOF
+sparse-shift: 1 GiB mostly zero; 100 MiB text/records/random blob moved by +$shift_by B, 6 small edits
+Details: 1 GiB files, zero except a 100 MiB blob at offset $base (old) /
+$((base + shift_by)) (new, shifted by $shift_by bytes). Blob = 4 x (10 MiB pseudo-English
+text, 7.5 MiB structured 64-byte binary records, 7.5 MiB random). New: 5 edits inside the
+blob (34 B text, 4 KiB random, 8 B, 3000 B text, 16 B) and 10 bytes written at offset 4096.
+Files are sparse on disk.
+EOF
+}
+
+# ---------------------------------------------------------------- binary
+BIN_CANDIDATES=(
+  "mariadb-server-core:usr/sbin/mariadbd"
+  "libpython3.11:usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"
+  "libssl3:usr/lib/x86_64-linux-gnu/libcrypto.so.3"
+  "systemd:usr/lib/systemd/libsystemd-shared-252.so"
+)
+build_binary() {
+  local d=$1 spec pkg path vers v1 v2 dl
+  ensure dpkg-deb:dpkg
+  apt_update_once
+  for spec in "${BIN_CANDIDATES[@]}"; do
+    pkg=${spec%%:*} path=${spec#*:}
+    mapfile -t vers < <(apt-cache madison "$pkg" 2>/dev/null | awk -F'|' '$3 ~ /Packages/ {gsub(/ /,"",$2); print $2}' | sort -u)
+    [ ${#vers[@]} -ge 2 ] || { log "binary: $pkg has ${#vers[@]} version(s), skipping"; continue; }
+    # two highest versions, dpkg ordering
+    mapfile -t vers < <(printf '%s\n' "${vers[@]}" | perl -e '
+      my @v = <STDIN>; chomp @v;
+      @v = sort { system("dpkg", "--compare-versions", $a, "lt", $b) == 0 ? -1 : 1 } @v;
+      print "$v[-2]\n$v[-1]\n";')
+    v1=${vers[0]} v2=${vers[1]}
+    log "binary: $pkg $v1 -> $v2 ($path)"
+    dl="$WORK/binary-dl"; rm -rf "$dl"; mkdir -p "$dl"; chmod 777 "$dl"
+    if ! (cd "$dl" && apt-get download -q "$pkg=$v1" "$pkg=$v2" >&2); then
+      log "binary: download of $pkg failed, trying next candidate"; continue
+    fi
+    local debs=("$dl"/*.deb)
+    [ ${#debs[@]} = 2 ] || { log "binary: expected 2 debs"; continue; }
+    mkdir -p "$dl/x1" "$dl/x2"
+    local deb1="" deb2="" f
+    for f in "${debs[@]}"; do
+      case "$(dpkg-deb -f "$f" Version)" in "$v1") deb1=$f ;; "$v2") deb2=$f ;; esac
+    done
+    [ -n "$deb1" ] && [ -n "$deb2" ] || { log "binary: cannot map debs to versions"; continue; }
+    dpkg-deb -x "$deb1" "$dl/x1"; dpkg-deb -x "$deb2" "$dl/x2"
+    [ -f "$dl/x1/$path" ] && [ -f "$dl/x2/$path" ] || { log "binary: $path missing in $pkg"; continue; }
+    cp "$dl/x1/$path" "$d/old.bin"; cp "$dl/x2/$path" "$d/new.bin"
+    cat >"$d/INFO" <<EOF
+binary: $(basename "$path") from $pkg $v1 -> $v2 (Debian, stripped)
+Details: /$path from Debian package $pkg, old = $v1, new = $v2
+(the two highest versions apt-cache madison lists; debs $(basename "$deb1"), $(basename "$deb2")).
+$(file -b "$d/old.bin" 2>/dev/null || true)
+EOF
+    rm -rf "$dl"
+    return 0
+  done
+  die "binary: no candidate package with two downloadable versions"
+}
+
+# ---------------------------------------------------------------- OS images
+IMG_SIZE=640M          # balenaOS root partition size (DOMAIN.md 1b)
+FS_UUID=6d5b3f7c-1a2b-4c3d-8e9f-0a1b2c3d4e5f
+FS_HASH_SEED=2f1e0d9c-8b7a-4655-9443-322110ffeedd
+EXTRA_PKGS="curl less vim-tiny iproute2 openssh-client jq ca-certificates procps iputils-ping netbase tzdata kmod nano wget"
+# Every file of every image gets this mtime/atime/ctime/crtime, as Yocto (which builds
+# balenaOS) does with REPRODUCIBLE_TIMESTAMP_ROOTFS (its default value), so unchanged files
+# keep identical inodes across releases. The product version lives in /etc/product/release.
+ROOTFS_EPOCH=1520598896
+EPOCH_V1=$ROOTFS_EPOCH EPOCH_V2=$ROOTFS_EPOCH EPOCH_V3=$ROOTFS_EPOCH
+
+apt_uri() { # apt_uri debian|debian-security : first matching URI from sources
+  local repo=$1 u
+  u=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+      | grep -v '^\s*#' | grep -oE '(https?|file)://[^ ]+' | sed 's:/*$::' | grep -E "/$repo\$" | head -1 || true)
+  if [ -z "$u" ]; then u="http://deb.debian.org/$repo"; fi
+  printf '%s\n' "$u"
+}
+MIRROR=$(apt_uri debian)
+SEC_MIRROR=$(apt_uri debian-security)
+HOST_SUITE=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+next_suite() { case $1 in buster) echo bullseye ;; bullseye) echo bookworm ;; bookworm) echo trixie ;; trixie) echo forky ;; *) echo sid ;; esac; }
+prev_suite() { case $1 in bookworm) echo bullseye ;; trixie) echo bookworm ;; forky) echo trixie ;; bullseye) echo buster ;; *) echo bookworm ;; esac; }
+
+MOUNTS=()
+cleanup_mounts() {
+  local i m
+  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTS[$i]}" 2>/dev/null || true; done
+  MOUNTS=()
+  # anything else left below the work dir (e.g. by a failed debootstrap)
+  { findmnt -rn -o TARGET 2>/dev/null | grep -F "$WORK/" | sort -r || true; } | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+  return 0
+}
+trap cleanup_mounts EXIT
+set -E
+trap 'log "failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
+
+# base_rootfs SUITE -> sets BASE to the dir of a cached minbase debootstrap (never modified);
+# returns 1 if debootstrap fails (suite not reachable).
+base_rootfs() {
+  local suite=$1 dir="$WORK/base-$1"
+  BASE=$dir
+  if [ ! -f "$dir.done" ]; then
+    ensure debootstrap:debootstrap
+    rm -rf "$dir"
+    mkdir -p "$WORK/debs-$suite"
+    log "debootstrap --variant=minbase $suite $MIRROR"
+    if ! debootstrap --variant=minbase --cache-dir="$WORK/debs-$suite" "$suite" "$dir" "$MIRROR" >"$WORK/debootstrap-$suite.log" 2>&1; then
+      tail -5 "$WORK/debootstrap-$suite.log" >&2
+      # debootstrap may leave bind mounts behind on failure
+      for m in proc sys dev/pts dev; do umount -l "$dir/$m" 2>/dev/null || true; done
+      return 1
+    fi
+    touch "$dir.done"
+  fi
+}
+
+chroot_run() { # chroot_run TREE CMD...
+  local t=$1; shift
+  chroot "$t" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C \
+    DEBIAN_FRONTEND=noninteractive "$@"
+}
+
+# customize TREE SUITE VERSION EPOCH INSTALL(0|1) UPGRADE(0|1)
+customize() {
+  local t=$1 suite=$2 ver=$3 epoch=$4 install=$5 upgrade=$6
+  # product identity, present in every image
+  mkdir -p "$t/etc/product"
+  cat >"$t/etc/product/release" <<EOF
+PRODUCT=demo-os
+VERSION=$ver
+BASE=debian-$suite
+BUILD_EPOCH=$epoch
+EOF
+  echo "demo-device" >"$t/etc/hostname"
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\tdemo-device\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$t/etc/hosts"
+  printf 'demo-os %s (Debian %s) \\n \\l\n\n' "$ver" "$suite" >"$t/etc/issue"
+  cat >"$t/etc/apt/sources.list" <<EOF
+deb $MIRROR $suite main
+deb $MIRROR $suite-updates main
+deb $SEC_MIRROR $suite-security main
+EOF
+  if [ "$install" = 1 ] || [ "$upgrade" = 1 ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$t/usr/sbin/policy-rc.d"; chmod 755 "$t/usr/sbin/policy-rc.d"
+    cp /etc/resolv.conf "$t/etc/resolv.conf" 2>/dev/null || true
+    mount -t proc proc "$t/proc"; MOUNTS+=("$t/proc")
+    mount --bind /dev "$t/dev"; MOUNTS+=("$t/dev")
+    mount --bind /dev/pts "$t/dev/pts" 2>/dev/null && MOUNTS+=("$t/dev/pts")
+    mount -t sysfs sys "$t/sys" 2>/dev/null && MOUNTS+=("$t/sys")
+    local alog; alog="$WORK/apt-$(basename "$t").log"
+    log "apt in chroot $(basename "$t") (log: $alog)"
+    chroot_run "$t" apt-get update -q >"$alog" 2>&1
+    [ "$upgrade" = 1 ] && chroot_run "$t" apt-get -y -q -o Dpkg::Options::=--force-confold upgrade >>"$alog" 2>&1
+    # shellcheck disable=SC2086
+    [ "$install" = 1 ] && chroot_run "$t" apt-get -y -q --no-install-recommends -o Dpkg::Options::=--force-confold install $EXTRA_PKGS >>"$alog" 2>&1
+    chroot_run "$t" apt-get clean >>"$alog" 2>&1
+    grep -E '^[0-9]+ upgraded' "$alog" | sed 's/^/    /' >&2 || true
+    cleanup_mounts
+    rm -f "$t/usr/sbin/policy-rc.d"
+  fi
+  if [ "$install" = 1 ]; then
+    # config edits of the "minor release"
+    cat >"$t/etc/sysctl.d/90-demo-os.conf" <<EOF
+# demo-os $ver tuning
+net.core.somaxconn = 1024
+vm.swappiness = 10
+kernel.panic = 10
+EOF
+    printf '\n# demo-os\nalias ll="ls -l"\nexport EDITOR=vi\n' >>"$t/etc/bash.bashrc"
+    sed -i 's/^UMASK.*/UMASK\t\t027/' "$t/etc/login.defs"
+    sed -i 's/^#\?DIR_MODE=.*/DIR_MODE=0750/' "$t/etc/adduser.conf" 2>/dev/null || true
+    printf 'Welcome to demo-os %s.\n' "$ver" >"$t/etc/motd"
+    mkdir -p "$t/etc/ssh/ssh_config.d"
+    printf 'Host *\n    ServerAliveInterval 30\n    StrictHostKeyChecking accept-new\n' >"$t/etc/ssh/ssh_config.d/90-demo-os.conf"
+    echo "TZ=UTC" >>"$t/etc/environment"
+  fi
+  # image hygiene, like a real image build
+  rm -rf "$t"/var/lib/apt/lists/* "$t"/var/cache/apt/*.bin "$t"/var/cache/apt/archives/*.deb \
+         "$t"/var/cache/debconf/*-old "$t"/var/lib/dpkg/*-old "$t"/var/log/apt/* \
+         "$t"/var/log/dpkg.log "$t"/var/log/alternatives.log "$t"/var/log/bootstrap.log \
+         "$t"/tmp/* "$t"/var/tmp/* "$t"/root/.bash_history "$t"/var/cache/ldconfig/aux-cache
+  : >"$t/etc/machine-id"
+  printf 'nameserver 127.0.0.53\n' >"$t/etc/resolv.conf"
+  # fixed timestamps (atime and mtime; ctime/crtime are fixed in mkimage)
+  find "$t" -xdev -exec touch -h -d "@$epoch" {} +
+}
+
+# mkimage TREE IMG EPOCH
+mkimage() {
+  local t=$1 img=$2 epoch=$3
+  ensure mkfs.ext4:e2fsprogs debugfs:e2fsprogs
+  if findmnt -rn -o TARGET | grep -qF "$t/"; then die "mounts left under $t"; fi
+  rm -f "$img"
+  E2FSPROGS_FAKE_TIME=$epoch mkfs.ext4 -q -F -t ext4 -b 4096 -I 256 -L rootfs \
+    -U "$FS_UUID" -E "hash_seed=$FS_HASH_SEED" -d "$t" "$img" "$IMG_SIZE" >/dev/null
+  # mke2fs -d copies ctime from the source tree (uncontrollable) and atime (changed by any
+  # read of the tree after touch, relatime); rewrite both for every
+  # used inode so identical trees give identical images.
+  local ipg script="$img.debugfs"
+  ipg=$(dumpe2fs -h "$img" 2>/dev/null | awk -F: '/^Inodes per group/ {gsub(/ /,"",$2); print $2}')
+  dumpe2fs "$img" 2>/dev/null | awk -v ipg="$ipg" -v ep="$epoch" '
+    /^Group [0-9]+:/ { g = $2 + 0; next }
+    /^  Free inodes:/ {
+      lo = g * ipg + 1; hi = (g + 1) * ipg
+      nf = 0
+      s = $0; sub(/^  Free inodes: */, "", s); n = split(s, r, /, */)
+      for (i = 1; i <= n; i++) { if (r[i] == "") continue; m = split(r[i], ab, "-"); if (m == 1) ab[2] = ab[1]; nf++; fa[nf] = ab[1] + 0; fb[nf] = ab[2] + 0 }
+      cur = lo
+      for (i = 1; i <= nf; i++) { for (x = cur; x < fa[i]; x++) emit(x); cur = fb[i] + 1 }
+      for (x = cur; x <= hi; x++) emit(x)
+      nf = 0
+    }
+    function emit(ino) { if (ino == 2 || ino >= 11) printf "sif <%d> ctime @%d\nsif <%d> atime @%d\n", ino, ep, ino, ep }
+  ' >"$script"
+  E2FSPROGS_FAKE_TIME=$epoch debugfs -w -f "$script" "$img" >/dev/null 2>&1
+  rm -f "$script"
+  e2fsck -fn "$img" >/dev/null 2>&1 || die "e2fsck reports problems in $img"
+}
+
+# make_tree NAME SUITE VERSION EPOCH INSTALL UPGRADE -> builds TREE=$WORK/tree-NAME
+make_tree() {
+  local name=$1 suite=$2 ver=$3 epoch=$4 install=$5 upgrade=$6
+  base_rootfs "$suite" || die "debootstrap of $suite failed (see $WORK/debootstrap-$suite.log)"
+  TREE="$WORK/tree-$name"
+  rm -rf "$TREE"; cp -a "$BASE" "$TREE"
+  customize "$TREE" "$suite" "$ver" "$epoch" "$install" "$upgrade"
+}
+
+pkg_summary() { # pkg_summary TREE
+  printf '%s packages, %s MiB in use\n' \
+    "$(chroot "$1" dpkg-query -f '.\n' -W 2>/dev/null | wc -l)" "$(du -sm --apparent-size "$1" | cut -f1)"
+}
+
+build_os_minor() {
+  local d=$1 t
+  log "os-minor: $HOST_SUITE minbase vs + packages/updates/config edits"
+  make_tree os-minor-old "$HOST_SUITE" 1.0.0 $EPOCH_V1 0 0; t=$TREE
+  local s_old; s_old=$(pkg_summary "$t")
+  mkimage "$t" "$d/old.img" $EPOCH_V1; rm -rf "$t"
+  make_tree os-minor-new "$HOST_SUITE" 1.1.0 $EPOCH_V2 1 1; t=$TREE
+  local s_new; s_new=$(pkg_summary "$t")
+  mkimage "$t" "$d/new.img" $EPOCH_V2; rm -rf "$t"
+  cat >"$d/INFO" <<EOF
+os-minor: ext4 $IMG_SIZE, $HOST_SUITE minbase (${s_old%% packages*} pkgs) -> + upgrades, 14 packages, config edits (${s_new%% packages*} pkgs)
+Details: $IMG_SIZE ext4 images (mkfs.ext4 -d, UUID $FS_UUID, fixed hash seed).
+old = debootstrap --variant=minbase $HOST_SUITE ($MIRROR), product 1.0.0: $s_old
+new = same base + apt-get upgrade from $HOST_SUITE-updates/-security + install
+  $EXTRA_PKGS
+  + config edits (sysctl.d, bash.bashrc, login.defs, adduser.conf, motd, ssh_config.d,
+  environment, product release file), product 1.1.0: $s_new
+EOF
+}
+
+build_os_major() {
+  local d=$1 t old_suite new_suite mode
+  old_suite=$HOST_SUITE new_suite=$(next_suite "$HOST_SUITE")
+  mode="$old_suite -> $new_suite"
+  if ! base_rootfs "$new_suite" >/dev/null; then
+    log "os-major: $new_suite not reachable, trying $(prev_suite "$HOST_SUITE") -> $HOST_SUITE"
+    old_suite=$(prev_suite "$HOST_SUITE") new_suite=$HOST_SUITE mode="$old_suite -> $new_suite"
+    if ! base_rootfs "$old_suite" >/dev/null; then
+      old_suite=$HOST_SUITE new_suite=$HOST_SUITE mode="same suite $HOST_SUITE, different package sets"
+    fi
+  fi
+  log "os-major: $mode"
+  make_tree os-major-old "$old_suite" 1.1.0 $EPOCH_V2 1 1; t=$TREE
+  local s_old; s_old=$(pkg_summary "$t")
+  mkimage "$t" "$d/old.img" $EPOCH_V2; rm -rf "$t"
+  if [ "$old_suite" = "$new_suite" ]; then
+    EXTRA_PKGS="python3-minimal perl busybox e2fsprogs dosfstools parted rsync gnupg sqlite3 xz-utils zstd file lsof strace" \
+      make_tree os-major-new "$new_suite" 2.0.0 $EPOCH_V3 1 1
+  else
+    make_tree os-major-new "$new_suite" 2.0.0 $EPOCH_V3 1 1
+  fi
+  t=$TREE
+  local s_new; s_new=$(pkg_summary "$t")
+  mkimage "$t" "$d/new.img" $EPOCH_V3; rm -rf "$t"
+  cat >"$d/INFO" <<EOF
+os-major: ext4 $IMG_SIZE, $mode: ${s_old%% packages*} pkgs -> ${s_new%% packages*} pkgs, same extra packages and edits
+Details: $IMG_SIZE ext4 images (mkfs.ext4 -d, same fixed UUID/hash seed).
+old = $old_suite minbase + upgrades + the os-minor package set and config edits, product 1.1.0: $s_old
+new = $new_suite minbase + upgrades + packages + the same config edits, product 2.0.0: $s_new
+EOF
+}
+
+# ---------------------------------------------------------------- main
+ensure openssl:openssl perl:perl-base od:coreutils
+for name in "${ONLY[@]}"; do
+  if [ -f "$CACHE/$name/INFO" ]; then
+    log "$name: already built ($CACHE/$name), skipping"
+    continue
+  fi
+  tmp="$CACHE/$name.partial"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  case $name in
+    os-minor) build_os_minor "$tmp" ;;
+    os-major) build_os_major "$tmp" ;;
+    binary) build_binary "$tmp" ;;
+    sparse-shift) build_sparse_shift "$tmp" ;;
+    random) build_random "$tmp" ;;
+  esac
+  finish "$name" "$tmp"
+done
+log "corpus ready in $CACHE"
