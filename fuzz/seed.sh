@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds the seed corpora fuzz/corpus/<target>/ (git-ignored) from
+# testdata/small/ and deltas made from it, plus every committed regression
+# input of testdata/regress/<target>/. Safe to re-run: files are named by
+# content, and libFuzzer's own additions stay.
+#
+# Every input starts the way its target reads it (fuzz/src/checks.rs):
+#   decode_header, apply  a delta file (apply patches testdata/small/old.bin)
+#   decode_ops            old_len as 8 bytes little-endian, then a segment stream
+#   roundtrip             2 bytes little-endian split point, then old || new
+set -euo pipefail
+fuzz=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$fuzz")
+cd "$root"
+corpus=$fuzz/corpus
+targets=(decode_header decode_ops apply roundtrip)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# Stores file $2 (or stdin) in corpus/$1/ under the name of its content.
+put() {
+  local target=$1 file=${2:-$tmp/stdin}
+  [ $# -ge 2 ] || cat >"$file"
+  cp "$file" "$corpus/$target/seed-$(cksum <"$file" | cut -d' ' -f1)"
+}
+
+for t in "${targets[@]}"; do
+  mkdir -p "$corpus/$t"
+  for f in testdata/regress/"$t"/*; do
+    [ -f "$f" ] && put "$t" "$f"
+  done
+done
+
+# Deltas of the small pair with the release CLI (cheap when target/release
+# is already built, as in CI after the slow tests).
+old=testdata/small/old.bin new=testdata/small/new.bin
+delta() { cargo run --quiet --release -p delta-cli -- gen "$@" --level 1 --threads 1 >/dev/null; }
+delta "$old" "$new" -o "$tmp/small.delta" --segment-size 4096
+delta "$new" -o "$tmp/full.delta" --full --segment-size 4096
+for d in small full; do
+  put apply "$tmp/$d.delta"
+  put decode_header "$tmp/$d.delta"
+  # Header and segment table alone (the delta file cut after its table).
+  segments=$(od -An -tu8 -j120 -N8 "$tmp/$d.delta" | tr -d ' ')
+  head -c $((128 + 136 * segments + 32)) "$tmp/$d.delta" | put decode_header
+done
+
+# A stream with one op of each kind (COPY 10 at 100, ZERO 7, LITERAL 5,
+# DIFF 3 right after the copy) over a 6000-byte old image.
+le64() { printf "$(printf '\\x%02x' $(( $1 & 255 )) $(( $1 >> 8 & 255 )) 0 0 0 0 0 0)"; }
+{ le64 6000; printf '\x04\x0b\x03\x05'; printf '\x00\x0a\xc8\x01\x01\x07\x02\x05\x03\x03\x00'
+  printf '\x01\x02\x03'; printf 'hello'; } | put decode_ops
+{ le64 0; printf '\x01\x02\x00\x00\x01\x10'; } | put decode_ops
+
+# The small pair split at 6000 bytes, the new file alone, and short cuts.
+le16() { printf "$(printf '\\x%02x' $(( $1 & 255 )) $(( $1 >> 8 & 255 )))"; }
+{ le16 "$(wc -c <"$old")"; cat "$old" "$new"; } | put roundtrip
+{ le16 0; cat "$new"; } | put roundtrip
+{ le16 1000; head -c 1000 "$old"; head -c 1200 "$new"; } | put roundtrip
+
+for t in "${targets[@]}"; do
+  echo "seeded fuzz/corpus/$t: $(find "$corpus/$t" -type f | wc -l) files"
+done
