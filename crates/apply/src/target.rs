@@ -8,8 +8,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Where the new image goes.
@@ -190,82 +188,6 @@ pub fn hash_prefix(
 /// How often long loops report progress.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
-/// What the hashing thread receives, in image order.
-enum Chunk {
-    Bytes(Vec<u8>),
-    Zeros(u64),
-}
-
-/// Hashes the whole image on a second thread, so that the whole-image
-/// digest costs the applying thread only a buffer swap. Buffers circulate
-/// between the threads; at most [`HASH_QUEUE`] wait, so memory stays
-/// bounded (a few write buffers).
-struct HashThread {
-    tx: Option<SyncSender<Chunk>>,
-    recycled: Receiver<Vec<u8>>,
-    handle: Option<JoinHandle<blake3::Hasher>>,
-}
-
-const HASH_QUEUE: usize = 3;
-
-impl HashThread {
-    fn start(mut hasher: blake3::Hasher) -> HashThread {
-        let (tx, rx) = sync_channel::<Chunk>(HASH_QUEUE);
-        let (back, recycled) = channel::<Vec<u8>>();
-        let handle = std::thread::spawn(move || {
-            for chunk in rx {
-                match chunk {
-                    Chunk::Bytes(bytes) => {
-                        hasher.update(&bytes);
-                        // The writer may be gone already; then the buffer is freed.
-                        let _ = back.send(bytes);
-                    }
-                    Chunk::Zeros(mut left) => {
-                        let zeros = [0u8; 16 * 1024];
-                        while left > 0 {
-                            let n = left.min(zeros.len() as u64) as usize;
-                            hasher.update(&zeros[..n]);
-                            left -= n as u64;
-                        }
-                    }
-                }
-            }
-            hasher
-        });
-        HashThread {
-            tx: Some(tx),
-            recycled,
-            handle: Some(handle),
-        }
-    }
-
-    /// An empty buffer, recycled when one is back.
-    fn buffer(&self) -> Vec<u8> {
-        let mut buf = self
-            .recycled
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(WRITE_BUFFER));
-        buf.clear();
-        buf
-    }
-
-    fn send(&self, chunk: Chunk) {
-        if let Some(tx) = &self.tx {
-            // Fails only if the thread died, which `finish` reports.
-            let _ = tx.send(chunk);
-        }
-    }
-
-    fn finish(mut self) -> blake3::Hasher {
-        drop(self.tx.take());
-        self.handle
-            .take()
-            .expect("finish is called once")
-            .join()
-            .expect("the hashing thread does not panic")
-    }
-}
-
 /// Sequential writer of the new image that hashes everything it writes.
 pub struct TargetWriter<'a> {
     file: File,
@@ -273,8 +195,8 @@ pub struct TargetWriter<'a> {
     /// Position of `buf[0]` in the image.
     pos: u64,
     sparse: bool,
-    /// Digest of every byte written so far (from offset 0), on its thread.
-    hash: HashThread,
+    /// Digest of every byte written so far (from offset 0).
+    pub hasher: blake3::Hasher,
     last_report: Instant,
     progress: &'a mut dyn FnMut(u64),
 }
@@ -306,7 +228,7 @@ impl<'a> TargetWriter<'a> {
             buf: Vec::with_capacity(WRITE_BUFFER),
             pos,
             sparse,
-            hash: HashThread::start(hasher),
+            hasher,
             last_report: Instant::now(),
             progress,
         })
@@ -317,15 +239,10 @@ impl<'a> TargetWriter<'a> {
         self.pos + self.buf.len() as u64
     }
 
-    /// Writes the buffer and hands it to the hashing thread.
     fn flush_buf(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
         self.file.write_all(&self.buf)?;
         self.pos += self.buf.len() as u64;
-        let full = std::mem::replace(&mut self.buf, self.hash.buffer());
-        self.hash.send(Chunk::Bytes(full));
+        self.buf.clear();
         Ok(())
     }
 
@@ -335,15 +252,14 @@ impl<'a> TargetWriter<'a> {
         self.file.sync_data()
     }
 
-    /// Flushes, sets a file target's length (trailing holes), fsyncs, and
-    /// returns the digest state of everything written.
+    /// Flushes, sets a file target's length (trailing holes) and fsyncs.
     pub fn finish(mut self) -> io::Result<(File, blake3::Hasher)> {
         self.flush_buf()?;
         if self.sparse {
             self.file.set_len(self.pos)?;
         }
         self.file.sync_all()?;
-        Ok((self.file, self.hash.finish()))
+        Ok((self.file, self.hasher))
     }
 
     fn report(&mut self) {
@@ -356,15 +272,16 @@ impl<'a> TargetWriter<'a> {
 }
 
 impl Sink for TargetWriter<'_> {
-    fn write_bytes(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            let room = WRITE_BUFFER - self.buf.len();
-            let n = room.min(bytes.len());
-            self.buf.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            if self.buf.len() == WRITE_BUFFER {
-                self.flush_buf()?;
-            }
+    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.hasher.update(bytes);
+        if self.buf.len() + bytes.len() > WRITE_BUFFER {
+            self.flush_buf()?;
+        }
+        if bytes.len() >= WRITE_BUFFER {
+            self.file.write_all(bytes)?;
+            self.pos += bytes.len() as u64;
+        } else {
+            self.buf.extend_from_slice(bytes);
         }
         self.report();
         Ok(())
@@ -381,8 +298,14 @@ impl Sink for TargetWriter<'_> {
             }
             return Ok(());
         }
+        let mut left = len;
+        let zeros = [0u8; 64 * 1024];
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            self.hasher.update(&zeros[..n]);
+            left -= n as u64;
+        }
         self.flush_buf()?;
-        self.hash.send(Chunk::Zeros(len));
         self.pos += len;
         self.file.seek(SeekFrom::Start(self.pos))?;
         self.report();
