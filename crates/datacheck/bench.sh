@@ -3,17 +3,18 @@
 #
 #   crates/datacheck/bench.sh [--big] [--repeat N]
 #
-# Compares `delta check-data DIR` (or, until the CLI has that subcommand,
-# the example `target/release/examples/check DIR`) with
+# Compares `delta check-data DIR` (or the example
+# `target/release/examples/check DIR`, see DATACHECK_BENCH_TOOL below) with
 # `tar -cz -C DIR . | wc -c` on:
 #   mixed-1g    1 GiB like an application's /data: 8 large logs and 2000 small
 #               text files (awk, seeded), binaries copied from /usr/bin and
 #               /usr/lib (so it depends on this machine), seeded random blobs.
-#               Timed twice: counting everything (--limit 1TB), and with the
-#               default 170 MB limit, where the check stops early.
 #   random-10g  10 GiB of incompressible data (AES-CTR keystream, not sparse).
 #               Only with --big or DATACHECK_BENCH_BIG=1, and only if the disk
 #               has room; DATACHECK_BENCH_BIG_TAR=0 skips its (slow) tar run.
+# Each folder is checked three times: counting everything (--limit 1TB) on
+# all cores, the same on one core (RAYON_NUM_THREADS=1), and with the
+# default 170 MB limit, where the check stops early.
 #
 # Folders are built once and cached under
 # ${DELTA_BENCH_CACHE:-<repo>/testdata/cache}/datacheck (git-ignored); delete
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --big) big=1 ;;
         --repeat) repeat="$2"; shift ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -94,9 +95,13 @@ build_big() {
     touch "$dir/.complete"
 }
 
-# The command under test.
+# The command under test: DATACHECK_BENCH_TOOL=example forces the example
+# (built here from the current source); otherwise target/release/delta is
+# used as it is, if it has the subcommand (build it first:
+# `cargo build --release -p delta-cli`).
 delta="$repo/target/release/delta"
-if [ -x "$delta" ] && "$delta" check-data --help >/dev/null 2>&1; then
+if [ "${DATACHECK_BENCH_TOOL:-auto}" != example ] && [ -x "$delta" ] &&
+    "$delta" check-data --help >/dev/null 2>&1; then
     tool=("$delta" check-data); tool_name="delta check-data"
 else
     echo "target/release/delta has no check-data subcommand; using the example binary" >&2
@@ -108,33 +113,43 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 rows=()
 
-# run LABEL COMMAND...: best of $repeat; sets wall, cpu, out.
-run() {
-    local best_wall="" i
-    for ((i = 0; i < repeat; i++)); do
-        local status=0
-        /usr/bin/time -o "$tmp/time" -f '%e %U %S' "$@" >"$tmp/out" 2>"$tmp/err" || status=$?
-        # Reports may go to stderr (the CLI prints "over the limit" there).
-        cat "$tmp/err" >>"$tmp/out"
-        # Over the limit: `delta check-data` exits 3, the example 1.
-        case "$status" in
-            0) over=false ;;
-            1|3) over=true ;;
-            *) cat "$tmp/err" >&2; echo "failed ($status): $*" >&2; exit 1 ;;
-        esac
-        read -r w u s < <(tail -n1 "$tmp/time")
-        if [ -z "$best_wall" ] || awk -v a="$w" -v b="$best_wall" 'BEGIN { exit !(a < b) }'; then
-            best_wall=$w; cpu=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
-            cp "$tmp/out" "$tmp/best"
-        fi
-    done
-    wall=$best_wall
-    out=$(cat "$tmp/best")
+# once COMMAND...: one timed run; sets wall, cpu, over, out.
+once() {
+    local status=0
+    /usr/bin/time -o "$tmp/time" -f '%e %U %S' "$@" >"$tmp/out" 2>"$tmp/err" || status=$?
+    # Reports may go to stderr (the CLI prints "over the limit" there).
+    cat "$tmp/err" >>"$tmp/out"
+    # Over the limit: `delta check-data` exits 3, the example 1.
+    case "$status" in
+        0) over=false ;;
+        1|3) over=true ;;
+        *) cat "$tmp/err" >&2; echo "failed ($status): $*" >&2; exit 1 ;;
+    esac
+    local w u s
+    read -r w u s < <(tail -n1 "$tmp/time")
+    wall=$w
+    cpu=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
+    out=$(cat "$tmp/out")
 }
 
 # First number on the first line that talks about compression, from either
 # tool's output ("compressed_bytes N", "DIR: compresses to [at least] N bytes").
 bytes_of() { awk '/compress/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) { print $i; exit } }' <<<"$1"; }
+
+# The cases, as "limit threads": tar's pipeline; counting everything with all
+# cores and with one (threads = 0 follows RAYON_NUM_THREADS); stopping at the
+# default limit.
+run_case() { # CASE DIR
+    local limit threads
+    read -r limit threads <<<"$1"
+    if [ "$limit" = tar ]; then
+        once bash -c 'tar -cz -C "$1" . | wc -c' _ "$2"
+        return
+    fi
+    local limit_args=()
+    if [ "$limit" = none ]; then limit_args=(--limit 1TB); fi
+    once env RAYON_NUM_THREADS="$threads" "${tool[@]}" "$2" "${limit_args[@]}"
+}
 
 bench() { # NAME DIR
     local name="$1" dir="$2"
@@ -142,24 +157,39 @@ bench() { # NAME DIR
     echo "warming page cache for $name ($((size >> 20)) MiB) ..." >&2
     tar -cf - -C "$dir" . | wc -c >/dev/null
 
+    local cases=() cores; cores=$(nproc)
+    if [ "$name" != random-10g ] || [ "$big_tar" = 1 ]; then cases+=("tar 1+1"); fi
+    cases+=("none $cores" "none 1" "170MB $cores")
+    # Interleaved (every case once per round), so a burst of load from
+    # elsewhere hits all cases alike; the best wall time of the rounds counts.
+    local -A best_wall=() best_cpu=() best_out=() best_over=()
+    local round c
+    for ((round = 0; round < repeat; round++)); do
+        for c in "${cases[@]}"; do
+            echo "  round $((round + 1))/$repeat: $name $c" >&2
+            run_case "$c" "$dir"
+            if [ -z "${best_wall[$c]:-}" ] || awk -v a="$wall" -v b="${best_wall[$c]}" 'BEGIN { exit !(a < b) }'; then
+                best_wall[$c]=$wall; best_cpu[$c]=$cpu; best_out[$c]=$out; best_over[$c]=$over
+            fi
+        done
+    done
+
     local ref=""
-    if [ "$name" != random-10g ] || [ "$big_tar" = 1 ]; then
-        run bash -c 'tar -cz -C "$1" . | wc -c' _ "$dir"
-        ref=$(tr -d ' \n' <<<"$out")
-        rows+=("$name"$'\t'"tar -cz | wc -c"$'\t'"-"$'\t'"$wall"$'\t'"$cpu"$'\t'"$ref"$'\t'"")
-    fi
-    local limit_args limit_name
-    for limit_name in none 170MB; do
-        if [ "$limit_name" = none ]; then limit_args=(--limit 1TB); else limit_args=(); fi
-        run "${tool[@]}" "$dir" "${limit_args[@]}"
-        local got; got=$(bytes_of "$out"); got=${got:-?}
-        local note=""
-        if [ "$over" = true ]; then
+    for c in "${cases[@]}"; do
+        local limit threads command got note=""
+        read -r limit threads <<<"$c"
+        if [ "$limit" = tar ]; then
+            ref=$(tr -d ' \n' <<<"${best_out[$c]}")
+            rows+=("$name"$'\t'"tar -cz | wc -c"$'\t'"-"$'\t'"$threads"$'\t'"${best_wall[$c]}"$'\t'"${best_cpu[$c]}"$'\t'"$ref"$'\t'"")
+            continue
+        fi
+        got=$(bytes_of "${best_out[$c]}"); got=${got:-?}
+        if [ "${best_over[$c]}" = true ]; then
             note="over limit (stopped early)"
         elif [ -n "$ref" ] && [ "$got" != "?" ]; then
             note=$(awk -v a="$got" -v b="$ref" 'BEGIN { printf "%+.3f%%", (a - b) * 100 / b }')
         fi
-        rows+=("$name"$'\t'"$tool_name"$'\t'"$limit_name"$'\t'"$wall"$'\t'"$cpu"$'\t'"$got"$'\t'"$note")
+        rows+=("$name"$'\t'"$tool_name"$'\t'"$limit"$'\t'"$threads"$'\t'"${best_wall[$c]}"$'\t'"${best_cpu[$c]}"$'\t'"$got"$'\t'"$note")
     done
 }
 
@@ -170,9 +200,9 @@ if [ "$big" = 1 ] && build_big; then
 fi
 
 echo
-echo "$(nproc) cores, load average at start: $load_at_start, best of $repeat"
-printf '%-11s %-17s %-6s %8s %8s %14s  %s\n' folder command limit "wall s" "cpu s" bytes "vs tar -cz"
+echo "$(nproc) cores, load average at start $load_at_start, at end $(cut -d' ' -f1-3 /proc/loadavg); best wall time of $repeat interleaved rounds"
+printf '%-11s %-17s %-6s %-7s %8s %8s %14s  %s\n' folder command limit threads "wall s" "cpu s" bytes "vs tar -cz"
 for row in "${rows[@]}"; do
-    IFS=$'\t' read -r a b c d e f g <<<"$row"
-    printf '%-11s %-17s %-6s %8s %8s %14s  %s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g"
+    IFS=$'\t' read -r a b c t d e f g <<<"$row"
+    printf '%-11s %-17s %-6s %-7s %8s %8s %14s  %s\n' "$a" "$b" "$c" "$t" "$d" "$e" "$f" "$g"
 done
