@@ -359,6 +359,7 @@ fn apply_inner(
     let limits = Limits {
         max_memory: options.memory_limit,
         max_segments: (options.memory_limit / 1024).max(1024),
+        ..Limits::default()
     };
     let delta = Delta::open(delta_path, &limits)?;
     let header = delta.index.header.clone();

@@ -153,7 +153,8 @@ pub fn decode_index(delta: &[u8], limits: &Limits) -> Result<Index> {
 
 /// Applies a whole delta held in memory to `old`, returning the new image:
 /// the small reference applier for tests and fuzzing. It checks everything
-/// the streaming applier checks except the old image's digest.
+/// the streaming applier checks except the old image's digest. It holds the
+/// whole new image, so callers bound it with `limits.max_output`.
 ///
 /// # Errors
 /// Any format, digest or length error.

@@ -42,12 +42,16 @@ impl<W: Write> Sink for WriteSink<W> {
 
 impl Sink for Vec<u8> {
     fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.try_reserve(bytes.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
         self.extend_from_slice(bytes);
         Ok(())
     }
 
     fn write_zeros(&mut self, len: u64) -> io::Result<()> {
         let len = usize::try_from(len).map_err(|_| io::ErrorKind::OutOfMemory)?;
+        self.try_reserve(len)
+            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
         self.resize(self.len() + len, 0);
         Ok(())
     }

@@ -129,3 +129,48 @@ fn trailing_bytes_after_the_frame_are_refused() {
     let err = apply(&[], &entry, &payload).unwrap_err().to_string();
     assert!(err.contains("after its zstd frame"), "{err}");
 }
+
+#[test]
+fn claimed_output_over_the_limit_is_refused_before_any_work() {
+    // A valid full payload of 8 GiB of zeros: a few hundred bytes.
+    let stream = stream::encode(&[Op::Zero { len: 8 << 30 }], &[], &[]);
+    let (entry, payload) = segment(
+        &stream,
+        SegmentEntry {
+            new_len: 8 << 30,
+            stream_len: stream.len() as u64,
+            zero_len: 8 << 30,
+            ..SegmentEntry::default()
+        },
+    );
+    let header = delta_format::Header {
+        flags: delta_format::FLAG_FULL,
+        old_len: 0,
+        new_len: 8 << 30,
+        old_digest: *blake3::hash(&[]).as_bytes(),
+        new_digest: [0; 32],
+        block_size: 4096,
+        zstd_level: 3,
+        max_segment_len: 8 << 30,
+        apply_memory: entry.memory(),
+        segment_count: 1,
+    };
+    let mut delta = delta_format::Index::encode(&header, &[entry]);
+    delta.extend_from_slice(&payload);
+    let limits = delta_format::Limits {
+        max_output: 1 << 20,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let err = delta_core::apply_slice(&[], &delta, &limits)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("new_len") && err.contains("over the limit"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "refused only after doing the work"
+    );
+}

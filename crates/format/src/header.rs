@@ -107,6 +107,9 @@ pub struct Limits {
     pub max_segments: u64,
     /// Most buffer memory (see [`Header::apply_memory`]) accepted, in bytes.
     pub max_memory: u64,
+    /// Largest new image accepted, in bytes: the work and (for in-memory
+    /// appliers) the allocation a delta may ask for.
+    pub max_output: u64,
 }
 
 impl Default for Limits {
@@ -114,6 +117,7 @@ impl Default for Limits {
         Limits {
             max_segments: 1 << 24,
             max_memory: 1 << 30,
+            max_output: 1 << 40,
         }
     }
 }
@@ -260,6 +264,13 @@ impl Header {
             if self.max_segment_len == 0 {
                 return Err(invalid("max_segment_len", 0, "at least 1"));
             }
+        }
+        if self.new_len > limits.max_output {
+            return Err(Error::OverLimit {
+                what: "new image (header new_len)".into(),
+                found: self.new_len,
+                limit: limits.max_output,
+            });
         }
         if self.apply_memory > limits.max_memory {
             return Err(Error::OverLimit {
@@ -615,6 +626,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("segment[0].ref_offset+ref_len"), "{err}");
+
+        let (header, segments) = sample();
+        let bytes = Index::encode(&header, &segments);
+        let small = Limits {
+            max_output: 199,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            Header::decode(&bytes, &small),
+            Err(Error::OverLimit {
+                found: 200,
+                limit: 199,
+                ..
+            })
+        ));
 
         let (mut header, segments) = sample();
         header.apply_memory = 10 << 30;
