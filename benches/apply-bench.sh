@@ -3,7 +3,8 @@
 # wall time and peak RSS (/usr/bin/time -v) for generated 1 GiB and 4 GiB
 # image pairs. Usage: benches/apply-bench.sh [SIZE_GIB...]   (default: 1 4)
 # Images are cached in ${DELTA_BENCH_CACHE:-testdata/cache}/apply-bench. Each figure is the
-# better of two runs with a cold page cache (caches are dropped when running as root).
+# median of ${APPLY_BENCH_ROUNDS:-5} runs with a cold page cache (caches are dropped when
+# running as root), apply and cp+sync taking turns so that both see the same machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache=${DELTA_BENCH_CACHE:-testdata/cache}/apply-bench
@@ -57,11 +58,10 @@ drop_caches() { # cold page cache for both sides, when allowed (root)
   echo 3 2>/dev/null >/proc/sys/vm/drop_caches || true
 }
 
-best_of_2() { # command... -> the faster of two cold runs: "wall_s rss_mib"
-  local a b
-  drop_caches; a=$(measure "$@")
-  drop_caches; b=$(measure "$@")
-  printf '%s\n%s\n' "$a" "$b" | sort -n | head -1
+rounds=${APPLY_BENCH_ROUNDS:-5}
+
+median() { # "wall_s rss_mib" lines on stdin -> the line with the median wall time
+  sort -n | awk '{ line[NR] = $0 } END { print line[int((NR + 1) / 2)] }'
 }
 
 measure() { # command... -> "wall_s rss_mib"
@@ -80,12 +80,20 @@ for gib in "${sizes[@]}"; do
   dir=$cache/${gib}g
   [ -f "$dir/u.delta" ] || "$delta" gen "$dir/old.img" "$dir/new.img" -o "$dir/u.delta" >/dev/null
   rm -f "$dir/out.img" "$dir/cp.img"
-  read -r aw ar < <(best_of_2 sh -c "rm -f '$dir/out.img' && exec '$delta' apply '$dir/old.img' '$dir/u.delta' \
-    -o '$dir/out.img' --no-log --instance-lock '$dir/lock' --lock-root '$dir/none' --state-dir '$dir'")
-  cmp -s "$dir/out.img" "$dir/new.img" || { echo "apply output differs" >&2; exit 1; }
-  rm -f "$dir/out.img"
-  read -r cw cr < <(best_of_2 sh -c "rm -f '$dir/cp.img' && cp '$dir/new.img' '$dir/cp.img' && sync")
-  rm -f "$dir/out.img" "$dir/cp.img"
+  applies=() copies=()
+  for _ in $(seq "$rounds"); do
+    rm -f "$dir/out.img"
+    drop_caches
+    applies+=("$(measure "$delta" apply "$dir/old.img" "$dir/u.delta" -o "$dir/out.img" --no-log \
+      --instance-lock "$dir/lock" --lock-root "$dir/none" --state-dir "$dir")")
+    cmp -s "$dir/out.img" "$dir/new.img" || { echo "apply output differs" >&2; exit 1; }
+    rm -f "$dir/out.img" "$dir/cp.img"
+    drop_caches
+    copies+=("$(measure sh -c "cp '$dir/new.img' '$dir/cp.img' && sync")")
+    rm -f "$dir/cp.img"
+  done
+  read -r aw ar < <(printf '%s\n' "${applies[@]}" | median)
+  read -r cw cr < <(printf '%s\n' "${copies[@]}" | median)
   printf '| %s GiB | %s B | %s | %s | %s | %s | %.2fx |\n' "$gib" "$(stat -c %s "$dir/u.delta")" \
     "$aw" "$ar" "$cw" "$cr" "$(echo "$aw / $cw" | bc -l)"
 done

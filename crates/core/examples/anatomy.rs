@@ -2,6 +2,7 @@
 //! prints, per section (ops, diff bytes, literals), raw and zstd sizes.
 //!
 //! Usage: `cargo run --release -p delta-core --example anatomy -- OLD NEW`
+//! (with `ANATOMY_DUMP=DIR`, the three sections are also written to DIR).
 
 use delta_core::{plan_segment, BlockIndex, DiffOptions};
 
@@ -29,6 +30,12 @@ fn main() {
         ops.extend(delta_format::stream::encode(&plan.ops, &[], &[]));
         diff.extend(plan.diff);
         lit.extend(plan.literal);
+    }
+    if let Some(dir) = std::env::var_os("ANATOMY_DUMP") {
+        let dir = std::path::PathBuf::from(dir);
+        for (name, bytes) in [("ops", &ops), ("diff", &diff), ("literal", &lit)] {
+            std::fs::write(dir.join(name), bytes).expect("write dump");
+        }
     }
     let z = |b: &[u8]| zstd::bulk::compress(b, 19).map(|c| c.len()).unwrap_or(0);
     println!(
