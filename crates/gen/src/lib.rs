@@ -34,13 +34,15 @@ pub use error::{Error, Result};
 
 use delta_core::{
     build_header, encode_segment, merge_plans, plan_segment, unit_ranges, BlockIndex, DiffOptions,
-    EncodeOptions, Patcher, SegmentRef, Sink, SliceOptions,
+    EncodeOptions, Patcher, SegmentPlan, SegmentRef, Sink, SliceOptions,
 };
 use delta_format::{Index, SegmentEntry, FLAG_MIGRATION};
 use rayon::prelude::*;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Knobs of the generator.
 #[derive(Debug, Clone)]
@@ -224,17 +226,17 @@ pub fn generate_into(
         );
         let units: Vec<_> = unit_ranges(new.len(), options.segment_len)
             .into_par_iter()
+            .with_max_len(1)
             .map(|range| {
                 let plan = plan_segment(old, new, range.clone(), &index, &slice_options.diff);
                 (range, plan)
             })
             .collect();
-        let encoded: Vec<(SegmentEntry, Vec<u8>)> = merge_plans(units, options.merge_len)
-            .into_par_iter()
-            .enumerate()
-            .map(|(i, (range, plan))| {
+        let merged = merge_plans(units, options.merge_len);
+        let encoded: Vec<(SegmentEntry, Vec<u8>)> =
+            map_heaviest_first(&merged, encode_cost, |i, (range, plan)| {
                 let expected = &new[range.clone()];
-                let (entry, payload) = encode_segment(old, expected, &plan, &slice_options.encode)?;
+                let (entry, payload) = encode_segment(old, expected, plan, &slice_options.encode)?;
                 self_check(
                     old,
                     expected,
@@ -245,6 +247,7 @@ pub fn generate_into(
                 )?;
                 Ok((entry, payload))
             })
+            .into_iter()
             .collect::<Result<_>>()?;
         let (segments, payloads): (Vec<_>, Vec<_>) = encoded.into_iter().unzip();
         let mut header = build_header(old, new, old_digest, new_digest, &segments, &slice_options);
@@ -282,6 +285,43 @@ pub fn generate_into(
         summary.literal_len += s.literal_len;
     }
     Ok(summary)
+}
+
+/// Rough cost of encoding one segment, to start the slow ones first: zstd
+/// at high levels spends its time on literal bytes and on loading the
+/// reference window; the self-check hashes and compares every output byte.
+fn encode_cost((range, plan): &(Range<usize>, SegmentPlan)) -> u64 {
+    let reference = plan.reference.end - plan.reference.start;
+    (plan.literal.len() as u64 + plan.diff.len() as u64 / 4)
+        .saturating_add(reference / 2)
+        .saturating_add(range.len() as u64 / 64)
+}
+
+/// `f` over every item on all threads of the current pool, results in
+/// item order. Items are taken from one queue, most costly first, so
+/// that no thread is left with a slow item while the others are idle
+/// (rayon's splitting hands each thread a fixed run of neighbours, and
+/// a few literal-heavy segments dominate an OS image).
+fn map_heaviest_first<T: Sync, R: Send>(
+    items: &[T],
+    cost: impl Fn(&T) -> u64,
+    f: impl Fn(usize, &T) -> R + Sync,
+) -> Vec<R> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(cost(&items[i])));
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = rayon::broadcast(|_| {
+        let mut mine = Vec::new();
+        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            mine.push((i, f(i, &items[i])));
+        }
+        mine
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -371,5 +411,47 @@ impl Sink for CompareSink<'_> {
             .is_some_and(delta_core::diff::is_zero);
         self.pos = end;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heaviest_first_keeps_item_order_and_runs_each_once() {
+        let items: Vec<u64> = (0..200).map(|i| (i * 7919) % 101).collect();
+        let calls = AtomicUsize::new(0);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let out = pool.install(|| {
+            map_heaviest_first(
+                &items,
+                |&c| c,
+                |i, &c| {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    (i, c * 2)
+                },
+            )
+        });
+        assert_eq!(calls.load(Ordering::Relaxed), items.len());
+        let expected: Vec<(usize, u64)> = items.iter().map(|&c| c * 2).enumerate().collect();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn output_does_not_depend_on_threads() {
+        let mut fixtures = delta_core::testing::fixtures().into_iter().map(|(_, b)| b);
+        let (old, new) = (fixtures.next().unwrap(), fixtures.next().unwrap());
+        let options = |threads| GenOptions {
+            threads,
+            segment_len: 64 << 10,
+            ..GenOptions::default()
+        };
+        let one = generate_to_vec(&old, &new, &options(1)).unwrap();
+        let three = generate_to_vec(&old, &new, &options(3)).unwrap();
+        assert_eq!(one, three);
     }
 }
