@@ -453,7 +453,8 @@ fn write_and_commit(
         path: write_path.clone(),
         source,
     };
-    let file = target.open(resume.is_none(), new_len)?;
+    let zero_len: u64 = delta.index.segments.iter().map(|s| s.zero_len).sum();
+    let file = target.open(resume.is_none(), new_len, new_len.saturating_sub(zero_len))?;
 
     if verified {
         run.log

@@ -109,16 +109,22 @@ impl Target {
     }
 
     /// Opens the write path; `fresh` empties a file target first.
+    /// `data_len` is the part of the new image that is not zero runs: a
+    /// file target needs that much room, the rest becomes holes.
     ///
     /// # Errors
-    /// I/O errors naming the path, or a device smaller than `new_len`.
-    pub fn open(&self, fresh: bool, new_len: u64) -> Result<File> {
+    /// I/O errors naming the path, a device smaller than `new_len`, or a
+    /// file system without room for `data_len` bytes.
+    pub fn open(&self, fresh: bool, new_len: u64, data_len: u64) -> Result<File> {
         let path = self.write_path();
         let io = |op, source| Error::Io {
             op,
             path: path.to_owned(),
             source,
         };
+        if let Target::File { .. } = self {
+            self.check_room(fresh, data_len)?;
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -140,6 +146,40 @@ impl Target {
             }
         }
         Ok(file)
+    }
+}
+
+impl Target {
+    /// Refuses, before anything is written, a file target whose file system
+    /// cannot hold `data_len` bytes (counting what a resumed partial file
+    /// already holds). A full disk half-way through would cost the device
+    /// the whole download and write time for nothing.
+    fn check_room(&self, fresh: bool, data_len: u64) -> Result<()> {
+        let path = self.write_path();
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        // Without statvfs (an unusual file system), the writes will tell.
+        let Ok(vfs) = rustix::fs::statvfs(dir) else {
+            return Ok(());
+        };
+        let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+        let held = match std::fs::metadata(path) {
+            Ok(m) if !fresh => m.blocks().saturating_mul(512),
+            _ => 0,
+        };
+        let needed = data_len.saturating_sub(held);
+        if needed > free {
+            return Err(Error::UnsafeTarget {
+                target: path.to_owned(),
+                reason: format!(
+                    "its file system has {free} bytes free, the new image needs {needed} more \
+                     ({data_len} bytes that are not zero runs)"
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

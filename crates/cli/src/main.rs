@@ -79,13 +79,13 @@ struct Tuning {
     #[arg(long, default_value_t = GenOptions::default().level)]
     level: i32,
     /// Bytes of new image per segment.
-    #[arg(long, value_parser = parse_size, default_value = "8MiB")]
+    #[arg(long, value_parser = parse_size, default_value = "4MiB")]
     segment_size: u64,
     /// Largest segment made by merging cheap neighbours (zero runs, copies); at most --segment-size disables merging.
     #[arg(long, value_parser = parse_size, default_value = "256MiB")]
     max_merge: u64,
     /// Most bytes of old image a segment's zstd frame may reference (applier memory grows with it).
-    #[arg(long, value_parser = parse_size, default_value = "4MiB")]
+    #[arg(long, value_parser = parse_size, default_value = "8MiB")]
     max_reference: u64,
 }
 

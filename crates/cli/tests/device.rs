@@ -580,3 +580,33 @@ fn block_device_target_written_in_place() {
         .to_string_lossy()
         .ends_with(".journal")));
 }
+
+#[test]
+fn file_system_without_room_is_refused_before_writing() {
+    let d = Device::new(2 << 20, "256KiB");
+    let small = d.path("small");
+    std::fs::create_dir(&small).unwrap();
+    // A 1 MiB file system for a 2 MiB image of random and text data.
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED file_system_without_room_is_refused_before_writing: cannot mount tmpfs");
+        return;
+    }
+    let out = d.run(&["apply", "old.img", "u.delta", "-o", "small/out.img"]);
+    let left: Vec<_> = std::fs::read_dir(&small)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let _ = Command::new("umount").arg(&small).status();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("small/out.img") && err.contains("bytes free"),
+        "{err}"
+    );
+    assert!(left.is_empty(), "files left in the target folder: {left:?}");
+}

@@ -28,7 +28,9 @@ const PRIME: u64 = 0x9E37_79B9_7F4A_7C15;
 pub struct DiffOptions {
     /// Width of indexed blocks and of the rolling hash, in bytes.
     pub block_size: usize,
-    /// Most bytes of old image used as the zstd reference of a segment.
+    /// Most bytes of old image used as the zstd reference of a segment. A
+    /// unit's own window is at most half of it, so that two neighbours can
+    /// share one segment with both windows (see [`crate::merge_plans`]).
     pub max_reference: usize,
 }
 
@@ -36,7 +38,7 @@ impl Default for DiffOptions {
     fn default() -> Self {
         DiffOptions {
             block_size: 4096,
-            max_reference: 4 << 20,
+            max_reference: 8 << 20,
         }
     }
 }
@@ -277,7 +279,7 @@ pub fn plan_segment(
         disp_weight: HashMap::new(),
     };
     planner.scan(range.clone());
-    planner.choose_reference(range, options.max_reference);
+    planner.choose_reference(range, options.max_reference / 2);
     planner.plan
 }
 

@@ -27,8 +27,8 @@ impl SegmentPlan {
 /// Most bytes of new image one merged segment may produce.
 pub const MAX_MERGED_LEN: usize = 256 << 20;
 /// Most stream bytes (ops, diff and literal bytes) of one merged segment:
-/// with the default 8 MiB units and 4 MiB reference, the applier's buffers
-/// stay at most about 20 MiB (stream, payload and reference).
+/// with the default 4 MiB units and 8 MiB reference, the applier's buffers
+/// (stream, payload and reference) stay under 24 MiB.
 const MAX_MERGED_STREAM: usize = 8 << 20;
 /// Literal bytes that two neighbours may always share a segment with,
 /// whatever their reference windows.
@@ -40,19 +40,22 @@ const MAX_MERGED_LITERAL: usize = 64 << 10;
 /// - plans that carry little literal data (zero runs, copies, sparse diffs):
 ///   every segment costs a table entry (136 bytes) and a zstd frame, which
 ///   dominates the deltas of sparse or nearly identical images;
-/// - plans whose reference windows overlap;
+/// - plans whose reference windows overlap: the segment references the span
+///   of both when it fits in `max_reference` (so a unit's window should be
+///   at most half of it), else the window of the part with more literals;
 /// - plans whose literal bytes are new content (long runs, see
 ///   [`NEW_CONTENT_RUN`]): one zstd frame then finds what the new files share
 ///   (2.5% smaller on the minor OS release of the corpus), where edits of
 ///   old content would lose their own reference window.
 ///
-/// Applier memory is set by streams, not by `new_len`, so merged segments cost
-/// a device little. A merged segment keeps the reference window of the part
-/// with the most literal bytes.
+/// Applier memory is set by streams and references, not by `new_len`, so
+/// merged segments cost a device little.
 pub fn merge_plans(
     units: Vec<(Range<usize>, SegmentPlan)>,
     max_len: usize,
+    max_reference: usize,
 ) -> Vec<(Range<usize>, SegmentPlan)> {
+    let max_reference = max_reference as u64;
     let weight = |plan: &SegmentPlan| plan.ops.len() * 12 + plan.diff.len() + plan.literal.len();
     let mut out: Vec<(Range<usize>, SegmentPlan)> = Vec::with_capacity(units.len());
     for (range, plan) in units {
@@ -61,11 +64,16 @@ pub fn merge_plans(
                 && range.end - last_range.start <= max_len
                 && weight(last) + weight(&plan) <= MAX_MERGED_STREAM
                 && (last.literal.len() + plan.literal.len() <= MAX_MERGED_LITERAL
+                    || joint_reference(&last.reference, &plan.reference, max_reference).is_some()
                     || overlap(&last.reference, &plan.reference)
                     || (mean_literal_run(last) >= NEW_CONTENT_RUN
                         && mean_literal_run(&plan) >= NEW_CONTENT_RUN))
             {
-                if plan.literal.len() > last.literal.len() {
+                if let Some(joint) =
+                    joint_reference(&last.reference, &plan.reference, max_reference)
+                {
+                    last.reference = joint;
+                } else if plan.literal.len() > last.literal.len() {
                     last.reference = plan.reference;
                 }
                 last_range.end = range.end;
@@ -95,9 +103,17 @@ fn mean_literal_run(plan: &SegmentPlan) -> usize {
     plan.literal.len() / runs.max(1)
 }
 
-/// True if both ranges are non-empty and share bytes.
+/// True if the two windows share bytes.
 fn overlap(a: &Range<u64>, b: &Range<u64>) -> bool {
     a.start < b.end && b.start < a.end
+}
+
+/// One reference window serving both parts: the span of two windows that
+/// overlap or touch, if it is at most `max_reference` bytes.
+fn joint_reference(a: &Range<u64>, b: &Range<u64>, max_reference: u64) -> Option<Range<u64>> {
+    let meet = !a.is_empty() && !b.is_empty() && a.start <= b.end && b.start <= a.end;
+    let joint = a.start.min(b.start)..a.end.max(b.end);
+    (meet && joint.end - joint.start <= max_reference).then_some(joint)
 }
 
 /// Compression settings for payloads.
@@ -212,7 +228,7 @@ mod tests {
     use crate::{Patcher, SegmentRef};
 
     /// An 8 MiB unit, the `at`-th: `runs` literal runs of `run` bytes between
-    /// copies, referencing old bytes at `reference` MiB.
+    /// copies, referencing 2 MiB of old image at `reference` MiB.
     fn unit(at: usize, runs: usize, run: usize, reference: u64) -> (Range<usize>, SegmentPlan) {
         let mut ops = Vec::new();
         for _ in 0..runs {
@@ -226,7 +242,7 @@ mod tests {
         let plan = SegmentPlan {
             ops,
             literal: vec![1; runs * run],
-            reference: reference << 20..(reference + 4) << 20,
+            reference: reference << 20..(reference + 2) << 20,
             ..SegmentPlan::default()
         };
         (at << 23..(at + 1) << 23, plan)
@@ -234,7 +250,7 @@ mod tests {
 
     #[test]
     fn merges_new_content_and_cheap_units_but_not_edits_with_their_own_reference() {
-        let merged = |units| merge_plans(units, MAX_MERGED_LEN).len();
+        let merged = |units| merge_plans(units, MAX_MERGED_LEN, 8 << 20).len();
         // New files (long literal runs), distant references: one segment.
         assert_eq!(
             merged(vec![unit(0, 20, 20_000, 0), unit(1, 20, 20_000, 100)]),
@@ -245,10 +261,19 @@ mod tests {
             merged(vec![unit(0, 1000, 300, 0), unit(1, 1000, 300, 100)]),
             2
         );
-        // The same edits with overlapping references: one segment.
+        // The same edits with overlapping references: one segment, whose
+        // reference covers both.
+        let joint = merge_plans(
+            vec![unit(0, 1000, 300, 0), unit(1, 1000, 300, 1)],
+            MAX_MERGED_LEN,
+            8 << 20,
+        );
+        assert_eq!(joint.len(), 1);
+        assert_eq!(joint[0].1.reference, 0..3 << 20);
+        // Neighbouring references that do not overlap: kept apart.
         assert_eq!(
-            merged(vec![unit(0, 1000, 300, 0), unit(1, 1000, 300, 2)]),
-            1
+            merged(vec![unit(0, 1000, 300, 0), unit(1, 1000, 300, 3)]),
+            2
         );
         // Little literal data: one segment whatever the references.
         assert_eq!(merged(vec![unit(0, 10, 300, 0), unit(1, 10, 300, 100)]), 1);

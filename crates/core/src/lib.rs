@@ -65,7 +65,7 @@ impl Default for SliceOptions {
         SliceOptions {
             diff: DiffOptions::default(),
             encode: EncodeOptions::default(),
-            segment_len: 8 << 20,
+            segment_len: 4 << 20,
             full: false,
             merge_len: encode::MAX_MERGED_LEN,
         }
@@ -121,7 +121,7 @@ pub fn diff_slices(old: &[u8], new: &[u8], options: &SliceOptions) -> Result<Vec
         .collect();
     let mut segments = Vec::new();
     let mut payloads = Vec::new();
-    for (range, plan) in merge_plans(units, options.merge_len) {
+    for (range, plan) in merge_plans(units, options.merge_len, options.diff.max_reference) {
         let (entry, payload) = encode_segment(old, &new[range], &plan, &options.encode)?;
         segments.push(entry);
         payloads.push(payload);

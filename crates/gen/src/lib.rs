@@ -232,7 +232,7 @@ pub fn generate_into(
                 (range, plan)
             })
             .collect();
-        let merged = merge_plans(units, options.merge_len);
+        let merged = merge_plans(units, options.merge_len, options.max_reference);
         let encoded: Vec<(SegmentEntry, Vec<u8>)> =
             map_heaviest_first(&merged, encode_cost, |i, (range, plan)| {
                 let expected = &new[range.clone()];
