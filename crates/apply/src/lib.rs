@@ -355,7 +355,7 @@ fn apply_inner(
     run.report(Step::Preparing, 0, 0, None);
     // The table is held in memory too: about 170 bytes per segment, so cap
     // the count by the memory limit (24 MiB allows 24 Ki segments, enough
-    // for images of 192 GiB at 8 MiB per segment).
+    // for images of 96 GiB even at 4 MiB per segment, unmerged).
     let limits = Limits {
         max_memory: options.memory_limit,
         max_segments: (options.memory_limit / 1024).max(1024),
