@@ -147,9 +147,7 @@ impl Target {
         }
         Ok(file)
     }
-}
 
-impl Target {
     /// Refuses, before anything is written, a file target whose file system
     /// cannot hold `data_len` bytes (counting what a resumed partial file
     /// already holds). A full disk half-way through would cost the device

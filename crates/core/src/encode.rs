@@ -40,13 +40,13 @@ const MAX_MERGED_LITERAL: usize = 64 << 10;
 /// - plans that carry little literal data (zero runs, copies, sparse diffs):
 ///   every segment costs a table entry (136 bytes) and a zstd frame, which
 ///   dominates the deltas of sparse or nearly identical images;
-/// - plans whose reference windows overlap: the segment references the span
-///   of both when it fits in `max_reference` (so a unit's window should be
-///   at most half of it), else the window of the part with more literals;
+/// - plans whose reference windows overlap or touch: the segment references
+///   the span of both when it fits in `max_reference` (so a unit's window
+///   should be at most half of it), else (overlapping windows only) the
+///   window of the part with more literals;
 /// - plans whose literal bytes are new content (long runs, see
-///   [`NEW_CONTENT_RUN`]): one zstd frame then finds what the new files share
-///   (2.5% smaller on the minor OS release of the corpus), where edits of
-///   old content would lose their own reference window.
+///   [`NEW_CONTENT_RUN`]): one zstd frame then finds what the new files
+///   share, where edits of old content would lose their own reference window.
 ///
 /// Applier memory is set by streams and references, not by `new_len`, so
 /// merged segments cost a device little.
