@@ -60,21 +60,22 @@ pub fn merge_plans(
     let mut out: Vec<(Range<usize>, SegmentPlan)> = Vec::with_capacity(units.len());
     for (range, plan) in units {
         if let Some((last_range, last)) = out.last_mut() {
+            let joint = joint_reference(&last.reference, &plan.reference, max_reference);
             if last_range.end == range.start
                 && range.end - last_range.start <= max_len
                 && weight(last) + weight(&plan) <= MAX_MERGED_STREAM
                 && (last.literal.len() + plan.literal.len() <= MAX_MERGED_LITERAL
-                    || joint_reference(&last.reference, &plan.reference, max_reference).is_some()
+                    || joint.is_some()
                     || overlap(&last.reference, &plan.reference)
                     || (mean_literal_run(last) >= NEW_CONTENT_RUN
                         && mean_literal_run(&plan) >= NEW_CONTENT_RUN))
             {
-                if let Some(joint) =
-                    joint_reference(&last.reference, &plan.reference, max_reference)
-                {
-                    last.reference = joint;
-                } else if plan.literal.len() > last.literal.len() {
-                    last.reference = plan.reference;
+                match joint {
+                    Some(joint) => last.reference = joint,
+                    None if plan.literal.len() > last.literal.len() => {
+                        last.reference = plan.reference;
+                    }
+                    None => {}
                 }
                 last_range.end = range.end;
                 last.ops.extend(plan.ops);
