@@ -117,27 +117,34 @@ pub struct BlockIndex {
 
 /// Width of the windows hashed by the fine (anchor) index, in bytes.
 pub const ANCHOR_WINDOW: usize = 32;
-/// Shortest match kept by the fine pass, in bytes.
-const MIN_FINE_MATCH: usize = 48;
+/// Shortest match kept by the fine pass, in bytes (shorter ones cost more
+/// in ops than zstd spends on them as literals against the reference).
+const MIN_FINE_MATCH: usize = 64;
 /// Cost of a mismatching byte against a matching one when extending a diff
 /// (bsdiff uses 1; on rebuilt binaries 4 gives the smallest deltas: sparse
 /// diff bytes compress well, dense ones are better left to zstd as literals).
 const MISMATCH_PENALTY: i64 = 4;
 
+/// Most anchors the fine index holds: 16 bytes each, so at most 384 MiB.
+const MAX_ANCHORS: usize = 24 << 20;
+
 /// Mask selecting anchor keys so that an old image of `old_len` bytes gets
-/// at most about 8 Mi anchors (128 MiB of index), and at least one anchor
-/// every 16 bytes on average.
+/// at most about [`MAX_ANCHORS`] anchors and at least one anchor every
+/// 16 bytes on average (a 640 MiB image gets one every 32 bytes: denser
+/// anchors find more of the short pieces rebuilt files keep).
 pub fn anchor_mask(old_len: usize) -> u64 {
     let mut bits = 4;
-    while bits < 16 && old_len >> bits > 8 << 20 {
+    while bits < 16 && old_len >> bits > MAX_ANCHORS {
         bits += 1;
     }
     (1 << bits) - 1
 }
 
 /// The content-defined anchors of `old[range]` (windows starting in the
-/// range): positions whose window hash, mixed, has all `mask` bits clear.
-/// The generator computes them in parallel over chunks.
+/// range): positions whose window hash, mixed, has all `mask` bits clear,
+/// sorted by key, with one (the lowest) offset per key. Repeated content
+/// (a run of one byte, a short pattern) thus adds a few anchors, not one
+/// per position. The generator computes them in parallel over chunks.
 pub fn anchors_in(old: &[u8], range: Range<usize>, mask: u64) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let end = range.end.min(old.len().saturating_sub(ANCHOR_WINDOW - 1));
@@ -147,13 +154,15 @@ pub fn anchors_in(old: &[u8], range: Range<usize>, mask: u64) -> Vec<(u64, u64)>
     let mut roller = Roller::new(&old[range.start..range.start + ANCHOR_WINDOW]);
     for pos in range.start..end {
         let key = mix(roller.hash);
-        if key & mask == 0 {
+        if key & mask == 0 && out.last().is_none_or(|&(last, _)| last != key) {
             out.push((key, pos as u64));
         }
         if pos + ANCHOR_WINDOW < old.len() {
             roller.roll(old[pos], old[pos + ANCHOR_WINDOW]);
         }
     }
+    out.sort_unstable();
+    out.dedup_by_key(|a| a.0);
     out
 }
 
@@ -567,6 +576,21 @@ mod tests {
             "{:?}",
             plan.ops
         );
+    }
+
+    #[test]
+    fn repeated_content_adds_one_anchor_per_distinct_window() {
+        // Mask 0 makes every position a candidate.
+        let mut old = vec![0xFF; 1 << 20];
+        old.extend(b"abc".repeat(100_000));
+        let anchors = anchors_in(&old, 0..old.len(), 0);
+        // The 0xFF run, the windows across the seam, the 3 phases of "abc".
+        assert!(anchors.len() <= 1 + ANCHOR_WINDOW + 3, "{}", anchors.len());
+        assert!(
+            anchors.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted, unique"
+        );
+        assert!(anchors.iter().any(|a| a.1 == 0), "lowest offset kept");
     }
 
     #[test]
