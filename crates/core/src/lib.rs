@@ -37,7 +37,7 @@ mod source;
 pub mod testing;
 
 pub use diff::{plan_segment, BlockIndex, DiffOptions};
-pub use encode::{encode_segment, merge_plans, EncodeOptions, SegmentPlan};
+pub use encode::{encode_segment, merge_plans, widen_edit_references, EncodeOptions, SegmentPlan};
 pub use error::{Error, Result};
 pub use patch::{Patcher, SegmentRef, APPLY_OVERHEAD};
 pub use sink::{NullSink, Sink, WriteSink};
@@ -121,7 +121,9 @@ pub fn diff_slices(old: &[u8], new: &[u8], options: &SliceOptions) -> Result<Vec
         .collect();
     let mut segments = Vec::new();
     let mut payloads = Vec::new();
-    for (range, plan) in merge_plans(units, options.merge_len, options.diff.max_reference) {
+    let mut merged = merge_plans(units, options.merge_len, options.diff.max_reference);
+    widen_edit_references(&mut merged, options.diff.max_reference, old.len() as u64);
+    for (range, plan) in merged {
         let (entry, payload) = encode_segment(old, &new[range], &plan, &options.encode)?;
         segments.push(entry);
         payloads.push(payload);

@@ -33,8 +33,8 @@ mod mmap;
 pub use error::{Error, Result};
 
 use delta_core::{
-    build_header, encode_segment, merge_plans, plan_segment, unit_ranges, BlockIndex, DiffOptions,
-    EncodeOptions, Patcher, SegmentPlan, SegmentRef, Sink, SliceOptions,
+    build_header, encode_segment, merge_plans, plan_segment, unit_ranges, widen_edit_references,
+    BlockIndex, DiffOptions, EncodeOptions, Patcher, SegmentPlan, SegmentRef, Sink, SliceOptions,
 };
 use delta_format::{Index, SegmentEntry, FLAG_MIGRATION};
 use rayon::prelude::*;
@@ -232,7 +232,8 @@ pub fn generate_into(
                 (range, plan)
             })
             .collect();
-        let merged = merge_plans(units, options.merge_len, options.max_reference);
+        let mut merged = merge_plans(units, options.merge_len, options.max_reference);
+        widen_edit_references(&mut merged, options.max_reference, old.len() as u64);
         let encoded: Vec<(SegmentEntry, Vec<u8>)> =
             map_heaviest_first(&merged, encode_cost, |i, (range, plan)| {
                 let expected = &new[range.clone()];
