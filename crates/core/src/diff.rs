@@ -101,8 +101,9 @@ impl Hasher for IdentityHasher {
 
 /// Where each distinct non-zero aligned block of the old image is.
 ///
-/// Memory: about 24 bytes per old block (0.6% of the old image at 4 KiB)
-/// plus a one-bit-per-slot filter of at most 16 MiB.
+/// Memory: about 24 bytes per old block (0.6% of the old image at 4 KiB),
+/// a one-bit-per-slot filter of at most 16 MiB, and 16 bytes per anchor of
+/// the fine index (at most 384 MiB, see [`anchor_mask`]).
 #[derive(Debug)]
 pub struct BlockIndex {
     block_size: usize,
