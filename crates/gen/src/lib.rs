@@ -10,9 +10,9 @@
 //!
 //! Memory: the mapped inputs (paged in by the kernel, not copied), the block
 //! index (~0.6% of the old image, plus its fine index: up to the old image's
-//! size for small images, at most 384 MiB), and the encoded payloads until they are
-//! written (about the delta's size), plus per-thread scratch of a few
-//! segments.
+//! size for small images, at most 384 MiB), and the encoded payloads until
+//! they are written (about the delta's size), plus per-thread scratch of a
+//! few segments.
 //!
 //! It deliberately does not stream its inputs: a build server has both
 //! images on disk and random access is what finds moved data.
