@@ -102,17 +102,17 @@ impl Hasher for IdentityHasher {
 /// Where each distinct non-zero aligned block of the old image is.
 ///
 /// Memory: about 24 bytes per old block (0.6% of the old image at 4 KiB),
-/// a one-bit-per-slot filter of at most 16 MiB, and 16 bytes per anchor of
-/// the fine index (at most 384 MiB, see [`anchor_mask`]).
+/// a one-bit-per-slot filter of at most 16 MiB, and 12 bytes per anchor of
+/// the fine index (at most 288 MiB, see [`anchor_mask`]).
 #[derive(Debug)]
 pub struct BlockIndex {
     block_size: usize,
     filter: Vec<u64>,
     filter_mask: u64,
     blocks: HashMap<u64, u64, BuildHasherDefault<IdentityHasher>>,
-    /// Fine index: `(key, old offset)` of content-defined anchors, sorted by
+    /// Fine index: content-defined anchors, sorted by key,
     /// key, one offset per key.
-    anchors: Vec<(u64, u64)>,
+    anchors: Vec<Anchor>,
     anchor_mask: u64,
 }
 
@@ -126,7 +126,7 @@ const MIN_FINE_MATCH: usize = 64;
 /// diff bytes compress well, dense ones are better left to zstd as literals).
 const MISMATCH_PENALTY: i64 = 4;
 
-/// Most anchors the fine index holds: 16 bytes each, so at most 384 MiB.
+/// Most anchors the fine index holds: 12 bytes each, so at most 288 MiB.
 const MAX_ANCHORS: usize = 24 << 20;
 
 /// Mask selecting anchor keys so that an old image of `old_len` bytes gets
@@ -146,7 +146,7 @@ pub fn anchor_mask(old_len: usize) -> u64 {
 /// sorted by key, with one (the lowest) offset per key. Repeated content
 /// (a run of one byte, a short pattern) thus adds a few anchors, not one
 /// per position. The generator computes them in parallel over chunks.
-pub fn anchors_in(old: &[u8], range: Range<usize>, mask: u64) -> Vec<(u64, u64)> {
+pub fn anchors_in(old: &[u8], range: Range<usize>, mask: u64) -> Vec<Anchor> {
     let mut out = Vec::new();
     let end = range.end.min(old.len().saturating_sub(ANCHOR_WINDOW - 1));
     if range.start >= end {
@@ -155,16 +155,42 @@ pub fn anchors_in(old: &[u8], range: Range<usize>, mask: u64) -> Vec<(u64, u64)>
     let mut roller = Roller::new(&old[range.start..range.start + ANCHOR_WINDOW]);
     for pos in range.start..end {
         let key = mix(roller.hash);
-        if key & mask == 0 && out.last().is_none_or(|&(last, _)| last != key) {
-            out.push((key, pos as u64));
+        let anchor = Anchor::new(key, pos as u64);
+        if key & mask == 0 && out.last().is_none_or(|last| last.key != anchor.key) {
+            out.push(anchor);
         }
         if pos + ANCHOR_WINDOW < old.len() {
             roller.roll(old[pos], old[pos + ANCHOR_WINDOW]);
         }
     }
     out.sort_unstable();
-    out.dedup_by_key(|a| a.0);
+    out.dedup_by_key(|a| a.key);
     out
+}
+
+/// One entry of the fine index: the high half of a window's key (its low
+/// bits are the mask's zeros) and the window's old offset, in 12 bytes.
+/// Ordered by key, then offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Anchor {
+    key: u32,
+    offset_high: u32,
+    offset_low: u32,
+}
+
+impl Anchor {
+    fn new(key: u64, offset: u64) -> Anchor {
+        Anchor {
+            key: (key >> 32) as u32,
+            offset_high: (offset >> 32) as u32,
+            offset_low: offset as u32,
+        }
+    }
+
+    /// Offset of the window in the old image.
+    pub fn offset(&self) -> u64 {
+        u64::from(self.offset_high) << 32 | u64::from(self.offset_low)
+    }
 }
 
 impl BlockIndex {
@@ -196,9 +222,9 @@ impl BlockIndex {
 
     /// Adds the fine index: anchors from [`anchors_in`] with `mask`, in any
     /// order (sorted here, lowest offset kept per key).
-    pub fn with_anchors(mut self, mut anchors: Vec<(u64, u64)>, mask: u64) -> BlockIndex {
+    pub fn with_anchors(mut self, mut anchors: Vec<Anchor>, mask: u64) -> BlockIndex {
         anchors.sort_unstable();
-        anchors.dedup_by_key(|a| a.0);
+        anchors.dedup_by_key(|a| a.key);
         self.anchors = anchors;
         self.anchor_mask = mask;
         self
@@ -217,8 +243,9 @@ impl BlockIndex {
     }
 
     fn lookup_anchor(&self, key: u64) -> Option<u64> {
-        let i = self.anchors.binary_search_by_key(&key, |a| a.0).ok()?;
-        Some(self.anchors[i].1)
+        let key = (key >> 32) as u32;
+        let i = self.anchors.binary_search_by_key(&key, |a| a.key).ok()?;
+        Some(self.anchors[i].offset())
     }
 
     /// Width of indexed blocks.
@@ -588,10 +615,13 @@ mod tests {
         // The 0xFF run, the windows across the seam, the 3 phases of "abc".
         assert!(anchors.len() <= 1 + ANCHOR_WINDOW + 3, "{}", anchors.len());
         assert!(
-            anchors.windows(2).all(|w| w[0].0 < w[1].0),
+            anchors.windows(2).all(|w| w[0].key < w[1].key),
             "sorted, unique"
         );
-        assert!(anchors.iter().any(|a| a.1 == 0), "lowest offset kept");
+        assert!(
+            anchors.iter().any(|a| a.offset() == 0),
+            "lowest offset kept"
+        );
     }
 
     #[test]

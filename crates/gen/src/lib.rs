@@ -10,7 +10,7 @@
 //!
 //! Memory: the mapped inputs (paged in by the kernel, not copied), the block
 //! index (~0.6% of the old image, plus its fine index: up to the old image's
-//! size for small images, at most 384 MiB), and the encoded payloads until
+//! size for small images, at most 288 MiB), and the encoded payloads until
 //! they are written (about the delta's size), plus per-thread scratch of a
 //! few segments.
 //!
@@ -345,7 +345,7 @@ fn build_index(old: &[u8], block_size: usize) -> BlockIndex {
         || {
             let mask = anchor_mask(old.len());
             let chunk = 1 << 20;
-            let anchors: Vec<(u64, u64)> = (0..old.len().div_ceil(chunk))
+            let anchors: Vec<_> = (0..old.len().div_ceil(chunk))
                 .into_par_iter()
                 .flat_map_iter(|i| {
                     anchors_in(old, i * chunk..((i + 1) * chunk).min(old.len()), mask)
