@@ -110,8 +110,8 @@ pub struct BlockIndex {
     filter: Vec<u64>,
     filter_mask: u64,
     blocks: HashMap<u64, u64, BuildHasherDefault<IdentityHasher>>,
-    /// Fine index: content-defined anchors, sorted by key,
-    /// key, one offset per key.
+    /// Fine index: content-defined anchors, sorted by key, one offset per
+    /// key.
     anchors: Vec<Anchor>,
     anchor_mask: u64,
 }
@@ -155,9 +155,11 @@ pub fn anchors_in(old: &[u8], range: Range<usize>, mask: u64) -> Vec<Anchor> {
     let mut roller = Roller::new(&old[range.start..range.start + ANCHOR_WINDOW]);
     for pos in range.start..end {
         let key = mix(roller.hash);
-        let anchor = Anchor::new(key, pos as u64);
-        if key & mask == 0 && out.last().is_none_or(|last| last.key != anchor.key) {
-            out.push(anchor);
+        if key & mask == 0 {
+            let anchor = Anchor::new(key, pos as u64);
+            if out.last().is_none_or(|last| last.key != anchor.key) {
+                out.push(anchor);
+            }
         }
         if pos + ANCHOR_WINDOW < old.len() {
             roller.roll(old[pos], old[pos + ANCHOR_WINDOW]);

@@ -9,8 +9,8 @@
 //! can never ship a delta that does not rebuild its target.
 //!
 //! Memory: the mapped inputs (paged in by the kernel, not copied), the block
-//! index (~0.6% of the old image, plus its fine index: up to the old image's
-//! size for small images, at most 288 MiB), and the encoded payloads until
+//! index (~0.6% of the old image, plus its fine index: up to three quarters
+//! of the old image's size for small images, at most 288 MiB), and the encoded payloads until
 //! they are written (about the delta's size), plus per-thread scratch of a
 //! few segments.
 //!
