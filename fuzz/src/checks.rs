@@ -56,6 +56,7 @@ pub fn slice_options(full: bool) -> SliceOptions {
         segment_len: 4096,
         full,
         merge_len: 4 * 4096,
+        copy_new: true,
     }
 }
 
@@ -206,10 +207,15 @@ struct Decoded {
     totals: Totals,
 }
 
+/// Bytes of new image before the segment that `walk` lets COPY_NEW read.
+const NEW_LIMIT: u64 = 1 << 16;
+
 /// Decodes `stream` checking each instruction; `None` when the decoder
 /// returns an error (which is fine).
 fn walk(stream: &[u8], old_len: u64) -> Option<Decoded> {
-    let mut decoder = Decoder::new(stream, old_len).ok()?;
+    let mut decoder = Decoder::new(stream, old_len)
+        .ok()?
+        .with_new_limit(NEW_LIMIT);
     let base = stream.as_ptr() as usize;
     // Offset of `part` in `stream`, checking that it lies inside.
     let offset = |part: &[u8]| {
@@ -244,6 +250,16 @@ fn walk(stream: &[u8], old_len: u64) -> Option<Decoded> {
                 assert!(end.is_some_and(|end| end <= old_len), "copy outside old");
                 add(&mut out.totals.copy, len);
                 Op::Copy { src, len }
+            }
+            Instruction::CopyNew { src, len } => {
+                assert!(len >= 1, "empty copy of the new image");
+                let end = src.checked_add(len);
+                assert!(
+                    end.is_some_and(|end| end <= NEW_LIMIT),
+                    "copy of the new image past the segment's start"
+                );
+                add(&mut out.totals.copy, len);
+                Op::CopyNew { src, len }
             }
             Instruction::Diff { src, delta } => {
                 let len = delta.len() as u64;
@@ -373,6 +389,11 @@ fn fix_delta(data: &[u8], limits: &Limits) -> Option<Vec<u8>> {
             new_offset: index.new_offsets[i],
             payload_offset,
             entry: &entry,
+            new_limit: if header.has_copy_new() {
+                index.new_offsets[i]
+            } else {
+                0
+            },
         };
         payload_offset = payload_offset.saturating_add(entry.payload_len);
         let mut sink = CappedSink::default();

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use delta_core::Sink;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -384,6 +384,32 @@ impl Sink for TargetWriter<'_> {
         self.pos += len;
         self.file.seek(SeekFrom::Start(self.pos))?;
         self.report();
+        Ok(())
+    }
+
+    /// Reads bytes written before (COPY_NEW ops), flushing the buffer first
+    /// when the range reaches into it. A file target may end in a hole that
+    /// is not yet part of the file: those bytes read as zeros.
+    fn read_back(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= self.position())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        if end > self.pos {
+            self.flush_buf()?;
+        }
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 }

@@ -86,6 +86,7 @@ pub fn run(path: &Path, json: bool) -> Result<(), Error> {
         "format_version": delta_format::VERSION,
         "kind": if h.is_full() { "full" } else { "delta" },
         "migration": h.is_migration(),
+        "copy_new": h.has_copy_new(),
         "old_len": h.old_len,
         "new_len": h.new_len,
         "old_blake3": hex(&h.old_digest),
@@ -109,6 +110,14 @@ pub fn run(path: &Path, json: bool) -> Result<(), Error> {
         value["kind"].as_str().unwrap_or("")
     );
     out!("migration      {}", h.is_migration());
+    out!(
+        "copy new       {}",
+        if h.has_copy_new() {
+            "yes (segments may copy what earlier segments wrote)"
+        } else {
+            "no (segments depend on the old image only)"
+        }
+    );
     out!(
         "old image      {} bytes, blake3 {}",
         h.old_len,

@@ -87,6 +87,9 @@ struct Tuning {
     /// Most bytes of old image a segment's zstd frame may reference (applier memory grows with it).
     #[arg(long, value_parser = parse_size, default_value = "8MiB")]
     max_reference: u64,
+    /// Keep every segment dependent on the old image only: no COPY_NEW ops copying new content that an earlier segment carries (larger deltas; segments can then be applied in any order).
+    #[arg(long)]
+    independent_segments: bool,
 }
 
 impl Tuning {
@@ -97,6 +100,7 @@ impl Tuning {
             segment_len: usize::try_from(self.segment_size).map_err(|e| e.to_string())?,
             max_reference: usize::try_from(self.max_reference).map_err(|e| e.to_string())?,
             merge_len: usize::try_from(self.max_merge).map_err(|e| e.to_string())?,
+            copy_new: !self.independent_segments,
             ..GenOptions::default()
         })
     }
@@ -271,9 +275,10 @@ fn print_gen_summary(output: &Path, s: &delta_gen::Summary, elapsed: Duration) {
         elapsed.as_secs_f64()
     );
     out!(
-        "segments {}; new image: copied {:.1}%, zero {:.1}%, diffed {:.1}%, literal {:.1}%",
+        "segments {}; new image: copied {:.1}% ({:.1}% from earlier segments), zero {:.1}%, diffed {:.1}%, literal {:.1}%",
         s.segments,
         percent(s.copy_len, s.new_len),
+        percent(s.copy_new_len, s.new_len),
         percent(s.zero_len, s.new_len),
         percent(s.diff_len, s.new_len),
         percent(s.literal_len, s.new_len)

@@ -15,13 +15,22 @@ struct Device {
 
 impl Device {
     /// A temp dir holding an image pair of `len` bytes and a delta with
-    /// many segments.
+    /// many segments. The new image also holds a new 13,000-byte file at
+    /// eight places, so later segments copy it from earlier ones (COPY_NEW)
+    /// and a resumed apply reads back what an earlier run wrote.
     fn new(len: usize, segment: &str) -> Device {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = Rng::new(len as u64);
         let mut old = rng.text(len / 2);
         old.extend(rng.bytes(len - len / 2));
-        let new = mutate(&old, &mut rng, 40);
+        let mut new = mutate(&old, &mut rng, 40);
+        let file = rng.bytes(13_000);
+        for i in 0..8 {
+            let at = (new.len() / 8 * i).next_multiple_of(4096);
+            if at + file.len() <= new.len() {
+                new[at..at + file.len()].copy_from_slice(&file);
+            }
+        }
         std::fs::write(dir.path().join("old.img"), &old).unwrap();
         std::fs::write(dir.path().join("new.img"), &new).unwrap();
         std::fs::create_dir_all(dir.path().join("locks")).unwrap();
@@ -39,6 +48,12 @@ impl Device {
             segment,
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
+        let info = d.run(&["info", "u.delta"]);
+        assert!(
+            stdout(&info).contains("copy new       yes"),
+            "{}",
+            stdout(&info)
+        );
         d
     }
 

@@ -20,7 +20,7 @@ fn main() {
         ops_count += plan.ops.len();
         for op in &plan.ops {
             let k = match op {
-                delta_format::Op::Copy { .. } => 0,
+                delta_format::Op::Copy { .. } | delta_format::Op::CopyNew { .. } => 0,
                 delta_format::Op::Zero { .. } => 1,
                 delta_format::Op::Diff { .. } => 2,
                 delta_format::Op::Literal { .. } => 3,

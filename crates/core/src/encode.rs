@@ -228,7 +228,7 @@ pub fn encode_segment(
     };
     for op in &plan.ops {
         let slot = match op {
-            Op::Copy { .. } => &mut entry.copy_len,
+            Op::Copy { .. } | Op::CopyNew { .. } => &mut entry.copy_len,
             Op::Zero { .. } => &mut entry.zero_len,
             Op::Diff { .. } => &mut entry.diff_len,
             Op::Literal { .. } => &mut entry.literal_len,
@@ -377,6 +377,7 @@ mod tests {
             new_offset: 0,
             payload_offset: 0,
             entry: &entry,
+            new_limit: 0,
         };
         Patcher::new()
             .apply_segment(&[][..], seg, &payload, &mut out)

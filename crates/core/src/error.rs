@@ -67,6 +67,16 @@ pub enum Error {
         /// The I/O error.
         source: io::Error,
     },
+    /// Reading back new-image bytes that an earlier segment wrote failed.
+    #[error("reading back {len} bytes of the new image at offset {offset}: {source}")]
+    ReadBack {
+        /// Offset in the new image.
+        offset: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// The I/O error.
+        source: io::Error,
+    },
     /// Writing the output failed.
     #[error("writing the new image at offset {offset}: {source}")]
     Write {

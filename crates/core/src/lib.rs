@@ -32,6 +32,7 @@ pub mod diff;
 pub mod encode;
 mod error;
 pub mod patch;
+pub mod reuse;
 mod sink;
 mod source;
 pub mod testing;
@@ -43,7 +44,8 @@ pub use patch::{Patcher, SegmentRef, APPLY_OVERHEAD};
 pub use sink::{NullSink, Sink, WriteSink};
 pub use source::{FileSource, Source};
 
-use delta_format::{Header, Index, Limits, SegmentEntry, FLAG_FULL, HEADER_LEN};
+use delta_format::{Header, Index, Limits, Op, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, HEADER_LEN};
+use std::ops::Range;
 
 /// Options of the one-thread, in-memory generator [`diff_slices`].
 #[derive(Debug, Clone)]
@@ -58,6 +60,9 @@ pub struct SliceOptions {
     pub full: bool,
     /// Largest merged segment, in bytes of new image (see [`merge_plans`]).
     pub merge_len: usize,
+    /// Let segments copy new content that earlier segments carry (see
+    /// [`reuse`]); off, every segment depends on the old image only.
+    pub copy_new: bool,
 }
 
 impl Default for SliceOptions {
@@ -68,11 +73,43 @@ impl Default for SliceOptions {
             segment_len: 4 << 20,
             full: false,
             merge_len: encode::MAX_MERGED_LEN,
+            copy_new: true,
         }
     }
 }
 
-/// Builds the header for `segments` (digests of both images included).
+/// Turns the plans of the units, in order, into the plans of the segments:
+/// merges cheap neighbours, widens the windows of edits, then (with
+/// `copy_new`, not for a full payload) copies repeated new content from
+/// earlier segments.
+pub fn arrange_segments(
+    units: Vec<(Range<usize>, SegmentPlan)>,
+    old_len: u64,
+    new: &[u8],
+    options: &SliceOptions,
+) -> Vec<(Range<usize>, SegmentPlan)> {
+    let max_reference = options.diff.max_reference;
+    let mut segments = merge_plans(units, options.merge_len, max_reference);
+    widen_edit_references(&mut segments, max_reference, old_len);
+    if options.copy_new && !options.full {
+        reuse::copy_repeats(&mut segments, new);
+    }
+    segments
+}
+
+/// Bytes the plans' COPY_NEW ops produce; when not 0, the header needs
+/// `FLAG_COPY_NEW`.
+pub fn copy_new_len(segments: &[(Range<usize>, SegmentPlan)]) -> u64 {
+    segments
+        .iter()
+        .flat_map(|(_, plan)| &plan.ops)
+        .filter(|op| matches!(op, Op::CopyNew { .. }))
+        .map(Op::len)
+        .sum()
+}
+
+/// Builds the header for `segments` (digests of both images included);
+/// `copy_new` sets `FLAG_COPY_NEW` (see [`copy_new_len`]).
 pub fn build_header(
     old: &[u8],
     new: &[u8],
@@ -80,9 +117,14 @@ pub fn build_header(
     new_digest: [u8; 32],
     segments: &[SegmentEntry],
     options: &SliceOptions,
+    copy_new: bool,
 ) -> Header {
+    let mut flags = if options.full { FLAG_FULL } else { 0 };
+    if copy_new {
+        flags |= FLAG_COPY_NEW;
+    }
     Header {
-        flags: if options.full { FLAG_FULL } else { 0 },
+        flags,
         old_len: if options.full { 0 } else { old.len() as u64 },
         new_len: new.len() as u64,
         old_digest,
@@ -121,8 +163,8 @@ pub fn diff_slices(old: &[u8], new: &[u8], options: &SliceOptions) -> Result<Vec
         .collect();
     let mut segments = Vec::new();
     let mut payloads = Vec::new();
-    let mut merged = merge_plans(units, options.merge_len, options.diff.max_reference);
-    widen_edit_references(&mut merged, options.diff.max_reference, old.len() as u64);
+    let merged = arrange_segments(units, old.len() as u64, new, options);
+    let copy_new = copy_new_len(&merged) > 0;
     for (range, plan) in merged {
         let (entry, payload) = encode_segment(old, &new[range], &plan, &options.encode)?;
         segments.push(entry);
@@ -135,6 +177,7 @@ pub fn diff_slices(old: &[u8], new: &[u8], options: &SliceOptions) -> Result<Vec
         *blake3::hash(new).as_bytes(),
         &segments,
         options,
+        copy_new,
     );
     let mut out = Index::encode(&header, &segments);
     for payload in payloads {

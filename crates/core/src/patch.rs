@@ -32,16 +32,25 @@ pub struct SegmentRef<'a> {
     pub payload_offset: u64,
     /// The table entry.
     pub entry: &'a SegmentEntry,
+    /// Bytes of new image its COPY_NEW ops may read: `new_offset` when the
+    /// header has `FLAG_COPY_NEW`, else 0.
+    pub new_limit: u64,
 }
 
 impl<'a> SegmentRef<'a> {
     /// Segment `i` of a decoded index (`i` must be below its segment count).
     pub fn of(index: &'a delta_format::Index, i: usize) -> SegmentRef<'a> {
+        let new_offset = index.new_offsets[i];
         SegmentRef {
             index: i as u64,
-            new_offset: index.new_offsets[i],
+            new_offset,
             payload_offset: index.payload_offsets[i],
             entry: &index.segments[i],
+            new_limit: if index.header.has_copy_new() {
+                new_offset
+            } else {
+                0
+            },
         }
     }
 }
@@ -99,7 +108,9 @@ impl Patcher {
             chunk: &mut self.chunk,
         };
         let format = |source| Error::Format { segment, source };
-        let mut decoder = stream::Decoder::new(&self.stream, old.len()).map_err(format)?;
+        let mut decoder = stream::Decoder::new(&self.stream, old.len())
+            .map_err(format)?
+            .with_new_limit(seg.new_limit);
         while let Some(instruction) = decoder.next_instruction().map_err(format)? {
             run.execute(instruction)?;
         }
@@ -217,7 +228,9 @@ struct Run<'a, S: ?Sized> {
 impl<S: Source + ?Sized> Run<'_, S> {
     fn execute(&mut self, instruction: Instruction<'_>) -> Result<()> {
         let len = match instruction {
-            Instruction::Copy { len, .. } | Instruction::Zero { len } => len,
+            Instruction::Copy { len, .. }
+            | Instruction::CopyNew { len, .. }
+            | Instruction::Zero { len } => len,
             Instruction::Literal(bytes) | Instruction::Diff { delta: bytes, .. } => {
                 bytes.len() as u64
             }
@@ -236,6 +249,7 @@ impl<S: Source + ?Sized> Run<'_, S> {
         }
         match instruction {
             Instruction::Copy { src, len } => self.copy(src, len, &[])?,
+            Instruction::CopyNew { src, len } => self.copy_new(src, len)?,
             Instruction::Diff { src, delta } => self.copy(src, len, delta)?,
             Instruction::Literal(bytes) => self.emit(bytes)?,
             Instruction::Zero { len } => {
@@ -277,6 +291,29 @@ impl<S: Source + ?Sized> Run<'_, S> {
                     *byte = byte.wrapping_add(*d);
                 }
             }
+            self.emit(&chunk)?;
+            done += n as u64;
+        }
+        *self.chunk = chunk;
+        Ok(())
+    }
+
+    /// Copies `len` bytes of the new image from `src`, read back from the
+    /// sink (the decoder checked that they lie before this segment).
+    fn copy_new(&mut self, src: u64, len: u64) -> Result<()> {
+        let mut done = 0u64;
+        let mut chunk = std::mem::take(self.chunk);
+        while done < len {
+            let n = (len - done).min(COPY_CHUNK as u64) as usize;
+            chunk.resize(n, 0);
+            let offset = src + done;
+            self.sink
+                .read_back(offset, &mut chunk)
+                .map_err(|source| Error::ReadBack {
+                    offset,
+                    len: n as u64,
+                    source,
+                })?;
             self.emit(&chunk)?;
             done += n as u64;
         }

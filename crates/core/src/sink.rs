@@ -1,5 +1,6 @@
 //! Where produced bytes go.
 
+use crate::source::Source;
 use std::io::{self, Write};
 
 /// Zero bytes used to feed hashers and writers for zero runs.
@@ -8,7 +9,8 @@ pub(crate) static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 /// Destination of the new image's bytes, written strictly in order.
 ///
 /// `write_zeros` exists so that a file target can leave holes instead of
-/// writing zero blocks.
+/// writing zero blocks; `read_back` serves COPY_NEW ops, which copy what
+/// earlier segments wrote.
 pub trait Sink {
     /// Appends `bytes`.
     ///
@@ -27,6 +29,20 @@ pub trait Sink {
             len -= n as u64;
         }
         Ok(())
+    }
+
+    /// Fills `buf` with the new-image bytes at `offset`, which were written
+    /// before (by an earlier segment).
+    ///
+    /// # Errors
+    /// The underlying I/O error; `Unsupported` for sinks that cannot read
+    /// back (the default).
+    fn read_back(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let _ = (offset, buf);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this output cannot be read back",
+        ))
     }
 }
 
@@ -54,6 +70,11 @@ impl Sink for Vec<u8> {
             .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
         self.resize(self.len() + len, 0);
         Ok(())
+    }
+
+    /// The vector holds the new image from its first byte.
+    fn read_back(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.as_slice().read_at(offset, buf)
     }
 }
 

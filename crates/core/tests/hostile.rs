@@ -24,6 +24,7 @@ fn apply(old: &[u8], entry: &SegmentEntry, payload: &[u8]) -> Result<Vec<u8>, Er
         new_offset: 1000,
         payload_offset: 500,
         entry,
+        new_limit: 0,
     };
     Patcher::new().apply_segment(old, seg, payload, &mut out)?;
     Ok(out)
@@ -92,6 +93,29 @@ fn copy_outside_the_old_image_is_refused() {
         .to_string();
     assert!(
         err.contains("segment 3") && err.contains("old offset 90"),
+        "{err}"
+    );
+}
+
+#[test]
+fn copy_of_the_new_image_without_its_flag_is_refused() {
+    let stream = stream::encode(&[Op::CopyNew { src: 10, len: 20 }], &[], &[]);
+    let (entry, payload) = segment(
+        &stream,
+        SegmentEntry {
+            new_len: 20,
+            stream_len: stream.len() as u64,
+            copy_len: 20,
+            ..SegmentEntry::default()
+        },
+    );
+    let err = apply(&[7u8; 100], &entry, &payload)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("segment 3")
+            && err.contains("new offset 10")
+            && err.contains("only the 0 bytes"),
         "{err}"
     );
 }

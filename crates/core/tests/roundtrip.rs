@@ -19,6 +19,7 @@ fn options(block_size: usize, segment_len: usize) -> SliceOptions {
         } else {
             segment_len * 4
         },
+        copy_new: true,
     }
 }
 
@@ -91,4 +92,36 @@ fn shifted_data_becomes_copies() {
         "delta of a shifted image is {} bytes",
         delta.len()
     );
+}
+
+#[test]
+fn new_content_repeated_in_later_segments_is_copied_not_resent() {
+    // A new 48 KiB "file" (in no old image) at 4 KiB-aligned offsets of
+    // three 256 KiB segments.
+    let mut rng = Rng::new(12);
+    let old = rng.bytes(1 << 20);
+    let mut new = old.clone();
+    let file = rng.bytes(48 << 10);
+    for at in [8192, (256 << 10) + 40960, (768 << 10) + 4096] {
+        new[at..at + file.len()].copy_from_slice(&file);
+    }
+    let with = SliceOptions {
+        merge_len: 256 << 10,
+        ..options(4096, 256 << 10)
+    };
+    let without = SliceOptions {
+        copy_new: false,
+        ..with.clone()
+    };
+    let small = diff_slices(&old, &new, &with).unwrap();
+    let large = diff_slices(&old, &new, &without).unwrap();
+    // Random bytes do not compress: two of the three copies are not sent.
+    assert!(
+        small.len() + 2 * file.len() - 2048 < large.len(),
+        "with COPY_NEW {} bytes, without {}",
+        small.len(),
+        large.len()
+    );
+    assert_eq!(apply_slice(&old, &small, &Default::default()).unwrap(), new);
+    assert_eq!(apply_slice(&old, &large, &Default::default()).unwrap(), new);
 }

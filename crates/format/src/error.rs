@@ -107,6 +107,21 @@ pub enum Error {
         /// Size of the old image.
         old_len: u64,
     },
+    /// A COPY_NEW op reads new-image bytes that no earlier segment produced.
+    #[error(
+        "op #{index} copies {len} bytes at new offset {src}, but only the {limit} bytes of new image before its segment may be copied"
+    )]
+    NewSourceOutOfRange {
+        /// Index of the op in its segment.
+        index: u64,
+        /// Offset in the new image (may be shown as wrapped when negative).
+        src: i128,
+        /// Bytes read.
+        len: u64,
+        /// Bytes of new image the segment may copy from (0 without
+        /// `FLAG_COPY_NEW`).
+        limit: u64,
+    },
     /// The ops of a segment disagree with the sizes its table entry states.
     #[error("segment stream inconsistent: {what}: stated {stated}, ops give {actual}")]
     StreamMismatch {

@@ -33,12 +33,16 @@ pub const FLAG_FULL: u32 = 1;
 /// Header flag: the update is a 1.x → 2.x migration; the applier must run
 /// the `/data` size preflight first.
 pub const FLAG_MIGRATION: u32 = 2;
-const KNOWN_FLAGS: u32 = FLAG_FULL | FLAG_MIGRATION;
+/// Header flag: segments may hold COPY_NEW ops, which copy bytes that
+/// earlier segments produced; a segment then depends on the new image
+/// before it as well as on the old image.
+pub const FLAG_COPY_NEW: u32 = 4;
+const KNOWN_FLAGS: u32 = FLAG_FULL | FLAG_MIGRATION | FLAG_COPY_NEW;
 
 /// The fixed-size header at the start of every delta file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// [`FLAG_FULL`], [`FLAG_MIGRATION`].
+    /// [`FLAG_FULL`], [`FLAG_MIGRATION`], [`FLAG_COPY_NEW`].
     pub flags: u32,
     /// Size of the old image in bytes (0 for a full payload).
     pub old_len: u64,
@@ -126,6 +130,11 @@ impl Header {
     /// True for a full-image payload.
     pub fn is_full(&self) -> bool {
         self.flags & FLAG_FULL != 0
+    }
+
+    /// True when segments may copy from the new image before them.
+    pub fn has_copy_new(&self) -> bool {
+        self.flags & FLAG_COPY_NEW != 0
     }
 
     /// True when the update is marked as a 1.x → 2.x migration.

@@ -34,7 +34,7 @@ pub mod varint;
 
 pub use error::{Error, Result};
 pub use header::{
-    Digest, Header, Index, Limits, SegmentEntry, DIGEST_LEN, ENTRY_LEN, FLAG_FULL, FLAG_MIGRATION,
-    HEADER_LEN, MAGIC, STREAM_SLACK, VERSION,
+    Digest, Header, Index, Limits, SegmentEntry, DIGEST_LEN, ENTRY_LEN, FLAG_COPY_NEW, FLAG_FULL,
+    FLAG_MIGRATION, HEADER_LEN, MAGIC, STREAM_SLACK, VERSION,
 };
 pub use stream::{Instruction, Op, Totals};

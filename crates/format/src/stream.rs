@@ -22,6 +22,9 @@ pub const OP_ZERO: u8 = 1;
 pub const OP_LITERAL: u8 = 2;
 /// Op code: old bytes plus bytes of the diff section, byte-wise mod 256.
 pub const OP_DIFF: u8 = 3;
+/// Op code: copy bytes of the new image that earlier segments produced
+/// (only with the header's `FLAG_COPY_NEW`).
+pub const OP_COPY_NEW: u8 = 4;
 
 /// One operation, with absolute old-image offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +53,14 @@ pub enum Op {
         /// Bytes to produce.
         len: u64,
     },
+    /// Copy `len` bytes of the new image from `src`, which earlier segments
+    /// produced.
+    CopyNew {
+        /// Offset in the new image, below the segment's first byte.
+        src: u64,
+        /// Bytes to copy.
+        len: u64,
+    },
 }
 
 impl Op {
@@ -59,7 +70,8 @@ impl Op {
             Op::Copy { len, .. }
             | Op::Zero { len }
             | Op::Literal { len }
-            | Op::Diff { len, .. } => len,
+            | Op::Diff { len, .. }
+            | Op::CopyNew { len, .. } => len,
         }
     }
 
@@ -75,6 +87,7 @@ impl Op {
 pub fn encode(ops: &[Op], diff: &[u8], literal: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(ops.len() * 6);
     let mut cursor = 0u64;
+    let mut new_cursor = 0u64;
     for op in ops {
         match *op {
             Op::Copy { src, len } | Op::Diff { src, len } => {
@@ -94,6 +107,15 @@ pub fn encode(ops: &[Op], diff: &[u8], literal: &[u8]) -> Vec<u8> {
             Op::Literal { len } => {
                 body.push(OP_LITERAL);
                 varint::put(&mut body, len);
+            }
+            Op::CopyNew { src, len } => {
+                body.push(OP_COPY_NEW);
+                varint::put(&mut body, len);
+                varint::put(
+                    &mut body,
+                    varint::zigzag(src.wrapping_sub(new_cursor) as i64),
+                );
+                new_cursor = src.wrapping_add(len);
             }
         }
     }
@@ -132,13 +154,21 @@ pub enum Instruction<'a> {
         /// Differences, one per produced byte.
         delta: &'a [u8],
     },
+    /// Copy `len` bytes of the new image from `src`.
+    CopyNew {
+        /// Offset in the new image (checked to lie before the segment).
+        src: u64,
+        /// Bytes to copy.
+        len: u64,
+    },
 }
 
 /// Byte counts per kind of op, used to check a stream against its table
 /// entry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Bytes produced by copies.
+    /// Bytes produced by copies, of the old image (COPY) or of the new
+    /// image (COPY_NEW).
     pub copy: u64,
     /// Bytes produced by zero runs.
     pub zero: u64,
@@ -159,7 +189,9 @@ pub struct Decoder<'a> {
     index: u64,
     pos: usize,
     cursor: u64,
+    new_cursor: u64,
     old_len: u64,
+    new_limit: u64,
     totals: Totals,
 }
 
@@ -196,9 +228,19 @@ impl<'a> Decoder<'a> {
             index: 0,
             pos: 0,
             cursor: 0,
+            new_cursor: 0,
             old_len,
+            new_limit: 0,
             totals: Totals::default(),
         })
+    }
+
+    /// Lets COPY_NEW ops read the first `limit` bytes of the new image: the
+    /// segment's offset when the header has `FLAG_COPY_NEW`. Without this,
+    /// every COPY_NEW op is out of range.
+    pub fn with_new_limit(mut self, limit: u64) -> Decoder<'a> {
+        self.new_limit = limit;
+        self
     }
 
     /// Returns the next instruction, or `None` once `op_count` ops were read.
@@ -255,6 +297,23 @@ impl<'a> Decoder<'a> {
             OP_LITERAL => {
                 self.totals.literal = add(self.totals.literal, len)?;
                 Instruction::Literal(take(&mut self.literal, len, "literal section")?)
+            }
+            OP_COPY_NEW => {
+                let delta = varint::unzigzag(varint::get(self.ops, &mut self.pos, "op section")?);
+                let src = i128::from(self.new_cursor) + i128::from(delta);
+                let out_of_range = || Error::NewSourceOutOfRange {
+                    index: self.index,
+                    src,
+                    len,
+                    limit: self.new_limit,
+                };
+                let src = u64::try_from(src).map_err(|_| out_of_range())?;
+                match src.checked_add(len) {
+                    Some(end) if end <= self.new_limit => self.new_cursor = end,
+                    _ => return Err(out_of_range()),
+                }
+                self.totals.copy = add(self.totals.copy, len)?;
+                Instruction::CopyNew { src, len }
             }
             code => return Err(Error::UnknownOp { code, offset: at }),
         };
@@ -316,8 +375,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// New-image bytes before the segment in these tests.
+    const NEW_LIMIT: u64 = 2000;
+
     fn decode(stream: &[u8], old_len: u64) -> Result<(Vec<Op>, Vec<u8>, Vec<u8>)> {
-        let mut d = Decoder::new(stream, old_len)?;
+        let mut d = Decoder::new(stream, old_len)?.with_new_limit(NEW_LIMIT);
         let (mut ops, mut diff, mut lit) = (vec![], vec![], vec![]);
         while let Some(ins) = d.next_instruction()? {
             ops.push(match ins {
@@ -336,6 +398,7 @@ mod tests {
                         len: delta.len() as u64,
                     }
                 }
+                Instruction::CopyNew { src, len } => Op::CopyNew { src, len },
             });
         }
         d.finish()?;
@@ -348,6 +411,7 @@ mod tests {
             (1u64..1 << 40).prop_map(|len| Op::Zero { len }),
             (1u64..50).prop_map(|len| Op::Literal { len }),
             (0u64..1000, 1u64..50).prop_map(|(src, len)| Op::Diff { src, len }),
+            (0u64..1900, 1u64..100).prop_map(|(src, len)| Op::CopyNew { src, len }),
         ]
     }
 
@@ -386,6 +450,41 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn copies_of_the_new_image_stay_before_the_segment() {
+        let stream = encode(&[Op::CopyNew { src: 1990, len: 20 }], &[], &[]);
+        let err = decode(&stream, 100).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::NewSourceOutOfRange {
+                    src: 1990,
+                    len: 20,
+                    limit: NEW_LIMIT,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Without the flag (limit 0), even the first byte is out of reach.
+        let stream = encode(&[Op::CopyNew { src: 0, len: 1 }], &[], &[]);
+        let mut d = Decoder::new(&stream, 100).unwrap();
+        assert!(matches!(
+            d.next_instruction(),
+            Err(Error::NewSourceOutOfRange { limit: 0, .. })
+        ));
+        // In reach: counted with the copies.
+        let stream = encode(&[Op::CopyNew { src: 1980, len: 20 }], &[], &[]);
+        let mut d = Decoder::new(&stream, 100)
+            .unwrap()
+            .with_new_limit(NEW_LIMIT);
+        assert_eq!(
+            d.next_instruction().unwrap(),
+            Some(Instruction::CopyNew { src: 1980, len: 20 })
+        );
+        assert_eq!(d.finish().unwrap().copy, 20);
     }
 
     #[test]

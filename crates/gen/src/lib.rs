@@ -34,8 +34,9 @@ mod mmap;
 pub use error::{Error, Result};
 
 use delta_core::{
-    build_header, encode_segment, merge_plans, plan_segment, unit_ranges, widen_edit_references,
+    arrange_segments, build_header, copy_new_len, encode_segment, plan_segment, unit_ranges,
     BlockIndex, DiffOptions, EncodeOptions, Patcher, SegmentPlan, SegmentRef, Sink, SliceOptions,
+    Source,
 };
 use delta_format::{Index, SegmentEntry, FLAG_MIGRATION};
 use rayon::prelude::*;
@@ -65,6 +66,9 @@ pub struct GenOptions {
     /// Largest segment made by merging cheap neighbours, in bytes of new
     /// image (at most `segment_len` disables merging).
     pub merge_len: usize,
+    /// Let segments copy new content that earlier segments carry; off,
+    /// each segment depends on the old image only.
+    pub copy_new: bool,
 }
 
 impl Default for GenOptions {
@@ -79,6 +83,7 @@ impl Default for GenOptions {
             full: false,
             migration: false,
             merge_len: slice.merge_len,
+            copy_new: slice.copy_new,
         }
     }
 }
@@ -94,6 +99,7 @@ impl GenOptions {
             segment_len: self.segment_len,
             full: self.full,
             merge_len: self.merge_len,
+            copy_new: self.copy_new,
         }
     }
 
@@ -131,8 +137,11 @@ pub struct Summary {
     pub delta_len: u64,
     /// Number of segments.
     pub segments: u64,
-    /// Bytes of new image copied from the old one.
+    /// Bytes of new image copied: from the old image, or from new content
+    /// an earlier segment carries (`copy_new_len` of them).
     pub copy_len: u64,
+    /// Bytes of new image copied from earlier segments (COPY_NEW ops).
+    pub copy_new_len: u64,
     /// Bytes of zero runs.
     pub zero_len: u64,
     /// Bytes diffed against the old image.
@@ -220,7 +229,7 @@ pub fn generate_into(
         })?;
     let old = if options.full { &[][..] } else { old };
     let slice_options = options.slice_options();
-    let (header, segments, payloads) = pool.install(|| {
+    let (header, segments, payloads, copy_new_len) = pool.install(|| {
         let ((old_digest, new_digest), index) = rayon::join(
             || rayon::join(|| digest(old), || digest(new)),
             || build_index(old, options.block_size),
@@ -233,17 +242,19 @@ pub fn generate_into(
                 (range, plan)
             })
             .collect();
-        let mut merged = merge_plans(units, options.merge_len, options.max_reference);
-        widen_edit_references(&mut merged, options.max_reference, old.len() as u64);
+        let merged = arrange_segments(units, old.len() as u64, new, &slice_options);
+        let copy_new_bytes = copy_new_len(&merged);
+        let copy_new = copy_new_bytes > 0;
         let encoded: Vec<(SegmentEntry, Vec<u8>)> =
             map_heaviest_first(&merged, encode_cost, |i, (range, plan)| {
                 let expected = &new[range.clone()];
                 let (entry, payload) = encode_segment(old, expected, plan, &slice_options.encode)?;
                 self_check(
                     old,
-                    expected,
+                    new,
+                    range.clone(),
                     i as u64,
-                    range.start as u64,
+                    copy_new,
                     &entry,
                     &payload,
                 )?;
@@ -252,11 +263,19 @@ pub fn generate_into(
             .into_iter()
             .collect::<Result<_>>()?;
         let (segments, payloads): (Vec<_>, Vec<_>) = encoded.into_iter().unzip();
-        let mut header = build_header(old, new, old_digest, new_digest, &segments, &slice_options);
+        let mut header = build_header(
+            old,
+            new,
+            old_digest,
+            new_digest,
+            &segments,
+            &slice_options,
+            copy_new,
+        );
         if options.migration {
             header.flags |= FLAG_MIGRATION;
         }
-        Ok::<_, Error>((header, segments, payloads))
+        Ok::<_, Error>((header, segments, payloads, copy_new_bytes))
     })?;
 
     let write_err = |source| Error::Io {
@@ -278,6 +297,7 @@ pub fn generate_into(
         new_len: new.len() as u64,
         delta_len,
         segments: segments.len() as u64,
+        copy_new_len,
         ..Summary::default()
     };
     for s in &segments {
@@ -359,17 +379,22 @@ fn build_index(old: &[u8], block_size: usize) -> BlockIndex {
     BlockIndex::from_hashes(block_size, hashes.len(), hashes).with_anchors(anchors, mask)
 }
 
-/// Re-applies a freshly encoded segment and compares it with its bytes.
+/// Re-applies a freshly encoded segment (the one producing `range` of
+/// `new`) and compares it with its bytes.
 fn self_check(
     old: &[u8],
-    expected: &[u8],
+    new: &[u8],
+    range: Range<usize>,
     index: u64,
-    start: u64,
+    copy_new: bool,
     entry: &SegmentEntry,
     payload: &[u8],
 ) -> Result<()> {
+    let start = range.start as u64;
+    let expected = &new[range.clone()];
     let mut sink = CompareSink {
         expected,
+        before: &new[..range.start],
         pos: 0,
         equal: true,
     };
@@ -378,6 +403,7 @@ fn self_check(
         new_offset: start,
         payload_offset: 0,
         entry,
+        new_limit: if copy_new { start } else { 0 },
     };
     let applied = Patcher::new().apply_segment(old, seg, payload, &mut sink);
     if applied.is_err() || !sink.equal || sink.pos != expected.len() {
@@ -390,9 +416,11 @@ fn self_check(
     Ok(())
 }
 
-/// A sink that compares what it receives with the expected bytes.
+/// A sink that compares what it receives with the expected bytes, and reads
+/// back from the new image `before` them.
 struct CompareSink<'a> {
     expected: &'a [u8],
+    before: &'a [u8],
     pos: usize,
     equal: bool,
 }
@@ -413,6 +441,10 @@ impl Sink for CompareSink<'_> {
             .is_some_and(delta_core::diff::is_zero);
         self.pos = end;
         Ok(())
+    }
+
+    fn read_back(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.before.read_at(offset, buf)
     }
 }
 
