@@ -61,14 +61,14 @@ fn mix(mut h: u64) -> u64 {
 }
 
 /// Rolling polynomial hash over a window of fixed width.
-struct Roller {
-    hash: u64,
+pub(crate) struct Roller {
+    pub(crate) hash: u64,
     /// PRIME^(width-1): the weight of the byte leaving the window.
     out_weight: u64,
 }
 
 impl Roller {
-    fn new(window: &[u8]) -> Roller {
+    pub(crate) fn new(window: &[u8]) -> Roller {
         let out_weight = (1..window.len()).fold(1u64, |w, _| w.wrapping_mul(PRIME));
         Roller {
             hash: hash_block(window),
@@ -76,7 +76,7 @@ impl Roller {
         }
     }
 
-    fn roll(&mut self, out: u8, inp: u8) {
+    pub(crate) fn roll(&mut self, out: u8, inp: u8) {
         let h = self
             .hash
             .wrapping_sub((u64::from(out) + 1).wrapping_mul(self.out_weight));
@@ -255,7 +255,9 @@ impl BlockIndex {
         self.block_size
     }
 
-    fn lookup(&self, hash: u64) -> Option<u64> {
+    /// First offset of an indexed block whose hash may be `hash` (callers
+    /// compare the bytes).
+    pub(crate) fn lookup(&self, hash: u64) -> Option<u64> {
         let key = mix(hash);
         if self.filter[(key & self.filter_mask) as usize / 64] & (1 << (key % 64)) == 0 {
             return None;

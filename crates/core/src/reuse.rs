@@ -7,50 +7,69 @@
 //! another. [`copy_repeats`] turns those repeats into COPY_NEW ops that read
 //! the bytes back from the new image an earlier segment wrote.
 //!
-//! File systems place file data on 4 KiB blocks, so the search looks only at
-//! literal blocks aligned to 4 KiB in the new image, then extends each match
-//! byte by byte within its literal run. Repeats inside one segment are left
-//! to zstd, which already finds them in its window.
+//! It is the block matcher again, run on new content: an index of the
+//! literal blocks that lie on the 4 KiB grid of the new image (file systems
+//! place file data there), a rolling hash over every literal run to find
+//! them at any offset, and each match extended byte by byte within its run.
+//! Repeats inside one segment are left to zstd, which finds them in its
+//! window.
 
+use crate::diff::{hash_block, BlockIndex, Roller};
 use crate::encode::SegmentPlan;
 use delta_format::Op;
-use std::collections::HashMap;
 use std::ops::Range;
 
-/// Size and alignment of the blocks looked up, in bytes.
+/// Size of the blocks looked up, and grid they are indexed on, in bytes.
 pub const REUSE_BLOCK: usize = 4096;
 
-/// Replaces literal blocks that repeat literal blocks of earlier segments
+/// Replaces literal bytes that repeat literal blocks of earlier segments
 /// with COPY_NEW ops, and returns the bytes replaced.
 ///
 /// `segments` are the merged plans in order, with the ranges of `new` they
 /// produce. Every COPY_NEW reads only bytes before its own segment.
 pub fn copy_repeats(segments: &mut [(Range<usize>, SegmentPlan)], new: &[u8]) -> u64 {
-    // First new-image offset of each literal block seen in earlier segments.
-    let mut seen: HashMap<[u8; 8], usize> = HashMap::new();
-    let mut replaced = 0;
-    for (range, plan) in segments.iter_mut() {
-        let mut fresh = Vec::new();
-        replaced += reuse_in(range.start, plan, new, &seen, &mut fresh);
-        for (key, at) in fresh {
-            seen.entry(key).or_insert(at);
-        }
-    }
-    replaced
+    let index = repeat_index(segments, new);
+    segments
+        .iter_mut()
+        .map(|(range, plan)| copy_repeats_in(range.start, plan, new, &index))
+        .sum()
 }
 
-/// Rewrites the literal ops of one plan starting at `start`; adds the keys
-/// of its literal blocks that found no earlier copy to `fresh`.
-fn reuse_in(
+/// Index of the literal blocks on the 4 KiB grid of `new`, first occurrence
+/// winning.
+pub fn repeat_index(segments: &[(Range<usize>, SegmentPlan)], new: &[u8]) -> BlockIndex {
+    let mut blocks = Vec::new();
+    for (range, plan) in segments {
+        for run in literal_runs(range.start, plan) {
+            let mut at = run.start.next_multiple_of(REUSE_BLOCK);
+            while at + REUSE_BLOCK <= run.end {
+                blocks.push((hash_block(&new[at..at + REUSE_BLOCK]), at as u64));
+                at += REUSE_BLOCK;
+            }
+        }
+    }
+    BlockIndex::from_hashes(REUSE_BLOCK, blocks.len(), blocks)
+}
+
+/// Rewrites the literal ops of the plan that starts at `start` in `new`:
+/// runs that repeat an indexed block before `start` become COPY_NEW ops.
+/// Returns the bytes replaced.
+pub fn copy_repeats_in(
     start: usize,
     plan: &mut SegmentPlan,
     new: &[u8],
-    seen: &HashMap<[u8; 8], usize>,
-    fresh: &mut Vec<([u8; 8], usize)>,
+    index: &BlockIndex,
 ) -> u64 {
+    if !plan
+        .ops
+        .iter()
+        .any(|op| matches!(op, Op::Literal { len } if *len as usize >= REUSE_BLOCK))
+    {
+        return 0;
+    }
     let mut replaced = 0;
     let mut ops = Vec::with_capacity(plan.ops.len());
-    let mut literal = Vec::new();
+    let mut literal = Vec::with_capacity(plan.literal.len());
     let mut at = start;
     for op in std::mem::take(&mut plan.ops) {
         let len = op.len() as usize;
@@ -61,28 +80,30 @@ fn reuse_in(
         }
         let run = at..at + len;
         let mut cursor = run.start;
-        let mut block = run.start.next_multiple_of(REUSE_BLOCK);
-        while block + REUSE_BLOCK <= run.end {
-            let bytes = &new[block..block + REUSE_BLOCK];
-            let key = block_key(bytes);
-            let found = seen
-                .get(&key)
-                .copied()
-                .filter(|&src| &new[src..src + REUSE_BLOCK] == bytes);
+        let mut pos = run.start;
+        let mut roller: Option<Roller> = None;
+        while pos + REUSE_BLOCK <= run.end {
+            let window = &new[pos..pos + REUSE_BLOCK];
+            let r = roller.get_or_insert_with(|| Roller::new(window));
+            let found = index.lookup(r.hash).map(|src| src as usize).filter(|&src| {
+                src + REUSE_BLOCK <= start && &new[src..src + REUSE_BLOCK] == window
+            });
             let Some(src) = found else {
-                fresh.push((key, block));
-                block += REUSE_BLOCK;
+                if pos + REUSE_BLOCK < run.end {
+                    r.roll(new[pos], new[pos + REUSE_BLOCK]);
+                }
+                pos += 1;
                 continue;
             };
             // Extend within the literal run, never reading at or past the
             // segment's start.
-            let back = common_suffix(&new[..src], &new[cursor..block]);
-            let limit = (start - src - REUSE_BLOCK).min(run.end - block - REUSE_BLOCK);
+            let back = common_suffix(&new[..src], &new[cursor..pos]);
+            let limit = (start - src - REUSE_BLOCK).min(run.end - pos - REUSE_BLOCK);
             let ahead = common_prefix(
                 &new[src + REUSE_BLOCK..src + REUSE_BLOCK + limit],
-                &new[block + REUSE_BLOCK..block + REUSE_BLOCK + limit],
+                &new[pos + REUSE_BLOCK..pos + REUSE_BLOCK + limit],
             );
-            let copy = block - back..block + REUSE_BLOCK + ahead;
+            let copy = pos - back..pos + REUSE_BLOCK + ahead;
             push_literal(&mut ops, &mut literal, new, cursor..copy.start);
             ops.push(Op::CopyNew {
                 src: (src - back) as u64,
@@ -90,7 +111,8 @@ fn reuse_in(
             });
             replaced += copy.len() as u64;
             cursor = copy.end;
-            block = cursor.next_multiple_of(REUSE_BLOCK);
+            pos = copy.end;
+            roller = None;
         }
         push_literal(&mut ops, &mut literal, new, cursor..run.end);
         at = run.end;
@@ -100,6 +122,20 @@ fn reuse_in(
     replaced
 }
 
+/// The ranges of the new image that a plan starting at `start` sends as
+/// literal bytes.
+fn literal_runs(start: usize, plan: &SegmentPlan) -> impl Iterator<Item = Range<usize>> + '_ {
+    plan.ops
+        .iter()
+        .scan(start, |at, op| {
+            let run = *at..*at + op.len() as usize;
+            *at = run.end;
+            Some((op, run))
+        })
+        .filter(|(op, _)| matches!(op, Op::Literal { .. }))
+        .map(|(_, run)| run)
+}
+
 fn push_literal(ops: &mut Vec<Op>, literal: &mut Vec<u8>, new: &[u8], range: Range<usize>) {
     if !range.is_empty() {
         ops.push(Op::Literal {
@@ -107,13 +143,6 @@ fn push_literal(ops: &mut Vec<Op>, literal: &mut Vec<u8>, new: &[u8], range: Ran
         });
         literal.extend_from_slice(&new[range]);
     }
-}
-
-fn block_key(bytes: &[u8]) -> [u8; 8] {
-    let hash = blake3::hash(bytes);
-    let mut key = [0; 8];
-    key.copy_from_slice(&hash.as_bytes()[..8]);
-    key
 }
 
 /// Length of the longest common prefix of `a` and `b`.
@@ -202,15 +231,16 @@ mod tests {
     }
 
     #[test]
-    fn leaves_unaligned_and_in_segment_repeats_to_zstd() {
+    fn finds_repeats_off_the_grid_but_leaves_in_segment_ones_to_zstd() {
         let mut rng = Rng::new(8);
         let mut new = rng.bytes(2 << 16);
         let file = rng.bytes(9000);
-        // Repeated within segment 0, and in segment 1 only off the 4 KiB
-        // grid by more than a block can absorb.
-        new[0..9000].copy_from_slice(&file);
+        // On the grid in segment 0 and repeated there; in segment 1 at an
+        // odd offset, once whole and once shorter than a block.
+        new[4096..13_096].copy_from_slice(&file);
         new[16_384..25_384].copy_from_slice(&file);
-        new[(1 << 16) + 4097..(1 << 16) + 4097 + 4000].copy_from_slice(&file[..4000]);
+        new[(1 << 16) + 1001..(1 << 16) + 10_001].copy_from_slice(&file);
+        new[(1 << 16) + 30_001..(1 << 16) + 34_001].copy_from_slice(&file[..4000]);
         let mut segments: Vec<_> = (0..2)
             .map(|i| {
                 let range = i << 16..(i + 1) << 16;
@@ -218,7 +248,11 @@ mod tests {
                 (range, plan)
             })
             .collect();
-        assert_eq!(copy_repeats(&mut segments, &new), 0);
+        let replaced = copy_repeats(&mut segments, &new);
+        // The whole file (a random neighbour byte may match as well).
+        assert!((9000..9004).contains(&replaced), "{replaced}");
+        assert_eq!(segments[0].1.ops.len(), 1);
+        assert_eq!(segments[1].1.ops.len(), 3);
         for (range, plan) in &segments {
             replay(range, plan, &new);
         }
