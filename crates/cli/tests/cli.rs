@@ -197,13 +197,16 @@ fn wrong_magic() {
 fn unknown_version() {
     let f = Fixture::new();
     let mut bad = f.delta_bytes();
-    bad[8] = 2;
-    f.write_delta("bad.delta", &bad);
-    assert_fails(
-        &f.apply("old.bin", "bad.delta"),
-        f.path(),
-        "unsupported format version 2",
-    );
+    // A version 1 delta (ops stored by row) and a future version 3.
+    for version in [1u8, 3] {
+        bad[8] = version;
+        f.write_delta("bad.delta", &bad);
+        assert_fails(
+            &f.apply("old.bin", "bad.delta"),
+            f.path(),
+            &format!("unsupported format version {version}"),
+        );
+    }
 }
 
 #[test]

@@ -82,11 +82,11 @@ pub enum Error {
         offset: u64,
     },
     /// An op code that the format does not define.
-    #[error("unknown op code {code:#04x} at offset {offset} of the op section")]
+    #[error("unknown op code {code:#04x} at offset {offset} of the code section")]
     UnknownOp {
         /// The code found.
         code: u8,
-        /// Offset within the op section.
+        /// Offset within the code section (the op's index).
         offset: u64,
     },
     /// An op of length zero (every op must produce at least one byte).

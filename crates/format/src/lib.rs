@@ -1,4 +1,4 @@
-//! Wire format of delta files (version 1).
+//! Wire format of delta files (version 2).
 //!
 //! A delta file rebuilds a *new* image from an *old* one (or from nothing,
 //! for a full-image payload). This crate knows its byte layout and nothing

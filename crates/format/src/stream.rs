@@ -1,15 +1,17 @@
 //! The decompressed content of one segment: ops plus their data.
 //!
 //! ```text
-//! varint op_count | varint ops_len | varint diff_len | varint literal_len
-//! ops[ops_len] | diff bytes[diff_len] | literal bytes[literal_len]
+//! varint op_count | varint lens_len | varint srcs_len | varint diff_len | varint literal_len
+//! codes[op_count] | lens[lens_len] | srcs[srcs_len] | diff bytes[diff_len] | literal bytes[literal_len]
 //! ```
 //!
-//! Ops, diff bytes and literal bytes sit in separate sections (as in bsdiff)
-//! because each compresses best next to its own kind: diff bytes are mostly
-//! zero, literals look like the old image, ops are small repetitive numbers.
-//! Sections are consumed in order, so an applier walks the three cursors
-//! forward and never looks back.
+//! Ops are stored by column: one code byte per op, then every op's length
+//! (varints), then the source deltas of the ops that read a source (zigzag
+//! varints). Columns, diff bytes and literal bytes sit in separate sections
+//! (as in bsdiff) because each compresses best next to its own kind: codes
+//! repeat a few patterns, lengths and deltas are small numbers, diff bytes
+//! are mostly zero, literals look like the old image. Sections are consumed
+//! in order, so an applier walks five cursors forward and never looks back.
 
 use crate::error::{Error, Result};
 use crate::varint;
@@ -85,48 +87,40 @@ impl Op {
 ///
 /// `diff` and `literal` must hold exactly the bytes the ops consume.
 pub fn encode(ops: &[Op], diff: &[u8], literal: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(ops.len() * 6);
+    let mut codes = Vec::with_capacity(ops.len());
+    let mut lens = Vec::with_capacity(ops.len() * 3);
+    let mut srcs = Vec::with_capacity(ops.len() * 3);
     let mut cursor = 0u64;
     let mut new_cursor = 0u64;
     for op in ops {
-        match *op {
-            Op::Copy { src, len } | Op::Diff { src, len } => {
-                body.push(if matches!(op, Op::Copy { .. }) {
-                    OP_COPY
-                } else {
-                    OP_DIFF
-                });
-                varint::put(&mut body, len);
-                varint::put(&mut body, varint::zigzag(src.wrapping_sub(cursor) as i64));
-                cursor = src.wrapping_add(len);
-            }
-            Op::Zero { len } => {
-                body.push(OP_ZERO);
-                varint::put(&mut body, len);
-            }
-            Op::Literal { len } => {
-                body.push(OP_LITERAL);
-                varint::put(&mut body, len);
-            }
-            Op::CopyNew { src, len } => {
-                body.push(OP_COPY_NEW);
-                varint::put(&mut body, len);
-                varint::put(
-                    &mut body,
-                    varint::zigzag(src.wrapping_sub(new_cursor) as i64),
-                );
-                new_cursor = src.wrapping_add(len);
-            }
+        let (code, src) = match *op {
+            Op::Copy { src, len } => (OP_COPY, Some((src, len, &mut cursor))),
+            Op::Diff { src, len } => (OP_DIFF, Some((src, len, &mut cursor))),
+            Op::CopyNew { src, len } => (OP_COPY_NEW, Some((src, len, &mut new_cursor))),
+            Op::Zero { .. } => (OP_ZERO, None),
+            Op::Literal { .. } => (OP_LITERAL, None),
+        };
+        codes.push(code);
+        varint::put(&mut lens, op.len());
+        if let Some((src, len, cursor)) = src {
+            varint::put(&mut srcs, varint::zigzag(src.wrapping_sub(*cursor) as i64));
+            *cursor = src.wrapping_add(len);
         }
     }
-    let mut out = Vec::with_capacity(40 + body.len() + diff.len() + literal.len());
-    varint::put(&mut out, ops.len() as u64);
-    varint::put(&mut out, body.len() as u64);
-    varint::put(&mut out, diff.len() as u64);
-    varint::put(&mut out, literal.len() as u64);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(diff);
-    out.extend_from_slice(literal);
+    let mut out =
+        Vec::with_capacity(50 + codes.len() + lens.len() + srcs.len() + diff.len() + literal.len());
+    for n in [
+        codes.len(),
+        lens.len(),
+        srcs.len(),
+        diff.len(),
+        literal.len(),
+    ] {
+        varint::put(&mut out, n as u64);
+    }
+    for section in [&codes[..], &lens, &srcs, diff, literal] {
+        out.extend_from_slice(section);
+    }
     out
 }
 
@@ -182,12 +176,16 @@ pub struct Totals {
 /// the stream's sections.
 #[derive(Debug)]
 pub struct Decoder<'a> {
-    ops: &'a [u8],
+    codes: &'a [u8],
+    lens: &'a [u8],
+    srcs: &'a [u8],
     diff: &'a [u8],
     literal: &'a [u8],
-    op_count: u64,
-    index: u64,
-    pos: usize,
+    /// Ops read so far (the next code's index in `codes`).
+    index: usize,
+    /// Bytes read from `lens` and from `srcs`.
+    lens_pos: usize,
+    srcs_pos: usize,
     cursor: u64,
     new_cursor: u64,
     old_len: u64,
@@ -202,8 +200,7 @@ impl<'a> Decoder<'a> {
     /// A malformed section header or sections longer than the stream.
     pub fn new(stream: &'a [u8], old_len: u64) -> Result<Decoder<'a>> {
         let mut pos = 0;
-        let op_count = varint::get(stream, &mut pos, "stream header")?;
-        let mut lens = [0u64; 3];
+        let mut lens = [0u64; 5];
         for len in &mut lens {
             *len = varint::get(stream, &mut pos, "stream header")?;
         }
@@ -216,17 +213,21 @@ impl<'a> Decoder<'a> {
                 actual: rest.len() as u64,
             });
         }
-        // All three fit in `rest`, so they fit in usize.
-        let [ops_len, diff_len, _] = lens.map(|n| n as usize);
-        let (ops, rest) = rest.split_at(ops_len);
+        // All five fit in `rest`, so they fit in usize.
+        let [codes_len, lens_len, srcs_len, diff_len, _] = lens.map(|n| n as usize);
+        let (codes, rest) = rest.split_at(codes_len);
+        let (lens, rest) = rest.split_at(lens_len);
+        let (srcs, rest) = rest.split_at(srcs_len);
         let (diff, literal) = rest.split_at(diff_len);
         Ok(Decoder {
-            ops,
+            codes,
+            lens,
+            srcs,
             diff,
             literal,
-            op_count,
             index: 0,
-            pos: 0,
+            lens_pos: 0,
+            srcs_pos: 0,
             cursor: 0,
             new_cursor: 0,
             old_len,
@@ -249,27 +250,20 @@ impl<'a> Decoder<'a> {
     /// Unknown op codes, zero lengths, ranges outside the old image or data
     /// sections that run short.
     pub fn next_instruction(&mut self) -> Result<Option<Instruction<'a>>> {
-        if self.index == self.op_count {
+        let Some(&code) = self.codes.get(self.index) else {
             return Ok(None);
-        }
-        let at = self.pos as u64;
-        let code = *self.ops.get(self.pos).ok_or(Error::Truncated {
-            what: "op section",
-            offset: at,
-            need: 1,
-            have: 0,
-        })?;
-        self.pos += 1;
-        let len = varint::get(self.ops, &mut self.pos, "op section")?;
+        };
+        let at = self.index as u64;
+        let len = varint::get(self.lens, &mut self.lens_pos, "length section")?;
         if len == 0 {
-            return Err(Error::EmptyOp { index: self.index });
+            return Err(Error::EmptyOp { index: at });
         }
         let instruction = match code {
             OP_COPY | OP_DIFF => {
-                let delta = varint::unzigzag(varint::get(self.ops, &mut self.pos, "op section")?);
+                let delta = self.next_delta()?;
                 let src = i128::from(self.cursor) + i128::from(delta);
                 let out_of_range = || Error::SourceOutOfRange {
-                    index: self.index,
+                    index: at,
                     src,
                     len,
                     old_len: self.old_len,
@@ -299,10 +293,10 @@ impl<'a> Decoder<'a> {
                 Instruction::Literal(take(&mut self.literal, len, "literal section")?)
             }
             OP_COPY_NEW => {
-                let delta = varint::unzigzag(varint::get(self.ops, &mut self.pos, "op section")?);
+                let delta = self.next_delta()?;
                 let src = i128::from(self.new_cursor) + i128::from(delta);
                 let out_of_range = || Error::NewSourceOutOfRange {
-                    index: self.index,
+                    index: at,
                     src,
                     len,
                     limit: self.new_limit,
@@ -328,8 +322,17 @@ impl<'a> Decoder<'a> {
     /// [`Error::StreamMismatch`] if bytes are left over.
     pub fn finish(self) -> Result<Totals> {
         let checks = [
-            ("ops read", self.op_count, self.index),
-            ("op section bytes", self.ops.len() as u64, self.pos as u64),
+            ("ops read", self.codes.len() as u64, self.index as u64),
+            (
+                "length section bytes",
+                self.lens.len() as u64,
+                self.lens_pos as u64,
+            ),
+            (
+                "source section bytes",
+                self.srcs.len() as u64,
+                self.srcs_pos as u64,
+            ),
             ("diff bytes left", 0, self.diff.len() as u64),
             ("literal bytes left", 0, self.literal.len() as u64),
         ];
@@ -343,6 +346,12 @@ impl<'a> Decoder<'a> {
             }
         }
         Ok(self.totals)
+    }
+
+    /// The next source delta of the source section.
+    fn next_delta(&mut self) -> Result<i64> {
+        let raw = varint::get(self.srcs, &mut self.srcs_pos, "source section")?;
+        Ok(varint::unzigzag(raw))
     }
 }
 
