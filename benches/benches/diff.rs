@@ -1,10 +1,14 @@
-//! Generator hot paths: index build, matching (planning) and residual
-//! encoding, on inputs users meet: a small edit, an append, unrelated data,
-//! long repeats, and a shifted image.
+//! Generator hot paths: index build, matching (planning), the search for
+//! new content repeated across segments, and residual encoding, on inputs
+//! users meet: a small edit, an append, unrelated data, long repeats, and a
+//! shifted image.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use delta_core::testing::{mutate, Rng};
-use delta_core::{encode_segment, plan_segment, BlockIndex, DiffOptions, EncodeOptions};
+use delta_core::{
+    encode_segment, plan_segment, reuse, BlockIndex, DiffOptions, EncodeOptions, SegmentPlan,
+};
+use delta_format::Op;
 use std::hint::black_box;
 
 const SIZES: [usize; 2] = [1 << 20, 8 << 20];
@@ -62,6 +66,47 @@ fn matching(c: &mut Criterion) {
     group.finish();
 }
 
+/// New content in 1 MiB literal segments, a 64 KiB file repeated once in
+/// every segment at an odd offset: the rolling search runs over every
+/// literal byte.
+fn repeat_copies(c: &mut Criterion) {
+    let mut group = c.benchmark_group("repeat_copies");
+    for len in SIZES {
+        let mut rng = Rng::new(4);
+        let mut new = rng.bytes(len);
+        let file = rng.bytes(64 << 10);
+        let unit = 1 << 20;
+        for start in (0..len).step_by(unit) {
+            let at = start + 12_345;
+            new[at..at + file.len()].copy_from_slice(&file);
+        }
+        let segments: Vec<_> = (0..len)
+            .step_by(unit)
+            .map(|start| {
+                let plan = SegmentPlan {
+                    ops: vec![Op::Literal { len: unit as u64 }],
+                    literal: new[start..start + unit].to_vec(),
+                    ..SegmentPlan::default()
+                };
+                (start..start + unit, plan)
+            })
+            .collect();
+        group.throughput(Throughput::Bytes(len as u64));
+        group.bench_with_input(
+            BenchmarkId::from_parameter(len),
+            &segments,
+            |b, segments| {
+                b.iter_batched(
+                    || segments.clone(),
+                    |mut segments| reuse::copy_repeats(&mut segments, black_box(&new)),
+                    BatchSize::LargeInput,
+                )
+            },
+        );
+    }
+    group.finish();
+}
+
 fn residual_encoding(c: &mut Criterion) {
     let mut group = c.benchmark_group("residual_encoding");
     group.sample_size(10);
@@ -87,5 +132,11 @@ fn residual_encoding(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, index_build, matching, residual_encoding);
+criterion_group!(
+    benches,
+    index_build,
+    matching,
+    repeat_copies,
+    residual_encoding
+);
 criterion_main!(benches);

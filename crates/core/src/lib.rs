@@ -65,6 +65,14 @@ pub struct SliceOptions {
     pub copy_new: bool,
 }
 
+impl SliceOptions {
+    /// True when segments copy repeated new content from earlier ones
+    /// (`copy_new`, and not a full payload, which copies nothing).
+    pub fn copies_new(&self) -> bool {
+        self.copy_new && !self.full
+    }
+}
+
 impl Default for SliceOptions {
     fn default() -> Self {
         SliceOptions {
@@ -79,21 +87,16 @@ impl Default for SliceOptions {
 }
 
 /// Turns the plans of the units, in order, into the plans of the segments:
-/// merges cheap neighbours, widens the windows of edits, then (with
-/// `copy_new`, not for a full payload) copies repeated new content from
-/// earlier segments.
+/// merges cheap neighbours and widens the windows of edits. Callers then
+/// run [`reuse::copy_repeats`] when [`SliceOptions::copies_new`].
 pub fn arrange_segments(
     units: Vec<(Range<usize>, SegmentPlan)>,
     old_len: u64,
-    new: &[u8],
     options: &SliceOptions,
 ) -> Vec<(Range<usize>, SegmentPlan)> {
     let max_reference = options.diff.max_reference;
     let mut segments = merge_plans(units, options.merge_len, max_reference);
     widen_edit_references(&mut segments, max_reference, old_len);
-    if options.copy_new && !options.full {
-        reuse::copy_repeats(&mut segments, new);
-    }
     segments
 }
 
@@ -163,7 +166,10 @@ pub fn diff_slices(old: &[u8], new: &[u8], options: &SliceOptions) -> Result<Vec
         .collect();
     let mut segments = Vec::new();
     let mut payloads = Vec::new();
-    let merged = arrange_segments(units, old.len() as u64, new, options);
+    let mut merged = arrange_segments(units, old.len() as u64, options);
+    if options.copies_new() {
+        reuse::copy_repeats(&mut merged, new);
+    }
     let copy_new = copy_new_len(&merged) > 0;
     for (range, plan) in merged {
         let (entry, payload) = encode_segment(old, &new[range], &plan, &options.encode)?;

@@ -60,66 +60,86 @@ pub fn copy_repeats_in(
     new: &[u8],
     index: &BlockIndex,
 ) -> u64 {
-    if !plan
-        .ops
-        .iter()
-        .any(|op| matches!(op, Op::Literal { len } if *len as usize >= REUSE_BLOCK))
-    {
+    let copies: Vec<(Range<usize>, usize)> = literal_runs(start, plan)
+        .flat_map(|run| find_repeats(run, start, new, index))
+        .collect();
+    if copies.is_empty() {
         return 0;
     }
-    let mut replaced = 0;
-    let mut ops = Vec::with_capacity(plan.ops.len());
+    // Rebuild the ops: every copy lies inside one literal run.
+    let mut ops = Vec::with_capacity(plan.ops.len() + 2 * copies.len());
     let mut literal = Vec::with_capacity(plan.literal.len());
+    let mut copies = copies.into_iter().peekable();
     let mut at = start;
     for op in std::mem::take(&mut plan.ops) {
-        let len = op.len() as usize;
+        let run = at..at + op.len() as usize;
+        at = run.end;
         if !matches!(op, Op::Literal { .. }) {
             ops.push(op);
-            at += len;
             continue;
         }
-        let run = at..at + len;
         let mut cursor = run.start;
-        let mut pos = run.start;
-        let mut roller: Option<Roller> = None;
-        while pos + REUSE_BLOCK <= run.end {
-            let window = &new[pos..pos + REUSE_BLOCK];
-            let r = roller.get_or_insert_with(|| Roller::new(window));
-            let found = index.lookup(r.hash).map(|src| src as usize).filter(|&src| {
-                src + REUSE_BLOCK <= start && &new[src..src + REUSE_BLOCK] == window
-            });
-            let Some(src) = found else {
-                if pos + REUSE_BLOCK < run.end {
-                    r.roll(new[pos], new[pos + REUSE_BLOCK]);
-                }
-                pos += 1;
-                continue;
-            };
-            // Extend within the literal run, never reading at or past the
-            // segment's start.
-            let back = common_suffix(&new[..src], &new[cursor..pos]);
-            let limit = (start - src - REUSE_BLOCK).min(run.end - pos - REUSE_BLOCK);
-            let ahead = common_prefix(
-                &new[src + REUSE_BLOCK..src + REUSE_BLOCK + limit],
-                &new[pos + REUSE_BLOCK..pos + REUSE_BLOCK + limit],
-            );
-            let copy = pos - back..pos + REUSE_BLOCK + ahead;
+        while let Some((copy, src)) = copies.next_if(|(copy, _)| copy.end <= run.end) {
             push_literal(&mut ops, &mut literal, new, cursor..copy.start);
             ops.push(Op::CopyNew {
-                src: (src - back) as u64,
+                src: src as u64,
                 len: copy.len() as u64,
             });
-            replaced += copy.len() as u64;
             cursor = copy.end;
-            pos = copy.end;
-            roller = None;
         }
         push_literal(&mut ops, &mut literal, new, cursor..run.end);
-        at = run.end;
     }
     plan.ops = ops;
     plan.literal = literal;
-    replaced
+    plan.ops
+        .iter()
+        .filter(|op| matches!(op, Op::CopyNew { .. }))
+        .map(Op::len)
+        .sum()
+}
+
+/// The repeats inside the literal run `run` of a segment starting at
+/// `start`: ranges of `run`, in order, each with the offset it copies from
+/// (before `start`).
+fn find_repeats(
+    run: Range<usize>,
+    start: usize,
+    new: &[u8],
+    index: &BlockIndex,
+) -> Vec<(Range<usize>, usize)> {
+    let mut found = Vec::new();
+    let mut cursor = run.start;
+    let mut pos = run.start;
+    let mut roller: Option<Roller> = None;
+    while pos + REUSE_BLOCK <= run.end {
+        let window = &new[pos..pos + REUSE_BLOCK];
+        let r = roller.get_or_insert_with(|| Roller::new(window));
+        let hit = index
+            .lookup(r.hash)
+            .map(|src| src as usize)
+            .filter(|&src| src + REUSE_BLOCK <= start && &new[src..src + REUSE_BLOCK] == window);
+        let Some(src) = hit else {
+            if pos + REUSE_BLOCK < run.end {
+                r.roll(new[pos], new[pos + REUSE_BLOCK]);
+            }
+            pos += 1;
+            continue;
+        };
+        // Extend within the run (not over the previous copy), never reading
+        // at or past the segment's start.
+        let back = common_suffix(&new[..src], &new[cursor..pos]);
+        let limit = (start - src - REUSE_BLOCK).min(run.end - pos - REUSE_BLOCK);
+        let ahead = common_prefix(
+            &new[src + REUSE_BLOCK..src + REUSE_BLOCK + limit],
+            &new[pos + REUSE_BLOCK..pos + REUSE_BLOCK + limit],
+        );
+        let copy = pos - back..pos + REUSE_BLOCK + ahead;
+        found.push((copy.clone(), src - back));
+        cursor = copy.end;
+        pos = copy.end;
+        roller = None;
+    }
+    found
 }
 
 /// The ranges of the new image that a plan starting at `start` sends as

@@ -34,7 +34,7 @@ mod mmap;
 pub use error::{Error, Result};
 
 use delta_core::{
-    arrange_segments, build_header, copy_new_len, encode_segment, plan_segment, unit_ranges,
+    arrange_segments, build_header, copy_new_len, encode_segment, plan_segment, reuse, unit_ranges,
     BlockIndex, DiffOptions, EncodeOptions, Patcher, SegmentPlan, SegmentRef, Sink, SliceOptions,
     Source,
 };
@@ -242,7 +242,13 @@ pub fn generate_into(
                 (range, plan)
             })
             .collect();
-        let merged = arrange_segments(units, old.len() as u64, new, &slice_options);
+        let mut merged = arrange_segments(units, old.len() as u64, &slice_options);
+        if slice_options.copies_new() {
+            let index = reuse::repeat_index(&merged, new);
+            merged.par_iter_mut().for_each(|(range, plan)| {
+                reuse::copy_repeats_in(range.start, plan, new, &index);
+            });
+        }
         let copy_new_bytes = copy_new_len(&merged);
         let copy_new = copy_new_bytes > 0;
         let encoded: Vec<(SegmentEntry, Vec<u8>)> =
