@@ -120,6 +120,52 @@ fn gen_apply_info_round_trip() {
 }
 
 #[test]
+fn independent_segments_resend_repeated_new_content() {
+    // A new 16 KiB file (in no old image) at the start of two 64 KiB
+    // segments: by default the second segment copies it from the first.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = delta_core::testing::Rng::new(5);
+    let old = rng.bytes(256 << 10);
+    let file = rng.bytes(16 << 10);
+    let mut new = old.clone();
+    for at in [0, 128 << 10] {
+        new[at..at + file.len()].copy_from_slice(&file);
+    }
+    std::fs::write(dir.path().join("old.bin"), &old).unwrap();
+    std::fs::write(dir.path().join("new.bin"), &new).unwrap();
+    let mut sizes = Vec::new();
+    for (name, extra) in [
+        ("copy.delta", None),
+        ("independent.delta", Some("--independent-segments")),
+    ] {
+        let mut args = vec![
+            "gen",
+            "old.bin",
+            "new.bin",
+            "-o",
+            name,
+            "--segment-size",
+            "64KiB",
+            "--max-merge",
+            "64KiB",
+        ];
+        args.extend(extra);
+        let out = delta(dir.path(), &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = delta(dir.path(), &["info", "--json", name]);
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(info["copy_new"], extra.is_none(), "{name}");
+        sizes.push(info["file_len"].as_u64().unwrap());
+        let out = delta(dir.path(), &["apply", "old.bin", name, "-o", "out.img"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(std::fs::read(dir.path().join("out.img")).unwrap() == new);
+        std::fs::remove_file(dir.path().join("out.img")).unwrap();
+    }
+    // Random bytes do not compress: the independent delta carries the file twice.
+    assert!(sizes[0] + 15_000 < sizes[1], "{sizes:?}");
+}
+
+#[test]
 fn full_payload_needs_no_old_image() {
     let f = Fixture::new();
     let out = delta(f.path(), &["gen", "--full", "new.bin", "-o", "full.delta"]);
