@@ -7,20 +7,29 @@
 //! another. [`copy_repeats`] turns those repeats into COPY_NEW ops that read
 //! the bytes back from the new image an earlier segment wrote.
 //!
-//! It is the block matcher again, run on new content: an index of the
-//! literal blocks that lie on the 4 KiB grid of the new image (file systems
-//! place file data there), a rolling hash over every literal run to find
-//! them at any offset, and each match extended byte by byte within its run.
-//! Repeats inside one segment are left to zstd, which finds them in its
-//! window.
+//! Shorter repeats count too: new packages share headers, tables and strings
+//! across files, and zstd's long-distance matching finds them only inside
+//! one frame. On the os-major pair, copying repeats of 48 bytes and more
+//! makes the delta 2.7% smaller; whole 4 KiB blocks alone gave 0.6%.
+//!
+//! It is the block matcher again, run on new content with small blocks: an
+//! index of the literal blocks that lie on a 32-byte grid of the new image,
+//! a rolling hash over every literal run to find them at any offset, and
+//! each match extended byte by byte within its run. Repeats inside one
+//! segment are left to zstd, which finds them in its window.
 
 use crate::diff::{hash_block, BlockIndex, Roller};
 use crate::encode::SegmentPlan;
 use delta_format::Op;
 use std::ops::Range;
 
-/// Size of the blocks looked up, and grid they are indexed on, in bytes.
-pub const REUSE_BLOCK: usize = 4096;
+/// Size of the blocks looked up, and grid they are indexed on, in bytes:
+/// every repeat of 63 bytes or more holds a whole block of the grid.
+pub const REUSE_BLOCK: usize = 32;
+/// Shortest repeat copied, in bytes: shorter ones cost about as much as an
+/// op as zstd spends on them as literals (48 gave the smallest OS deltas,
+/// 40 and 56 were within 0.05%).
+pub const MIN_REPEAT: usize = 48;
 
 /// Replaces literal bytes that repeat literal blocks of earlier segments
 /// with COPY_NEW ops, and returns the bytes replaced.
@@ -35,8 +44,8 @@ pub fn copy_repeats(segments: &mut [(Range<usize>, SegmentPlan)], new: &[u8]) ->
         .sum()
 }
 
-/// Index of the literal blocks on the 4 KiB grid of `new`, first occurrence
-/// winning.
+/// Index of the literal blocks on the [`REUSE_BLOCK`] grid of `new`, first
+/// occurrence winning.
 pub fn repeat_index(segments: &[(Range<usize>, SegmentPlan)], new: &[u8]) -> BlockIndex {
     let mut blocks = Vec::new();
     for (range, plan) in segments {
@@ -134,6 +143,14 @@ fn find_repeats(
             &new[pos + REUSE_BLOCK..pos + REUSE_BLOCK + limit],
         );
         let copy = pos - back..pos + REUSE_BLOCK + ahead;
+        if copy.len() < MIN_REPEAT {
+            if pos + REUSE_BLOCK < run.end {
+                let r = roller.as_mut().expect("set above");
+                r.roll(new[pos], new[pos + REUSE_BLOCK]);
+            }
+            pos += 1;
+            continue;
+        }
         found.push((copy.clone(), src - back));
         cursor = copy.end;
         pos = copy.end;
@@ -251,16 +268,18 @@ mod tests {
     }
 
     #[test]
-    fn finds_repeats_off_the_grid_but_leaves_in_segment_ones_to_zstd() {
+    fn finds_repeats_at_any_offset_but_leaves_short_and_in_segment_ones_to_zstd() {
         let mut rng = Rng::new(8);
         let mut new = rng.bytes(2 << 16);
         let file = rng.bytes(9000);
-        // On the grid in segment 0 and repeated there; in segment 1 at an
-        // odd offset, once whole and once shorter than a block.
+        // On the grid in segment 0 and repeated there; in segment 1 at odd
+        // offsets, once whole and once 4000 bytes of it; then 40 bytes of
+        // it, too short to copy.
         new[4096..13_096].copy_from_slice(&file);
         new[16_384..25_384].copy_from_slice(&file);
         new[(1 << 16) + 1001..(1 << 16) + 10_001].copy_from_slice(&file);
         new[(1 << 16) + 30_001..(1 << 16) + 34_001].copy_from_slice(&file[..4000]);
+        new[(1 << 16) + 50_001..(1 << 16) + 50_041].copy_from_slice(&file[..40]);
         let mut segments: Vec<_> = (0..2)
             .map(|i| {
                 let range = i << 16..(i + 1) << 16;
@@ -269,10 +288,20 @@ mod tests {
             })
             .collect();
         let replaced = copy_repeats(&mut segments, &new);
-        // The whole file (a random neighbour byte may match as well).
-        assert!((9000..9004).contains(&replaced), "{replaced}");
+        // The file and its first 4000 bytes (a random neighbour byte may
+        // match as well).
+        assert!((13_000..13_008).contains(&replaced), "{replaced}");
         assert_eq!(segments[0].1.ops.len(), 1);
-        assert_eq!(segments[1].1.ops.len(), 3);
+        let copies: Vec<_> = segments[1]
+            .1
+            .ops
+            .iter()
+            .filter_map(|op| match *op {
+                Op::CopyNew { len, .. } => Some(len),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(copies.len(), 2, "{:?}", segments[1].1.ops);
         for (range, plan) in &segments {
             replay(range, plan, &new);
         }
