@@ -78,7 +78,7 @@ pub fn merge_plans(
                     None => {}
                 }
                 last_range.end = range.end;
-                last.ops.extend(plan.ops);
+                append_ops(&mut last.ops, plan.ops);
                 last.diff.extend(plan.diff);
                 last.literal.extend(plan.literal);
                 continue;
@@ -87,6 +87,32 @@ pub fn merge_plans(
         out.push((range, plan));
     }
     out
+}
+
+/// Appends `ops` to `to`, joining the op across the seam when both halves
+/// continue each other (a zero run, or a copy or diff of contiguous old
+/// bytes, cut by the unit boundary): long zero runs and moved regions then
+/// cost one op, not one per unit. Literal runs stay apart: their lengths
+/// tell new files from edits.
+fn append_ops(to: &mut Vec<Op>, ops: Vec<Op>) {
+    let mut ops = ops.into_iter();
+    if let (Some(last), Some(first)) = (to.last_mut(), ops.as_slice().first()) {
+        let joined = match (*last, *first) {
+            (Op::Zero { len: a }, Op::Zero { len: b }) => Some(Op::Zero { len: a + b }),
+            (Op::Copy { src, len: a }, Op::Copy { src: next, len: b }) if src + a == next => {
+                Some(Op::Copy { src, len: a + b })
+            }
+            (Op::Diff { src, len: a }, Op::Diff { src: next, len: b }) if src + a == next => {
+                Some(Op::Diff { src, len: a + b })
+            }
+            _ => None,
+        };
+        if let Some(op) = joined {
+            *last = op;
+            ops.next();
+        }
+    }
+    to.extend(ops);
 }
 
 /// Most window bytes [`widen_edit_references`] gives per literal byte.
@@ -290,6 +316,62 @@ mod tests {
             ..SegmentPlan::default()
         };
         (at << 23..(at + 1) << 23, plan)
+    }
+
+    #[test]
+    fn merged_units_join_ops_cut_by_the_unit_boundary() {
+        let unit = |at: usize, ops: Vec<Op>| {
+            let plan = SegmentPlan {
+                ops,
+                ..SegmentPlan::default()
+            };
+            (at << 20..(at + 1) << 20, plan)
+        };
+        let merged = merge_plans(
+            vec![
+                unit(0, vec![Op::Zero { len: 1 << 20 }]),
+                unit(1, vec![Op::Zero { len: 1 << 20 }]),
+                unit(
+                    2,
+                    vec![Op::Copy {
+                        src: 5 << 20,
+                        len: 1 << 20,
+                    }],
+                ),
+                unit(
+                    3,
+                    vec![Op::Copy {
+                        src: 6 << 20,
+                        len: 1 << 20,
+                    }],
+                ),
+                // Not contiguous with the copy before: stays apart.
+                unit(
+                    4,
+                    vec![Op::Copy {
+                        src: 0,
+                        len: 1 << 20,
+                    }],
+                ),
+            ],
+            MAX_MERGED_LEN,
+            8 << 20,
+        );
+        assert_eq!(merged.len(), 1);
+        assert_eq!(
+            merged[0].1.ops,
+            [
+                Op::Zero { len: 2 << 20 },
+                Op::Copy {
+                    src: 5 << 20,
+                    len: 2 << 20
+                },
+                Op::Copy {
+                    src: 0,
+                    len: 1 << 20
+                },
+            ]
+        );
     }
 
     #[test]
