@@ -3,16 +3,20 @@
 //!
 //! [`generate`] maps both images ([`memmap2`], read-only), indexes the old
 //! image's blocks and hashes both images in parallel, then plans and encodes
-//! the new image's segments in parallel with rayon (each segment is
-//! independent, so the work scales with cores). Every segment is re-applied
-//! right after encoding and compared with the new image, so a generator bug
-//! can never ship a delta that does not rebuild its target.
+//! the new image's segments in parallel with rayon (each unit is planned and
+//! each segment encoded on its own, so the work scales with cores). Between
+//! the two, one index of the segments' literal blocks lets every segment
+//! copy new content an earlier one carries (COPY_NEW, searched per segment
+//! in parallel). Every segment is re-applied right after encoding and
+//! compared with the new image, so a generator bug can never ship a delta
+//! that does not rebuild its target.
 //!
 //! Memory: the mapped inputs (paged in by the kernel, not copied), the block
 //! index (~0.6% of the old image, plus its fine index: up to three quarters
-//! of the old image's size for small images, at most 288 MiB), and the encoded payloads until
-//! they are written (about the delta's size), plus per-thread scratch of a
-//! few segments.
+//! of the old image's size for small images, at most 288 MiB), the index of
+//! literal blocks (about one byte per literal byte), and the encoded
+//! payloads until they are written (about the delta's size), plus
+//! per-thread scratch of a few segments.
 //!
 //! It deliberately does not stream its inputs: a build server has both
 //! images on disk and random access is what finds moved data.
