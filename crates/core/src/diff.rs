@@ -291,7 +291,7 @@ pub fn is_zero(bytes: &[u8]) -> bool {
 }
 
 /// Length of the common prefix of `a` and `b`.
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
     let mut i = 0;
     while i + 8 <= n {
@@ -309,7 +309,7 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
 }
 
 /// Length of the common suffix of `a` and `b`.
-fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+pub(crate) fn common_suffix(a: &[u8], b: &[u8]) -> usize {
     a.iter()
         .rev()
         .zip(b.iter().rev())

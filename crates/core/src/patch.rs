@@ -248,9 +248,9 @@ impl<S: Source + ?Sized> Run<'_, S> {
             });
         }
         match instruction {
-            Instruction::Copy { src, len } => self.copy(src, len, &[])?,
-            Instruction::CopyNew { src, len } => self.copy_new(src, len)?,
-            Instruction::Diff { src, delta } => self.copy(src, len, delta)?,
+            Instruction::Copy { src, len } => self.copy(src, len, &[], false)?,
+            Instruction::CopyNew { src, len } => self.copy(src, len, &[], true)?,
+            Instruction::Diff { src, delta } => self.copy(src, len, delta, false)?,
             Instruction::Literal(bytes) => self.emit(bytes)?,
             Instruction::Zero { len } => {
                 let mut left = len;
@@ -269,51 +269,40 @@ impl<S: Source + ?Sized> Run<'_, S> {
         Ok(())
     }
 
-    /// Copies `len` old bytes from `src`, adding `delta` byte-wise when it
-    /// is not empty (a diff op).
-    fn copy(&mut self, src: u64, len: u64, delta: &[u8]) -> Result<()> {
+    /// Copies `len` bytes from `src` in the old image (or, with `from_new`,
+    /// in the new image before this segment, read back from the sink),
+    /// adding `delta` byte-wise when it is not empty (a diff op).
+    fn copy(&mut self, src: u64, len: u64, delta: &[u8], from_new: bool) -> Result<()> {
         let mut done = 0u64;
         let mut chunk = std::mem::take(self.chunk);
         while done < len {
             let n = (len - done).min(COPY_CHUNK as u64) as usize;
             chunk.resize(n, 0);
             let offset = src + done;
-            self.old
-                .read_at(offset, &mut chunk)
-                .map_err(|source| Error::ReadSource {
-                    offset,
-                    len: n as u64,
-                    source,
-                })?;
+            let len = n as u64;
+            if from_new {
+                self.sink
+                    .read_back(offset, &mut chunk)
+                    .map_err(|source| Error::ReadBack {
+                        offset,
+                        len,
+                        source,
+                    })?;
+            } else {
+                self.old
+                    .read_at(offset, &mut chunk)
+                    .map_err(|source| Error::ReadSource {
+                        offset,
+                        len,
+                        source,
+                    })?;
+            }
             if !delta.is_empty() {
                 let start = done as usize;
                 for (byte, d) in chunk.iter_mut().zip(&delta[start..start + n]) {
                     *byte = byte.wrapping_add(*d);
                 }
             }
-            self.emit(&chunk)?;
-            done += n as u64;
-        }
-        *self.chunk = chunk;
-        Ok(())
-    }
-
-    /// Copies `len` bytes of the new image from `src`, read back from the
-    /// sink (the decoder checked that they lie before this segment).
-    fn copy_new(&mut self, src: u64, len: u64) -> Result<()> {
-        let mut done = 0u64;
-        let mut chunk = std::mem::take(self.chunk);
-        while done < len {
-            let n = (len - done).min(COPY_CHUNK as u64) as usize;
-            chunk.resize(n, 0);
-            let offset = src + done;
-            self.sink
-                .read_back(offset, &mut chunk)
-                .map_err(|source| Error::ReadBack {
-                    offset,
-                    len: n as u64,
-                    source,
-                })?;
             self.emit(&chunk)?;
             done += n as u64;
         }

@@ -18,7 +18,7 @@
 //! each match extended byte by byte within its run. Repeats inside one
 //! segment are left to zstd, which finds them in its window.
 
-use crate::diff::{hash_block, BlockIndex, Roller};
+use crate::diff::{common_prefix, common_suffix, hash_block, BlockIndex, Roller};
 use crate::encode::SegmentPlan;
 use delta_format::Op;
 use std::ops::Range;
@@ -47,17 +47,20 @@ pub fn copy_repeats(segments: &mut [(Range<usize>, SegmentPlan)], new: &[u8]) ->
 /// Index of the literal blocks on the [`REUSE_BLOCK`] grid of `new`, first
 /// occurrence winning.
 pub fn repeat_index(segments: &[(Range<usize>, SegmentPlan)], new: &[u8]) -> BlockIndex {
-    let mut blocks = Vec::new();
-    for (range, plan) in segments {
-        for run in literal_runs(range.start, plan) {
-            let mut at = run.start.next_multiple_of(REUSE_BLOCK);
-            while at + REUSE_BLOCK <= run.end {
-                blocks.push((hash_block(&new[at..at + REUSE_BLOCK]), at as u64));
-                at += REUSE_BLOCK;
-            }
-        }
-    }
-    BlockIndex::from_hashes(REUSE_BLOCK, blocks.len(), blocks)
+    let grid = |run: Range<usize>| {
+        (run.start.next_multiple_of(REUSE_BLOCK)..run.end.saturating_sub(REUSE_BLOCK - 1))
+            .step_by(REUSE_BLOCK)
+    };
+    let runs = || {
+        segments
+            .iter()
+            .flat_map(|(range, plan)| literal_runs(range.start, plan))
+    };
+    let count = runs().map(|run| grid(run).len()).sum();
+    let blocks = runs()
+        .flat_map(grid)
+        .map(|at| (hash_block(&new[at..at + REUSE_BLOCK]), at as u64));
+    BlockIndex::from_hashes(REUSE_BLOCK, count, blocks)
 }
 
 /// Rewrites the literal ops of the plan that starts at `start` in `new`:
@@ -182,31 +185,27 @@ fn push_literal(ops: &mut Vec<Op>, literal: &mut Vec<u8>, new: &[u8], range: Ran
     }
 }
 
-/// Length of the longest common prefix of `a` and `b`.
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-/// Length of the longest common suffix of `a` and `b`.
-fn common_suffix(a: &[u8], b: &[u8]) -> usize {
-    a.iter()
-        .rev()
-        .zip(b.iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::Rng;
 
-    fn literal_plan(len: usize, new: &[u8], start: usize) -> SegmentPlan {
-        SegmentPlan {
-            ops: vec![Op::Literal { len: len as u64 }],
-            literal: new[start..start + len].to_vec(),
-            ..SegmentPlan::default()
-        }
+    /// `new` as 64 KiB segments of literal bytes only.
+    fn literal_segments(new: &[u8]) -> Vec<(Range<usize>, SegmentPlan)> {
+        (0..new.len())
+            .step_by(1 << 16)
+            .map(|start| {
+                let range = start..(start + (1 << 16)).min(new.len());
+                let plan = SegmentPlan {
+                    ops: vec![Op::Literal {
+                        len: range.len() as u64,
+                    }],
+                    literal: new[range.clone()].to_vec(),
+                    ..SegmentPlan::default()
+                };
+                (range, plan)
+            })
+            .collect()
     }
 
     /// Replays a plan's ops over `new` and checks it produces its range.
@@ -243,13 +242,7 @@ mod tests {
         new[(1 << 16) + 8192..(1 << 16) + 18_192].copy_from_slice(&file);
         new[(2 << 16) + 4096..(2 << 16) + 14_096].copy_from_slice(&file);
         new[(2 << 16) + 20_480..(2 << 16) + 30_480].copy_from_slice(&file);
-        let mut segments: Vec<_> = (0..3)
-            .map(|i| {
-                let range = i << 16..(i + 1) << 16;
-                let plan = literal_plan(1 << 16, &new, range.start);
-                (range, plan)
-            })
-            .collect();
+        let mut segments = literal_segments(&new);
         let replaced = copy_repeats(&mut segments, &new);
         // Segment 0 keeps its literal; 1 and 2 copy all three repeats.
         assert_eq!(replaced, 3 * 10_000);
@@ -280,13 +273,7 @@ mod tests {
         new[(1 << 16) + 1001..(1 << 16) + 10_001].copy_from_slice(&file);
         new[(1 << 16) + 30_001..(1 << 16) + 34_001].copy_from_slice(&file[..4000]);
         new[(1 << 16) + 50_001..(1 << 16) + 50_041].copy_from_slice(&file[..40]);
-        let mut segments: Vec<_> = (0..2)
-            .map(|i| {
-                let range = i << 16..(i + 1) << 16;
-                let plan = literal_plan(1 << 16, &new, range.start);
-                (range, plan)
-            })
-            .collect();
+        let mut segments = literal_segments(&new);
         let replaced = copy_repeats(&mut segments, &new);
         // The file and its first 4000 bytes (a random neighbour byte may
         // match as well).
