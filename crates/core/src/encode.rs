@@ -15,6 +15,9 @@ pub struct SegmentPlan {
     pub literal: Vec<u8>,
     /// Old-image range given to zstd as reference prefix (empty: none).
     pub reference: std::ops::Range<u64>,
+    /// Other windows worth a trial when the stream is small: those of
+    /// merged units that lost to `reference` (see [`encode_segment`]).
+    pub alternatives: Vec<std::ops::Range<u64>>,
 }
 
 impl SegmentPlan {
@@ -73,9 +76,13 @@ pub fn merge_plans(
                 match joint {
                     Some(joint) => last.reference = joint,
                     None if plan.literal.len() > last.literal.len() => {
-                        last.reference = plan.reference;
+                        let lost = std::mem::replace(&mut last.reference, plan.reference);
+                        add_alternative(&mut last.alternatives, lost);
                     }
-                    None => {}
+                    None => add_alternative(&mut last.alternatives, plan.reference),
+                }
+                for window in plan.alternatives {
+                    add_alternative(&mut last.alternatives, window);
                 }
                 last_range.end = range.end;
                 append_ops(&mut last.ops, plan.ops);
@@ -87,6 +94,15 @@ pub fn merge_plans(
         out.push((range, plan));
     }
     out
+}
+
+/// Most alternative windows a plan keeps.
+const MAX_ALTERNATIVES: usize = 8;
+
+fn add_alternative(alternatives: &mut Vec<Range<u64>>, window: Range<u64>) {
+    if !window.is_empty() && alternatives.len() < MAX_ALTERNATIVES {
+        alternatives.push(window);
+    }
 }
 
 /// Appends `ops` to `to`, joining the op across the seam when both halves
@@ -199,7 +215,13 @@ impl Default for EncodeOptions {
     }
 }
 
-/// Compresses `plan` into one zstd frame and builds its table entry.
+/// Largest stream compressed once per alternative window: small segments
+/// (a few edits) gain most from the right window, and cost little to try.
+const TRIAL_STREAM: usize = 64 << 10;
+
+/// Compresses `plan` into one zstd frame and builds its table entry; a
+/// small stream is compressed with each of the plan's alternative windows
+/// too, and the smallest frame kept.
 ///
 /// `old` is the whole old image (the reference prefix is taken from it) and
 /// `produced` the bytes the plan produces, whose digest goes in the entry.
@@ -231,12 +253,25 @@ pub fn encode_segment(
         plan = &fallback;
         stream = stream::encode(&plan.ops, &plan.diff, &plan.literal);
     }
-    let reference = usize::try_from(plan.reference.start)
-        .ok()
-        .zip(usize::try_from(plan.reference.end).ok())
-        .and_then(|(start, end)| old.get(start..end))
-        .unwrap_or(&[]);
-    let payload = compress(&stream, reference, options.level)?;
+    let window = |range: &Range<u64>| {
+        usize::try_from(range.start)
+            .ok()
+            .zip(usize::try_from(range.end).ok())
+            .and_then(|(start, end)| old.get(start..end))
+            .unwrap_or(&[])
+    };
+    let mut chosen = &plan.reference;
+    let mut payload = compress(&stream, window(chosen), options.level)?;
+    if stream.len() <= TRIAL_STREAM {
+        for alternative in &plan.alternatives {
+            let trial = compress(&stream, window(alternative), options.level)?;
+            if trial.len() < payload.len() {
+                payload = trial;
+                chosen = alternative;
+            }
+        }
+    }
+    let reference = window(chosen);
 
     let mut entry = SegmentEntry {
         new_len: produced.len() as u64,
@@ -245,7 +280,7 @@ pub fn encode_segment(
         ref_offset: if reference.is_empty() {
             0
         } else {
-            plan.reference.start
+            chosen.start
         },
         ref_len: reference.len() as u64,
         payload_digest: *blake3::hash(&payload).as_bytes(),
@@ -316,6 +351,61 @@ mod tests {
             ..SegmentPlan::default()
         };
         (at << 23..(at + 1) << 23, plan)
+    }
+
+    #[test]
+    fn small_segments_keep_the_window_that_compresses_them_best() {
+        // Two edits merged into one segment: 4 KiB of noise (more literal
+        // bytes, so its window wins the merge) and 3 KB copied from the old
+        // text at 1 MiB, which only the other unit's window holds.
+        let mut rng = crate::testing::Rng::new(9);
+        let mut old = rng.bytes(1 << 20);
+        old.extend(rng.text(1 << 20));
+        let noise = rng.bytes(4096);
+        let text = old[(1 << 20) + 5000..(1 << 20) + 8000].to_vec();
+        let unit = |at: usize, literal: &[u8], reference: Range<u64>| {
+            let plan = SegmentPlan {
+                ops: vec![Op::Literal {
+                    len: literal.len() as u64,
+                }],
+                literal: literal.to_vec(),
+                reference,
+                ..SegmentPlan::default()
+            };
+            (at..at + literal.len(), plan)
+        };
+        let merged = merge_plans(
+            vec![
+                unit(0, &noise, 0..65536),
+                unit(4096, &text, (1 << 20)..(1 << 20) + 65536),
+            ],
+            MAX_MERGED_LEN,
+            8 << 20,
+        );
+        assert_eq!(merged.len(), 1);
+        let plan = &merged[0].1;
+        assert_eq!(plan.reference, 0..65536);
+        let text_window = (1 << 20)..(1 << 20) + 65536;
+        assert_eq!(
+            plan.alternatives.as_slice(),
+            std::slice::from_ref(&text_window)
+        );
+        let mut produced = noise.clone();
+        produced.extend_from_slice(&text);
+        let options = EncodeOptions { level: 19 };
+        let (entry, payload) = encode_segment(&old, &produced, plan, &options).unwrap();
+        assert_eq!(entry.ref_offset, 1 << 20);
+        let without = SegmentPlan {
+            alternatives: Vec::new(),
+            ..plan.clone()
+        };
+        let (_, larger) = encode_segment(&old, &produced, &without, &options).unwrap();
+        assert!(
+            payload.len() + 800 < larger.len(),
+            "{} against {}",
+            payload.len(),
+            larger.len()
+        );
     }
 
     #[test]
