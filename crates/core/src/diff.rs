@@ -448,35 +448,32 @@ impl Planner<'_> {
             };
             if let Some(c) = hit {
                 let (start, src, stop) = self.extend(sub_start..range.end, pos, c, ANCHOR_WINDOW);
-                if stop - start >= MIN_FINE_MATCH {
-                    self.coarse_gap(sub_start..start, Some(src as i64 - start as i64));
+                let disp = src as i64 - start as i64;
+                let taken = if stop - start >= MIN_FINE_MATCH {
+                    self.coarse_gap(sub_start..start, Some(disp));
                     self.push_copy(start, src, stop);
-                    sub_start = stop;
-                    pos = stop;
+                    Some(stop)
+                } else {
+                    // Too short to copy: a seed for a diff when the bytes
+                    // around it mostly match too (rebuilt code, where
+                    // changed addresses break every exact match).
+                    let (a, b) = self.approx_extend(sub_start..range.end, start, stop, disp);
+                    if b - a >= MIN_APPROX_MATCH {
+                        self.coarse_gap(sub_start..a, Some(disp));
+                        self.push_diff((a as i64 + disp) as usize, &new[a..b]);
+                        self.remember(disp, b - a);
+                        Some(b)
+                    } else {
+                        None
+                    }
+                };
+                if let Some(next) = taken {
+                    sub_start = next;
+                    pos = next;
                     if pos + ANCHOR_WINDOW <= range.end {
                         roller = Roller::new(&new[pos..pos + ANCHOR_WINDOW]);
                     }
                     continue;
-                }
-                // Too short to copy: a seed for a diff when the bytes
-                // around it mostly match too (rebuilt code, where changed
-                // addresses break every exact match).
-                {
-                    let disp = src as i64 - start as i64;
-                    let (a, b) = self.approx_extend(sub_start..range.end, start, stop, disp);
-                    if b - a >= MIN_APPROX_MATCH {
-                        self.coarse_gap(sub_start..a, Some(disp));
-                        let from = (a as i64 + disp) as usize;
-                        self.push_diff(from, &new[a..b]);
-                        *self.disp_weight.entry(disp).or_default() += (b - a) as u64;
-                        self.last_disp = Some(disp);
-                        sub_start = b;
-                        pos = b;
-                        if pos + ANCHOR_WINDOW <= range.end {
-                            roller = Roller::new(&new[pos..pos + ANCHOR_WINDOW]);
-                        }
-                        continue;
-                    }
                 }
             }
             if pos + ANCHOR_WINDOW < range.end {
@@ -516,40 +513,23 @@ impl Planner<'_> {
         disp: i64,
     ) -> (usize, usize) {
         let (old, new) = (self.old, self.new);
-        let old_at = |p: usize| {
-            usize::try_from(p as i64 + disp)
-                .ok()
-                .and_then(|o| old.get(o).copied())
-        };
-        let (mut score, mut best, mut end) = (0i64, 0i64, stop);
-        let mut p = stop;
-        while p < bounds.end {
-            let Some(o) = old_at(p) else { break };
-            score += if new[p] == o { 1 } else { -APPROX_PENALTY };
-            p += 1;
-            if score > best {
-                best = score;
-                end = p;
-            }
-            if score < best - APPROX_GIVE_UP {
-                break;
-            }
-        }
-        let (mut score, mut best, mut begin) = (0i64, 0i64, start);
-        let mut p = start;
-        while p > bounds.start {
-            let Some(o) = old_at(p - 1) else { break };
-            score += if new[p - 1] == o { 1 } else { -APPROX_PENALTY };
-            p -= 1;
-            if score > best {
-                best = score;
-                begin = p;
-            }
-            if score < best - APPROX_GIVE_UP {
-                break;
-            }
-        }
-        (begin, end)
+        // Both ends lie in the old image: `new[start..stop]` matched there.
+        let old_start = (start as i64 + disp) as usize;
+        let old_stop = old_start + (stop - start);
+        let ahead = best_prefix(
+            new[stop..bounds.end].iter().zip(&old[old_stop..]),
+            APPROX_PENALTY,
+            APPROX_GIVE_UP,
+        );
+        let back = best_prefix(
+            new[bounds.start..start]
+                .iter()
+                .rev()
+                .zip(old[..old_start].iter().rev()),
+            APPROX_PENALTY,
+            APPROX_GIVE_UP,
+        );
+        (start - back, stop + ahead)
     }
 
     /// Emits a copy of `new[start..stop]` from `old[src..]` and remembers
@@ -560,7 +540,13 @@ impl Planner<'_> {
             src: src as u64,
             len: (stop - start) as u64,
         });
-        *self.disp_weight.entry(disp).or_default() += (stop - start) as u64;
+        self.remember(disp, stop - start);
+    }
+
+    /// Notes `len` bytes matched at displacement `disp`: the window choice
+    /// weighs displacements, and the next gap diffs against the last one.
+    fn remember(&mut self, disp: i64, len: usize) {
+        *self.disp_weight.entry(disp).or_default() += len as u64;
         self.last_disp = Some(disp);
     }
 
@@ -576,31 +562,20 @@ impl Planner<'_> {
 
         // bsdiff's rule, stricter: extend while matches outweigh mismatches
         // by MISMATCH_PENALTY.
-        let mut fwd = 0;
         let fwd_base = self.last_disp.and_then(|d| old_at(d, range.start));
-        if let Some(base) = fwd_base {
-            let (mut score, mut best) = (0i64, 0i64);
-            for (i, (&n, &o)) in gap.iter().zip(old.get(base..).unwrap_or(&[])).enumerate() {
-                score += if n == o { 1 } else { -MISMATCH_PENALTY };
-                if score > best {
-                    best = score;
-                    fwd = i + 1;
-                }
-            }
-        }
-        let mut back = 0;
+        let fwd = fwd_base.map_or(0, |base| {
+            let after = old.get(base..).unwrap_or(&[]);
+            best_prefix(gap.iter().zip(after), MISMATCH_PENALTY, i64::MAX)
+        });
         let back_base = next_disp.and_then(|d| old_at(d, range.end));
-        if let Some(base) = back_base {
+        let mut back = back_base.map_or(0, |base| {
             let before = old.get(..base).unwrap_or(&[]);
-            let (mut score, mut best) = (0i64, 0i64);
-            for (i, (&n, &o)) in gap.iter().rev().zip(before.iter().rev()).enumerate() {
-                score += if n == o { 1 } else { -MISMATCH_PENALTY };
-                if score > best {
-                    best = score;
-                    back = i + 1;
-                }
-            }
-        }
+            best_prefix(
+                gap.iter().rev().zip(before.iter().rev()),
+                MISMATCH_PENALTY,
+                i64::MAX,
+            )
+        });
         if fwd + back > gap.len() {
             back = gap.len() - fwd;
         }
@@ -655,6 +630,27 @@ impl Planner<'_> {
         let start = centre.saturating_sub(len / 2).min(old_len - len);
         self.plan.reference = start as u64..(start + len) as u64;
     }
+}
+
+/// Length of the prefix of `pairs` (new byte, old byte) where the score, +1
+/// per equal pair and -`penalty` per differing one, peaks; scanning stops
+/// once the score falls `give_up` below its peak.
+fn best_prefix<'a>(
+    pairs: impl Iterator<Item = (&'a u8, &'a u8)>,
+    penalty: i64,
+    give_up: i64,
+) -> usize {
+    let (mut score, mut best, mut len) = (0i64, 0i64, 0);
+    for (i, (n, o)) in pairs.enumerate() {
+        score += if n == o { 1 } else { -penalty };
+        if score > best {
+            best = score;
+            len = i + 1;
+        } else if score < best.saturating_sub(give_up) {
+            break;
+        }
+    }
+    len
 }
 
 static ZERO_PAGE: [u8; 4096] = [0; 4096];

@@ -44,7 +44,7 @@ pub use patch::{Patcher, SegmentRef, APPLY_OVERHEAD};
 pub use sink::{NullSink, Sink, WriteSink};
 pub use source::{FileSource, Source};
 
-use delta_format::{Header, Index, Limits, Op, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, HEADER_LEN};
+use delta_format::{Header, Index, Limits, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, HEADER_LEN};
 use std::ops::Range;
 
 /// Options of the one-thread, in-memory generator [`diff_slices`].
@@ -100,19 +100,8 @@ pub fn arrange_segments(
     segments
 }
 
-/// Bytes the plans' COPY_NEW ops produce; when not 0, the header needs
-/// `FLAG_COPY_NEW`.
-pub fn copy_new_len(segments: &[(Range<usize>, SegmentPlan)]) -> u64 {
-    segments
-        .iter()
-        .flat_map(|(_, plan)| &plan.ops)
-        .filter(|op| matches!(op, Op::CopyNew { .. }))
-        .map(Op::len)
-        .sum()
-}
-
 /// Builds the header for `segments` (digests of both images included);
-/// `copy_new` sets `FLAG_COPY_NEW` (see [`copy_new_len`]).
+/// `copy_new` (some segment holds a COPY_NEW op) sets `FLAG_COPY_NEW`.
 pub fn build_header(
     old: &[u8],
     new: &[u8],
@@ -167,10 +156,7 @@ pub fn diff_slices(old: &[u8], new: &[u8], options: &SliceOptions) -> Result<Vec
     let mut segments = Vec::new();
     let mut payloads = Vec::new();
     let mut merged = arrange_segments(units, old.len() as u64, options);
-    if options.copies_new() {
-        reuse::copy_repeats(&mut merged, new);
-    }
-    let copy_new = copy_new_len(&merged) > 0;
+    let copy_new = options.copies_new() && reuse::copy_repeats(&mut merged, new) > 0;
     for (range, plan) in merged {
         let (entry, payload) = encode_segment(old, &new[range], &plan, &options.encode)?;
         segments.push(entry);

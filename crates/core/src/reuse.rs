@@ -78,6 +78,7 @@ pub fn copy_repeats_in(
     if copies.is_empty() {
         return 0;
     }
+    let replaced = copies.iter().map(|(copy, _)| copy.len() as u64).sum();
     // Rebuild the ops: every copy lies inside one literal run.
     let mut ops = Vec::with_capacity(plan.ops.len() + 2 * copies.len());
     let mut literal = Vec::with_capacity(plan.literal.len());
@@ -103,11 +104,7 @@ pub fn copy_repeats_in(
     }
     plan.ops = ops;
     plan.literal = literal;
-    plan.ops
-        .iter()
-        .filter(|op| matches!(op, Op::CopyNew { .. }))
-        .map(Op::len)
-        .sum()
+    replaced
 }
 
 /// The repeats inside the literal run `run` of a segment starting at
@@ -130,34 +127,30 @@ fn find_repeats(
             .lookup(r.hash)
             .map(|src| src as usize)
             .filter(|&src| src + REUSE_BLOCK <= start && &new[src..src + REUSE_BLOCK] == window);
-        let Some(src) = hit else {
-            if pos + REUSE_BLOCK < run.end {
-                r.roll(new[pos], new[pos + REUSE_BLOCK]);
-            }
-            pos += 1;
-            continue;
-        };
         // Extend within the run (not over the previous copy), never reading
         // at or past the segment's start.
-        let back = common_suffix(&new[..src], &new[cursor..pos]);
-        let limit = (start - src - REUSE_BLOCK).min(run.end - pos - REUSE_BLOCK);
-        let ahead = common_prefix(
-            &new[src + REUSE_BLOCK..src + REUSE_BLOCK + limit],
-            &new[pos + REUSE_BLOCK..pos + REUSE_BLOCK + limit],
-        );
-        let copy = pos - back..pos + REUSE_BLOCK + ahead;
-        if copy.len() < MIN_REPEAT {
-            if pos + REUSE_BLOCK < run.end {
-                let r = roller.as_mut().expect("set above");
-                r.roll(new[pos], new[pos + REUSE_BLOCK]);
-            }
-            pos += 1;
+        let repeat = hit
+            .map(|src| {
+                let back = common_suffix(&new[..src], &new[cursor..pos]);
+                let limit = (start - src - REUSE_BLOCK).min(run.end - pos - REUSE_BLOCK);
+                let ahead = common_prefix(
+                    &new[src + REUSE_BLOCK..src + REUSE_BLOCK + limit],
+                    &new[pos + REUSE_BLOCK..pos + REUSE_BLOCK + limit],
+                );
+                (pos - back..pos + REUSE_BLOCK + ahead, src - back)
+            })
+            .filter(|(copy, _)| copy.len() >= MIN_REPEAT);
+        if let Some((copy, from)) = repeat {
+            cursor = copy.end;
+            pos = copy.end;
+            roller = None;
+            found.push((copy, from));
             continue;
         }
-        found.push((copy.clone(), src - back));
-        cursor = copy.end;
-        pos = copy.end;
-        roller = None;
+        if pos + REUSE_BLOCK < run.end {
+            r.roll(new[pos], new[pos + REUSE_BLOCK]);
+        }
+        pos += 1;
     }
     found
 }

@@ -261,18 +261,14 @@ impl<'a> Decoder<'a> {
         let instruction = match code {
             OP_COPY | OP_DIFF => {
                 let delta = self.next_delta()?;
-                let src = i128::from(self.cursor) + i128::from(delta);
-                let out_of_range = || Error::SourceOutOfRange {
-                    index: at,
-                    src,
-                    len,
-                    old_len: self.old_len,
-                };
-                let src = u64::try_from(src).map_err(|_| out_of_range())?;
-                match src.checked_add(len) {
-                    Some(end) if end <= self.old_len => self.cursor = end,
-                    _ => return Err(out_of_range()),
-                }
+                let src = step(&mut self.cursor, delta, len, self.old_len).map_err(|src| {
+                    Error::SourceOutOfRange {
+                        index: at,
+                        src,
+                        len,
+                        old_len: self.old_len,
+                    }
+                })?;
                 if code == OP_COPY {
                     self.totals.copy = add(self.totals.copy, len)?;
                     Instruction::Copy { src, len }
@@ -294,18 +290,15 @@ impl<'a> Decoder<'a> {
             }
             OP_COPY_NEW => {
                 let delta = self.next_delta()?;
-                let src = i128::from(self.new_cursor) + i128::from(delta);
-                let out_of_range = || Error::NewSourceOutOfRange {
-                    index: at,
-                    src,
-                    len,
-                    limit: self.new_limit,
-                };
-                let src = u64::try_from(src).map_err(|_| out_of_range())?;
-                match src.checked_add(len) {
-                    Some(end) if end <= self.new_limit => self.new_cursor = end,
-                    _ => return Err(out_of_range()),
-                }
+                let src =
+                    step(&mut self.new_cursor, delta, len, self.new_limit).map_err(|src| {
+                        Error::NewSourceOutOfRange {
+                            index: at,
+                            src,
+                            len,
+                            limit: self.new_limit,
+                        }
+                    })?;
                 self.totals.copy = add(self.totals.copy, len)?;
                 Instruction::CopyNew { src, len }
             }
@@ -352,6 +345,23 @@ impl<'a> Decoder<'a> {
     fn next_delta(&mut self) -> Result<i64> {
         let raw = varint::get(self.srcs, &mut self.srcs_pos, "source section")?;
         Ok(varint::unzigzag(raw))
+    }
+}
+
+/// Moves a source `cursor` by `delta` to the start of an op's `len` bytes,
+/// which must end by `limit`, and past them. Returns the start, or (when out
+/// of range) the signed offset the delta pointed at.
+fn step(cursor: &mut u64, delta: i64, len: u64, limit: u64) -> std::result::Result<u64, i128> {
+    let src = i128::from(*cursor) + i128::from(delta);
+    let range = u64::try_from(src)
+        .ok()
+        .and_then(|start| Some((start, start.checked_add(len)?)));
+    match range {
+        Some((start, end)) if end <= limit => {
+            *cursor = end;
+            Ok(start)
+        }
+        _ => Err(src),
     }
 }
 

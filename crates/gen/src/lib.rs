@@ -38,9 +38,8 @@ mod mmap;
 pub use error::{Error, Result};
 
 use delta_core::{
-    arrange_segments, build_header, copy_new_len, encode_segment, plan_segment, reuse, unit_ranges,
-    BlockIndex, DiffOptions, EncodeOptions, Patcher, SegmentPlan, SegmentRef, Sink, SliceOptions,
-    Source,
+    arrange_segments, build_header, encode_segment, plan_segment, reuse, unit_ranges, BlockIndex,
+    DiffOptions, EncodeOptions, Patcher, SegmentPlan, SegmentRef, Sink, SliceOptions, Source,
 };
 use delta_format::{Index, SegmentEntry, FLAG_MIGRATION};
 use rayon::prelude::*;
@@ -247,13 +246,15 @@ pub fn generate_into(
             })
             .collect();
         let mut merged = arrange_segments(units, old.len() as u64, &slice_options);
-        if slice_options.copies_new() {
+        let copy_new_bytes: u64 = if slice_options.copies_new() {
             let index = reuse::repeat_index(&merged, new);
-            merged.par_iter_mut().for_each(|(range, plan)| {
-                reuse::copy_repeats_in(range.start, plan, new, &index);
-            });
-        }
-        let copy_new_bytes = copy_new_len(&merged);
+            merged
+                .par_iter_mut()
+                .map(|(range, plan)| reuse::copy_repeats_in(range.start, plan, new, &index))
+                .sum()
+        } else {
+            0
+        };
         let copy_new = copy_new_bytes > 0;
         let encoded: Vec<(SegmentEntry, Vec<u8>)> =
             map_heaviest_first(&merged, encode_cost, |i, (range, plan)| {
