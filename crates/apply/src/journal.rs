@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
-    /// Segments `0..segments_done` are written, verified and fsynced.
+    /// Segments `0..segments_done`, and the first `segment_bytes` bytes of
+    /// the next one, are written and fsynced.
     Applying,
     /// The whole image is written, fsynced and matches its digest; only the
     /// commit is left.
@@ -36,6 +37,8 @@ pub struct Record {
     pub target: String,
     /// Segments written, verified and fsynced.
     pub segments_done: u64,
+    /// Bytes of the next segment written and fsynced (not yet verified).
+    pub segment_bytes: u64,
     /// Progress state.
     pub state: State,
 }

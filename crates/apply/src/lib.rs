@@ -10,8 +10,11 @@
 //! 2. **applying** — segments in order: each payload is read, checked,
 //!    decompressed and run against the old image (positional reads, no
 //!    mapping), its output digest checked, and written sequentially to the
-//!    target; a [`journal`] checkpoint follows an `fdatasync` every few seconds, so a re-run after a power cut resumes from the last verified,
-//!    durable segment;
+//!    target; a [`journal`] checkpoint follows an `fdatasync` every few
+//!    seconds, between segments or inside one, so a re-run after a power cut
+//!    resumes where the last checkpoint was: it decodes an interrupted
+//!    segment again from its start and writes only the bytes that are
+//!    missing;
 //! 3. **verifying** — the whole image's digest against the header;
 //! 4. **waiting for application lock** — only the commit is gated: every
 //!    `updates.lock` under the lock root is probed with a non-blocking
@@ -38,6 +41,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod checkpoint;
 mod error;
 pub mod journal;
 pub mod locks;
@@ -48,6 +52,7 @@ pub mod target;
 pub use error::{Error, Result};
 pub use progress::{Progress, ProgressFn, Step};
 
+use checkpoint::{Checkpoints, SegmentSink};
 use delta_core::{FileSource, Patcher, SegmentRef, Source};
 use delta_format::{Header, Index, Limits, DIGEST_LEN, HEADER_LEN};
 use journal::{Journal, Record, State};
@@ -131,6 +136,9 @@ pub struct Outcome {
     pub segments: u64,
     /// Segments found done from an earlier, interrupted run.
     pub resumed_segments: u64,
+    /// Bytes of the new image found written by an earlier, interrupted run
+    /// (whole segments and the written part of the next one).
+    pub resumed_bytes: u64,
     /// blake3 of the new image, hex.
     pub new_digest: String,
     /// Non-fatal problems (e.g. the update log could not be written).
@@ -395,11 +403,12 @@ fn apply_inner(
 
     let journal = Journal::new(journal_path(options, &target));
     let identity = Record {
-        version: 1,
+        version: 2,
         delta_id: delta.id.clone(),
         old: old.map(|p| p.display().to_string()).unwrap_or_default(),
         target: target.path().display().to_string(),
         segments_done: 0,
+        segment_bytes: 0,
         state: State::Applying,
     };
     let resume = journal.load().filter(|r| {
@@ -408,6 +417,12 @@ fn apply_inner(
             && r.old == identity.old
             && r.target == identity.target
             && r.segments_done <= header.segment_count
+            && r.segment_bytes
+                <= delta
+                    .index
+                    .segments
+                    .get(r.segments_done as usize)
+                    .map_or(0, |s| s.new_len)
             && target.write_path().exists()
     });
     let result = write_and_commit(run, &delta, &source, &target, &journal, identity, resume);
@@ -446,6 +461,13 @@ fn write_and_commit(
     let header = &delta.index.header;
     let new_len = header.new_len;
     let resumed_segments = resume.as_ref().map_or(0, |r| r.segments_done);
+    let resumed_bytes = resume.as_ref().map_or(0, |r| {
+        delta
+            .index
+            .new_offsets
+            .get(r.segments_done as usize)
+            .map_or(new_len, |start| start + r.segment_bytes)
+    });
     let verified = resume.as_ref().is_some_and(|r| r.state == State::Verified);
     let write_path = target.write_path().to_owned();
     let io = |op, source| Error::Io {
@@ -470,22 +492,17 @@ fn write_and_commit(
             });
         }
     } else {
-        let start_segment = resumed_segments as usize;
-        let start = delta
-            .index
-            .new_offsets
-            .get(start_segment)
-            .copied()
-            .unwrap_or(new_len);
         let mut hasher = blake3::Hasher::new();
-        if start > 0 {
+        if resumed_bytes > 0 {
             run.log.line(format!(
-                "journal: resuming at segment {start_segment} (byte {start}); re-reading the written part"
+                "journal: resuming at segment {resumed_segments}, {} bytes into it (byte {resumed_bytes}); \
+                 re-reading the written part",
+                resume.as_ref().map_or(0, |r| r.segment_bytes)
             ));
             if let Target::File { .. } = target {
-                file.set_len(start).map_err(|e| io("truncate", e))?;
+                file.set_len(resumed_bytes).map_err(|e| io("truncate", e))?;
             }
-            target::hash_prefix(&file, &write_path, start, &mut hasher, |done| {
+            target::hash_prefix(&file, &write_path, resumed_bytes, &mut hasher, |done| {
                 run.report(
                     Step::Applying,
                     done,
@@ -496,7 +513,7 @@ fn write_and_commit(
         } else {
             journal.store(&identity)?;
         }
-        run.report(Step::Applying, start, new_len, None);
+        run.report(Step::Applying, resumed_bytes, new_len, None);
         let hasher = apply_segments(
             run,
             delta,
@@ -505,7 +522,7 @@ fn write_and_commit(
             journal,
             &identity,
             file,
-            start_segment,
+            resume.as_ref(),
             hasher,
         )?;
         run.report(Step::Verifying, new_len, new_len, None);
@@ -541,6 +558,7 @@ fn write_and_commit(
         new_len,
         segments: header.segment_count,
         resumed_segments,
+        resumed_bytes,
         new_digest: hex(&header.new_digest),
         warnings: Vec::new(),
         log_path: None,
@@ -556,7 +574,7 @@ fn apply_segments(
     journal: &Journal,
     identity: &Record,
     file: File,
-    start_segment: usize,
+    resume: Option<&Record>,
     hasher: blake3::Hasher,
 ) -> Result<blake3::Hasher> {
     let index = &delta.index;
@@ -567,11 +585,12 @@ fn apply_segments(
         path: write_path.clone(),
         source,
     };
+    let start_segment = resume.map_or(0, |r| r.segments_done as usize);
+    let mut skip = resume.map_or(0, |r| r.segment_bytes);
     let start = index
         .new_offsets
         .get(start_segment)
-        .copied()
-        .unwrap_or(new_len);
+        .map_or(new_len, |offset| offset + skip);
     let mut progress = run.progress.as_mut();
     let mut report_bytes = |done: u64| {
         if let Some(f) = progress.as_deref_mut() {
@@ -586,9 +605,17 @@ fn apply_segments(
     let sparse = matches!(target, Target::File { .. });
     let mut writer = TargetWriter::new(file, start, sparse, hasher, &mut report_bytes)
         .map_err(|e| io("seek", e))?;
+    let mut checkpoints = Checkpoints::new(
+        journal,
+        &write_path,
+        identity,
+        run.cancel,
+        run.options.checkpoint_bytes,
+        run.options.checkpoint_interval,
+        start,
+    );
     let mut patcher = Patcher::new();
     let mut payload = Vec::new();
-    let mut last_checkpoint = (Instant::now(), start);
     for i in start_segment..index.segments.len() {
         if run.cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
@@ -605,24 +632,24 @@ fn apply_segments(
                 path: delta.path.clone(),
                 source,
             })?;
-        patcher
-            .apply_segment(source, seg, &payload, &mut writer)
-            .map_err(|source| Error::Segment {
-                path: delta.path.clone(),
-                source,
-            })?;
-        let done = writer.position();
+        let mut sink = SegmentSink::new(
+            &mut writer,
+            &mut checkpoints,
+            seg.index,
+            seg.new_offset,
+            std::mem::take(&mut skip),
+        );
+        let applied = patcher.apply_segment(source, seg, &payload, &mut sink);
+        if let Some(failure) = sink.take_failure() {
+            return Err(failure);
+        }
+        applied.map_err(|source| Error::Segment {
+            path: delta.path.clone(),
+            source,
+        })?;
         let last = i + 1 == index.segments.len();
-        if !last
-            && (done - last_checkpoint.1 >= run.options.checkpoint_bytes
-                || last_checkpoint.0.elapsed() >= run.options.checkpoint_interval)
-        {
-            writer.sync().map_err(|e| io("write", e))?;
-            journal.store(&Record {
-                segments_done: i as u64 + 1,
-                ..identity.clone()
-            })?;
-            last_checkpoint = (Instant::now(), done);
+        if !last && checkpoints.due(writer.position()) {
+            checkpoints.store(&mut writer, i as u64 + 1, 0)?;
         }
     }
     let (_file, hasher) = writer.finish().map_err(|e| io("write", e))?;

@@ -81,9 +81,9 @@ struct Tuning {
     /// Bytes of new image per segment.
     #[arg(long, value_parser = parse_size, default_value = "4MiB")]
     segment_size: u64,
-    /// Largest segment made by merging cheap neighbours (zero runs, copies); at most --segment-size disables merging.
-    #[arg(long, value_parser = parse_size, default_value = "256MiB")]
-    max_merge: u64,
+    /// Largest segment made by merging cheap neighbours (zero runs, copies), default no limit; at most --segment-size disables merging.
+    #[arg(long, value_parser = parse_size)]
+    max_merge: Option<u64>,
     /// Most bytes of old image a segment's zstd frame may reference (applier memory grows with it).
     #[arg(long, value_parser = parse_size, default_value = "8MiB")]
     max_reference: u64,
@@ -99,7 +99,10 @@ impl Tuning {
             level: self.level,
             segment_len: usize::try_from(self.segment_size).map_err(|e| e.to_string())?,
             max_reference: usize::try_from(self.max_reference).map_err(|e| e.to_string())?,
-            merge_len: usize::try_from(self.max_merge).map_err(|e| e.to_string())?,
+            merge_len: match self.max_merge {
+                Some(len) => usize::try_from(len).map_err(|e| e.to_string())?,
+                None => GenOptions::default().merge_len,
+            },
             copy_new: !self.independent_segments,
             ..GenOptions::default()
         })
@@ -369,8 +372,11 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
             outcome.new_len,
             outcome.new_digest,
             outcome.segments,
-            if outcome.resumed_segments > 0 {
-                format!(" ({} resumed)", outcome.resumed_segments)
+            if outcome.resumed_bytes > 0 {
+                format!(
+                    " (resumed at byte {}, {} segments done)",
+                    outcome.resumed_bytes, outcome.resumed_segments
+                )
             } else {
                 String::new()
             },

@@ -268,6 +268,89 @@ fn resumes_from_the_journal_after_a_kill() {
     d.assert_done();
 }
 
+/// Segments far longer than a checkpoint interval: a kill inside one costs
+/// only the writes since the last checkpoint, not the whole segment.
+#[test]
+fn resumes_inside_a_segment_after_a_kill() {
+    let d = Device::new(48 << 20, "16MiB");
+    let mut rng = Rng::new(7);
+    let mut inside = 0;
+    for _ in 0..40 {
+        let mut child = d
+            .command(&[
+                "apply",
+                "old.img",
+                "u.delta",
+                "-o",
+                "out.img",
+                "--no-log",
+                "--checkpoint-bytes",
+                "1MiB",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Kill at a random moment after a checkpoint inside a segment.
+        let started = Instant::now();
+        let written = loop {
+            let text = std::fs::read_to_string(d.path("out.img.journal")).unwrap_or_default();
+            let bytes = json_u64(&text, "segment_bytes");
+            if bytes > 0 {
+                break bytes;
+            }
+            if child.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(30) {
+                break 0;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        std::thread::sleep(Duration::from_micros(rng.below(3000)));
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() || written == 0 {
+            continue;
+        }
+        assert!(
+            !d.path("out.img").exists(),
+            "killed apply left a complete-looking target"
+        );
+        let journal = std::fs::read_to_string(d.path("out.img.journal")).unwrap();
+        let segments = json_u64(&journal, "segments_done");
+        let bytes = json_u64(&journal, "segment_bytes");
+        let out = d.apply(&["--no-log"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        d.assert_done();
+        if bytes > 0 {
+            inside += 1;
+            // 16 MiB segments: the resume point is the journal's, inside one.
+            let at = segments * (16 << 20) + bytes;
+            assert!(
+                stdout(&out).contains(&format!("resumed at byte {at}, {segments} segments done")),
+                "journal {journal}, {}",
+                stdout(&out)
+            );
+        }
+        std::fs::remove_file(d.path("out.img")).unwrap();
+        if inside >= 5 {
+            break;
+        }
+    }
+    assert!(inside >= 3, "only {inside} runs resumed inside a segment");
+}
+
+/// The number after `"key":` in a JSON journal, 0 when absent.
+fn json_u64(text: &str, key: &str) -> u64 {
+    let pattern = format!("\"{key}\":");
+    text.find(&pattern)
+        .map(|at| {
+            text[at + pattern.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn held_lock_blocks_only_the_commit_then_timeout_exit_3_and_rerun_commits() {
     let d = Device::new(4 << 20, "256KiB");

@@ -27,8 +27,12 @@ impl SegmentPlan {
     }
 }
 
-/// Most bytes of new image one merged segment may produce.
-pub const MAX_MERGED_LEN: usize = 256 << 20;
+/// Most bytes of new image one merged segment may produce, by default: no
+/// limit. A segment's length costs the applier no memory, and a power cut
+/// inside one costs only the writes since the applier's last journal
+/// checkpoint (it checkpoints inside segments), so only the stream limit
+/// below bounds a merge.
+pub const MAX_MERGED_LEN: usize = usize::MAX;
 /// Most stream bytes (ops, diff and literal bytes) of one merged segment:
 /// with the default 4 MiB units and 8 MiB reference, the applier's buffers
 /// (stream, payload and reference) stay under 24 MiB.
