@@ -386,7 +386,9 @@ fn build_index(old: &[u8], block_size: usize) -> BlockIndex {
         },
     );
     let (mut anchors, mask) = anchors;
-    anchors.par_sort_unstable();
+    // Each chunk's anchors come sorted by key and chunks in offset order, so
+    // a stable merge by key alone leaves the lowest offset first per key.
+    anchors.par_sort_by_key(|a| a.key());
     BlockIndex::from_hashes(block_size, hashes.len(), hashes).with_anchors(anchors, mask)
 }
 
