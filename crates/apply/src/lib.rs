@@ -461,13 +461,9 @@ fn write_and_commit(
     let header = &delta.index.header;
     let new_len = header.new_len;
     let resumed_segments = resume.as_ref().map_or(0, |r| r.segments_done);
-    let resumed_bytes = resume.as_ref().map_or(0, |r| {
-        delta
-            .index
-            .new_offsets
-            .get(r.segments_done as usize)
-            .map_or(new_len, |start| start + r.segment_bytes)
-    });
+    let resumed_bytes = resume
+        .as_ref()
+        .map_or(0, |r| resume_offset(&delta.index, r));
     let verified = resume.as_ref().is_some_and(|r| r.state == State::Verified);
     let write_path = target.write_path().to_owned();
     let io = |op, source| Error::Io {
@@ -565,6 +561,14 @@ fn write_and_commit(
     })
 }
 
+/// The first byte of the new image a resumed run still has to write.
+fn resume_offset(index: &Index, record: &Record) -> u64 {
+    index
+        .new_offsets
+        .get(record.segments_done as usize)
+        .map_or(index.header.new_len, |start| start + record.segment_bytes)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn apply_segments(
     run: &mut Run<'_>,
@@ -587,10 +591,7 @@ fn apply_segments(
     };
     let start_segment = resume.map_or(0, |r| r.segments_done as usize);
     let mut skip = resume.map_or(0, |r| r.segment_bytes);
-    let start = index
-        .new_offsets
-        .get(start_segment)
-        .map_or(new_len, |offset| offset + skip);
+    let start = resume.map_or(0, |r| resume_offset(index, r));
     let mut progress = run.progress.as_mut();
     let mut report_bytes = |done: u64| {
         if let Some(f) = progress.as_deref_mut() {

@@ -203,11 +203,6 @@ impl Anchor {
         }
     }
 
-    /// The high 32 bits of the window's hash: what lookups compare.
-    pub fn key(&self) -> u32 {
-        self.key
-    }
-
     /// Offset of the window in the old image.
     pub fn offset(&self) -> u64 {
         u64::from(self.offset_high) << 32 | u64::from(self.offset_low)

@@ -1,7 +1,7 @@
 //! Turning a segment plan (ops plus data) into a payload and table entry.
 
 use crate::error::{Error, Result};
-use delta_format::{stream, Op, SegmentEntry};
+use delta_format::{stream, Digest, Op, SegmentEntry};
 use std::ops::Range;
 
 /// What one segment should contain, before compression.
@@ -238,6 +238,22 @@ pub fn encode_segment(
     plan: &SegmentPlan,
     options: &EncodeOptions,
 ) -> Result<(SegmentEntry, Vec<u8>)> {
+    let digest = *blake3::hash(produced).as_bytes();
+    encode_segment_digested(old, produced, digest, plan, options)
+}
+
+/// [`encode_segment`] with the BLAKE3 digest of `produced` given (the
+/// generator hashes long segments on several threads).
+///
+/// # Errors
+/// [`Error::Compress`] when zstd fails (out of memory).
+pub fn encode_segment_digested(
+    old: &[u8],
+    produced: &[u8],
+    output_digest: Digest,
+    plan: &SegmentPlan,
+    options: &EncodeOptions,
+) -> Result<(SegmentEntry, Vec<u8>)> {
     let mut stream = stream::encode(&plan.ops, &plan.diff, &plan.literal);
     let fallback;
     let mut plan = plan;
@@ -296,7 +312,7 @@ pub fn encode_segment(
         },
         ref_len: reference.len() as u64,
         payload_digest: *blake3::hash(&payload).as_bytes(),
-        output_digest: *blake3::hash(produced).as_bytes(),
+        output_digest,
         ..SegmentEntry::default()
     };
     for op in &plan.ops {

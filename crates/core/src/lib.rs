@@ -38,7 +38,10 @@ mod source;
 pub mod testing;
 
 pub use diff::{plan_segment, BlockIndex, DiffOptions};
-pub use encode::{encode_segment, merge_plans, widen_edit_references, EncodeOptions, SegmentPlan};
+pub use encode::{
+    encode_segment, encode_segment_digested, merge_plans, widen_edit_references, EncodeOptions,
+    SegmentPlan,
+};
 pub use error::{Error, Result};
 pub use patch::{Patcher, SegmentRef, APPLY_OVERHEAD};
 pub use sink::{NullSink, Sink, WriteSink};
