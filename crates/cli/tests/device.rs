@@ -96,6 +96,18 @@ impl Device {
             .unwrap()
     }
 
+    /// Starts `delta apply old.img u.delta -o out.img` with `extra`, its
+    /// output piped, to be killed.
+    fn spawn_apply(&self, extra: &[&str]) -> Child {
+        let mut args = vec!["apply", "old.img", "u.delta", "-o", "out.img"];
+        args.extend_from_slice(extra);
+        self.command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     fn apply(&self, extra: &[&str]) -> Output {
         let mut args = vec!["apply", "old.img", "u.delta", "-o", "out.img"];
         args.extend_from_slice(extra);
@@ -162,21 +174,7 @@ fn kill_9_at_random_moments_then_resume() {
     std::fs::remove_file(d.path("out.img")).unwrap();
 
     for round in 0..60 {
-        let mut child = d
-            .command(&[
-                "apply",
-                "old.img",
-                "u.delta",
-                "-o",
-                "out.img",
-                "--no-log",
-                "--checkpoint-bytes",
-                "1MiB",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = d.spawn_apply(&["--no-log", "--checkpoint-bytes", "1MiB"]);
         let wait = full.mul_f64(rng.below(1000) as f64 / 1000.0);
         std::thread::sleep(wait);
         let finished = child.try_wait().unwrap().is_some();
@@ -228,21 +226,7 @@ impl Device {
 #[test]
 fn resumes_from_the_journal_after_a_kill() {
     let d = Device::new(32 << 20, "256KiB");
-    let mut child = d
-        .command(&[
-            "apply",
-            "old.img",
-            "u.delta",
-            "-o",
-            "out.img",
-            "--checkpoint-bytes",
-            "1MiB",
-            "--progress",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = d.spawn_apply(&["--checkpoint-bytes", "1MiB", "--progress", "json"]);
     // Kill once the journal shows progress.
     let started = Instant::now();
     loop {
@@ -276,20 +260,7 @@ fn resumes_inside_a_segment_after_a_kill() {
     let mut rng = Rng::new(7);
     let mut inside = 0;
     for _ in 0..40 {
-        let mut child = d
-            .command(&[
-                "apply",
-                "old.img",
-                "u.delta",
-                "-o",
-                "out.img",
-                "--no-log",
-                "--checkpoint-bytes",
-                "1MiB",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = d.spawn_apply(&["--no-log", "--checkpoint-bytes", "1MiB"]);
         // Kill at a random moment after a checkpoint inside a segment.
         let started = Instant::now();
         let written = loop {
