@@ -308,6 +308,37 @@ fn resumes_inside_a_segment_after_a_kill() {
     assert!(inside >= 3, "only {inside} runs resumed inside a segment");
 }
 
+/// A journal whose resume point lies past its segment (damaged, or from
+/// another build) is not trusted: the apply starts over and succeeds.
+#[test]
+fn a_journal_claiming_more_than_its_segment_starts_over() {
+    let d = Device::new(32 << 20, "16MiB");
+    let mut child = d.spawn_apply(&["--no-log", "--checkpoint-bytes", "256KiB"]);
+    let started = Instant::now();
+    let journal = loop {
+        let text = std::fs::read_to_string(d.path("out.img.journal")).unwrap_or_default();
+        if json_u64(&text, "segment_bytes") > 0 {
+            break text;
+        }
+        if child.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(30) {
+            panic!("apply finished before a checkpoint inside a segment");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let _ = child.kill();
+    child.wait().unwrap();
+    let bytes = json_u64(&journal, "segment_bytes");
+    let damaged = journal.replace(
+        &format!("\"segment_bytes\":{bytes}"),
+        "\"segment_bytes\":99999999999",
+    );
+    std::fs::write(d.path("out.img.journal"), damaged).unwrap();
+    let out = d.apply(&["--no-log"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("resumed"), "{}", stdout(&out));
+    d.assert_done();
+}
+
 /// The number after `"key":` in a JSON journal, 0 when absent.
 fn json_u64(text: &str, key: &str) -> u64 {
     let pattern = format!("\"{key}\":");
