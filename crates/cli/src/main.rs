@@ -75,7 +75,7 @@ struct Tuning {
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// zstd level of payloads (1-22).
+    /// zstd level of payloads (1-22); streams of random-looking bytes get at most 3.
     #[arg(long, default_value_t = GenOptions::default().level)]
     level: i32,
     /// Bytes of new image per segment.

@@ -209,7 +209,7 @@ fn joint_reference(a: &Range<u64>, b: &Range<u64>, max_reference: u64) -> Option
 /// Compression settings for payloads.
 #[derive(Debug, Clone)]
 pub struct EncodeOptions {
-    /// zstd level (1..=22).
+    /// zstd level (1..=22); random-looking streams get at most 3.
     pub level: i32,
 }
 
@@ -292,7 +292,7 @@ pub fn encode_segment_digested(
     let mut payload = compress(&stream, window(chosen), level)?;
     if stream.len() <= TRIAL_STREAM {
         for alternative in &plan.alternatives {
-            let trial = compress(&stream, window(alternative), options.level)?;
+            let trial = compress(&stream, window(alternative), level)?;
             if trial.len() < payload.len() {
                 payload = trial;
                 chosen = alternative;

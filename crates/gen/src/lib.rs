@@ -59,7 +59,7 @@ pub struct GenOptions {
     pub segment_len: usize,
     /// Block size of the matcher, in bytes.
     pub block_size: usize,
-    /// zstd level of payloads.
+    /// zstd level of payloads (random-looking streams get at most 3).
     pub level: i32,
     /// Most bytes of old image a segment's zstd frame may reference.
     pub max_reference: usize,
