@@ -76,9 +76,10 @@ fn frame_expanding_past_stream_len_is_cut_off() {
     );
 }
 
-#[test]
-fn copy_outside_the_old_image_is_refused() {
-    let stream = stream::encode(&[Op::Copy { src: 90, len: 20 }], &[], &[]);
+/// The error of a segment made of one 20-byte copy op, applied to a
+/// 100-byte old image.
+fn copy_error(op: Op) -> String {
+    let stream = stream::encode(&[op], &[], &[]);
     let (entry, payload) = segment(
         &stream,
         SegmentEntry {
@@ -88,9 +89,14 @@ fn copy_outside_the_old_image_is_refused() {
             ..SegmentEntry::default()
         },
     );
-    let err = apply(&[7u8; 100], &entry, &payload)
+    apply(&[7u8; 100], &entry, &payload)
         .unwrap_err()
-        .to_string();
+        .to_string()
+}
+
+#[test]
+fn copy_outside_the_old_image_is_refused() {
+    let err = copy_error(Op::Copy { src: 90, len: 20 });
     assert!(
         err.contains("segment 3") && err.contains("old offset 90"),
         "{err}"
@@ -99,19 +105,7 @@ fn copy_outside_the_old_image_is_refused() {
 
 #[test]
 fn copy_of_the_new_image_without_its_flag_is_refused() {
-    let stream = stream::encode(&[Op::CopyNew { src: 10, len: 20 }], &[], &[]);
-    let (entry, payload) = segment(
-        &stream,
-        SegmentEntry {
-            new_len: 20,
-            stream_len: stream.len() as u64,
-            copy_len: 20,
-            ..SegmentEntry::default()
-        },
-    );
-    let err = apply(&[7u8; 100], &entry, &payload)
-        .unwrap_err()
-        .to_string();
+    let err = copy_error(Op::CopyNew { src: 10, len: 20 });
     assert!(
         err.contains("segment 3")
             && err.contains("new offset 10")
