@@ -19,8 +19,8 @@
 use delta_core::{DiffOptions, EncodeOptions, Patcher, SegmentRef, Sink, SliceOptions};
 use delta_format::stream::Decoder;
 use delta_format::{
-    stream, Header, Index, Instruction, Limits, Op, SegmentEntry, Totals, DIGEST_LEN, ENTRY_LEN,
-    HEADER_LEN, STREAM_SLACK,
+    stream, window, Header, Index, Instruction, Limits, Op, SegmentEntry, Totals, DIGEST_LEN,
+    ENTRY_LEN, HEADER_LEN, STREAM_SLACK,
 };
 use std::io;
 
@@ -57,6 +57,7 @@ pub fn slice_options(full: bool) -> SliceOptions {
         full,
         merge_len: 4 * 4096,
         copy_new: true,
+        window_list: true,
     }
 }
 
@@ -363,7 +364,9 @@ fn fix_delta(data: &[u8], limits: &Limits) -> Option<Vec<u8>> {
         let take = usize::try_from(e.payload_len).map_or(rest.len(), |n| n.min(rest.len()));
         let (raw, tail) = rest.split_at(take);
         rest = tail;
-        let payload = if raw.starts_with(&ZSTD_MAGIC) {
+        let payload = if header.has_window_list() {
+            listed_payload(raw, &header, e)?
+        } else if raw.starts_with(&ZSTD_MAGIC) {
             raw.to_vec()
         } else {
             e.stream_len = raw.len() as u64;
@@ -394,6 +397,7 @@ fn fix_delta(data: &[u8], limits: &Limits) -> Option<Vec<u8>> {
             } else {
                 0
             },
+            window_list: header.has_window_list(),
         };
         payload_offset = payload_offset.saturating_add(entry.payload_len);
         let mut sink = CappedSink::default();
@@ -418,6 +422,31 @@ fn fix_delta(data: &[u8], limits: &Limits) -> Option<Vec<u8>> {
         out.extend_from_slice(payload);
     }
     (out != data).then_some(out)
+}
+
+/// A payload for a header with `FLAG_WINDOW_LIST`: `raw` as it is when a
+/// window list and a zstd frame follow each other in it (so that mutated
+/// lists reach the applier); else `raw` compressed as the stream, after the
+/// list of the entry's window as one range.
+fn listed_payload(raw: &[u8], header: &Header, e: &mut SegmentEntry) -> Option<Vec<u8>> {
+    if let Ok(mut list) = window::Decoder::new(raw, e.ref_offset, e.ref_len, header.old_len) {
+        while let Ok(Some(_)) = list.next_range() {}
+        if list.rest().starts_with(&ZSTD_MAGIC) {
+            return Some(raw.to_vec());
+        }
+    }
+    e.stream_len = raw.len() as u64;
+    let reference = reference(header, e);
+    let whole = e.ref_offset..e.ref_offset + reference.len() as u64;
+    let ranges = if reference.is_empty() {
+        vec![]
+    } else {
+        vec![whole]
+    };
+    let mut payload = Vec::new();
+    window::encode(&ranges, e.ref_offset, &mut payload);
+    payload.extend(compress(raw, reference)?);
+    Some(payload)
 }
 
 /// The old-image prefix a segment's frame is compressed against.

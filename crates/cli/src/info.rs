@@ -87,6 +87,7 @@ pub fn run(path: &Path, json: bool) -> Result<(), Error> {
         "kind": if h.is_full() { "full" } else { "delta" },
         "migration": h.is_migration(),
         "copy_new": h.has_copy_new(),
+        "window_list": h.has_window_list(),
         "old_len": h.old_len,
         "new_len": h.new_len,
         "old_blake3": hex(&h.old_digest),
@@ -116,6 +117,14 @@ pub fn run(path: &Path, json: bool) -> Result<(), Error> {
             "yes (segments may copy what earlier segments wrote)"
         } else {
             "no (segments depend on the old image only)"
+        }
+    );
+    out!(
+        "window list    {}",
+        if h.has_window_list() {
+            "yes (windows may leave out old runs that copies take whole)"
+        } else {
+            "no (each window is one old range)"
         }
     );
     out!(

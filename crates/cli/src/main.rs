@@ -90,6 +90,9 @@ struct Tuning {
     /// Keep every segment dependent on the old image only: no COPY_NEW ops copying new content that an earlier segment carries (larger deltas; segments can then be applied in any order).
     #[arg(long)]
     independent_segments: bool,
+    /// Give every segment one contiguous old-image window, as appliers without the WINDOW_LIST flag need (slower generation; by default windows leave out long runs of old bytes that copies take whole).
+    #[arg(long)]
+    contiguous_windows: bool,
 }
 
 impl Tuning {
@@ -104,6 +107,7 @@ impl Tuning {
                 None => GenOptions::default().merge_len,
             },
             copy_new: !self.independent_segments,
+            window_list: !self.contiguous_windows,
             ..GenOptions::default()
         })
     }

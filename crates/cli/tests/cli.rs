@@ -123,6 +123,7 @@ fn gen_apply_info_round_trip() {
 fn independent_segments_resend_repeated_new_content() {
     // A new 16 KiB file (in no old image) at the start of two 64 KiB
     // segments: by default the second segment copies it from the first.
+    // Each variant shows its flags in `delta info` and applies.
     let dir = tempfile::tempdir().unwrap();
     let mut rng = delta_core::testing::Rng::new(5);
     let old = rng.bytes(256 << 10);
@@ -134,9 +135,20 @@ fn independent_segments_resend_repeated_new_content() {
     std::fs::write(dir.path().join("old.bin"), &old).unwrap();
     std::fs::write(dir.path().join("new.bin"), &new).unwrap();
     let mut sizes = Vec::new();
-    for (name, extra) in [
-        ("copy.delta", None),
-        ("independent.delta", Some("--independent-segments")),
+    for (name, extra, copy_new, window_list) in [
+        ("copy.delta", None, true, true),
+        (
+            "independent.delta",
+            Some("--independent-segments"),
+            false,
+            true,
+        ),
+        (
+            "contiguous.delta",
+            Some("--contiguous-windows"),
+            true,
+            false,
+        ),
     ] {
         let mut args = vec![
             "gen",
@@ -154,7 +166,8 @@ fn independent_segments_resend_repeated_new_content() {
         assert!(out.status.success(), "{}", stderr(&out));
         let out = delta(dir.path(), &["info", "--json", name]);
         let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(info["copy_new"], extra.is_none(), "{name}");
+        assert_eq!(info["copy_new"], copy_new, "{name}");
+        assert_eq!(info["window_list"], window_list, "{name}");
         sizes.push(info["file_len"].as_u64().unwrap());
         let out = delta(dir.path(), &["apply", "old.bin", name, "-o", "out.img"]);
         assert!(out.status.success(), "{}", stderr(&out));

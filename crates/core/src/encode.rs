@@ -1,7 +1,9 @@
 //! Turning a segment plan (ops plus data) into a payload and table entry.
 
 use crate::error::{Error, Result};
+use crate::window::WindowLayout;
 use delta_format::{stream, Digest, Op, SegmentEntry};
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// What one segment should contain, before compression.
@@ -223,9 +225,9 @@ impl Default for EncodeOptions {
 /// (a few edits) gain most from the right window, and cost little to try.
 const TRIAL_STREAM: usize = 64 << 10;
 
-/// Compresses `plan` into one zstd frame and builds its table entry; a
-/// small stream is compressed with each of the plan's alternative windows
-/// too, and the smallest frame kept.
+/// Compresses `plan` into one zstd frame and builds its table entry, with
+/// a contiguous window (no window list); a small stream is compressed with
+/// each of the plan's alternative windows too, and the smallest frame kept.
 ///
 /// `old` is the whole old image (the reference prefix is taken from it) and
 /// `produced` the bytes the plan produces, whose digest goes in the entry.
@@ -239,11 +241,20 @@ pub fn encode_segment(
     options: &EncodeOptions,
 ) -> Result<(SegmentEntry, Vec<u8>)> {
     let digest = *blake3::hash(produced).as_bytes();
-    encode_segment_digested(old, produced, digest, plan, options)
+    encode_segment_digested(
+        old,
+        produced,
+        digest,
+        plan,
+        WindowLayout::Contiguous,
+        options,
+    )
 }
 
 /// [`encode_segment`] with the BLAKE3 digest of `produced` given (the
-/// generator hashes long segments on several threads).
+/// generator hashes long segments on several threads) and the window laid
+/// out as `layout` says: with [`WindowLayout::Gathered`] the payload starts
+/// with a window list (format flag `WINDOW_LIST`).
 ///
 /// # Errors
 /// [`Error::Compress`] when zstd fails (out of memory).
@@ -252,6 +263,7 @@ pub fn encode_segment_digested(
     produced: &[u8],
     output_digest: Digest,
     plan: &SegmentPlan,
+    layout: WindowLayout<'_>,
     options: &EncodeOptions,
 ) -> Result<(SegmentEntry, Vec<u8>)> {
     let mut stream = stream::encode(&plan.ops, &plan.diff, &plan.literal);
@@ -273,14 +285,6 @@ pub fn encode_segment_digested(
         plan = &fallback;
         stream = stream::encode(&plan.ops, &plan.diff, &plan.literal);
     }
-    let window = |range: &Range<u64>| {
-        usize::try_from(range.start)
-            .ok()
-            .zip(usize::try_from(range.end).ok())
-            .and_then(|(start, end)| old.get(start..end))
-            .unwrap_or(&[])
-    };
-    let mut chosen = &plan.reference;
     // The slow parser of high levels finds nothing in random bytes (data
     // that was compressed or encrypted before, which our matcher did not
     // find in the old image either): spare it.
@@ -289,28 +293,25 @@ pub fn encode_segment_digested(
     } else {
         options.level
     };
-    let mut payload = compress(&stream, window(chosen), level)?;
+    let mut best = Window::new(old, &plan.reference, layout);
+    let mut payload = best.compress(&stream, level)?;
     if stream.len() <= TRIAL_STREAM {
         for alternative in &plan.alternatives {
-            let trial = compress(&stream, window(alternative), level)?;
+            let window = Window::new(old, alternative, layout);
+            let trial = window.compress(&stream, level)?;
             if trial.len() < payload.len() {
                 payload = trial;
-                chosen = alternative;
+                best = window;
             }
         }
     }
-    let reference = window(chosen);
 
     let mut entry = SegmentEntry {
         new_len: produced.len() as u64,
         payload_len: payload.len() as u64,
         stream_len: stream.len() as u64,
-        ref_offset: if reference.is_empty() {
-            0
-        } else {
-            chosen.start
-        },
-        ref_len: reference.len() as u64,
+        ref_offset: best.offset(),
+        ref_len: best.bytes.len() as u64,
         payload_digest: *blake3::hash(&payload).as_bytes(),
         output_digest,
         ..SegmentEntry::default()
@@ -356,8 +357,57 @@ fn looks_random(stream: &[u8]) -> bool {
     bits >= 7.95
 }
 
-/// One zstd frame of `data`, with `reference` as raw-content prefix.
-fn compress(data: &[u8], reference: &[u8], level: i32) -> Result<Vec<u8>> {
+/// A segment's reference window: its old ranges and their bytes, ready to
+/// compress against.
+struct Window<'a> {
+    /// Old ranges, ascending and disjoint (empty: no window).
+    ranges: Vec<Range<u64>>,
+    /// Their bytes, in order: borrowed from `old` when contiguous.
+    bytes: Cow<'a, [u8]>,
+    /// Whether the payload starts with a window list.
+    listed: bool,
+}
+
+impl<'a> Window<'a> {
+    /// The window of `span` (clamped to `old`) laid out as `layout` says.
+    fn new(old: &'a [u8], span: &Range<u64>, layout: WindowLayout<'_>) -> Window<'a> {
+        let end = span.end.min(old.len() as u64);
+        let span = span.start.min(end)..end;
+        let ranges = match layout {
+            WindowLayout::Contiguous => vec![span.clone()],
+            WindowLayout::Gathered(copied) => copied.gather(span.clone()),
+        };
+        let ranges: Vec<_> = ranges.into_iter().filter(|r| !r.is_empty()).collect();
+        let slice = |r: &Range<u64>| &old[r.start as usize..r.end as usize];
+        let bytes = match &ranges[..] {
+            [one] => Cow::Borrowed(slice(one)),
+            many => Cow::Owned(many.iter().flat_map(slice).copied().collect()),
+        };
+        Window {
+            ranges,
+            bytes,
+            listed: matches!(layout, WindowLayout::Gathered(_)),
+        }
+    }
+
+    /// The entry's `ref_offset`: where the first range starts (0 for none).
+    fn offset(&self) -> u64 {
+        self.ranges.first().map_or(0, |r| r.start)
+    }
+
+    /// The payload of `stream`: the window list if any, then one zstd frame.
+    fn compress(&self, stream: &[u8], level: i32) -> Result<Vec<u8>> {
+        let mut payload = Vec::new();
+        if self.listed {
+            delta_format::window::encode(&self.ranges, self.offset(), &mut payload);
+        }
+        compress(stream, &self.bytes, level, payload)
+    }
+}
+
+/// One zstd frame of `data`, with `reference` as raw-content prefix,
+/// appended to `out`.
+fn compress(data: &[u8], reference: &[u8], level: i32, mut out: Vec<u8>) -> Result<Vec<u8>> {
     use zstd_safe::CParameter;
     let fail = |code| Error::Compress {
         reason: zstd_safe::get_error_name(code),
@@ -379,9 +429,12 @@ fn compress(data: &[u8], reference: &[u8], level: i32) -> Result<Vec<u8>> {
             .map_err(fail)?;
         cctx.ref_prefix(reference).map_err(fail)?;
     }
-    let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
-    cctx.compress2(&mut out, data).map_err(fail)?;
-    Ok(out)
+    out.reserve(zstd_safe::compress_bound(data.len()));
+    // A Vec is written from its start; a cursor appends after `out`.
+    let mut cursor = std::io::Cursor::new(out);
+    cursor.set_position(cursor.get_ref().len() as u64);
+    cctx.compress2(&mut cursor, data).map_err(fail)?;
+    Ok(cursor.into_inner())
 }
 
 #[cfg(test)]
@@ -620,9 +673,61 @@ mod tests {
             payload_offset: 0,
             entry: &entry,
             new_limit: 0,
+            window_list: false,
         };
         Patcher::new()
             .apply_segment(&[][..], seg, &payload, &mut out)
+            .unwrap();
+        assert_eq!(out, produced);
+    }
+
+    #[test]
+    fn gathered_windows_leave_copied_runs_out_and_still_apply() {
+        // A segment copying the first 128 KiB of the old text whole, then
+        // 3000 literal bytes that the old text holds at 200 KiB.
+        let old = crate::testing::Rng::new(4).text(256 << 10);
+        let literal = old[200 << 10..(200 << 10) + 3000].to_vec();
+        let plan = SegmentPlan {
+            ops: vec![
+                Op::Copy {
+                    src: 0,
+                    len: 128 << 10,
+                },
+                Op::Literal { len: 3000 },
+            ],
+            literal: literal.clone(),
+            reference: 0..256 << 10,
+            ..SegmentPlan::default()
+        };
+        let mut produced = old[..128 << 10].to_vec();
+        produced.extend_from_slice(&literal);
+        let copied = crate::window::CopiedRuns::from_plans([&plan]);
+        let digest = *blake3::hash(&produced).as_bytes();
+        let layout = WindowLayout::Gathered(&copied);
+        let options = EncodeOptions { level: 19 };
+        let (entry, payload) =
+            encode_segment_digested(&old, &produced, digest, &plan, layout, &options).unwrap();
+        let skipped = (128 << 10) - 2 * crate::window::SKIP_MARGIN;
+        assert_eq!(
+            (entry.ref_offset, entry.ref_len),
+            (0, (256 << 10) - skipped)
+        );
+        assert!(
+            payload.len() < 200,
+            "{} bytes: the window was not used",
+            payload.len()
+        );
+        let mut out = Vec::new();
+        let seg = SegmentRef {
+            index: 0,
+            new_offset: 0,
+            payload_offset: 0,
+            entry: &entry,
+            new_limit: 0,
+            window_list: true,
+        };
+        Patcher::new()
+            .apply_segment(&old[..], seg, &payload, &mut out)
             .unwrap();
         assert_eq!(out, produced);
     }

@@ -36,6 +36,7 @@ pub mod reuse;
 mod sink;
 mod source;
 pub mod testing;
+pub mod window;
 
 pub use diff::{plan_segment, BlockIndex, DiffOptions};
 pub use encode::{
@@ -47,7 +48,11 @@ pub use patch::{Patcher, SegmentRef, APPLY_OVERHEAD};
 pub use sink::{NullSink, Sink, WriteSink};
 pub use source::{FileSource, Source};
 
-use delta_format::{Header, Index, Limits, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, HEADER_LEN};
+pub use window::{CopiedRuns, WindowLayout};
+
+use delta_format::{
+    Header, Index, Limits, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, FLAG_WINDOW_LIST, HEADER_LEN,
+};
 use std::ops::Range;
 
 /// Options of the one-thread, in-memory generator [`diff_slices`].
@@ -66,6 +71,10 @@ pub struct SliceOptions {
     /// Let segments copy new content that earlier segments carry (see
     /// [`reuse`]); off, every segment depends on the old image only.
     pub copy_new: bool,
+    /// Give payloads window lists, so that windows leave out long old runs
+    /// that COPY ops take whole (see [`window`]); off, every window is one
+    /// contiguous old range (readable without `FLAG_WINDOW_LIST`).
+    pub window_list: bool,
 }
 
 impl SliceOptions {
@@ -73,6 +82,16 @@ impl SliceOptions {
     /// (`copy_new`, and not a full payload, which copies nothing).
     pub fn copies_new(&self) -> bool {
         self.copy_new && !self.full
+    }
+
+    /// How segments lay out their windows: gathered without `copied` when
+    /// [`window_list`](Self::window_list) is on.
+    pub fn window_layout<'a>(&self, copied: &'a CopiedRuns) -> WindowLayout<'a> {
+        if self.window_list {
+            WindowLayout::Gathered(copied)
+        } else {
+            WindowLayout::Contiguous
+        }
     }
 }
 
@@ -85,6 +104,7 @@ impl Default for SliceOptions {
             full: false,
             merge_len: encode::MAX_MERGED_LEN,
             copy_new: true,
+            window_list: true,
         }
     }
 }
@@ -117,6 +137,9 @@ pub fn build_header(
     let mut flags = if options.full { FLAG_FULL } else { 0 };
     if copy_new {
         flags |= FLAG_COPY_NEW;
+    }
+    if options.window_list {
+        flags |= FLAG_WINDOW_LIST;
     }
     Header {
         flags,
@@ -160,8 +183,13 @@ pub fn diff_slices(old: &[u8], new: &[u8], options: &SliceOptions) -> Result<Vec
     let mut payloads = Vec::new();
     let mut merged = arrange_segments(units, old.len() as u64, options);
     let copy_new = options.copies_new() && reuse::copy_repeats(&mut merged, new) > 0;
+    let copied = CopiedRuns::from_plans(merged.iter().map(|(_, plan)| plan));
+    let layout = options.window_layout(&copied);
     for (range, plan) in merged {
-        let (entry, payload) = encode_segment(old, &new[range], &plan, &options.encode)?;
+        let new = &new[range];
+        let digest = *blake3::hash(new).as_bytes();
+        let (entry, payload) =
+            encode_segment_digested(old, new, digest, &plan, layout, &options.encode)?;
         segments.push(entry);
         payloads.push(payload);
     }

@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::sink::{Sink, ZEROS};
 use crate::source::Source;
-use delta_format::{stream, Digest, Instruction, SegmentEntry, Totals};
+use delta_format::{stream, window, Digest, Instruction, SegmentEntry, Totals};
 
 /// Bytes of old image read per `read_at` call while copying.
 pub const COPY_CHUNK: usize = 256 * 1024;
@@ -35,6 +35,9 @@ pub struct SegmentRef<'a> {
     /// Bytes of new image its COPY_NEW ops may read: `new_offset` when the
     /// header has `FLAG_COPY_NEW`, else 0.
     pub new_limit: u64,
+    /// The payload starts with a window list (the header has
+    /// `FLAG_WINDOW_LIST`).
+    pub window_list: bool,
 }
 
 impl<'a> SegmentRef<'a> {
@@ -51,6 +54,7 @@ impl<'a> SegmentRef<'a> {
             } else {
                 0
             },
+            window_list: index.header.has_window_list(),
         }
     }
 }
@@ -139,14 +143,6 @@ impl Patcher {
             segment,
             reason: zstd_safe::get_error_name(code),
         };
-        // Exactly one frame, no trailing bytes.
-        let frame_len = zstd_safe::find_frame_compressed_size(payload).map_err(bad_frame)?;
-        if frame_len != payload.len() {
-            return Err(Error::Decompress {
-                segment,
-                reason: "payload holds bytes after its zstd frame",
-            });
-        }
         // Both lengths were checked against apply_memory and the caller's
         // limit when the table was decoded.
         let ref_len = usize::try_from(entry.ref_len).map_err(|_| Error::StreamLength {
@@ -160,18 +156,26 @@ impl Patcher {
             found: 0,
         })?;
         self.reference.resize(ref_len, 0);
-        old.read_at(entry.ref_offset, &mut self.reference)
-            .map_err(|source| Error::ReadSource {
-                offset: entry.ref_offset,
-                len: entry.ref_len,
-                source,
-            })?;
+        let frame = if seg.window_list {
+            self.read_window_list(old, seg, payload)?
+        } else {
+            read_range(old, entry.ref_offset, &mut self.reference)?;
+            payload
+        };
+        // Exactly one frame, no trailing bytes.
+        let frame_len = zstd_safe::find_frame_compressed_size(frame).map_err(bad_frame)?;
+        if frame_len != frame.len() {
+            return Err(Error::Decompress {
+                segment,
+                reason: "payload holds bytes after its zstd frame",
+            });
+        }
         self.stream.resize(stream_len, 0);
         let mut dctx = zstd_safe::DCtx::create();
         if ref_len > 0 {
             dctx.ref_prefix(&self.reference).map_err(bad_frame)?;
         }
-        let found = match dctx.decompress(&mut self.stream[..], payload) {
+        let found = match dctx.decompress(&mut self.stream[..], frame) {
             Ok(n) => n as u64,
             Err(code) if zstd_safe::get_error_name(code).contains("too small") => {
                 return Err(Error::StreamLength {
@@ -191,6 +195,44 @@ impl Patcher {
         }
         Ok(())
     }
+}
+
+impl Patcher {
+    /// Reads the window list at the start of `payload` and the old ranges it
+    /// names into the reference buffer (`ref_len` bytes); returns the rest
+    /// of the payload, the zstd frame.
+    fn read_window_list<'p, S: Source + ?Sized>(
+        &mut self,
+        old: &S,
+        seg: SegmentRef<'_>,
+        payload: &'p [u8],
+    ) -> Result<&'p [u8]> {
+        let entry = seg.entry;
+        let format = |source| Error::Format {
+            segment: seg.index,
+            source,
+        };
+        let mut list = window::Decoder::new(payload, entry.ref_offset, entry.ref_len, old.len())
+            .map_err(format)?;
+        let mut filled = 0;
+        while let Some(range) = list.next_range().map_err(format)? {
+            // The decoder checked that the lengths add up to ref_len.
+            let end = filled + (range.end - range.start) as usize;
+            read_range(old, range.start, &mut self.reference[filled..end])?;
+            filled = end;
+        }
+        Ok(list.rest())
+    }
+}
+
+/// Fills `buf` with the old bytes at `offset`.
+fn read_range<S: Source + ?Sized>(old: &S, offset: u64, buf: &mut [u8]) -> Result<()> {
+    old.read_at(offset, buf)
+        .map_err(|source| Error::ReadSource {
+            offset,
+            len: buf.len() as u64,
+            source,
+        })
 }
 
 fn check_totals(segment: u64, entry: &SegmentEntry, t: Totals) -> Result<()> {

@@ -18,6 +18,15 @@ fn segment(stream: &[u8], entry: SegmentEntry) -> (SegmentEntry, Vec<u8>) {
 }
 
 fn apply(old: &[u8], entry: &SegmentEntry, payload: &[u8]) -> Result<Vec<u8>, Error> {
+    apply_as(old, entry, payload, false)
+}
+
+fn apply_as(
+    old: &[u8],
+    entry: &SegmentEntry,
+    payload: &[u8],
+    window_list: bool,
+) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     let seg = SegmentRef {
         index: 3,
@@ -25,6 +34,7 @@ fn apply(old: &[u8], entry: &SegmentEntry, payload: &[u8]) -> Result<Vec<u8>, Er
         payload_offset: 500,
         entry,
         new_limit: 0,
+        window_list,
     };
     Patcher::new().apply_segment(old, seg, payload, &mut out)?;
     Ok(out)
@@ -191,4 +201,48 @@ fn claimed_output_over_the_limit_is_refused_before_any_work() {
         started.elapsed().as_secs() < 5,
         "refused only after doing the work"
     );
+}
+
+#[test]
+fn window_lists_past_the_old_image_or_its_ref_len_are_refused() {
+    let old = vec![7u8; 100];
+    let stream = stream::encode(&[Op::Literal { len: 4 }], &[], b"abcd");
+    let frame = zstd::bulk::compress(&stream, 3).unwrap();
+    // (start, end) of each range, ref_len, the error.
+    type Case = (&'static [(u64, u64)], u64, &'static str);
+    let cases: [Case; 3] = [
+        (
+            &[(90, 110)],
+            20,
+            "window range #0 end: 110, expected at most old_len (100)",
+        ),
+        (
+            &[(0, 10), (20, 30)],
+            10,
+            "window range #1 lengths: 20, expected 10",
+        ),
+        (&[(0, 10)], 20, "window range #1 lengths: 10, expected 20"),
+    ];
+    for (ranges, ref_len, want) in cases {
+        let ranges: Vec<_> = ranges.iter().map(|&(start, end)| start..end).collect();
+        let mut payload = Vec::new();
+        delta_format::window::encode(&ranges, 0, &mut payload);
+        payload.extend_from_slice(&frame);
+        let entry = SegmentEntry {
+            new_len: 4,
+            stream_len: stream.len() as u64,
+            literal_len: 4,
+            ref_len,
+            payload_len: payload.len() as u64,
+            payload_digest: *blake3::hash(&payload).as_bytes(),
+            ..SegmentEntry::default()
+        };
+        let err = apply_as(&old, &entry, &payload, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("segment 3") && err.contains(want),
+            "{ranges:?}: {err}"
+        );
+    }
 }

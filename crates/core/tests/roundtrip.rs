@@ -20,6 +20,7 @@ fn options(block_size: usize, segment_len: usize) -> SliceOptions {
             segment_len * 4
         },
         copy_new: true,
+        window_list: true,
     }
 }
 
@@ -50,12 +51,17 @@ proptest! {
         edits in 0usize..12,
         block in prop::sample::select(vec![64usize, 512, 4096]),
         segment in prop::sample::select(vec![1000usize, 65536, 4 << 20]),
+        window_list: bool,
     ) {
         let mut rng = Rng::new(seed);
         let mut old = rng.text(len / 2);
         old.extend(rng.bytes(len - len / 2));
         let new = mutate(&old, &mut rng, edits);
-        round_trip(&old, &new, &options(block, segment));
+        let opts = SliceOptions {
+            window_list,
+            ..options(block, segment)
+        };
+        round_trip(&old, &new, &opts);
     }
 }
 

@@ -37,12 +37,17 @@ pub const FLAG_MIGRATION: u32 = 2;
 /// earlier segments produced; a segment then depends on the new image
 /// before it as well as on the old image.
 pub const FLAG_COPY_NEW: u32 = 4;
-const KNOWN_FLAGS: u32 = FLAG_FULL | FLAG_MIGRATION | FLAG_COPY_NEW;
+/// Header flag: every payload starts with a window list (see
+/// [`window`](crate::window)), so a segment's reference prefix may be made
+/// of several old-image ranges.
+pub const FLAG_WINDOW_LIST: u32 = 8;
+const KNOWN_FLAGS: u32 = FLAG_FULL | FLAG_MIGRATION | FLAG_COPY_NEW | FLAG_WINDOW_LIST;
 
 /// The fixed-size header at the start of every delta file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// [`FLAG_FULL`], [`FLAG_MIGRATION`], [`FLAG_COPY_NEW`].
+    /// [`FLAG_FULL`], [`FLAG_MIGRATION`], [`FLAG_COPY_NEW`],
+    /// [`FLAG_WINDOW_LIST`].
     pub flags: u32,
     /// Size of the old image in bytes (0 for a full payload).
     pub old_len: u64,
@@ -135,6 +140,11 @@ impl Header {
     /// True when segments may copy from the new image before them.
     pub fn has_copy_new(&self) -> bool {
         self.flags & FLAG_COPY_NEW != 0
+    }
+
+    /// True when every payload starts with a window list.
+    pub fn has_window_list(&self) -> bool {
+        self.flags & FLAG_WINDOW_LIST != 0
     }
 
     /// True when the update is marked as a 1.x → 2.x migration.

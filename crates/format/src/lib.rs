@@ -10,6 +10,8 @@
 //!   parameters, memory an applier needs);
 //! - [`Index`]: header plus segment table ([`SegmentEntry`]), checked and
 //!   with derived offsets;
+//! - [`window`]: the old-image ranges of a segment's reference prefix, at
+//!   the start of its payload (with [`FLAG_WINDOW_LIST`]);
 //! - [`stream`]: the decompressed content of one segment, encoded from
 //!   [`Op`]s and decoded into [`Instruction`]s that borrow their bytes.
 //!
@@ -31,10 +33,11 @@ mod error;
 mod header;
 pub mod stream;
 pub mod varint;
+pub mod window;
 
 pub use error::{Error, Result};
 pub use header::{
     Digest, Header, Index, Limits, SegmentEntry, DIGEST_LEN, ENTRY_LEN, FLAG_COPY_NEW, FLAG_FULL,
-    FLAG_MIGRATION, HEADER_LEN, MAGIC, STREAM_SLACK, VERSION,
+    FLAG_MIGRATION, FLAG_WINDOW_LIST, HEADER_LEN, MAGIC, STREAM_SLACK, VERSION,
 };
 pub use stream::{Instruction, Op, Totals};

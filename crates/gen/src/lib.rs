@@ -39,8 +39,8 @@ pub use error::{Error, Result};
 
 use delta_core::{
     arrange_segments, build_header, encode_segment_digested, plan_segment, reuse, unit_ranges,
-    BlockIndex, DiffOptions, EncodeOptions, Patcher, SegmentPlan, SegmentRef, Sink, SliceOptions,
-    Source,
+    BlockIndex, CopiedRuns, DiffOptions, EncodeOptions, Patcher, SegmentPlan, SegmentRef, Sink,
+    SliceOptions, Source,
 };
 use delta_format::{Index, SegmentEntry, FLAG_MIGRATION};
 use rayon::prelude::*;
@@ -73,6 +73,9 @@ pub struct GenOptions {
     /// Let segments copy new content that earlier segments carry; off,
     /// each segment depends on the old image only.
     pub copy_new: bool,
+    /// Give payloads window lists, so that windows leave out long old runs
+    /// that COPY ops take whole; off, every window is one contiguous range.
+    pub window_list: bool,
 }
 
 impl Default for GenOptions {
@@ -88,6 +91,7 @@ impl Default for GenOptions {
             migration: false,
             merge_len: slice.merge_len,
             copy_new: slice.copy_new,
+            window_list: slice.window_list,
         }
     }
 }
@@ -104,6 +108,7 @@ impl GenOptions {
             full: self.full,
             merge_len: self.merge_len,
             copy_new: self.copy_new,
+            window_list: self.window_list,
         }
     }
 
@@ -257,6 +262,8 @@ pub fn generate_into(
             0
         };
         let copy_new = copy_new_bytes > 0;
+        let copied = CopiedRuns::from_plans(merged.iter().map(|(_, plan)| plan));
+        let layout = slice_options.window_layout(&copied);
         let encoded: Vec<(SegmentEntry, Vec<u8>)> =
             map_heaviest_first(&merged, encode_cost, |i, (range, plan)| {
                 let expected = &new[range.clone()];
@@ -265,17 +272,18 @@ pub fn generate_into(
                     expected,
                     digest(expected),
                     plan,
+                    layout,
                     &slice_options.encode,
                 )?;
-                self_check(
-                    old,
-                    new,
-                    range.clone(),
-                    i as u64,
-                    copy_new,
-                    &entry,
-                    &payload,
-                )?;
+                let seg = SegmentRef {
+                    index: i as u64,
+                    new_offset: range.start as u64,
+                    payload_offset: 0,
+                    entry: &entry,
+                    new_limit: if copy_new { range.start as u64 } else { 0 },
+                    window_list: slice_options.window_list,
+                };
+                self_check(old, new, seg, &payload)?;
                 Ok((entry, payload))
             })
             .into_iter()
@@ -400,34 +408,19 @@ fn build_index(old: &[u8], block_size: usize) -> BlockIndex {
 
 /// Re-applies a freshly encoded segment (the one producing `range` of
 /// `new`) and compares it with its bytes.
-fn self_check(
-    old: &[u8],
-    new: &[u8],
-    range: Range<usize>,
-    index: u64,
-    copy_new: bool,
-    entry: &SegmentEntry,
-    payload: &[u8],
-) -> Result<()> {
-    let start = range.start as u64;
-    let expected = &new[range.clone()];
+fn self_check(old: &[u8], new: &[u8], seg: SegmentRef<'_>, payload: &[u8]) -> Result<()> {
+    let start = seg.new_offset;
+    let expected = &new[start as usize..(start + seg.entry.new_len) as usize];
     let mut sink = CompareSink {
         expected,
-        before: &new[..range.start],
+        before: &new[..start as usize],
         pos: 0,
         equal: true,
-    };
-    let seg = SegmentRef {
-        index,
-        new_offset: start,
-        payload_offset: 0,
-        entry,
-        new_limit: if copy_new { start } else { 0 },
     };
     let applied = Patcher::new().apply_segment(old, seg, payload, &mut sink);
     if applied.is_err() || !sink.equal || sink.pos != expected.len() {
         return Err(Error::SelfCheck {
-            segment: index,
+            segment: seg.index,
             start,
             end: start + expected.len() as u64,
         });
