@@ -1,12 +1,14 @@
 //! Generator hot paths: index build, matching (planning), the search for
-//! new content repeated across segments, and residual encoding, on inputs
+//! new content repeated across segments, and residual encoding (with whole
+//! and with gathered windows), on inputs
 //! users meet: a small edit, an append, unrelated data, long repeats, and a
 //! shifted image.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use delta_core::testing::{mutate, Rng};
 use delta_core::{
-    encode_segment, plan_segment, reuse, BlockIndex, DiffOptions, EncodeOptions, SegmentPlan,
+    encode_segment_digested, plan_segment, reuse, BlockIndex, CopiedRuns, DiffOptions,
+    EncodeOptions, SegmentPlan, WindowLayout,
 };
 use delta_format::Op;
 use std::hint::black_box;
@@ -115,15 +117,34 @@ fn residual_encoding(c: &mut Criterion) {
     for (name, old, new) in pairs(len) {
         let index = BlockIndex::build(&old, options.block_size);
         let plan = plan_segment(&old, &new, 0..new.len(), &index, &options);
-        for level in [3, 19] {
+        let copied = CopiedRuns::from_plans([&plan]);
+        // Stored in the entry only: any value times the same.
+        let digest = [0; 32];
+        for (level, layout) in [
+            (3, WindowLayout::Contiguous),
+            (19, WindowLayout::Contiguous),
+            (19, WindowLayout::Gathered(&copied)),
+        ] {
+            let windows = match layout {
+                WindowLayout::Contiguous => "",
+                WindowLayout::Gathered(_) => "-gathered",
+            };
             group.throughput(Throughput::Bytes(new.len() as u64));
             group.bench_with_input(
-                BenchmarkId::new(format!("{name}/level-{level}"), len),
+                BenchmarkId::new(format!("{name}/level-{level}{windows}"), len),
                 &plan,
                 |b, plan| {
                     b.iter(|| {
-                        encode_segment(&old, &new, black_box(plan), &EncodeOptions { level })
-                            .unwrap()
+                        let options = EncodeOptions { level };
+                        encode_segment_digested(
+                            &old,
+                            &new,
+                            digest,
+                            black_box(plan),
+                            layout,
+                            &options,
+                        )
+                        .unwrap()
                     })
                 },
             );
