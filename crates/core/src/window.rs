@@ -38,6 +38,20 @@ pub enum WindowLayout<'a> {
     Gathered(&'a CopiedRuns),
 }
 
+impl WindowLayout<'_> {
+    /// Bytes of the window of `span` laid out this way.
+    pub fn window_len(&self, span: &Range<u64>) -> u64 {
+        match self {
+            WindowLayout::Contiguous => span.end.saturating_sub(span.start),
+            WindowLayout::Gathered(copied) => copied
+                .gather(span.clone())
+                .iter()
+                .map(|r| r.end - r.start)
+                .sum(),
+        }
+    }
+}
+
 /// Old-image runs that a window leaves out: the sources of COPY ops, merged
 /// where they touch, that are at least [`MIN_SKIPPED_RUN`] long, less
 /// [`SKIP_MARGIN`] at each end.
@@ -132,5 +146,11 @@ mod tests {
         assert_eq!(runs.gather(12 * K..20 * K), vec![]);
         assert_eq!(runs.gather(40 * K..50 * K), vec![40 * K..50 * K]);
         assert_eq!(CopiedRuns::default().gather(5..9), vec![5..9]);
+        let gathered = WindowLayout::Gathered(&runs);
+        assert_eq!(
+            gathered.window_len(&(0..40 * K)),
+            40 * K - (skipped.end - skipped.start)
+        );
+        assert_eq!(WindowLayout::Contiguous.window_len(&(0..40 * K)), 40 * K);
     }
 }
