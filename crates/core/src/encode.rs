@@ -1,7 +1,7 @@
 //! Turning a segment plan (ops plus data) into a payload and table entry.
 
 use crate::error::{Error, Result};
-use crate::window::WindowLayout;
+use crate::window::{CopiedRuns, WindowLayout};
 use delta_format::{stream, Digest, Op, SegmentEntry};
 use std::borrow::Cow;
 use std::ops::Range;
@@ -296,8 +296,22 @@ pub fn encode_segment_digested(
     let mut best = Window::new(old, &plan.reference, layout);
     let mut payload = best.compress(&stream, level)?;
     if stream.len() <= TRIAL_STREAM {
-        for alternative in &plan.alternatives {
-            let window = Window::new(old, alternative, layout);
+        // Small streams (a few edits) try every alternative window and, with
+        // a window list, every window whole as well: edits may resemble the
+        // old bytes that their neighbours copy.
+        let keep_all = CopiedRuns::default();
+        let mut trials: Vec<_> = plan
+            .alternatives
+            .iter()
+            .map(|span| (span, layout))
+            .collect();
+        if let WindowLayout::Gathered(_) = layout {
+            let whole = WindowLayout::Gathered(&keep_all);
+            let spans = std::iter::once(&plan.reference).chain(&plan.alternatives);
+            trials.extend(spans.map(|span| (span, whole)));
+        }
+        for (span, layout) in trials {
+            let window = Window::new(old, span, layout);
             let trial = window.compress(&stream, level)?;
             if trial.len() < payload.len() {
                 payload = trial;
@@ -684,16 +698,17 @@ mod tests {
     #[test]
     fn gathered_windows_leave_copied_runs_out_and_still_apply() {
         // A segment copying the first 128 KiB of the old text whole, then
-        // 3000 literal bytes that the old text holds at 200 KiB.
+        // 70,000 literal bytes (over the stream size that tries other
+        // windows) that the old text holds at 130 KiB.
         let old = crate::testing::Rng::new(4).text(256 << 10);
-        let literal = old[200 << 10..(200 << 10) + 3000].to_vec();
+        let literal = old[130 << 10..(130 << 10) + 70_000].to_vec();
         let plan = SegmentPlan {
             ops: vec![
                 Op::Copy {
                     src: 0,
                     len: 128 << 10,
                 },
-                Op::Literal { len: 3000 },
+                Op::Literal { len: 70_000 },
             ],
             literal: literal.clone(),
             reference: 0..256 << 10,
@@ -730,5 +745,39 @@ mod tests {
             .apply_segment(&old[..], seg, &payload, &mut out)
             .unwrap();
         assert_eq!(out, produced);
+    }
+
+    #[test]
+    fn small_edits_of_copied_bytes_keep_their_whole_window() {
+        // A segment copying the first 128 KiB of the old text whole, then an
+        // edited copy of 3000 of those bytes: only the whole window holds
+        // what the edit resembles.
+        let old = crate::testing::Rng::new(5).text(256 << 10);
+        let mut literal = old[1000..4000].to_vec();
+        for i in (0..literal.len()).step_by(500) {
+            literal[i] ^= 0x20;
+        }
+        let plan = SegmentPlan {
+            ops: vec![
+                Op::Copy {
+                    src: 0,
+                    len: 128 << 10,
+                },
+                Op::Literal { len: 3000 },
+            ],
+            literal: literal.clone(),
+            reference: 0..256 << 10,
+            ..SegmentPlan::default()
+        };
+        let mut produced = old[..128 << 10].to_vec();
+        produced.extend_from_slice(&literal);
+        let copied = crate::window::CopiedRuns::from_plans([&plan]);
+        let layout = WindowLayout::Gathered(&copied);
+        let digest = *blake3::hash(&produced).as_bytes();
+        let options = EncodeOptions { level: 19 };
+        let (entry, payload) =
+            encode_segment_digested(&old, &produced, digest, &plan, layout, &options).unwrap();
+        assert_eq!((entry.ref_offset, entry.ref_len), (0, 256 << 10));
+        assert!(payload.len() < 300, "{} bytes", payload.len());
     }
 }

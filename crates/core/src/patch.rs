@@ -195,9 +195,7 @@ impl Patcher {
         }
         Ok(())
     }
-}
 
-impl Patcher {
     /// Reads the window list at the start of `payload` and the old ranges it
     /// names into the reference buffer (`ref_len` bytes); returns the rest
     /// of the payload, the zstd frame.
@@ -216,7 +214,7 @@ impl Patcher {
             .map_err(format)?;
         let mut filled = 0;
         while let Some(range) = list.next_range().map_err(format)? {
-            // The decoder checked that the lengths add up to ref_len.
+            // In bounds: the decoder fails as soon as the lengths pass ref_len.
             let end = filled + (range.end - range.start) as usize;
             read_range(old, range.start, &mut self.reference[filled..end])?;
             filled = end;
