@@ -308,7 +308,9 @@ pub fn encode_segment_digested(
         if let WindowLayout::Gathered(_) = layout {
             let whole = WindowLayout::Gathered(&keep_all);
             let spans = std::iter::once(&plan.reference).chain(&plan.alternatives);
-            trials.extend(spans.map(|span| (span, whole)));
+            // Only where gathering left something out.
+            let gathered = spans.filter(|span| layout.window_len(span) < whole.window_len(span));
+            trials.extend(gathered.map(|span| (span, whole)));
         }
         for (span, layout) in trials {
             let window = Window::new(old, span, layout);
@@ -695,33 +697,43 @@ mod tests {
         assert_eq!(out, produced);
     }
 
-    #[test]
-    fn gathered_windows_leave_copied_runs_out_and_still_apply() {
-        // A segment copying the first 128 KiB of the old text whole, then
-        // 70,000 literal bytes (over the stream size that tries other
-        // windows) that the old text holds at 130 KiB.
-        let old = crate::testing::Rng::new(4).text(256 << 10);
-        let literal = old[130 << 10..(130 << 10) + 70_000].to_vec();
+    /// Encodes, with a window list, a segment that copies the first 128 KiB
+    /// of `old` (256 KiB) whole and then sends `literal`; its window spans
+    /// all of `old`. Returns what the segment produces, its entry and
+    /// payload.
+    fn encode_after_copy(old: &[u8], literal: &[u8]) -> (Vec<u8>, SegmentEntry, Vec<u8>) {
         let plan = SegmentPlan {
             ops: vec![
                 Op::Copy {
                     src: 0,
                     len: 128 << 10,
                 },
-                Op::Literal { len: 70_000 },
+                Op::Literal {
+                    len: literal.len() as u64,
+                },
             ],
-            literal: literal.clone(),
-            reference: 0..256 << 10,
+            literal: literal.to_vec(),
+            reference: 0..old.len() as u64,
             ..SegmentPlan::default()
         };
         let mut produced = old[..128 << 10].to_vec();
-        produced.extend_from_slice(&literal);
+        produced.extend_from_slice(literal);
         let copied = crate::window::CopiedRuns::from_plans([&plan]);
-        let digest = *blake3::hash(&produced).as_bytes();
         let layout = WindowLayout::Gathered(&copied);
+        let digest = *blake3::hash(&produced).as_bytes();
         let options = EncodeOptions { level: 19 };
         let (entry, payload) =
-            encode_segment_digested(&old, &produced, digest, &plan, layout, &options).unwrap();
+            encode_segment_digested(old, &produced, digest, &plan, layout, &options).unwrap();
+        (produced, entry, payload)
+    }
+
+    #[test]
+    fn gathered_windows_leave_copied_runs_out_and_still_apply() {
+        // 70,000 literal bytes (over the stream size that tries other
+        // windows) that the old text holds at 130 KiB.
+        let old = crate::testing::Rng::new(4).text(256 << 10);
+        let literal = &old[130 << 10..(130 << 10) + 70_000];
+        let (produced, entry, payload) = encode_after_copy(&old, literal);
         let skipped = (128 << 10) - 2 * crate::window::SKIP_MARGIN;
         assert_eq!(
             (entry.ref_offset, entry.ref_len),
@@ -749,34 +761,14 @@ mod tests {
 
     #[test]
     fn small_edits_of_copied_bytes_keep_their_whole_window() {
-        // A segment copying the first 128 KiB of the old text whole, then an
-        // edited copy of 3000 of those bytes: only the whole window holds
-        // what the edit resembles.
+        // An edited copy of 3000 of the copied bytes: only the whole window
+        // holds what the edit resembles.
         let old = crate::testing::Rng::new(5).text(256 << 10);
         let mut literal = old[1000..4000].to_vec();
         for i in (0..literal.len()).step_by(500) {
             literal[i] ^= 0x20;
         }
-        let plan = SegmentPlan {
-            ops: vec![
-                Op::Copy {
-                    src: 0,
-                    len: 128 << 10,
-                },
-                Op::Literal { len: 3000 },
-            ],
-            literal: literal.clone(),
-            reference: 0..256 << 10,
-            ..SegmentPlan::default()
-        };
-        let mut produced = old[..128 << 10].to_vec();
-        produced.extend_from_slice(&literal);
-        let copied = crate::window::CopiedRuns::from_plans([&plan]);
-        let layout = WindowLayout::Gathered(&copied);
-        let digest = *blake3::hash(&produced).as_bytes();
-        let options = EncodeOptions { level: 19 };
-        let (entry, payload) =
-            encode_segment_digested(&old, &produced, digest, &plan, layout, &options).unwrap();
+        let (_, entry, payload) = encode_after_copy(&old, &literal);
         assert_eq!((entry.ref_offset, entry.ref_len), (0, 256 << 10));
         assert!(payload.len() < 300, "{} bytes", payload.len());
     }
