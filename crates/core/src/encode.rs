@@ -397,7 +397,7 @@ impl<'a> Window<'a> {
         let slice = |r: &Range<u64>| &old[r.start as usize..r.end as usize];
         let bytes = match &ranges[..] {
             [one] => Cow::Borrowed(slice(one)),
-            many => Cow::Owned(many.iter().flat_map(slice).copied().collect()),
+            many => Cow::Owned(many.iter().map(slice).collect::<Vec<_>>().concat()),
         };
         Window {
             ranges,
@@ -682,19 +682,24 @@ mod tests {
             encode_segment(&[], &produced, &plan, &EncodeOptions { level: 1 }).unwrap();
         assert!(entry.stream_len <= 2 * 10_000 + delta_format::STREAM_SLACK);
         assert_eq!(entry.literal_len, 10_000);
-        let mut out = Vec::new();
+        assert_eq!(apply_one(&[], &entry, &payload, false), produced);
+    }
+
+    /// What the patcher makes of a lone segment at new offset 0.
+    fn apply_one(old: &[u8], entry: &SegmentEntry, payload: &[u8], window_list: bool) -> Vec<u8> {
         let seg = SegmentRef {
             index: 0,
             new_offset: 0,
             payload_offset: 0,
-            entry: &entry,
+            entry,
             new_limit: 0,
-            window_list: false,
+            window_list,
         };
+        let mut out = Vec::new();
         Patcher::new()
-            .apply_segment(&[][..], seg, &payload, &mut out)
+            .apply_segment(old, seg, payload, &mut out)
             .unwrap();
-        assert_eq!(out, produced);
+        out
     }
 
     /// Encodes, with a window list, a segment that copies the first 128 KiB
@@ -744,19 +749,7 @@ mod tests {
             "{} bytes: the window was not used",
             payload.len()
         );
-        let mut out = Vec::new();
-        let seg = SegmentRef {
-            index: 0,
-            new_offset: 0,
-            payload_offset: 0,
-            entry: &entry,
-            new_limit: 0,
-            window_list: true,
-        };
-        Patcher::new()
-            .apply_segment(&old[..], seg, &payload, &mut out)
-            .unwrap();
-        assert_eq!(out, produced);
+        assert_eq!(apply_one(&old, &entry, &payload, true), produced);
     }
 
     #[test]
