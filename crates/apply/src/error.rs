@@ -66,6 +66,17 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// The new image does not fit the target, or is over the caller's
+    /// limit for a file target.
+    #[error("delta {delta}: the new image is {new_len} bytes (header new_len), but {limit}")]
+    ImageTooLarge {
+        /// The delta file.
+        delta: PathBuf,
+        /// Size of the new image.
+        new_len: u64,
+        /// Which limit, with its size.
+        limit: String,
+    },
     /// The whole new image does not match the header's digest.
     #[error("new image {path} does not match the digest in the delta header")]
     NewDigest {

@@ -47,12 +47,18 @@ pub struct Record {
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
+    /// Written first, then renamed over `path`.
+    temp: PathBuf,
 }
+
+/// Largest journal read: a record is about 300 bytes.
+const MAX_RECORD: u64 = 64 << 10;
 
 impl Journal {
     /// The journal at `path`.
     pub fn new(path: PathBuf) -> Journal {
-        Journal { path }
+        let temp = crate::target::suffixed(&path, ".tmp");
+        Journal { path, temp }
     }
 
     /// The journal's path.
@@ -60,10 +66,75 @@ impl Journal {
         &self.path
     }
 
-    /// Reads the record; a missing or unreadable one is `None` (start over).
-    pub fn load(&self) -> Option<Record> {
-        let text = std::fs::read_to_string(&self.path).ok()?;
-        serde_json::from_str(&text).ok()
+    /// The temporary file each store writes before renaming it into place.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Reads the record. A missing journal is `None`; one that cannot be
+    /// a journal of ours (unreadable, not JSON, a symlink, a FIFO, an empty
+    /// folder) is removed and `None` comes with a warning saying so: the
+    /// run starts over rather than failing the same way forever.
+    ///
+    /// # Errors
+    /// A folder at the journal path that holds files (never removed), or
+    /// a stale journal that cannot be removed.
+    pub fn load(&self) -> Result<(Option<Record>, Option<String>)> {
+        let meta = match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, None)),
+            Err(e) => return Err(self.io("stat", e)),
+        };
+        let problem = if meta.is_file() {
+            match self.read() {
+                Ok(record) => return Ok((Some(record), None)),
+                Err(problem) => problem,
+            }
+        } else {
+            format!("it is {}", delta_core::describe_type(meta.file_type()))
+        };
+        if meta.is_dir() {
+            std::fs::remove_dir(&self.path)
+                .map_err(|e| self.io("remove stale journal folder", e))?;
+        } else {
+            std::fs::remove_file(&self.path).map_err(|e| self.io("remove stale journal", e))?;
+        }
+        Ok((
+            None,
+            Some(format!(
+                "journal {} cannot be used ({problem}); removed it, starting over",
+                self.path.display()
+            )),
+        ))
+    }
+
+    /// Reads and parses a regular-file journal, never following a symlink
+    /// or blocking, and never reading more than [`MAX_RECORD`] bytes.
+    fn read(&self) -> Result<Record, String> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags as i32)
+            .open(&self.path)
+            .map_err(|e| e.to_string())?;
+        let mut text = Vec::new();
+        file.take(MAX_RECORD + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| e.to_string())?;
+        if text.len() as u64 > MAX_RECORD {
+            return Err(format!("over {MAX_RECORD} bytes"));
+        }
+        serde_json::from_slice(&text).map_err(|e| format!("not a journal record: {e}"))
+    }
+
+    fn io(&self, op: &'static str, source: std::io::Error) -> Error {
+        Error::Io {
+            op,
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Atomically replaces the record.
@@ -71,17 +142,26 @@ impl Journal {
     /// # Errors
     /// I/O errors naming the journal.
     pub fn store(&self, record: &Record) -> Result<()> {
-        let tmp = self.path.with_extension("journal.tmp");
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = &self.temp;
         let io = |op, path: &Path, source| Error::Io {
             op,
             path: path.to_owned(),
             source,
         };
         let text = serde_json::to_vec(record).expect("a record always serializes");
-        let mut file = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+        // A stale temporary file, or a symlink planted there, is removed
+        // (the link, not what it points to), and a new file created.
+        crate::target::remove_stale(tmp)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(tmp)
+            .map_err(|e| io("create", tmp, e))?;
         file.write_all(&text).map_err(|e| io("write", &tmp, e))?;
         file.sync_all().map_err(|e| io("fsync", &tmp, e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| io("rename", &self.path, e))?;
+        std::fs::rename(tmp, &self.path).map_err(|e| io("rename", &self.path, e))?;
         sync_parent(&self.path)
     }
 

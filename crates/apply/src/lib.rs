@@ -47,6 +47,7 @@ pub mod journal;
 pub mod locks;
 pub mod log;
 mod progress;
+pub mod storage;
 pub mod target;
 
 pub use error::{Error, Result};
@@ -57,13 +58,12 @@ use delta_core::{FileSource, Patcher, SegmentRef, Source};
 use delta_format::{Header, Index, Limits, DIGEST_LEN, HEADER_LEN};
 use journal::{Journal, Record, State};
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use target::{Target, TargetWriter};
+use target::{OldImage, Target, TargetWriter};
 
 /// Knobs of the applier. Paths default to balenaOS locations.
 #[derive(Debug, Clone)]
@@ -102,6 +102,11 @@ pub struct ApplyOptions {
     pub checkpoint_bytes: u64,
     /// Longest time between journal checkpoints: what a power cut can cost.
     pub checkpoint_interval: Duration,
+    /// Largest new image written to a file target, in bytes (a block
+    /// device target is bounded by its size instead). Zero runs cost a
+    /// file nothing on disk but are still hashed, so without a bound a
+    /// delta of a few hundred bytes could ask for a terabyte of work.
+    pub max_image_size: u64,
 }
 
 impl Default for ApplyOptions {
@@ -123,9 +128,14 @@ impl Default for ApplyOptions {
             data_limit: delta_datacheck::DEFAULT_LIMIT,
             checkpoint_bytes: 256 << 20,
             checkpoint_interval: Duration::from_secs(5),
+            max_image_size: DEFAULT_MAX_IMAGE_SIZE,
         }
     }
 }
+
+/// Default of [`ApplyOptions::max_image_size`]: 8 GiB, several times the
+/// root file systems of balenaOS images.
+pub const DEFAULT_MAX_IMAGE_SIZE: u64 = 8 << 30;
 
 /// What a successful apply did.
 #[derive(Debug, Clone, Default)]
@@ -182,8 +192,7 @@ impl Delta {
             path: path.to_owned(),
             source,
         };
-        let mut file = File::open(path).map_err(|e| io("open delta", e))?;
-        let file_len = file.seek(SeekFrom::End(0)).map_err(|e| io("measure", e))?;
+        let (file, file_len) = delta_core::open_image(path).map_err(|e| io("open delta", e))?;
         let head_len = file_len.min(HEADER_LEN as u64) as usize;
         let mut head = vec![0u8; head_len];
         file.read_exact_at(&mut head, 0)
@@ -233,9 +242,17 @@ struct Run<'a> {
     log: log::UpdateLog,
     step_started: Instant,
     step: Step,
+    /// Non-fatal problems met so far, for the outcome.
+    warnings: Vec<String>,
 }
 
 impl Run<'_> {
+    /// Records a non-fatal problem in the log and the outcome.
+    fn warn(&mut self, message: String) {
+        self.log.line(format!("warning: {message}"));
+        self.warnings.push(message);
+    }
+
     fn report(&mut self, step: Step, done: u64, total: u64, message: Option<String>) {
         if step != self.step {
             self.log.line(format!(
@@ -308,6 +325,7 @@ impl Applier {
             log,
             step_started: Instant::now(),
             step: Step::Preparing,
+            warnings: Vec::new(),
         };
         let started = Instant::now();
         run.log.line(format!(
@@ -345,8 +363,10 @@ impl Applier {
             }
         }
         let log_path = run.log.path().map(Path::to_owned);
+        let warnings = std::mem::take(&mut run.warnings);
         result.map(|mut outcome| {
             outcome.warnings.extend(warning);
+            outcome.warnings.extend(warnings);
             outcome.log_path = log_path;
             outcome
         })
@@ -371,6 +391,8 @@ fn apply_inner(
     };
     let delta = Delta::open(delta_path, &limits)?;
     let header = delta.index.header.clone();
+    let target = Target::new(target_path)?;
+    target.check_fits(delta_path, header.new_len, options.max_image_size)?;
     run.log.line(format!(
         "delta: {} -> {} bytes, {} segments, needs {} bytes of buffers, full={} migration={}",
         header.old_len,
@@ -386,22 +408,25 @@ fn apply_inner(
     }
 
     let old = if header.is_full() { None } else { old };
-    let source = match old {
-        Some(path) => open_source(path, &header)?,
-        None if header.is_full() => FileSource::new(tempfile_empty()?, 0),
+    let (source, old_image) = match old {
+        Some(path) => {
+            let (source, image) = open_source(path, &header)?;
+            (source, Some(image))
+        }
+        None if header.is_full() => (FileSource::new(tempfile_empty()?, 0), None),
         None => {
             return Err(Error::NeedsSource {
                 path: delta_path.to_owned(),
             })
         }
     };
-    let target = Target::new(target_path);
-    target.check_safe(old)?;
+    let journal = Journal::new(journal_path(options, &target));
+    let written_names = [target.write_path(), journal.path(), journal.temp_path()];
+    target.check_safe(old_image.as_ref(), &written_names)?;
     if let (true, Some(path)) = (options.verify_source, old) {
         verify_source(run, &source, path, &header)?;
     }
 
-    let journal = Journal::new(journal_path(options, &target));
     let identity = Record {
         version: 2,
         delta_id: delta.id.clone(),
@@ -411,7 +436,11 @@ fn apply_inner(
         segment_bytes: 0,
         state: State::Applying,
     };
-    let resume = journal.load().filter(|r| {
+    let (loaded, warning) = journal.load()?;
+    if let Some(warning) = warning {
+        run.warn(warning);
+    }
+    let resume = loaded.filter(|r| {
         r.version == identity.version
             && r.delta_id == identity.delta_id
             && r.old == identity.old
@@ -423,9 +452,30 @@ fn apply_inner(
                     .segments
                     .get(r.segments_done as usize)
                     .map_or(0, |s| s.new_len)
-            && target.write_path().exists()
+            && target.partial_len().is_some()
     });
-    let result = write_and_commit(run, &delta, &source, &target, &journal, identity, resume);
+    let resume = match resume {
+        Some(r) if r.state == State::Verified && !target.may_hold(header.new_len) => {
+            run.warn(format!(
+                "journal {} says the target is verified, but {} holds {} bytes, not the new \
+                 image's {}; discarding the journal and starting over",
+                journal.path().display(),
+                target.write_path().display(),
+                target.partial_len().unwrap_or(0),
+                header.new_len
+            ));
+            None
+        }
+        other => other,
+    };
+    let write = Write {
+        delta: &delta,
+        source: &source,
+        old: old_image.as_ref(),
+        target: &target,
+        journal: &journal,
+    };
+    let result = write_and_commit(run, &write, identity, resume);
     if let Err(e) = &result {
         if is_data_error(e) {
             // Nothing useful to resume: remove the partial target and journal.
@@ -449,91 +499,52 @@ fn is_data_error(e: &Error) -> bool {
     }
 }
 
+/// What one run writes from and to.
+struct Write<'a> {
+    delta: &'a Delta,
+    source: &'a FileSource,
+    old: Option<&'a OldImage>,
+    target: &'a Target,
+    journal: &'a Journal,
+}
+
+impl Write<'_> {
+    fn io(&self, op: &'static str) -> impl Fn(std::io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            op,
+            path: self.target.write_path().to_owned(),
+            source,
+        }
+    }
+}
+
 fn write_and_commit(
     run: &mut Run<'_>,
-    delta: &Delta,
-    source: &FileSource,
-    target: &Target,
-    journal: &Journal,
+    w: &Write<'_>,
     identity: Record,
     resume: Option<Record>,
 ) -> Result<Outcome> {
-    let header = &delta.index.header;
+    let header = &w.delta.index.header;
     let new_len = header.new_len;
-    let resumed_segments = resume.as_ref().map_or(0, |r| r.segments_done);
-    let resumed_bytes = resume
-        .as_ref()
-        .map_or(0, |r| resume_offset(&delta.index, r));
-    let verified = resume.as_ref().is_some_and(|r| r.state == State::Verified);
-    let write_path = target.write_path().to_owned();
-    let io = |op, source| Error::Io {
-        op,
-        path: write_path.clone(),
-        source,
-    };
-    let zero_len: u64 = delta.index.segments.iter().map(|s| s.zero_len).sum();
-    let file = target.open(resume.is_none(), new_len, new_len.saturating_sub(zero_len))?;
-
-    if verified {
+    let mut resume = resume;
+    if resume.as_ref().is_some_and(|r| r.state == State::Verified) {
         run.log
             .line("journal: target already verified; checking it again before the commit");
-        let mut hasher = blake3::Hasher::new();
-        run.report(Step::Verifying, 0, new_len, None);
-        target::hash_prefix(&file, &write_path, new_len, &mut hasher, |done| {
-            run.report(Step::Verifying, done, new_len, None)
-        })?;
-        if hasher.finalize().as_bytes() != &header.new_digest {
-            return Err(Error::NewDigest {
-                path: write_path.clone(),
-            });
-        }
-    } else {
-        let mut hasher = blake3::Hasher::new();
-        if resumed_bytes > 0 {
-            run.log.line(format!(
-                "journal: resuming at segment {resumed_segments}, {} bytes into it (byte {resumed_bytes}); \
-                 re-reading the written part",
-                resume.as_ref().map_or(0, |r| r.segment_bytes)
+        if !holds_new_image(run, w)? {
+            run.warn(format!(
+                "journal {} says the target is verified, but {} does not match the new \
+                 image's digest; discarding the journal and starting over",
+                w.journal.path().display(),
+                w.target.write_path().display()
             ));
-            if let Target::File { .. } = target {
-                file.set_len(resumed_bytes).map_err(|e| io("truncate", e))?;
-            }
-            target::hash_prefix(&file, &write_path, resumed_bytes, &mut hasher, |done| {
-                run.report(
-                    Step::Applying,
-                    done,
-                    new_len,
-                    Some("re-reading written part".into()),
-                )
-            })?;
-        } else {
-            journal.store(&identity)?;
+            resume = None;
         }
-        run.report(Step::Applying, resumed_bytes, new_len, None);
-        let hasher = apply_segments(
-            run,
-            delta,
-            source,
-            target,
-            journal,
-            &identity,
-            file,
-            resume.as_ref(),
-            hasher,
-        )?;
-        run.report(Step::Verifying, new_len, new_len, None);
-        if hasher.finalize().as_bytes() != &header.new_digest {
-            return Err(Error::NewDigest {
-                path: write_path.clone(),
-            });
-        }
-        journal.store(&Record {
-            segments_done: header.segment_count,
-            state: State::Verified,
-            ..identity
-        })?;
     }
-
+    let verified = resume.as_ref().is_some_and(|r| r.state == State::Verified);
+    if !verified {
+        write_image(run, w, &identity, resume.as_ref())?;
+    }
+    let target = w.target;
     wait_for_locks(run)?;
     run.report(Step::Committing, 0, new_len, None);
     if let Some(command) = &run.options.commit_hook {
@@ -548,16 +559,90 @@ fn write_and_commit(
         })?;
         journal::sync_parent(path)?;
     }
-    journal.remove()?;
+    w.journal.remove()?;
     run.report(Step::Done, new_len, new_len, None);
     Ok(Outcome {
         new_len,
         segments: header.segment_count,
-        resumed_segments,
-        resumed_bytes,
+        resumed_segments: resume.as_ref().map_or(0, |r| r.segments_done),
+        resumed_bytes: resume
+            .as_ref()
+            .map_or(0, |r| resume_offset(&w.delta.index, r)),
         new_digest: hex(&header.new_digest),
         warnings: Vec::new(),
         log_path: None,
+    })
+}
+
+/// Whether the target already holds the whole new image (a journal said
+/// so): its digest is computed again.
+fn holds_new_image(run: &mut Run<'_>, w: &Write<'_>) -> Result<bool> {
+    let header = &w.delta.index.header;
+    let new_len = header.new_len;
+    let file = w.target.open(false, w.old, 0)?;
+    let mut hasher = blake3::Hasher::new();
+    run.report(Step::Verifying, 0, new_len, None);
+    target::hash_prefix(&file, w.target.write_path(), new_len, &mut hasher, |done| {
+        run.report(Step::Verifying, done, new_len, None)
+    })?;
+    Ok(hasher.finalize().as_bytes() == &header.new_digest)
+}
+
+/// Writes the new image (the rest of it, when resuming), checks its
+/// digest and records it verified in the journal.
+fn write_image(
+    run: &mut Run<'_>,
+    w: &Write<'_>,
+    identity: &Record,
+    resume: Option<&Record>,
+) -> Result<()> {
+    let index = &w.delta.index;
+    let header = &index.header;
+    let new_len = header.new_len;
+    let resumed_bytes = resume.map_or(0, |r| resume_offset(index, r));
+    let zero_len: u64 = index.segments.iter().map(|s| s.zero_len).sum();
+    let file = w
+        .target
+        .open(resume.is_none(), w.old, new_len.saturating_sub(zero_len))?;
+    let mut hasher = blake3::Hasher::new();
+    if let Some(r) = resume.filter(|_| resumed_bytes > 0) {
+        run.log.line(format!(
+            "journal: resuming at segment {}, {} bytes into it (byte {resumed_bytes}); \
+             re-reading the written part",
+            r.segments_done, r.segment_bytes
+        ));
+        if let Target::File { .. } = w.target {
+            file.set_len(resumed_bytes).map_err(w.io("truncate"))?;
+        }
+        target::hash_prefix(
+            &file,
+            w.target.write_path(),
+            resumed_bytes,
+            &mut hasher,
+            |done| {
+                run.report(
+                    Step::Applying,
+                    done,
+                    new_len,
+                    Some("re-reading written part".into()),
+                )
+            },
+        )?;
+    } else {
+        w.journal.store(identity)?;
+    }
+    run.report(Step::Applying, resumed_bytes, new_len, None);
+    let hasher = apply_segments(run, w, identity, file, resume, hasher)?;
+    run.report(Step::Verifying, new_len, new_len, None);
+    if hasher.finalize().as_bytes() != &header.new_digest {
+        return Err(Error::NewDigest {
+            path: w.target.write_path().to_owned(),
+        });
+    }
+    w.journal.store(&Record {
+        segments_done: header.segment_count,
+        state: State::Verified,
+        ..identity.clone()
     })
 }
 
@@ -569,18 +654,21 @@ fn resume_offset(index: &Index, record: &Record) -> u64 {
         .map_or(index.header.new_len, |start| start + record.segment_bytes)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn apply_segments(
     run: &mut Run<'_>,
-    delta: &Delta,
-    source: &FileSource,
-    target: &Target,
-    journal: &Journal,
+    w: &Write<'_>,
     identity: &Record,
     file: File,
     resume: Option<&Record>,
     hasher: blake3::Hasher,
 ) -> Result<blake3::Hasher> {
+    let Write {
+        delta,
+        source,
+        target,
+        journal,
+        ..
+    } = *w;
     let index = &delta.index;
     let new_len = index.header.new_len;
     let write_path = target.write_path().to_owned();
@@ -760,14 +848,14 @@ fn check_migration_data(run: &mut Run<'_>) -> Result<()> {
     Ok(())
 }
 
-fn open_source(path: &Path, header: &Header) -> Result<FileSource> {
-    let io = |op, source| Error::Io {
-        op,
+/// Opens the old image (a regular file or a block device, never blocking
+/// on a FIFO) and checks its size.
+fn open_source(path: &Path, header: &Header) -> Result<(FileSource, OldImage)> {
+    let (file, len) = delta_core::open_image(path).map_err(|source| Error::Io {
+        op: "open old image",
         path: path.to_owned(),
         source,
-    };
-    let mut file = File::open(path).map_err(|e| io("open old image", e))?;
-    let len = file.seek(SeekFrom::End(0)).map_err(|e| io("measure", e))?;
+    })?;
     if len != header.old_len {
         return Err(Error::SourceMismatch {
             path: path.to_owned(),
@@ -777,7 +865,8 @@ fn open_source(path: &Path, header: &Header) -> Result<FileSource> {
             ),
         });
     }
-    Ok(FileSource::new(file, len))
+    let image = OldImage::of(path, &file, len)?;
+    Ok((FileSource::new(file, len), image))
 }
 
 fn verify_source(
@@ -834,7 +923,7 @@ fn journal_path(options: &ApplyOptions, target: &Target) -> PathBuf {
             name.push(".journal");
             PathBuf::from(name)
         }
-        Target::Block { path } => {
+        Target::Block { path, .. } => {
             let name = path.file_name().unwrap_or_default().to_string_lossy();
             options
                 .state_dir

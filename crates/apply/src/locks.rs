@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Lock files under `root` that some process holds: `root/*/*/updates.lock`.
@@ -81,12 +82,28 @@ impl InstanceLock {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io("create directory for", e))?;
         }
+        // Never blocking on a FIFO planted there, never following a link.
+        let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(flags.bits() as i32)
             .open(path)
             .map_err(|e| io("open instance lock", e))?;
+        let meta = file.metadata().map_err(|e| io("stat instance lock", e))?;
+        if !meta.is_file() {
+            return Err(io(
+                "use instance lock",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "it is {}, expected a regular file",
+                        delta_core::describe_type(meta.file_type())
+                    ),
+                ),
+            ));
+        }
         match file.try_lock() {
             Ok(()) => Ok(InstanceLock { _file: file }),
             Err(TryLockError::WouldBlock) => Err(Error::AlreadyRunning {

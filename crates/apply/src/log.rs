@@ -17,15 +17,10 @@ impl UpdateLog {
     /// Opens `dir/delta-apply.YYYYmmdd_HHMMSS.log` (UTC); on failure
     /// returns a log that drops lines and the warning to show.
     pub fn open(dir: &Path) -> (UpdateLog, Option<String>) {
-        let name = format!(
-            "delta-apply.{}.log",
-            chrono::Utc::now().format("%Y%m%d_%H%M%S")
-        );
-        let path = dir.join(name);
-        let opened = std::fs::create_dir_all(dir)
-            .and_then(|()| OpenOptions::new().create(true).append(true).open(&path));
+        let stamp = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();
+        let opened = std::fs::create_dir_all(dir).and_then(|()| create_fresh(dir, &stamp));
         match opened {
-            Ok(file) => (
+            Ok((file, path)) => (
                 UpdateLog {
                     file: Some(file),
                     path: Some(path),
@@ -65,4 +60,30 @@ impl UpdateLog {
             }
         }
     }
+}
+
+/// Creates `dir/delta-apply.STAMP.log`, or `delta-apply.STAMP.1.log`,
+/// `.2.log`... when a run in the same
+/// second took it: always a new file, never one planted there (a symlink
+/// or a hard link to another file is never appended to).
+fn create_fresh(dir: &Path, stamp: &str) -> std::io::Result<(File, PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut last = None;
+    for n in 0..100 {
+        let path = match n {
+            0 => dir.join(format!("delta-apply.{stamp}.log")),
+            n => dir.join(format!("delta-apply.{stamp}.{n}.log")),
+        };
+        let opened = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path);
+        match opened {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::ErrorKind::AlreadyExists.into()))
 }

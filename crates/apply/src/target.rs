@@ -3,10 +3,11 @@
 //! become holes in a file target.
 
 use crate::error::{Error, Result};
+use crate::storage::{self, Storage, Sysfs};
 use delta_core::Sink;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,24 +25,99 @@ pub enum Target {
     Block {
         /// The device node.
         path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
     },
 }
 
+/// The old image as opened: what a target must never write.
+#[derive(Debug)]
+pub struct OldImage {
+    /// The path named by the caller.
+    pub path: PathBuf,
+    /// Metadata of the open file (device and inode).
+    pub meta: Metadata,
+    /// The storage beneath it.
+    pub storage: Storage,
+}
+
+impl OldImage {
+    /// Describes the old image open as `file`, `len` bytes long.
+    pub fn of(path: &Path, file: &File, len: u64) -> Result<OldImage> {
+        let meta = file.metadata().map_err(|source| Error::Io {
+            op: "stat old image",
+            path: path.to_owned(),
+            source,
+        })?;
+        // An old image whose storage cannot be told (a loop device whose
+        // backing file is gone) is still compared by its device number.
+        let storage = Sysfs::default()
+            .storage(&meta, len)
+            .unwrap_or_else(|_| Storage {
+                direct: vec![storage::Place::File {
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    start: 0,
+                    end: u64::MAX,
+                }],
+                container: Vec::new(),
+            });
+        Ok(OldImage {
+            path: path.to_owned(),
+            meta,
+            storage,
+        })
+    }
+
+    /// True when `meta` is the old image's inode or device node.
+    fn is(&self, meta: &Metadata) -> bool {
+        let same_inode = meta.dev() == self.meta.dev() && meta.ino() == self.meta.ino();
+        let same_device = meta.file_type().is_block_device()
+            && self.meta.file_type().is_block_device()
+            && meta.rdev() == self.meta.rdev();
+        same_inode || same_device
+    }
+}
+
 impl Target {
-    /// Classifies `path`: an existing block device, else a file.
-    pub fn new(path: &Path) -> Target {
+    /// Classifies `path` (following symlinks, so `/dev/disk/by-label/...`
+    /// names its device): an existing block device, else a file to create.
+    ///
+    /// # Errors
+    /// [`Error::UnsafeTarget`] for anything that is neither a regular file
+    /// nor a block device (a folder, a character device, a FIFO...), before
+    /// any work is done.
+    pub fn new(path: &Path) -> Result<Target> {
+        let refuse = |reason: String| Error::UnsafeTarget {
+            target: path.to_owned(),
+            reason,
+        };
         match std::fs::metadata(path) {
-            Ok(m) if m.file_type().is_block_device() => Target::Block {
-                path: path.to_owned(),
-            },
-            _ => {
-                let mut partial = path.as_os_str().to_owned();
-                partial.push(".partial");
-                Target::File {
+            Ok(m) if m.file_type().is_block_device() => {
+                let size = device_size(path)?;
+                Ok(Target::Block {
                     path: path.to_owned(),
-                    partial: PathBuf::from(partial),
-                }
+                    size,
+                })
             }
+            Ok(m) if !m.is_file() => Err(refuse(format!(
+                "it is {}; the target must be a regular file or a block device",
+                delta_core::describe_type(m.file_type())
+            ))),
+            Ok(_) => Ok(Target::file(path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Target::file(path)),
+            Err(source) => Err(Error::Io {
+                op: "stat target",
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn file(path: &Path) -> Target {
+        Target::File {
+            path: path.to_owned(),
+            partial: suffixed(path, ".partial"),
         }
     }
 
@@ -49,53 +125,127 @@ impl Target {
     pub fn write_path(&self) -> &Path {
         match self {
             Target::File { partial, .. } => partial,
-            Target::Block { path } => path,
+            Target::Block { path, .. } => path,
         }
     }
 
     /// The path named by the user.
     pub fn path(&self) -> &Path {
         match self {
-            Target::File { path, .. } | Target::Block { path } => path,
+            Target::File { path, .. } | Target::Block { path, .. } => path,
         }
     }
 
-    /// Refuses a target that is the old image, lives on the old image's
-    /// device, or is the device of the running root filesystem.
+    /// Refuses a new image that does not fit: larger than the block
+    /// device, or than `max_file` bytes for a file target (zero runs cost
+    /// a file nothing on disk, but every byte is still hashed). An empty
+    /// image is never written over a block device.
+    ///
+    /// # Errors
+    /// [`Error::ImageTooLarge`], or [`Error::UnsafeTarget`] for an empty
+    /// image on a device.
+    pub fn check_fits(&self, delta: &Path, new_len: u64, max_file: u64) -> Result<()> {
+        let too_large = |limit: String| Error::ImageTooLarge {
+            delta: delta.to_owned(),
+            new_len,
+            limit,
+        };
+        match self {
+            Target::Block { size, path } if new_len > *size => Err(too_large(format!(
+                "the target device {} holds {size} bytes",
+                path.display()
+            ))),
+            Target::Block { .. } if new_len == 0 => Err(Error::UnsafeTarget {
+                target: self.path().to_owned(),
+                reason: "the delta's new image is empty (header new_len 0), and an empty \
+                         image is never committed over a block device"
+                    .into(),
+            }),
+            Target::File { .. } if new_len > max_file => Err(too_large(format!(
+                "the limit for a file target is {max_file} bytes (--max-image-size)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses, before anything is written, a target that would write the
+    /// old image or the running system: compared by inode and by the
+    /// storage beneath (see [`storage`]), for the target and for every
+    /// name this run creates, replaces or removes (`partial`, the journal
+    /// and its temporary file, given in `names`).
     ///
     /// # Errors
     /// [`Error::UnsafeTarget`] naming the reason.
-    pub fn check_safe(&self, old: Option<&Path>) -> Result<()> {
+    pub fn check_safe(&self, old: Option<&OldImage>, names: &[&Path]) -> Result<()> {
         let refuse = |reason: String| {
             Err(Error::UnsafeTarget {
                 target: self.path().to_owned(),
                 reason,
             })
         };
-        let target_meta = std::fs::metadata(self.path()).ok();
-        let is_block = matches!(self, Target::Block { .. });
-        if let (Some(old), Some(t)) = (old, &target_meta) {
-            if let Ok(o) = std::fs::metadata(old) {
-                if o.dev() == t.dev() && o.ino() == t.ino() {
-                    return refuse(format!("it is the old image {}", old.display()));
-                }
-                if is_block && o.file_type().is_block_device() && o.rdev() == t.rdev() {
-                    return refuse(format!(
-                        "it is the same device as the old image {}",
-                        old.display()
-                    ));
-                }
-                if is_block && !o.file_type().is_block_device() && o.dev() == t.rdev() {
-                    return refuse(format!(
-                        "the old image {} is stored on this device",
-                        old.display()
-                    ));
+        if let Some(old) = old {
+            for name in std::iter::once(self.path()).chain(names.iter().copied()) {
+                let found = [std::fs::symlink_metadata(name), std::fs::metadata(name)];
+                if found.iter().flatten().any(|m| old.is(m)) {
+                    return refuse(if name == self.path() {
+                        format!("it is the old image {}", old.path.display())
+                    } else {
+                        format!(
+                            "{} is the old image {}, and this run would replace or remove it",
+                            name.display(),
+                            old.path.display()
+                        )
+                    });
                 }
             }
         }
-        if let (true, Some(t), Ok(root)) = (is_block, &target_meta, std::fs::metadata("/")) {
-            if t.rdev() == root.dev() {
-                return refuse("it holds the running root filesystem".into());
+        let sys = Sysfs::default();
+        if let Target::Block { path, .. } = self {
+            let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+                op: "stat target",
+                path: path.clone(),
+                source,
+            })?;
+            let storage = match sys.storage(&meta, u64::MAX) {
+                Ok(storage) => storage,
+                Err(reason) => return refuse(reason),
+            };
+            if let Some(old) = old {
+                if storage.conflicts_with(&old.storage) {
+                    return refuse(format!(
+                        "its storage overlaps the old image {} (same disk range, a partition \
+                         of it, a loop device over it or a device-mapper device on it)",
+                        old.path.display()
+                    ));
+                }
+            }
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            if let Some(point) = sys.mounted_in(&storage, &mountinfo) {
+                return refuse(if point == "/" {
+                    "it holds the running root filesystem".into()
+                } else {
+                    format!("it holds the file system mounted at {point}")
+                });
+            }
+        }
+        if let (Target::File { path, .. }, Some(old)) = (self, old) {
+            let dir = parent_dir(path);
+            if let Ok(meta) = std::fs::metadata(dir) {
+                let folder = Storage {
+                    direct: Vec::new(),
+                    container: sys
+                        .storage(&meta, 1)
+                        .map(|s| s.container)
+                        .unwrap_or_default(),
+                };
+                if folder.conflicts_with(&old.storage) {
+                    return refuse(format!(
+                        "its folder {} is on the file system of the old image {}, a block \
+                         device that writing a file there would change",
+                        dir.display(),
+                        old.path.display()
+                    ));
+                }
             }
         }
         if let Target::File { path, .. } = self {
@@ -108,44 +258,100 @@ impl Target {
         Ok(())
     }
 
-    /// Opens the write path; `fresh` empties a file target first.
-    /// `data_len` is the part of the new image that is not zero runs: a
-    /// file target needs that much room, the rest becomes holes.
+    /// Opens the write path: `fresh` replaces whatever a file target's
+    /// partial name holds with a new file (never following a planted
+    /// symlink), otherwise the partial file an earlier run wrote is opened
+    /// again; a block device is opened exclusively (the kernel refuses
+    /// while it is mounted). The opened file is compared with the old image
+    /// once more. `data_len` is the part of the new image that is not zero
+    /// runs: a file target needs that much room, the rest becomes holes.
     ///
     /// # Errors
-    /// I/O errors naming the path, a device smaller than `new_len`, or a
-    /// file system without room for `data_len` bytes.
-    pub fn open(&self, fresh: bool, new_len: u64, data_len: u64) -> Result<File> {
+    /// I/O errors naming the path, a file system without room for
+    /// `data_len` bytes, or an opened file that is the old image.
+    pub fn open(&self, fresh: bool, old: Option<&OldImage>, data_len: u64) -> Result<File> {
         let path = self.write_path();
         let io = |op, source| Error::Io {
             op,
             path: path.to_owned(),
             source,
         };
-        if let Target::File { .. } = self {
-            self.check_room(fresh, data_len)?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(matches!(self, Target::File { .. }))
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io("open target", e))?;
+        let refuse = |reason: String| Error::UnsafeTarget {
+            target: path.to_owned(),
+            reason,
+        };
+        let mut options = OpenOptions::new();
+        options.read(true).write(true);
         match self {
-            Target::File { .. } if fresh => file.set_len(0).map_err(|e| io("truncate", e))?,
-            Target::File { .. } => {}
-            Target::Block { .. } => {
-                let size = file.seek(SeekFrom::End(0)).map_err(|e| io("measure", e))?;
-                if size < new_len {
-                    return Err(Error::UnsafeTarget {
-                        target: path.to_owned(),
-                        reason: format!("device holds {size} bytes, the new image needs {new_len}"),
-                    });
+            Target::File { .. } => {
+                self.check_room(fresh, data_len)?;
+                if fresh {
+                    remove_stale(path)?;
+                    options.create_new(true);
                 }
+                options.custom_flags(libc_flags::NOFOLLOW);
+            }
+            Target::Block { .. } => {
+                options.custom_flags(libc_flags::EXCL);
+            }
+        }
+        let file = options.open(path).map_err(|e| match e.raw_os_error() {
+            Some(libc_flags::ELOOP) => {
+                refuse("it is a symbolic link, planted where this run writes".into())
+            }
+            Some(libc_flags::EBUSY) => refuse(
+                "the device is in use (mounted, or held by another device such as a \
+                 device-mapper target)"
+                    .into(),
+            ),
+            _ => io("open target", e),
+        })?;
+        let meta = file.metadata().map_err(|e| io("stat target", e))?;
+        let expected = match self {
+            Target::File { .. } => meta.is_file(),
+            Target::Block { .. } => meta.file_type().is_block_device(),
+        };
+        if !expected {
+            return Err(refuse(format!(
+                "it is {}, expected {}",
+                delta_core::describe_type(meta.file_type()),
+                if matches!(self, Target::File { .. }) {
+                    "a regular file"
+                } else {
+                    "a block device"
+                }
+            )));
+        }
+        if let Some(old) = old {
+            if old.is(&meta) {
+                return Err(refuse(format!(
+                    "it is the old image {}",
+                    old.path.display()
+                )));
             }
         }
         Ok(file)
+    }
+
+    /// The length of the partial file an earlier run left, if it is a
+    /// regular file (not followed through a symlink).
+    pub fn partial_len(&self) -> Option<u64> {
+        match self {
+            Target::File { partial, .. } => std::fs::symlink_metadata(partial)
+                .ok()
+                .filter(Metadata::is_file)
+                .map(|m| m.len()),
+            Target::Block { size, .. } => Some(*size),
+        }
+    }
+
+    /// Whether the write path could hold a finished image of `len` bytes:
+    /// a partial file of exactly that length, or a device.
+    pub fn may_hold(&self, len: u64) -> bool {
+        match self {
+            Target::File { .. } => self.partial_len() == Some(len),
+            Target::Block { size, .. } => *size >= len,
+        }
     }
 
     /// Refuses, before anything is written, a file target whose file system
@@ -154,17 +360,14 @@ impl Target {
     /// the whole download and write time for nothing.
     fn check_room(&self, fresh: bool, data_len: u64) -> Result<()> {
         let path = self.write_path();
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
+        let dir = parent_dir(path);
         // Without statvfs (an unusual file system), the writes will tell.
         let Ok(vfs) = rustix::fs::statvfs(dir) else {
             return Ok(());
         };
         let free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
-        let held = match std::fs::metadata(path) {
-            Ok(m) if !fresh => m.blocks().saturating_mul(512),
+        let held = match std::fs::symlink_metadata(path) {
+            Ok(m) if !fresh && m.is_file() => m.blocks().saturating_mul(512),
             _ => 0,
         };
         let needed = data_len.saturating_sub(held);
@@ -179,6 +382,54 @@ impl Target {
         }
         Ok(())
     }
+}
+
+/// Open flags and error numbers, from rustix (no `unsafe`).
+mod libc_flags {
+    pub const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+    pub const EXCL: i32 = rustix::fs::OFlags::EXCL.bits() as i32;
+    pub const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
+    pub const EBUSY: i32 = rustix::io::Errno::BUSY.raw_os_error();
+}
+
+/// Removes what a stale name holds (a file or a planted symlink; the link
+/// itself, never what it points to). A folder there is an error.
+pub(crate) fn remove_stale(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Io {
+            op: "remove stale",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// `path` with `suffix` appended to its last component.
+pub(crate) fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The folder holding `path` (`.` for a bare name).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Size of the block device at `path`, measured by seeking to its end.
+fn device_size(path: &Path) -> Result<u64> {
+    let io = |op, source| Error::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(|e| io("open target", e))?;
+    file.seek(SeekFrom::End(0)).map_err(|e| io("measure", e))
 }
 
 /// Hashes bytes `0..len` of `file` into `hasher`, reporting bytes done.

@@ -154,6 +154,9 @@ struct ApplyArgs {
     /// Refuse deltas that need more buffer memory than this (bytes or units).
     #[arg(long, value_parser = parse_size, default_value = "24MiB")]
     memory_limit: u64,
+    /// Largest new image written to a file target (bytes or units); a block device target is bounded by its size.
+    #[arg(long, value_parser = parse_size, default_value_t = delta_apply::DEFAULT_MAX_IMAGE_SIZE)]
+    max_image_size: u64,
     /// Check the old image's digest before writing anything.
     #[arg(long)]
     verify_source: bool,
@@ -325,6 +328,7 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         data_limit: args.data_limit,
         checkpoint_bytes: args.checkpoint_bytes,
         checkpoint_interval: seconds(args.checkpoint_seconds, "checkpoint-seconds")?,
+        max_image_size: args.max_image_size,
     };
     let mode = match args.progress {
         ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,

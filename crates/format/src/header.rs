@@ -25,6 +25,24 @@ pub const DIGEST_LEN: usize = 32;
 /// Extra decompressed bytes a segment stream may hold beyond `2 * new_len`.
 pub const STREAM_SLACK: u64 = 4096;
 
+/// Most old-image bytes all segments together may reference (the sum of
+/// their `ref_len`): the applier reads each segment's window, so without a
+/// bound a delta of a few hundred bytes could make it read the same old
+/// bytes thousands of times. The generator's defaults stay under a quarter
+/// of this (windows of at most 8 MiB per segment of 4 MiB or more).
+pub fn max_reference_total(old_len: u64, new_len: u64) -> u64 {
+    old_len
+        .saturating_add(new_len)
+        .saturating_mul(REFERENCE_FACTOR)
+        .saturating_add(REFERENCE_SLACK)
+}
+
+/// Factor of [`max_reference_total`] on `old_len + new_len`.
+pub const REFERENCE_FACTOR: u64 = 4;
+
+/// Constant part of [`max_reference_total`]: 64 MiB.
+pub const REFERENCE_SLACK: u64 = 64 << 20;
+
 /// A blake3 digest.
 pub type Digest = [u8; DIGEST_LEN];
 
@@ -393,6 +411,8 @@ impl Index {
         let mut new_offsets = Vec::with_capacity(count);
         let mut payload_offsets = Vec::with_capacity(count);
         let mut new_offset = 0u64;
+        let mut reference_total = 0u64;
+        let reference_limit = max_reference_total(header.old_len, header.new_len);
         let mut payload_offset = (HEADER_LEN + entries_len + DIGEST_LEN) as u64;
         for (i, raw) in table[..entries_len].chunks_exact(ENTRY_LEN).enumerate() {
             let mut r = Reader(raw, 0);
@@ -410,6 +430,17 @@ impl Index {
                 output_digest: r.array(),
             };
             check_entry(&header, i, &entry)?;
+            reference_total = reference_total.saturating_add(entry.ref_len);
+            if reference_total > reference_limit {
+                return Err(invalid(
+                    format!("sum of segment ref_len up to segment[{i}]"),
+                    reference_total,
+                    format!(
+                        "at most {REFERENCE_FACTOR}*(old_len+new_len)+{REFERENCE_SLACK} = \
+                         {reference_limit} bytes of old image read in all"
+                    ),
+                ));
+            }
             new_offsets.push(new_offset);
             payload_offsets.push(payload_offset);
             new_offset = new_offset.saturating_add(entry.new_len);
@@ -667,5 +698,56 @@ mod tests {
             decode_all(&Index::encode(&header, &segments)),
             Err(Error::OverLimit { .. })
         ));
+    }
+
+    #[test]
+    fn total_reference_is_bounded_by_the_image_sizes() {
+        // Many one-byte segments, each referencing the whole old image:
+        // tiny on the wire, but the applier would read old_len bytes per
+        // segment.
+        let old_len = 20 << 20;
+        let count = 24u64;
+        let seg = SegmentEntry {
+            new_len: 1,
+            payload_len: 1,
+            stream_len: 1,
+            ref_offset: 0,
+            ref_len: old_len,
+            copy_len: 0,
+            zero_len: 0,
+            diff_len: 0,
+            literal_len: 1,
+            payload_digest: [1; 32],
+            output_digest: [2; 32],
+        };
+        let header = |segment_count| Header {
+            flags: 0,
+            old_len,
+            new_len: segment_count,
+            old_digest: [3; 32],
+            new_digest: [4; 32],
+            block_size: 4096,
+            zstd_level: 19,
+            max_segment_len: 1,
+            apply_memory: old_len + 2,
+            segment_count,
+        };
+        let limit = max_reference_total(old_len, count);
+        let fits = limit / old_len;
+        assert!(fits < count, "the test needs more segments than fit");
+        let ok = vec![seg.clone(); fits as usize];
+        decode_all(&Index::encode(&header(fits), &ok)).unwrap();
+        let over = vec![seg; count as usize];
+        let err = decode_all(&Index::encode(&header(count), &over))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("sum of segment ref_len up to segment[{fits}]")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("{limit} bytes of old image")),
+            "{err}"
+        );
     }
 }

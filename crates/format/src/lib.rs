@@ -37,7 +37,8 @@ pub mod window;
 
 pub use error::{Error, Result};
 pub use header::{
-    Digest, Header, Index, Limits, SegmentEntry, DIGEST_LEN, ENTRY_LEN, FLAG_COPY_NEW, FLAG_FULL,
-    FLAG_MIGRATION, FLAG_WINDOW_LIST, HEADER_LEN, MAGIC, STREAM_SLACK, VERSION,
+    max_reference_total, Digest, Header, Index, Limits, SegmentEntry, DIGEST_LEN, ENTRY_LEN,
+    FLAG_COPY_NEW, FLAG_FULL, FLAG_MIGRATION, FLAG_WINDOW_LIST, HEADER_LEN, MAGIC,
+    REFERENCE_FACTOR, REFERENCE_SLACK, STREAM_SLACK, VERSION,
 };
 pub use stream::{Instruction, Op, Totals};
