@@ -152,6 +152,8 @@ impl Journal {
         let text = serde_json::to_vec(record).expect("a record always serializes");
         // A stale temporary file, or a symlink planted there, is removed
         // (the link, not what it points to), and a new file created.
+        let dir = crate::target::parent_dir(tmp);
+        std::fs::create_dir_all(dir).map_err(|e| io("create folder", dir, e))?;
         crate::target::remove_stale(tmp)?;
         let mut file = std::fs::OpenOptions::new()
             .write(true)

@@ -392,7 +392,6 @@ fn apply_inner(
     let delta = Delta::open(delta_path, &limits)?;
     let header = delta.index.header.clone();
     let target = Target::new(target_path)?;
-    target.check_fits(delta_path, header.new_len, options.max_image_size)?;
     run.log.line(format!(
         "delta: {} -> {} bytes, {} segments, needs {} bytes of buffers, full={} migration={}",
         header.old_len,
@@ -423,6 +422,7 @@ fn apply_inner(
     let journal = Journal::new(journal_path(options, &target));
     let written_names = [target.write_path(), journal.path(), journal.temp_path()];
     target.check_safe(old_image.as_ref(), &written_names)?;
+    target.check_fits(delta_path, header.new_len, options.max_image_size)?;
     if let (true, Some(path)) = (options.verify_source, old) {
         verify_source(run, &source, path, &header)?;
     }

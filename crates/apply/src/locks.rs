@@ -87,6 +87,7 @@ impl InstanceLock {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .custom_flags(flags.bits() as i32)
             .open(path)

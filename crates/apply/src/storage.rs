@@ -197,7 +197,7 @@ impl Sysfs {
         }
         let backing = dir.join("loop/backing_file");
         if backing.exists() {
-            return self.loop_device(&dir, &backing, start, len);
+            return self.loop_device(&dir, &backing, start, len, depth);
         }
         let slaves = list(&dir.join("slaves"));
         if !slaves.is_empty() {
@@ -225,6 +225,7 @@ impl Sysfs {
         backing: &Path,
         start: u64,
         len: u64,
+        depth: usize,
     ) -> Result<Storage, String> {
         let name = read_text(backing)?;
         let meta = std::fs::metadata(&name).map_err(|e| {
@@ -235,6 +236,10 @@ impl Sysfs {
         })?;
         let offset = read_u64(&dir.join("loop/offset"))?;
         let file_start = offset.saturating_add(start);
+        if meta.file_type().is_block_device() {
+            // A loop device over a device: its bytes are that device's.
+            return self.block(split(meta.rdev()), file_start, len, depth + 1);
+        }
         Ok(Storage {
             direct: vec![Place::File {
                 dev: meta.dev(),

@@ -69,13 +69,18 @@ impl OldImage {
         })
     }
 
-    /// True when `meta` is the old image's inode or device node.
+    /// True when `meta` is the old image's inode or device node, or a
+    /// file its bytes live in (a loop device's backing file).
     fn is(&self, meta: &Metadata) -> bool {
         let same_inode = meta.dev() == self.meta.dev() && meta.ino() == self.meta.ino();
         let same_device = meta.file_type().is_block_device()
             && self.meta.file_type().is_block_device()
             && meta.rdev() == self.meta.rdev();
-        same_inode || same_device
+        let holds_it = self.storage.direct.iter().any(|place| {
+            matches!(*place, storage::Place::File { dev, ino, .. }
+                if dev == meta.dev() && ino == meta.ino())
+        });
+        same_inode || same_device || holds_it
     }
 }
 
@@ -185,8 +190,9 @@ impl Target {
         };
         if let Some(old) = old {
             for name in std::iter::once(self.path()).chain(names.iter().copied()) {
-                let found = [std::fs::symlink_metadata(name), std::fs::metadata(name)];
-                if found.iter().flatten().any(|m| old.is(m)) {
+                // A symlink at one of these names is replaced or removed,
+                // never written through, so the name itself is compared.
+                if std::fs::symlink_metadata(name).is_ok_and(|m| old.is(&m)) {
                     return refuse(if name == self.path() {
                         format!("it is the old image {}", old.path.display())
                     } else {
