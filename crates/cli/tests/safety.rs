@@ -11,6 +11,7 @@
 //! they fail instead. `DELTA_REQUIRE_PARTITIONS=1` does the same for loop
 //! devices with partitions.
 
+use delta_format::{Header, Index, Op, SegmentEntry};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -424,6 +425,100 @@ fn stale_journals_are_discarded_and_the_apply_starts_over() {
     scene.assert_refused(&out, "remove stale journal folder out.img.journal");
     assert!(scene.path("out.img.journal/keep").is_dir());
     assert!(!scene.path("out.img.partial").exists());
+}
+
+/// A delta as a hostile generator would write it: header and table with
+/// their digest right, each payload `payloads[i]`.
+fn hostile_delta(header: &Header, segments: &[SegmentEntry], payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut bytes = Index::encode(header, segments);
+    for payload in payloads {
+        bytes.extend_from_slice(payload);
+    }
+    bytes
+}
+
+#[test]
+fn tiny_delta_asking_for_a_terabyte_is_refused_at_once() {
+    let scene = Scene::new();
+    let new_len = 1u64 << 40;
+    let stream = delta_format::stream::encode(&[Op::Zero { len: new_len }], &[], &[]);
+    let payload = zstd::bulk::compress(&stream, 3).unwrap();
+    let entry = SegmentEntry {
+        new_len,
+        payload_len: payload.len() as u64,
+        stream_len: stream.len() as u64,
+        zero_len: new_len,
+        payload_digest: *blake3::hash(&payload).as_bytes(),
+        ..SegmentEntry::default()
+    };
+    let header = Header {
+        flags: delta_format::FLAG_FULL,
+        old_len: 0,
+        new_len,
+        old_digest: [0; 32],
+        new_digest: [0; 32],
+        block_size: 4096,
+        zstd_level: 3,
+        max_segment_len: new_len,
+        apply_memory: entry.memory(),
+        segment_count: 1,
+    };
+    let delta = hostile_delta(&header, &[entry], &[payload]);
+    assert!(delta.len() < 400, "{} bytes", delta.len());
+    fs::write(scene.path("tb.delta"), delta).unwrap();
+    let started = Instant::now();
+    let out = scene.run(&["apply", "tb.delta", "-o", "out.img"]);
+    scene.assert_refused(
+        &out,
+        "delta tb.delta: the new image is 1099511627776 bytes (header new_len), but the limit \
+         for a file target is 8589934592 bytes (--max-image-size)",
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!scene.path("out.img.partial").exists());
+}
+
+#[test]
+fn segments_rereading_the_old_image_are_refused_by_the_table_check() {
+    // 2,000 one-byte segments, each with the whole 2 MiB old image as its
+    // window: 4 GB of reads from a delta of a few hundred KB.
+    let scene = Scene::new();
+    let old_len = fs::metadata(scene.path("old.img")).unwrap().len();
+    let count = 2000u64;
+    let entry = SegmentEntry {
+        new_len: 1,
+        payload_len: 1,
+        stream_len: 8,
+        ref_offset: 0,
+        ref_len: old_len,
+        literal_len: 1,
+        ..SegmentEntry::default()
+    };
+    let header = Header {
+        flags: 0,
+        old_len,
+        new_len: count,
+        old_digest: [0; 32],
+        new_digest: [0; 32],
+        block_size: 4096,
+        zstd_level: 3,
+        max_segment_len: 1,
+        apply_memory: entry.memory(),
+        segment_count: count,
+    };
+    let segments = vec![entry; count as usize];
+    let payloads = vec![vec![0u8]; count as usize];
+    fs::write(
+        scene.path("reread.delta"),
+        hostile_delta(&header, &segments, &payloads),
+    )
+    .unwrap();
+    let out = scene.run(&["apply", "old.img", "reread.delta", "-o", "out.img"]);
+    let limit = delta_format::max_reference_total(old_len, count);
+    scene.assert_refused(
+        &out,
+        &format!("sum of segment ref_len up to segment[{}]", limit / old_len),
+    );
+    assert!(stderr(&out).contains(&format!("{limit} bytes of old image read in all")));
 }
 
 /// The journal's id of a delta: the hex digest stored after its table.
