@@ -17,12 +17,9 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(e) => {
+            // One line, as `delta check-data` prints it: the crate's
+            // messages end with their cause.
             eprintln!("error: {e}");
-            let mut source = std::error::Error::source(e.as_ref());
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
             ExitCode::from(2)
         }
     }

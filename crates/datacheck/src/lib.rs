@@ -19,7 +19,33 @@
 //! passes [`CheckOptions::limit`] the walk stops and queued blocks are
 //! dropped, so a 20 GiB folder of random data costs about as much as
 //! compressing the first 170 MB of it. [`Report`] holds the result and the
-//! warnings GNU tar would print (unreadable or vanished files, sockets).
+//! warnings GNU tar would print while still making a whole archive.
+//!
+//! # Refusals and exit codes
+//!
+//! The backup must not only fit but also succeed: GNU tar carries on past
+//! an entry it cannot read, but exits 2, and the migration script stops
+//! there, half-way. So the check answers with what GNU tar 1.34 would do
+//! (checked by injecting each failure into it with `strace`):
+//!
+//! | entry below the folder                           | GNU tar         | here                  |
+//! |--------------------------------------------------|-----------------|-----------------------|
+//! | cannot be stat'ed, opened, listed or read        | error, exit 2   | [`Error::Unreadable`] |
+//! | gone since its directory was listed (`ENOENT`)   | warning, exit 1 | warning               |
+//! | shrank or changed while read                     | warning, exit 1 | warning               |
+//! | a socket                                         | warning, exit 0 | warning               |
+//!
+//! ("Cannot be read" is any errno but `ENOENT`: `EACCES`, `EIO`, …; running
+//! out of descriptors or memory is an [`Error::Io`], a problem of the check
+//! rather than of the backup.)
+//!
+//! `delta check-data DIR` prints `error: ` and the one-line message and
+//! exits 1 on any error, e.g. `error: backup would fail: cannot open
+//! /data/resin-data/app/db.sqlite: Permission denied (os error 13); tar
+//! would exit 2`; it exits 3 when the folder is over the limit and 0 when
+//! it fits, warnings or not. A folder over the limit is reported as such
+//! even if an unreadable entry lies beyond the point where the count
+//! passed the limit.
 //!
 //! # How close to `tar -cz | wc -c`
 //!
@@ -40,10 +66,18 @@
 //! about `(2 × threads + 1) × block_size`, plus a 32 KiB dictionary per
 //! block, zlib's state and a 64 KiB scratch per compressing thread (about
 //! 330 KiB each), a 256 KiB read buffer, the entry names of the directories
-//! on the current path, and the names of files with several hard links
-//! until all their links are seen. With the defaults on a 2-core device
-//! that is about 6 MiB. File contents are never held beyond the blocks in
-//! flight: memory does not grow with the amount of data.
+//! on the current path (their current member name once, about 100 bytes
+//! per level, and the names not archived yet), and the names of files with
+//! several hard links until all their links are seen. With the defaults on
+//! a 2-core device that is about 6 MiB; 10,000 levels of nesting add about
+//! 1 MiB. File contents are never held beyond the blocks in flight: memory
+//! does not grow with the amount of data.
+//!
+//! Descriptors: at most 64 directories are held open, however deep the
+//! folder, plus one file or the directory being entered (see the notes in
+//! `walk.rs`): a
+//! directory needed again after its descriptor was given up is re-opened
+//! by name, and one moved or replaced meanwhile is an [`Error::Changed`].
 //!
 //! # What it does not do
 //!
@@ -58,8 +92,7 @@
 //!   partition and the size of the OS image are the caller's business.
 //!
 //! Caveats: reading a symlink updates its access time (the kernel offers no
-//! way around it); directories nested deeper than the open-file limit
-//! (~1000 levels) are an error; owner names come from `/etc/passwd` and
+//! way around it); owner names come from `/etc/passwd` and
 //! `/etc/group` (not NSS); the reference is GNU tar 1.34 and GNU gzip, a
 //! device whose backup used BusyBox tar/gzip would differ slightly (not
 //! measured).
@@ -146,8 +179,10 @@ pub struct Report {
     pub over_limit: bool,
     /// The limit used, in bytes.
     pub limit: u64,
-    /// What GNU tar would have warned about, `./name: message`, e.g.
-    /// `./run/app.sock: socket ignored`. At most 1000, then a count.
+    /// What GNU tar would have warned about while still writing a whole
+    /// archive, `./name: message` in its words, e.g. `./run/app.sock:
+    /// socket ignored` (exit 0) or `./tmp/x: File removed before we read
+    /// it` (exit 1). At most 1000, then a count.
     pub warnings: Vec<String>,
 }
 
@@ -182,8 +217,12 @@ impl From<Error> for Halt {
 /// [`Error::NotFound`] or [`Error::NotADirectory`] for a bad `dir`;
 /// [`Error::InvalidOption`] for out-of-range options; [`Error::Io`] if
 /// `dir` itself cannot be read or the process runs out of file descriptors
-/// or memory. Unreadable or vanishing entries below `dir` are warnings in
-/// the report, not errors.
+/// or memory; [`Error::Unreadable`] for the first entry below `dir` that
+/// GNU tar would fail on (exit 2: permission denied, I/O error), as the
+/// backup would stop there; [`Error::Changed`] if a directory is moved or
+/// replaced while the check runs. Entries vanishing during the walk, files
+/// changing while read and sockets are warnings in the report, as GNU tar
+/// still writes a whole archive (exit 1, or 0 for sockets).
 pub fn check_data(dir: &Path, options: &CheckOptions) -> Result<Report> {
     check_data_with_progress(dir, options, |_| {})
 }

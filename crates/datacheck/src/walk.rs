@@ -15,23 +15,51 @@
 //! `readlink` is the exception: the kernel updates a symlink's access time
 //! on every read and offers no flag against it.
 //!
-//! Problems GNU tar reports and carries on from become warnings: a file
-//! that vanishes or cannot be opened is left out, a file that shrinks while
-//! read is padded with zeros (its header already promised the old size), a
-//! socket is skipped. Running out of descriptors or memory is an error
-//! instead: a count that silently skipped files would understate the size.
+//! # Failures, as GNU tar classes them
 //!
-//! Descriptors held: one per directory on the current path (and one file),
-//! so nesting deeper than the open-file limit (usually 1024) is an error.
+//! GNU tar carries on past every problem with an entry, but its exit
+//! status tells the migration script whether the backup is whole. Checked
+//! with GNU tar 1.34 (failures injected with `strace -e inject`):
+//!
+//! - exit 2, an [`Error::Unreadable`] here: an entry that cannot be
+//!   stat'ed, opened or read for any reason but `ENOENT` ("Cannot open:
+//!   Permission denied", "Cannot savedir", "Read error at byte …",
+//!   "Cannot readlink"). The backup would be incomplete and the script
+//!   stops half-way: exactly what the check must catch. Running out of
+//!   descriptors or memory is an [`Error::Io`] instead: our problem, not
+//!   the backup's.
+//! - exit 1, a warning: an entry gone between listing and reading (`ENOENT`,
+//!   "File removed before we read it"), a file that shrank (padded with
+//!   zeros, its header already promised the old size) or changed while read.
+//! - exit 0, a warning: a socket (not archived).
+//!
+//! # Descriptors and memory at depth
+//!
+//! Names are read into memory as each directory is entered (the walk never
+//! reads a directory stream twice), so a directory's descriptor is only
+//! needed to open its entries. It is closed as soon as its last entry is
+//! taken, and at most [`MAX_OPEN_DIRS`] are held: past that, the one whose
+//! loss costs least is closed (never the shallowest nor the deepest few;
+//! the rest stay spread out along the path). A directory needed again is
+//! re-opened by name from the nearest ancestor still open, checking device
+//! and inode on every step; never through `..`, which a concurrent rename
+//! could lead astray. At depth 10,000 with entries left at most levels
+//! that is under 10,000 re-opens in all, a few milliseconds. A directory moved or replaced meanwhile is an
+//! [`Error::Changed`] (GNU tar, holding one descriptor per level, would not
+//! notice). So nesting is limited by memory, not by the open-file limit:
+//! the path is kept once, in one buffer, and each level costs a small
+//! [`Frame`] (about 100 bytes plus its pending names).
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, Read};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, Stat};
 use rustix::io::Errno;
 
 use crate::error::Error;
@@ -43,14 +71,189 @@ use crate::Halt;
 const MAX_WARNINGS: usize = 1000;
 /// Read size for file contents.
 const READ_BUF: usize = 256 * 1024;
+/// Buffer for `getdents`, shared by all directories.
+const DIR_BUF: usize = 32 * 1024;
 const ZEROS: [u8; 8192] = [0; 8192];
+/// Directory descriptors held at most, the root's included. One more is
+/// open for a moment while a subdirectory is entered, or one file.
+pub(crate) const MAX_OPEN_DIRS: usize = 64;
+/// The deepest directories holding descriptors that are never closed for
+/// another: they are the next ones needed.
+const KEEP_DEEPEST: usize = 4;
+/// How directories are opened, below the root.
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
 
-/// A directory being archived: its descriptor, its member name (ending in
-/// `/`) and the entries not yet archived, last first.
+/// A directory on the current path.
 struct Frame {
-    dir: Dir,
-    prefix: Vec<u8>,
+    /// Its name in its parent (empty for the root), to open it again.
+    name: CString,
+    /// Length of its member name (`./a/b/`) at the start of the path buffer.
+    path_len: usize,
+    /// Device and inode, to check that a re-opened directory is this one.
+    dev: u64,
+    ino: u64,
+    /// Its descriptor, if held.
+    fd: Option<OwnedFd>,
+    /// Entries not archived yet, last first.
     pending: Vec<CString>,
+}
+
+/// The directories from the root down to the one being archived, and which
+/// of them hold descriptors.
+struct Stack {
+    frames: Vec<Frame>,
+    /// Indices of the frames holding a descriptor, ascending. The first
+    /// (the root's, until it has no entries left) is never evicted.
+    open: Vec<usize>,
+    /// Most descriptors held, at least 3.
+    max_open: usize,
+    /// Most held at once so far.
+    peak_open: usize,
+    /// Directories opened again after their descriptor was given up.
+    reopened: u64,
+}
+
+impl Stack {
+    fn new(max_open: usize) -> Stack {
+        Stack {
+            frames: Vec::new(),
+            open: Vec::new(),
+            max_open: max_open.max(3),
+            peak_open: 0,
+            reopened: 0,
+        }
+    }
+
+    fn push(&mut self, frame: Frame) {
+        let index = self.frames.len();
+        let held = frame.fd.is_some();
+        self.frames.push(frame);
+        if held {
+            self.hold(index);
+        }
+    }
+
+    fn pop(&mut self) {
+        let index = self.frames.len().wrapping_sub(1);
+        if self.open.last() == Some(&index) {
+            self.open.pop();
+        }
+        self.frames.pop();
+    }
+
+    /// Records that frame `index`, deeper than every other holding one, now
+    /// holds a descriptor; gives one up if that makes too many.
+    fn hold(&mut self, index: usize) {
+        self.open.push(index);
+        if self.open.len() > self.max_open {
+            self.evict();
+        }
+        self.peak_open = self.peak_open.max(self.open.len());
+    }
+
+    /// Closes the descriptor whose loss leaves the smallest gap between two
+    /// held ones, so that those kept thin out towards the root: going back
+    /// up then costs few re-opens at each level. The shallowest and the
+    /// deepest [`KEEP_DEEPEST`] are kept.
+    fn evict(&mut self) {
+        let keep = KEEP_DEEPEST.min(self.max_open - 2).max(1);
+        let candidates = 1..self.open.len().saturating_sub(keep);
+        let gap = |p: usize| self.open[p + 1] - self.open[p - 1];
+        if let Some(p) = candidates.min_by_key(|&p| gap(p)) {
+            let index = self.open.remove(p);
+            self.frames[index].fd = None;
+        }
+    }
+
+    /// The innermost directory's descriptor, taken out of the stack; for
+    /// the directory's last entry, which no later one needs.
+    fn take_top_fd(&mut self) -> Option<OwnedFd> {
+        let index = self.frames.len().checked_sub(1)?;
+        let fd = self.frames.get_mut(index)?.fd.take()?;
+        if self.open.last() == Some(&index) {
+            self.open.pop();
+        }
+        Some(fd)
+    }
+
+    fn top_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.frames.last()?.fd.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Gives the innermost directory a descriptor again if it gave its up:
+    /// opens it by name, one level at a time, from the nearest ancestor
+    /// holding one, and checks device and inode at every level. Levels on
+    /// the way that still have entries to archive keep their descriptors
+    /// (as far as [`Stack::hold`] allows). `path` starts with the member
+    /// names of the frames (the path buffer); `root` is the data folder,
+    /// for messages.
+    fn reopen_top(&mut self, path: &[u8], root: &Path) -> Result<(), Error> {
+        let Some(top) = self.frames.len().checked_sub(1) else {
+            return Ok(());
+        };
+        if self.frames[top].fd.is_some() {
+            return Ok(());
+        }
+        // The shallowest holder is never evicted, and only gives its
+        // descriptor up as the innermost directory: it is above `top`.
+        let start = *self.open.last().expect("an ancestor holds a descriptor");
+        let mut cursor: Option<(usize, OwnedFd)> = None;
+        for index in start + 1..=top {
+            let frame = &self.frames[index];
+            let member = path.get(..frame.path_len).unwrap_or(path);
+            let parent = match &cursor {
+                Some((_, fd)) => fd.as_fd(),
+                None => self.frames[start]
+                    .fd
+                    .as_ref()
+                    .expect("the nearest ancestor holding a descriptor")
+                    .as_fd(),
+            };
+            let fd = match open_noatime(parent, frame.name.as_c_str(), DIR_FLAGS) {
+                Ok(fd) => fd,
+                // Gone, or something else (a file, a symlink) in its place.
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {
+                    return Err(Error::Changed {
+                        path: full_path(root, member),
+                    })
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        op: "open directory again",
+                        path: full_path(root, member),
+                        source: e.into(),
+                    })
+                }
+            };
+            let st = rustix::fs::fstat(&fd).map_err(|e| Error::Io {
+                op: "stat",
+                path: full_path(root, member),
+                source: e.into(),
+            })?;
+            let st = Meta::new(&st);
+            if (st.dev, st.ino) != (frame.dev, frame.ino) {
+                return Err(Error::Changed {
+                    path: full_path(root, member),
+                });
+            }
+            self.reopened += 1;
+            if let Some((above, above_fd)) = cursor.take() {
+                if !self.frames[above].pending.is_empty() {
+                    self.frames[above].fd = Some(above_fd);
+                    self.hold(above);
+                }
+            }
+            cursor = Some((index, fd));
+        }
+        if let Some((index, fd)) = cursor {
+            self.frames[index].fd = Some(fd);
+            self.hold(index);
+        }
+        Ok(())
+    }
 }
 
 /// The `stat` fields used, in the same types on every architecture.
@@ -139,8 +342,20 @@ pub(crate) struct Walker<'a, S: Sink> {
     pub(crate) warnings: Warnings,
     /// Tar bytes written, for the final record padding.
     written: u64,
+    /// The data folder, for messages.
+    root: PathBuf,
+    /// Member name of the entry being archived; each frame's name is a
+    /// prefix of it.
+    path: Vec<u8>,
     header: Vec<u8>,
     buf: Vec<u8>,
+    dir_buf: Vec<MaybeUninit<u8>>,
+    /// Directory descriptors held at most (see [`MAX_OPEN_DIRS`]).
+    pub(crate) max_open_dirs: usize,
+    /// Most directory descriptors held at once, and directories opened
+    /// again, in the last walk.
+    pub(crate) peak_open_dirs: usize,
+    pub(crate) reopened_dirs: u64,
 }
 
 impl<'a, S: Sink> Walker<'a, S> {
@@ -152,8 +367,14 @@ impl<'a, S: Sink> Walker<'a, S> {
             members: 0,
             warnings: Warnings::default(),
             written: 0,
+            root: PathBuf::new(),
+            path: Vec::new(),
             header: Vec::with_capacity(3 * tar::BLOCK),
             buf: vec![0; READ_BUF],
+            dir_buf: vec![MaybeUninit::uninit(); DIR_BUF],
+            max_open_dirs: MAX_OPEN_DIRS,
+            peak_open_dirs: 0,
+            reopened_dirs: 0,
         }
     }
 
@@ -188,55 +409,81 @@ impl<'a, S: Sink> Walker<'a, S> {
                 .into())
             }
         }
+        self.root = root.to_path_buf();
         // The folder itself may be a symlink (`tar -C` follows it too).
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let fd = open_noatime(rustix::fs::CWD, root, flags)
             .map_err(|e| root_error("open directory", e))?;
         let st = rustix::fs::fstat(&fd).map_err(|e| root_error("stat", e))?;
-        let mut dir = Dir::new(fd).map_err(|e| root_error("read directory", e))?;
-        let pending = read_names(&mut dir).map_err(|e| root_error("read directory", e))?;
-        let prefix = b"./".to_vec();
-        self.header(&prefix, &Meta::new(&st), Kind::Directory, b"", 0)?;
-        let mut stack = vec![Frame {
-            dir,
-            prefix,
+        let st = Meta::new(&st);
+        let pending = read_names(fd.as_fd(), &mut self.dir_buf)
+            .map_err(|e| root_error("read directory", e))?;
+        self.header(b"./", &st, Kind::Directory, b"", 0)?;
+        self.path.clear();
+        self.path.extend_from_slice(b"./");
+        let mut stack = Stack::new(self.max_open_dirs);
+        stack.push(Frame {
+            name: CString::default(),
+            path_len: self.path.len(),
+            dev: st.dev,
+            ino: st.ino,
+            fd: Some(fd),
             pending,
-        }];
+        });
 
-        while let Some(frame) = stack.last_mut() {
-            let Some(name) = frame.pending.pop() else {
-                stack.pop();
-                continue;
-            };
-            let dirfd = frame.dir.fd().map_err(|e| Error::Io {
-                op: "read directory",
-                path: PathBuf::from(String::from_utf8_lossy(&frame.prefix).into_owned()),
-                source: e.into(),
-            })?;
-            let mut path = frame.prefix.clone();
-            path.extend_from_slice(name.to_bytes());
-            if let Some(child) = self.entry(dirfd, &name, path)? {
-                stack.push(child);
-            }
-        }
+        let walked = self.walk_stack(&mut stack);
+        self.peak_open_dirs = stack.peak_open;
+        self.reopened_dirs = stack.reopened;
+        walked?;
 
         let end = self.written.saturating_add(2 * tar::BLOCK as u64);
         let padded = end.div_ceil(tar::RECORD).saturating_mul(tar::RECORD);
         self.zeros(padded - self.written)
     }
 
+    /// Archives the entries of the directories on `stack`, depth first,
+    /// until it is empty.
+    fn walk_stack(&mut self, stack: &mut Stack) -> Result<(), Halt> {
+        while let Some(frame) = stack.frames.last_mut() {
+            let Some(name) = frame.pending.pop() else {
+                stack.pop();
+                continue;
+            };
+            let last = frame.pending.is_empty();
+            let path_len = frame.path_len;
+            stack.reopen_top(&self.path, &self.root)?;
+            // The last entry needs the directory's descriptor for the last
+            // time: close it once that entry is archived.
+            let taken = if last { stack.take_top_fd() } else { None };
+            let dirfd = match &taken {
+                Some(fd) => fd.as_fd(),
+                None => stack.top_fd().expect("re-opened above"),
+            };
+            let mut path = std::mem::take(&mut self.path);
+            path.truncate(path_len);
+            path.extend_from_slice(name.to_bytes());
+            let child = self.entry(dirfd, name, &mut path);
+            self.path = path;
+            drop(taken);
+            if let Some(child) = child? {
+                stack.push(child);
+            }
+        }
+        Ok(())
+    }
+
     /// Archives one directory entry; returns the frame to descend into for
-    /// a directory.
+    /// a directory. `path` is its member name (`./a/b`).
     fn entry(
         &mut self,
         dirfd: BorrowedFd<'_>,
-        name: &CString,
-        path: Vec<u8>,
+        name: CString,
+        path: &mut Vec<u8>,
     ) -> Result<Option<Frame>, Halt> {
-        let st = match rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        let st = match rustix::fs::statat(dirfd, &name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Meta::new(&st),
             Err(e) => {
-                self.soft(&path, "Cannot stat", "stat", e)?;
+                self.failed(path, "stat", e)?;
                 return Ok(None);
             }
         };
@@ -245,7 +492,7 @@ impl<'a, S: Sink> Walker<'a, S> {
             return self.directory(dirfd, name, path, &st);
         }
         if file_type == FileType::Socket {
-            self.warnings.push(&path, "socket ignored");
+            self.warnings.push(path, "socket ignored");
             return Ok(None);
         }
         // GNU tar links regular files and symlinks only; fifos and devices
@@ -261,24 +508,24 @@ impl<'a, S: Sink> Walker<'a, S> {
                 } else {
                     target.name.clone()
                 };
-                self.header(&path, &st, Kind::HardLink, &link, 0)?;
+                self.header(path, &st, Kind::HardLink, &link, 0)?;
                 return Ok(None);
             }
         }
         let archived = match file_type {
-            FileType::RegularFile => self.file(dirfd, name, &path)?,
-            FileType::Symlink => match rustix::fs::readlinkat(dirfd, name, Vec::new()) {
+            FileType::RegularFile => self.file(dirfd, &name, path)?,
+            FileType::Symlink => match rustix::fs::readlinkat(dirfd, &name, Vec::new()) {
                 Ok(target) => {
-                    self.header(&path, &st, Kind::Symlink, target.as_bytes(), 0)?;
+                    self.header(path, &st, Kind::Symlink, target.as_bytes(), 0)?;
                     true
                 }
                 Err(e) => {
-                    self.soft(&path, "Cannot readlink", "readlink", e)?;
+                    self.failed(path, "readlink", e)?;
                     false
                 }
             },
             FileType::Fifo => {
-                self.header(&path, &st, Kind::Fifo, b"", 0)?;
+                self.header(path, &st, Kind::Fifo, b"", 0)?;
                 true
             }
             FileType::CharacterDevice | FileType::BlockDevice => {
@@ -289,11 +536,11 @@ impl<'a, S: Sink> Walker<'a, S> {
                 };
                 let mut device_st = st;
                 device_st.size = 0;
-                self.device(&path, &device_st, kind)?;
+                self.device(path, &device_st, kind)?;
                 true
             }
             _ => {
-                self.warnings.push(&path, "Unknown file type; file ignored");
+                self.warnings.push(path, "Unknown file type; file ignored");
                 false
             }
         };
@@ -301,7 +548,7 @@ impl<'a, S: Sink> Walker<'a, S> {
             self.links.insert(
                 key,
                 LinkTarget {
-                    name: path,
+                    name: path.clone(),
                     remaining: st.nlink - 1,
                 },
             );
@@ -310,61 +557,58 @@ impl<'a, S: Sink> Walker<'a, S> {
     }
 
     /// Reads the directory's entries, then writes its header (as GNU tar:
-    /// an unreadable directory leaves no member at all).
+    /// a directory removed before it is read leaves no member at all).
     fn directory(
         &mut self,
         parent: BorrowedFd<'_>,
-        name: &CString,
-        mut path: Vec<u8>,
+        name: CString,
+        path: &mut Vec<u8>,
         st: &Meta,
     ) -> Result<Option<Frame>, Halt> {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let opened = open_noatime(parent, name, flags).and_then(Dir::new);
-        let mut dir = match opened {
-            Ok(dir) => dir,
+        let fd = match open_noatime(parent, name.as_c_str(), DIR_FLAGS) {
+            Ok(fd) => fd,
             Err(e) => {
-                self.soft(&path, "Cannot open", "open directory", e)?;
+                self.failed(path, "open", e)?;
                 return Ok(None);
             }
         };
-        let pending = match read_names(&mut dir) {
+        let pending = match read_names(fd.as_fd(), &mut self.dir_buf) {
             Ok(pending) => pending,
             Err(e) => {
-                self.soft(&path, "Cannot savedir", "read directory", e)?;
+                self.failed(path, "read directory", e)?;
                 return Ok(None);
             }
         };
         path.push(b'/');
-        self.header(&path, st, Kind::Directory, b"", 0)?;
+        self.header(path, st, Kind::Directory, b"", 0)?;
         Ok(Some(Frame {
-            dir,
-            prefix: path,
+            name,
+            path_len: path.len(),
+            dev: st.dev,
+            ino: st.ino,
+            fd: Some(fd),
             pending,
         }))
     }
 
     /// Archives a regular file: header from `fstat` of the open file, then
     /// exactly that many bytes. Returns whether a member was written.
-    fn file(&mut self, dirfd: BorrowedFd<'_>, name: &CString, path: &[u8]) -> Result<bool, Halt> {
+    fn file(&mut self, dirfd: BorrowedFd<'_>, name: &CStr, path: &[u8]) -> Result<bool, Halt> {
         // O_NONBLOCK: should a fifo replace the file after the stat, the open
         // must not wait for a writer.
         let flags =
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
         let file = match open_noatime(dirfd, name, flags) {
             Ok(fd) => File::from(fd),
-            Err(Errno::NOENT) => {
-                self.warnings.push(path, "File removed before we read it");
-                return Ok(false);
-            }
             Err(e) => {
-                self.soft(path, "Cannot open", "open", e)?;
+                self.failed(path, "open", e)?;
                 return Ok(false);
             }
         };
         let before = match rustix::fs::fstat(&file) {
             Ok(st) => Meta::new(&st),
             Err(e) => {
-                self.soft(path, "Cannot stat", "stat", e)?;
+                self.failed(path, "stat", e)?;
                 return Ok(false);
             }
         };
@@ -398,8 +642,8 @@ impl<'a, S: Sink> Walker<'a, S> {
         Ok(true)
     }
 
-    /// Streams `size` bytes of `file`, zero-padded if it ends early or a
-    /// read fails, then pads to the block.
+    /// Streams `size` bytes of `file`, zero-padded if it ends early, then
+    /// pads to the block. A read error stops the check: GNU tar would exit 2.
     fn contents(&mut self, mut file: &File, path: &[u8], size: u64) -> Result<(), Halt> {
         let mut done: u64 = 0;
         while done < size {
@@ -420,21 +664,7 @@ impl<'a, S: Sink> Walker<'a, S> {
                     done = done.saturating_add(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    if is_exhaustion(&e) {
-                        return Err(Error::Io {
-                            op: "read",
-                            path: lossy_path(path),
-                            source: e,
-                        }
-                        .into());
-                    }
-                    self.warnings.push(
-                        path,
-                        format_args!("Read error at byte {done}, while reading {want} bytes: {e}"),
-                    );
-                    break;
-                }
+                Err(e) => return Err(self.error("read", path, e).into()),
             }
         }
         let pad =
@@ -499,20 +729,26 @@ impl<'a, S: Sink> Walker<'a, S> {
         Ok(())
     }
 
-    /// A per-entry failure: a warning, as in GNU tar, unless the machine is
-    /// out of descriptors or memory, which stops the check.
-    fn soft(&mut self, path: &[u8], what: &str, op: &'static str, e: Errno) -> Result<(), Halt> {
-        let e = io::Error::from(e);
-        if is_exhaustion(&e) {
-            return Err(Error::Io {
-                op,
-                path: lossy_path(path),
-                source: e,
-            }
-            .into());
+    /// A per-entry failure, classed as GNU tar classes it (see the module
+    /// docs): an entry gone since its directory was listed is a warning,
+    /// anything else stops the check.
+    fn failed(&mut self, path: &[u8], op: &'static str, e: Errno) -> Result<(), Halt> {
+        if e == Errno::NOENT {
+            self.warnings.push(path, "File removed before we read it");
+            return Ok(());
         }
-        self.warnings.push(path, format_args!("{what}: {e}"));
-        Ok(())
+        Err(self.error(op, path, e.into()).into())
+    }
+
+    /// The error for a failed `op` on member `path`: [`Error::Io`] when the
+    /// machine is out of descriptors or memory, else [`Error::Unreadable`].
+    fn error(&self, op: &'static str, path: &[u8], source: io::Error) -> Error {
+        let path = full_path(&self.root, path);
+        if is_exhaustion(&source) {
+            Error::Io { op, path, source }
+        } else {
+            Error::Unreadable { op, path, source }
+        }
     }
 }
 
@@ -530,10 +766,14 @@ fn open_noatime<P: rustix::path::Arg + Copy>(
 }
 
 /// All entry names but `.` and `..`, reversed so `pop` yields them in
-/// directory order.
-fn read_names(dir: &mut Dir) -> rustix::io::Result<Vec<CString>> {
+/// directory order. `buf` is scratch space for `getdents`.
+fn read_names(
+    dir: BorrowedFd<'_>,
+    buf: &mut [MaybeUninit<u8>],
+) -> rustix::io::Result<Vec<CString>> {
     let mut names = Vec::new();
-    while let Some(entry) = dir.read() {
+    let mut entries = RawDir::new(dir, buf);
+    while let Some(entry) = entries.next() {
         let entry = entry?;
         let name = entry.file_name();
         if name.to_bytes() != b"." && name.to_bytes() != b".." {
@@ -550,8 +790,15 @@ fn is_exhaustion(e: &io::Error) -> bool {
         .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
 }
 
-fn lossy_path(name: &[u8]) -> PathBuf {
-    PathBuf::from(String::from_utf8_lossy(name).into_owned())
+/// The data folder joined with a member name: `./a/b/` becomes `ROOT/a/b`.
+fn full_path(root: &Path, member: &[u8]) -> PathBuf {
+    let inside = member.strip_prefix(b"./").unwrap_or(member);
+    let inside = inside.strip_suffix(b"/").unwrap_or(inside);
+    if inside.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(OsStr::from_bytes(inside))
+    }
 }
 
 #[cfg(test)]
@@ -698,6 +945,121 @@ mod tests {
             "{:?}",
             walker.warnings.kept
         );
+    }
+
+    /// Creates files in `dir` until one comes after `sub` in directory
+    /// order, so that the walk must return to `dir` after `sub`.
+    fn files_after(dir: &Path, sub: &str) {
+        for i in 0.. {
+            std::fs::write(dir.join(format!("f{i}")), format!("file {i}")).unwrap();
+            let order: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            if order.last().is_some_and(|last| last != sub) {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn few_descriptors_give_the_same_stream() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dir = tmp.path().to_path_buf();
+        for level in 0..150 {
+            std::fs::write(dir.join(format!("a{level}")), vec![b'a'; level]).unwrap();
+            std::fs::create_dir(dir.join("d")).unwrap();
+            if level % 7 == 0 {
+                let side = dir.join(format!("side{level}"));
+                std::fs::create_dir_all(side.join("x/y")).unwrap();
+                std::fs::write(side.join("x/y/leaf"), b"leaf").unwrap();
+                std::fs::write(side.join("x/z"), b"z").unwrap();
+            }
+            std::fs::write(dir.join(format!("z{level}")), b"z").unwrap();
+            dir.push("d");
+        }
+        let theirs = gnu_tar_of(tmp.path());
+        for max_open_dirs in [3, 4, 5, 8, MAX_OPEN_DIRS] {
+            let mut ours = Vec::new();
+            let mut walker = Walker::new(&mut ours);
+            walker.max_open_dirs = max_open_dirs;
+            assert!(walker.walk(tmp.path()).is_ok());
+            assert!(walker.peak_open_dirs <= max_open_dirs);
+            let reopened = walker.reopened_dirs;
+            if max_open_dirs < 10 {
+                assert!(reopened > 0, "no directory re-opened with {max_open_dirs}");
+            }
+            assert!(
+                ours == theirs,
+                "with {max_open_dirs} descriptors: {}",
+                first_difference(&ours, &theirs)
+            );
+        }
+    }
+
+    /// A sink that runs `action` once, when a write contains `trigger`.
+    struct Trap<F: FnOnce()> {
+        out: Vec<u8>,
+        trigger: &'static [u8],
+        action: Option<F>,
+    }
+
+    impl<F: FnOnce()> Sink for Trap<F> {
+        fn write(&mut self, bytes: &[u8]) -> Result<(), Halt> {
+            self.out.extend_from_slice(bytes);
+            if bytes.windows(self.trigger.len()).any(|w| w == self.trigger) {
+                if let Some(action) = self.action.take() {
+                    action();
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_directory_replaced_while_closed_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("a/b/c/d")).unwrap();
+        for (dir, sub) in [("", "a"), ("a", "b"), ("a/b", "c"), ("a/b/c", "d")] {
+            files_after(&root.join(dir), sub);
+        }
+        // With 3 descriptors, entering c gives up a's, and entering d c's.
+        let mut trap = Trap {
+            out: Vec::new(),
+            trigger: b"./a/b/c/d/",
+            action: Some(|| {
+                std::fs::rename(root.join("a"), root.join("a.old")).unwrap();
+                std::fs::create_dir(root.join("a")).unwrap();
+            }),
+        };
+        let mut walker = Walker::new(&mut trap);
+        walker.max_open_dirs = 3;
+        let err = match walker.walk(root) {
+            Err(Halt::Failed(e)) => e,
+            Err(Halt::OverLimit) => panic!("over the limit"),
+            Ok(()) => panic!("the replaced directory went unnoticed"),
+        };
+        assert!(
+            matches!(&err, Error::Changed { path } if *path == root.join("a")),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} was moved or replaced during the check; run it again",
+                root.join("a").display()
+            )
+        );
+        assert!(trap.action.is_none(), "the trap never fired");
+    }
+
+    #[test]
+    fn member_names_become_paths_in_the_folder() {
+        let root = Path::new("/data/resin-data");
+        assert_eq!(full_path(root, b"./"), root);
+        assert_eq!(full_path(root, b"./a/b/"), root.join("a/b"));
+        assert_eq!(full_path(root, b"./a/file"), root.join("a/file"));
     }
 
     #[test]

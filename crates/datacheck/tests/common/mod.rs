@@ -3,9 +3,12 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Stdio};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 /// xorshift64*: seeded, fast, and incompressible as far as gzip can tell.
 pub struct Rng(u64);
@@ -178,4 +181,113 @@ pub fn gnu_tar_members(archive: &[u8]) -> u64 {
 /// `|ours - theirs| / theirs`.
 pub fn relative_difference(ours: u64, theirs: u64) -> f64 {
     ours.abs_diff(theirs) as f64 / theirs as f64
+}
+
+/// A chain of `depth` directories named `d` in a temporary folder, built
+/// by descriptors (its paths outgrow `PATH_MAX`), and removed the same way
+/// when dropped: std's `remove_dir_all` would hold a descriptor per level.
+pub struct DeepTree {
+    tmp: tempfile::TempDir,
+    depth: usize,
+}
+
+impl DeepTree {
+    /// Every `files_every` levels, from the top, the directory also holds
+    /// files `a{level}` and `z{level}` (a few bytes each), made before and
+    /// after its `d`: in creation order, in reverse and in most hash
+    /// orders, some file comes after `d`, so the walk has to come back to
+    /// that level after the levels below it.
+    pub fn new(depth: usize, files_every: usize) -> DeepTree {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dir = open_dir(rustix::fs::CWD, tmp.path());
+        for level in 0..depth {
+            let files = level % files_every == 0;
+            if files {
+                make_file(&dir, &format!("a{level}"), level);
+            }
+            rustix::fs::mkdirat(&dir, "d", Mode::from_raw_mode(0o755)).unwrap();
+            if files {
+                make_file(&dir, &format!("z{level}"), level + 3);
+            }
+            dir = open_dir(&dir, "d");
+        }
+        DeepTree { tmp, depth }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+}
+
+impl Drop for DeepTree {
+    /// Moves each level's `d` up to the top in turn and empties the one
+    /// above it: two descriptors, one pass.
+    fn drop(&mut self) {
+        let Ok(top) = rustix::fs::open(self.tmp.path(), dir_flags(), Mode::empty()) else {
+            return;
+        };
+        for level in 1..=self.depth {
+            let Ok(dir) = rustix::fs::openat(&top, "d", dir_flags(), Mode::empty()) else {
+                return;
+            };
+            for name in [format!("a{level}"), format!("z{level}")] {
+                let _ = rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty());
+            }
+            let below = rustix::fs::renameat(&dir, "d", &top, "d.below").is_ok();
+            drop(dir);
+            let _ = rustix::fs::unlinkat(&top, "d", AtFlags::REMOVEDIR);
+            if !below || rustix::fs::renameat(&top, "d.below", &top, "d").is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+fn open_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> OwnedFd {
+    rustix::fs::openat(parent, name, dir_flags(), Mode::empty()).unwrap()
+}
+
+fn make_file(dir: &OwnedFd, name: &str, len: usize) {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o644)).unwrap();
+    fs::File::from(fd)
+        .write_all(&b"0123456789".repeat(len / 10 + 1)[..len])
+        .unwrap();
+}
+
+/// Length of `tar -cf - -C dir .`, counted as it streams by.
+pub fn gnu_tar_len(dir: &Path) -> u64 {
+    let mut child = Command::new("tar")
+        .args(["-cf", "-", "-C"])
+        .arg(dir)
+        .arg(".")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("GNU tar runs");
+    let len = std::io::copy(&mut child.stdout.take().unwrap(), &mut std::io::sink()).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "tar failed: {status}");
+    len
+}
+
+/// Runs test `test` of this test binary alone in a child process, with
+/// `env` set to `dir`, and checks that it passed; returns its output.
+pub fn run_child(test: &str, env: &str, dir: &Path) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "child ran no test:\n{stdout}");
+    stdout
 }
