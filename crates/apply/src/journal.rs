@@ -161,8 +161,8 @@ impl Journal {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(tmp)
             .map_err(|e| io("create", tmp, e))?;
-        file.write_all(&text).map_err(|e| io("write", &tmp, e))?;
-        file.sync_all().map_err(|e| io("fsync", &tmp, e))?;
+        file.write_all(&text).map_err(|e| io("write", tmp, e))?;
+        file.sync_all().map_err(|e| io("fsync", tmp, e))?;
         std::fs::rename(tmp, &self.path).map_err(|e| io("rename", &self.path, e))?;
         sync_parent(&self.path)
     }

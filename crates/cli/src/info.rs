@@ -1,8 +1,7 @@
 //! `delta info`: the header and the share of each kind of op.
 
 use delta_format::{Header, Index, Limits, HEADER_LEN};
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::Path;
 
 /// Errors of `delta info`, naming the file.
@@ -14,6 +13,8 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
+    #[error("delta {path} is {kind}, not a regular file")]
+    NotRegular { path: String, kind: &'static str },
     #[error("delta {path}: {source}")]
     Format {
         path: String,
@@ -42,9 +43,24 @@ pub fn run(path: &Path, json: bool) -> Result<(), Error> {
         path: name.clone(),
         source,
     };
-    let mut file = File::open(path).map_err(|e| io("open", e))?;
-    let file_len = file.seek(SeekFrom::End(0)).map_err(|e| io("measure", e))?;
-    file.seek(SeekFrom::Start(0)).map_err(|e| io("seek", e))?;
+    // A delta is a regular file. The stat names what else it is; the open
+    // never blocks (a FIFO with no writer would hang a plain open) and the
+    // opened file's type is checked again, in case of a swap in between.
+    let not_regular = |kind| Error::NotRegular {
+        path: name.clone(),
+        kind: delta_core::describe_type(kind),
+    };
+    let kind = std::fs::metadata(path)
+        .map_err(|e| io("open", e))?
+        .file_type();
+    if !kind.is_file() {
+        return Err(not_regular(kind));
+    }
+    let (mut file, file_len) = delta_core::open_image(path).map_err(|e| io("open", e))?;
+    let kind = file.metadata().map_err(|e| io("stat", e))?.file_type();
+    if !kind.is_file() {
+        return Err(not_regular(kind));
+    }
     let limits = Limits::default();
     let mut head = Vec::new();
     (&mut file)

@@ -17,6 +17,59 @@ pub enum Error {
         /// The cause.
         source: io::Error,
     },
+    /// An input image could not be opened, measured or mapped.
+    #[error("{op} {role} {path}: {source}")]
+    Input {
+        /// What was being done ("open", "stat", "map").
+        op: &'static str,
+        /// "old image" or "new image".
+        role: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// An input is neither a regular file nor a block device.
+    #[error("{role} {path} is {kind}, not a regular file or a block device")]
+    NotAnImage {
+        /// "old image" or "new image".
+        role: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What it is ("a FIFO (named pipe)", "a character device", ...).
+        kind: &'static str,
+    },
+    /// The output exists and is not a regular file (a device, a FIFO, a
+    /// directory), so a delta file cannot be renamed over it.
+    #[error("refusing to write {path}: it is {kind}, not a regular file")]
+    OutputNotRegular {
+        /// The output.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// The output, or its temporary name, is one of the inputs (same device
+    /// and inode, after following symbolic links).
+    #[error("refusing to write {path}: it is the {input}")]
+    OutputIsInput {
+        /// The output or its temporary file.
+        path: PathBuf,
+        /// Which input, e.g. "new image new.img".
+        input: String,
+    },
+    /// An input changed between being opened and the delta being put in
+    /// place; nothing was written.
+    #[error(
+        "{role} {path} changed while the delta was being generated ({what}); no delta written"
+    )]
+    Changed {
+        /// "old image" or "new image".
+        role: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What changed: size, modification time, contents.
+        what: String,
+    },
     /// Encoding failed.
     #[error(transparent)]
     Core(#[from] delta_core::Error),

@@ -18,6 +18,11 @@
 //! payloads until they are written (about the delta's size), plus
 //! per-thread scratch of a few segments.
 //!
+//! [`generate`] takes files: regular files or block devices, opened
+//! without blocking (anything else is refused up front), checked again for
+//! changes before the delta, written to an unnamed temporary file, is put
+//! in place; an output that is an input or not a regular file is refused.
+//!
 //! It deliberately does not stream its inputs: a build server has both
 //! images on disk and random access is what finds moved data.
 //!
@@ -34,6 +39,7 @@
 
 mod error;
 mod mmap;
+mod output;
 
 pub use error::{Error, Result};
 
@@ -44,7 +50,6 @@ use delta_core::{
 };
 use delta_format::{Index, SegmentEntry, FLAG_MIGRATION};
 use rayon::prelude::*;
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -53,7 +58,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Knobs of the generator.
 #[derive(Debug, Clone)]
 pub struct GenOptions {
-    /// Worker threads (0: one per core).
+    /// Worker threads (0: one per core). At most
+    /// [`std::thread::available_parallelism`] are started: threads beyond
+    /// the cores cannot run at once and each costs a stack and scratch
+    /// (100,000 of them took minutes and hundreds of MiB to start). The
+    /// output does not depend on the number.
     pub threads: usize,
     /// Bytes of new image per segment.
     pub segment_len: usize,
@@ -160,44 +169,106 @@ pub struct Summary {
 }
 
 /// Generates a delta from the file `old` (None: a full payload) to `new`,
-/// written to `out` through a temporary file renamed into place.
+/// written to `out` only once complete and checked.
+///
+/// The inputs must be regular files or block devices (read at their real
+/// size); they are opened without blocking and anything else is refused
+/// before any work. An existing `out` must be a regular file that is not
+/// an input; it is replaced by rename, never written through. The delta is
+/// written to an unnamed temporary file in `out`'s folder and linked into
+/// place after the inputs are found unchanged: same size, modification and
+/// status-change times as when opened, and the same digests when hashed
+/// again. A run that fails or dies leaves neither `out` nor `out.tmp`
+/// (except on file systems without `O_TMPFILE`, where a killed run can
+/// leave `out.tmp`; see the `output` module).
 ///
 /// # Errors
-/// I/O errors naming the file, bad options, or a failed self-check.
+/// I/O errors naming the file, an input that is not an image or changed
+/// during the run, an output that is an input or not a regular file, bad
+/// options, or a failed self-check.
 pub fn generate(
     old: Option<&Path>,
     new: &Path,
     out: &Path,
     options: &GenOptions,
 ) -> Result<Summary> {
-    let old_input = old.map(mmap::Input::open).transpose()?;
-    let new_input = mmap::Input::open(new)?;
-    let old_bytes = old_input.as_ref().map_or(&[][..], mmap::Input::bytes);
     let options = GenOptions {
         full: options.full || old.is_none(),
         ..options.clone()
     };
-    let tmp = temp_path(out);
-    let io = |op, path: &Path, source| Error::Io {
+    let pool = thread_pool(&options)?;
+    // A full payload does not read the old image.
+    let old_input = old
+        .filter(|_| !options.full)
+        .map(|path| mmap::Input::open(path, mmap::Role::Old))
+        .transpose()?;
+    let new_input = mmap::Input::open(new, mmap::Role::New)?;
+    let inputs: Vec<&mmap::Input> = old_input.iter().chain([&new_input]).collect();
+    let target = output::Target::prepare(out, &inputs)?;
+    let io = |op, source| Error::Io {
         op,
-        path: path.to_owned(),
+        path: out.to_owned(),
         source,
     };
-    let file = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    let result =
-        generate_into(old_bytes, new_input.bytes(), &options, &mut writer).and_then(|summary| {
-            let file = writer
-                .into_inner()
-                .map_err(|e| io("write", &tmp, e.into_error()))?;
-            file.sync_all().map_err(|e| io("fsync", &tmp, e))?;
-            std::fs::rename(&tmp, out).map_err(|e| io("rename into place", out, e))?;
-            Ok(summary)
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let old_bytes = old_input.as_ref().map_or(&[][..], mmap::Input::bytes);
+    let mut writer = BufWriter::with_capacity(1 << 20, target.file());
+    let mut digests = None;
+    let generated = generate_with(
+        &pool,
+        old_bytes,
+        new_input.bytes(),
+        &options,
+        &mut writer,
+        &mut digests,
+    );
+    let summary = generated.map_err(|e| match e {
+        // Write errors name the output, not `<output>`.
+        Error::Io { op, source, .. } => io(op, source),
+        // A segment not rebuilding its bytes may be an input changing
+        // under the mapping: say so.
+        Error::SelfCheck { .. } => match unchanged(&pool, &inputs, digests.as_ref()) {
+            Err(changed @ Error::Changed { .. }) => changed,
+            _ => e,
+        },
+        e => e,
+    })?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| io("write", e.into_error()))?;
+    file.sync_all().map_err(|e| io("fsync", e))?;
+    unchanged(&pool, &inputs, digests.as_ref())?;
+    target.commit()?;
+    Ok(summary)
+}
+
+/// Checks that every input is still as it was opened: first size and times
+/// (touching no mapped byte, so a shrunk file is reported rather than
+/// faulting), then, for block devices and given the digests the header
+/// records, the bytes: a device written through another node keeps its
+/// times. A regular file cannot be written without changing its ctime, so
+/// its bytes are not hashed again (that would cost a second pass over
+/// both images on every run).
+fn unchanged(
+    pool: &rayon::ThreadPool,
+    inputs: &[&mmap::Input],
+    digests: Option<&Digests>,
+) -> Result<()> {
+    for input in inputs {
+        input.check_unchanged()?;
     }
-    result
+    let Some(digests) = digests else {
+        return Ok(());
+    };
+    for input in inputs.iter().filter(|i| i.block_device().is_some()) {
+        let recorded = match input.role() {
+            mmap::Role::Old => digests.old,
+            mmap::Role::New => digests.new,
+        };
+        if pool.install(|| digest(input.bytes())) != recorded {
+            return Err(input.changed("its contents no longer match their digest".into()));
+        }
+    }
+    Ok(())
 }
 
 /// Generates a delta of in-memory images into a vector.
@@ -208,12 +279,6 @@ pub fn generate_to_vec(old: &[u8], new: &[u8], options: &GenOptions) -> Result<V
     let mut out = Vec::new();
     generate_into(old, new, options, &mut out)?;
     Ok(out)
-}
-
-fn temp_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    out.with_file_name(name)
 }
 
 /// Generates a delta of `old` to `new` (old ignored for a full payload) into
@@ -228,14 +293,41 @@ pub fn generate_into(
     options: &GenOptions,
     out: &mut dyn Write,
 ) -> Result<Summary> {
+    let pool = thread_pool(options)?;
+    generate_with(&pool, old, new, options, out, &mut None)
+}
+
+/// Checks the options and starts the worker threads: `options.threads`
+/// (0: one per core), at most one per core.
+fn thread_pool(options: &GenOptions) -> Result<rayon::ThreadPool> {
     options.check()?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.threads)
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads.min(cores))
         .build()
         .map_err(|e| Error::Threads {
             threads: options.threads,
             reason: e.to_string(),
-        })?;
+        })
+}
+
+/// The digests a delta's header records.
+struct Digests {
+    old: [u8; 32],
+    new: [u8; 32],
+}
+
+/// [`generate_into`] on `pool`. The digests of both images, which the
+/// header records, are put in `digests` as soon as they are computed
+/// (before anything can fail), to tell a changed input from a bug.
+fn generate_with(
+    pool: &rayon::ThreadPool,
+    old: &[u8],
+    new: &[u8],
+    options: &GenOptions,
+    out: &mut dyn Write,
+    digests: &mut Option<Digests>,
+) -> Result<Summary> {
     let old = if options.full { &[][..] } else { old };
     let slice_options = options.slice_options();
     let (header, segments, payloads, copy_new_len) = pool.install(|| {
@@ -243,6 +335,10 @@ pub fn generate_into(
             || rayon::join(|| digest(old), || digest(new)),
             || build_index(old, options.block_size),
         );
+        *digests = Some(Digests {
+            old: old_digest,
+            new: new_digest,
+        });
         let units: Vec<_> = unit_ranges(new.len(), options.segment_len)
             .into_par_iter()
             .with_max_len(1)
@@ -292,6 +388,7 @@ pub fn generate_into(
         .into_iter()
         .collect::<Result<_>>()?;
         let (segments, payloads): (Vec<_>, Vec<_>) = encoded.into_iter().unzip();
+        check_reference_total(&segments, old.len() as u64, new.len() as u64)?;
         let mut header = build_header(
             old,
             new,
@@ -336,6 +433,28 @@ pub fn generate_into(
         summary.literal_len += s.literal_len;
     }
     Ok(summary)
+}
+
+/// Refuses segments that together reference more old bytes than the
+/// format allows (FORMAT.md, segment table rules): no applier would
+/// accept the delta. Only options far from the defaults get here (segments
+/// of a few KiB with windows of many MiB).
+fn check_reference_total(segments: &[SegmentEntry], old_len: u64, new_len: u64) -> Result<()> {
+    let total = segments
+        .iter()
+        .fold(0u64, |sum, s| sum.saturating_add(s.ref_len));
+    let limit = delta_format::max_reference_total(old_len, new_len);
+    if total > limit {
+        return Err(Error::Option {
+            name: "max_reference",
+            reason: format!(
+                "the segments would reference {total} bytes of old image in all, over the \
+                 format's limit of {limit} (4*(old_len+new_len)+64 MiB); use larger segments \
+                 or a smaller reference window"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Rough cost of encoding one segment, to start the slow ones first, in
@@ -489,6 +608,23 @@ mod tests {
         assert_eq!(calls.load(Ordering::Relaxed), items.len());
         let expected: Vec<(usize, u64)> = items.iter().map(|&c| c * 2).enumerate().collect();
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn segments_over_the_reference_total_are_refused() {
+        let entry = |ref_len| SegmentEntry {
+            ref_len,
+            ..SegmentEntry::default()
+        };
+        let limit = delta_format::max_reference_total(1000, 1000);
+        check_reference_total(&[entry(limit / 2), entry(limit / 2)], 1000, 1000).unwrap();
+        let err = check_reference_total(&[entry(limit / 2), entry(limit / 2 + 2)], 1000, 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("over the format's limit of {limit}")),
+            "{err}"
+        );
     }
 
     #[test]
