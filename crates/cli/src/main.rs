@@ -72,7 +72,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct Tuning {
-    /// Worker threads (0: one per core).
+    /// Worker threads (0: one per core; more than the cores are not started).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// zstd level of payloads (1-22); streams of random-looking bytes get at most 3.

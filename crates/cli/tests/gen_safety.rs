@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::LoopDevice;
+
 const DELTA: &str = env!("CARGO_BIN_EXE_delta");
 
 fn testdata(name: &str) -> PathBuf {
@@ -91,28 +95,6 @@ fn mkfifo(path: &Path) -> bool {
         .arg(path)
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// A loop device over a file, detached when dropped.
-struct Loop(String);
-
-impl Loop {
-    fn attach(file: &Path) -> Option<Loop> {
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(file)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| Loop(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
 }
 
 /// Text-like bytes that zstd level 19 compresses slowly (about 1 s per
@@ -360,16 +342,14 @@ fn loop_device_input_gives_the_same_delta_as_its_file() {
     let mut new = std::fs::read(testdata("sample/new.img")).unwrap();
     new.truncate(2 << 20);
     std::fs::write(d.join("new.img"), &new).unwrap();
+    let require = "DELTA_REQUIRE_DEVICES";
     let (Some(old_dev), Some(new_dev)) = (
-        Loop::attach(&d.join("old.img")),
-        Loop::attach(&d.join("new.img")),
+        LoopDevice::attach(&d.join("old.img"), false, require),
+        LoopDevice::attach(&d.join("new.img"), false, require),
     ) else {
-        eprintln!(
-            "SKIPPED loop_device_input_gives_the_same_delta_as_its_file: losetup unavailable"
-        );
         return;
     };
-    let (old_dev, new_dev) = (old_dev.0.as_str(), new_dev.0.as_str());
+    let (old_dev, new_dev) = (old_dev.path(), new_dev.path());
     for (files, devices) in [
         (
             &["gen", "old.img", "new.img", "-o", "file.delta"][..],
@@ -453,17 +433,14 @@ fn block_device_rewritten_through_another_node_is_refused() {
     let dir = small_pair();
     let d = dir.path();
     std::fs::write(d.join("new.img"), slow_text(2 << 20)).unwrap();
-    let Some(dev) = Loop::attach(&d.join("new.img")) else {
-        eprintln!(
-            "SKIPPED block_device_rewritten_through_another_node_is_refused: losetup unavailable"
-        );
+    let Some(dev) = LoopDevice::attach(&d.join("new.img"), false, "DELTA_REQUIRE_DEVICES") else {
         return;
     };
     // A second node for the same device: writes through it share the
     // device's page cache but leave the times of `dev`'s node alone, so
     // only the digests can tell.
     let numbers = Command::new("stat")
-        .args(["-c", "%t %T", &dev.0])
+        .args(["-c", "%t %T", dev.path()])
         .output()
         .unwrap();
     let numbers = String::from_utf8_lossy(&numbers.stdout);
@@ -483,9 +460,17 @@ fn block_device_rewritten_through_another_node_is_refused() {
         );
         return;
     }
-    let args = ["gen", "old.bin", &dev.0, "-o", "d.delta", "--threads", "1"];
+    let args = [
+        "gen",
+        "old.bin",
+        dev.path(),
+        "-o",
+        "d.delta",
+        "--threads",
+        "1",
+    ];
     let child = spawn(d, &args);
-    wait_until_mapped(child.id(), Path::new(&dev.0));
+    wait_until_mapped(child.id(), Path::new(dev.path()));
     std::thread::sleep(Duration::from_millis(30));
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -498,7 +483,7 @@ fn block_device_rewritten_through_another_node_is_refused() {
         &out,
         &[&format!(
             "new image {} changed while the delta was being generated (its contents no longer match their digest); no delta written",
-            dev.0
+            dev.path()
         )],
     );
     assert!(!d.join("d.delta").exists());
