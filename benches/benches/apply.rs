@@ -29,7 +29,7 @@ fn apply_segments(c: &mut Criterion) {
     ] {
         let delta = diff_slices(&old, &new, &options).unwrap();
         assert_eq!(apply_slice(&old, &delta, &Limits::default()).unwrap(), new);
-        let index = delta_core::decode_index(&delta, &Limits::default()).unwrap();
+        let index = delta_format::read_index(&mut &delta[..], &Limits::default()).unwrap();
         group.throughput(Throughput::Bytes(new.len() as u64));
         group.bench_with_input(BenchmarkId::new(name, len), &delta, |b, delta| {
             let mut patcher = Patcher::new();

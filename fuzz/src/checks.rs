@@ -73,39 +73,25 @@ pub fn decode_header(data: &[u8]) {
     }
 }
 
-/// Decodes header and index the two public ways and checks what they
-/// accept.
+/// Decodes header and index through the one reader the applier, `info`
+/// and the in-memory applier use, and checks what it accepts.
 fn check_index(data: &[u8], limits: &Limits) -> Option<Index> {
-    let core = delta_core::decode_index(data, limits);
-    let Ok(header) = Header::decode(data, limits) else {
-        assert!(
-            core.is_err(),
-            "decode_index accepts a header Header::decode rejects"
-        );
-        return None;
-    };
+    let mut rest = data;
+    let index = delta_format::read_index(&mut rest, limits).ok()?;
     assert_eq!(
-        header.encode()[..],
+        index.header.encode()[..],
         data[..HEADER_LEN],
         "header re-encodes differently"
     );
-    let table_len = header
+    let table_len = index
+        .header
         .table_len(limits)
-        .expect("Header::decode checked the table size");
-    let index = match Index::decode(header, &data[..HEADER_LEN], &data[HEADER_LEN..], limits) {
-        Ok(index) => index,
-        Err(_) => {
-            assert!(
-                core.is_err(),
-                "decode_index accepts a table Index::decode rejects"
-            );
-            return None;
-        }
-    };
-    let core = core.expect("decode_index rejects a table Index::decode accepts");
-    assert_eq!(core.header, index.header);
-    assert_eq!(core.segments, index.segments);
-
+        .expect("the reader checked the table size");
+    assert_eq!(
+        data.len() - rest.len(),
+        HEADER_LEN + table_len as usize,
+        "the reader consumed more or less than header and table"
+    );
     let h = &index.header;
     let count = index.segments.len();
     assert!(h.apply_memory <= limits.max_memory);

@@ -34,16 +34,6 @@ pub enum Error {
         /// What is wrong.
         source: delta_core::Error,
     },
-    /// The delta file's length disagrees with its table.
-    #[error("delta {path}: file is {found} bytes, its segment table implies {expected} bytes (truncated or extended)")]
-    DeltaLength {
-        /// The delta file.
-        path: PathBuf,
-        /// Length implied by the table.
-        expected: u64,
-        /// Actual length.
-        found: u64,
-    },
     /// The old image is not the one the delta was made for.
     #[error("source mismatch: old image {path}: {what}")]
     SourceMismatch {

@@ -55,9 +55,10 @@ pub use progress::{Progress, ProgressFn, Step};
 
 use checkpoint::{Checkpoints, SegmentSink};
 use delta_core::{FileSource, Patcher, SegmentRef, Source};
-use delta_format::{Header, Index, Limits, DIGEST_LEN, HEADER_LEN};
+use delta_format::{Header, Index, Limits};
 use journal::{Journal, Record, State};
 use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -182,50 +183,31 @@ struct Delta {
 }
 
 impl Delta {
+    /// Opens a delta file (a regular file or a block device, never
+    /// blocking) and reads its header and table through the one reader.
     fn open(path: &Path, limits: &Limits) -> Result<Delta> {
-        let io = |op, source| Error::Io {
-            op,
+        let (mut file, file_len) = delta_core::open_image(path).map_err(|source| Error::Io {
+            op: "open delta",
             path: path.to_owned(),
             source,
-        };
+        })?;
         let bad = |source| Error::Header {
             path: path.to_owned(),
             source,
         };
-        let (file, file_len) = delta_core::open_image(path).map_err(|e| io("open delta", e))?;
-        let head_len = file_len.min(HEADER_LEN as u64) as usize;
-        let mut head = vec![0u8; head_len];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|e| io("read", e))?;
-        let header = Header::decode(&head, limits).map_err(bad)?;
-        let table_len = header.table_len(limits).map_err(bad)?;
-        let have = file_len - HEADER_LEN as u64;
-        if have < table_len {
-            return Err(bad(delta_format::Error::Truncated {
-                what: "segment table",
-                offset: HEADER_LEN as u64,
-                need: table_len,
-                have,
-            }));
-        }
-        // Bounded: table_len was checked against limits.max_segments.
-        let mut table = vec![0u8; table_len as usize];
-        file.read_exact_at(&mut table, HEADER_LEN as u64)
-            .map_err(|e| io("read", e))?;
-        let id = hex(&table[table.len() - DIGEST_LEN..]);
-        let index = Index::decode(header, &head, &table, limits).map_err(bad)?;
-        if index.file_len != file_len {
-            return Err(Error::DeltaLength {
-                path: path.to_owned(),
-                expected: index.file_len,
-                found: file_len,
-            });
-        }
+        file.seek(SeekFrom::Start(0)).map_err(|source| Error::Io {
+            op: "seek",
+            path: path.to_owned(),
+            source,
+        })?;
+        let index =
+            delta_format::read_index(&mut std::io::BufReader::new(&file), limits).map_err(bad)?;
+        index.check_file_len(file_len).map_err(bad)?;
         Ok(Delta {
             path: path.to_owned(),
+            id: hex(&index.table_digest),
             file,
             index,
-            id,
         })
     }
 }

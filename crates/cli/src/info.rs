@@ -1,7 +1,6 @@
 //! `delta info`: the header and the share of each kind of op.
 
-use delta_format::{Header, Index, Limits, HEADER_LEN};
-use std::io::Read;
+use delta_format::Limits;
 use std::path::Path;
 
 /// Errors of `delta info`, naming the file.
@@ -19,12 +18,6 @@ pub enum Error {
     Format {
         path: String,
         source: delta_format::Error,
-    },
-    #[error("delta {path}: file is {found} bytes, its segment table implies {expected} bytes")]
-    Length {
-        path: String,
-        expected: u64,
-        found: u64,
     },
 }
 
@@ -61,26 +54,10 @@ pub fn run(path: &Path, json: bool) -> Result<(), Error> {
     if !kind.is_file() {
         return Err(not_regular(kind));
     }
-    let limits = Limits::default();
-    let mut head = Vec::new();
-    (&mut file)
-        .take(HEADER_LEN as u64)
-        .read_to_end(&mut head)
-        .map_err(|e| io("read", e))?;
-    let header = Header::decode(&head, &limits).map_err(format)?;
-    let mut table = Vec::new();
-    (&mut file)
-        .take(header.table_len(&limits).map_err(format)?)
-        .read_to_end(&mut table)
-        .map_err(|e| io("read", e))?;
-    let index = Index::decode(header, &head, &table, &limits).map_err(format)?;
-    if index.file_len != file_len {
-        return Err(Error::Length {
-            path: name,
-            expected: index.file_len,
-            found: file_len,
-        });
-    }
+    let index =
+        delta_format::read_index(&mut std::io::BufReader::new(&mut file), &Limits::default())
+            .map_err(format)?;
+    index.check_file_len(file_len).map_err(format)?;
     let h = &index.header;
     let sum = |f: fn(&delta_format::SegmentEntry) -> u64| index.segments.iter().map(f).sum::<u64>();
     let (copy, zero, diff, literal) = (

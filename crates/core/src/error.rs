@@ -96,14 +96,6 @@ pub enum Error {
         /// Size of the image given.
         found: u64,
     },
-    /// The delta file has another length than its table implies.
-    #[error("delta is {found} bytes, its segment table implies {expected} bytes")]
-    DeltaLength {
-        /// Length from the table.
-        expected: u64,
-        /// Length found.
-        found: u64,
-    },
     /// The whole new image does not match the header's digest.
     #[error("new image digest mismatch: the result is not the image this delta was made for")]
     NewDigest,

@@ -51,7 +51,7 @@ pub use source::{describe_type, not_an_image, open_image, FileSource, Source};
 pub use window::{CopiedRuns, WindowLayout};
 
 use delta_format::{
-    Header, Index, Limits, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, FLAG_WINDOW_LIST, HEADER_LEN,
+    Header, Index, Limits, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, FLAG_WINDOW_LIST,
 };
 use std::ops::Range;
 
@@ -209,16 +209,6 @@ pub fn diff_slices(old: &[u8], new: &[u8], options: &SliceOptions) -> Result<Vec
     Ok(out)
 }
 
-/// Decodes the header and table at the start of `delta`.
-///
-/// # Errors
-/// [`Error::Header`] for anything malformed or over `limits`.
-pub fn decode_index(delta: &[u8], limits: &Limits) -> Result<Index> {
-    let header = Header::decode(delta, limits).map_err(Error::Header)?;
-    let table = delta.get(HEADER_LEN..).unwrap_or(&[]);
-    Index::decode(header, &delta[..HEADER_LEN], table, limits).map_err(Error::Header)
-}
-
 /// Applies a whole delta held in memory to `old`, returning the new image:
 /// the small reference applier for tests and fuzzing. It checks everything
 /// the streaming applier checks except the old image's digest. It holds the
@@ -227,7 +217,7 @@ pub fn decode_index(delta: &[u8], limits: &Limits) -> Result<Index> {
 /// # Errors
 /// Any format, digest or length error.
 pub fn apply_slice(old: &[u8], delta: &[u8], limits: &Limits) -> Result<Vec<u8>> {
-    let index = decode_index(delta, limits)?;
+    let index = delta_format::read_index(&mut &delta[..], limits).map_err(Error::Header)?;
     if index.header.old_len != old.len() as u64 && !index.header.is_full() {
         return Err(Error::OldLength {
             expected: index.header.old_len,
@@ -235,12 +225,9 @@ pub fn apply_slice(old: &[u8], delta: &[u8], limits: &Limits) -> Result<Vec<u8>>
         });
     }
     let old = if index.header.is_full() { &[][..] } else { old };
-    if index.file_len != delta.len() as u64 {
-        return Err(Error::DeltaLength {
-            expected: index.file_len,
-            found: delta.len() as u64,
-        });
-    }
+    index
+        .check_file_len(delta.len() as u64)
+        .map_err(Error::Header)?;
     let mut out = Vec::new();
     let mut patcher = Patcher::new();
     for i in 0..index.segments.len() {

@@ -7,6 +7,24 @@
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
+    /// Reading the delta failed (an I/O error of the stream).
+    #[error("read failed at offset {offset}: {message}")]
+    Read {
+        /// Offset in the delta where the read failed.
+        offset: u64,
+        /// The I/O error.
+        message: String,
+    },
+    /// The delta file's length disagrees with its table.
+    #[error(
+        "file is {found} bytes, its segment table implies {expected} bytes (truncated or extended)"
+    )]
+    DeltaLength {
+        /// Length implied by the table.
+        expected: u64,
+        /// Actual length.
+        found: u64,
+    },
     /// The input ended before a field was complete.
     #[error("truncated {what} at offset {offset}: need {need} bytes, have {have}")]
     Truncated {

@@ -334,6 +334,9 @@ pub struct Index {
     pub payload_offsets: Vec<u64>,
     /// Total size of a well-formed delta file with this index.
     pub file_len: u64,
+    /// The table's digest, which commits to the header, the table and so
+    /// to every payload and output digest: identifies the delta.
+    pub table_digest: Digest,
 }
 
 impl Index {
@@ -462,13 +465,31 @@ impl Index {
                 format!("new_len from the header, {}", header.new_len),
             ));
         }
+        let mut table_digest = [0u8; DIGEST_LEN];
+        table_digest.copy_from_slice(&table[entries_len..entries_len + DIGEST_LEN]);
         Ok(Index {
             header,
             segments,
             new_offsets,
             payload_offsets,
             file_len: payload_offset,
+            table_digest,
         })
+    }
+
+    /// Checks that a delta file of `found` bytes is as long as this index
+    /// implies.
+    ///
+    /// # Errors
+    /// [`Error::DeltaLength`] when it is shorter or longer.
+    pub fn check_file_len(&self, found: u64) -> Result<()> {
+        if found != self.file_len {
+            return Err(Error::DeltaLength {
+                expected: self.file_len,
+                found,
+            });
+        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,8 @@
 //! - [`Header`]: the fixed 128-byte header (sizes, digests, generator
 //!   parameters, memory an applier needs);
 //! - [`Index`]: header plus segment table ([`SegmentEntry`]), checked and
-//!   with derived offsets;
+//!   with derived offsets, read from any stream by [`read_index`], the one
+//!   reader every consumer uses;
 //! - [`window`]: the old-image ranges of a segment's reference prefix, at
 //!   the start of its payload (with [`FLAG_WINDOW_LIST`]);
 //! - [`stream`]: the decompressed content of one segment, encoded from
@@ -31,6 +32,7 @@
 
 mod error;
 mod header;
+mod reader;
 pub mod stream;
 pub mod varint;
 pub mod window;
@@ -41,4 +43,5 @@ pub use header::{
     FLAG_COPY_NEW, FLAG_FULL, FLAG_MIGRATION, FLAG_WINDOW_LIST, HEADER_LEN, MAGIC,
     REFERENCE_FACTOR, REFERENCE_SLACK, STREAM_SLACK, VERSION,
 };
+pub use reader::read_index;
 pub use stream::{Instruction, Op, Totals};
