@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Record};
+use crate::progress::Reporter;
 use crate::target::TargetWriter;
 use delta_core::Sink;
 use std::io;
@@ -64,7 +65,7 @@ impl<'a> Checkpoints<'a> {
     /// the target.
     pub(crate) fn store(
         &mut self,
-        writer: &mut TargetWriter<'_>,
+        writer: &mut TargetWriter,
         segments_done: u64,
         segment_bytes: u64,
     ) -> Result<()> {
@@ -83,44 +84,86 @@ impl<'a> Checkpoints<'a> {
     }
 }
 
+/// Why a segment's sink stopped the segment: carried inside the
+/// `io::Error` the [`Sink`] trait returns, and taken back out by
+/// [`Stop::from_segment_error`], so a checkpoint failure or a cancel is never
+/// mistaken for the target's I/O failing.
+#[derive(Debug)]
+pub(crate) struct Stop(pub(crate) Error);
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped at a journal checkpoint: {}", self.0)
+    }
+}
+
+impl std::error::Error for Stop {}
+
+impl Stop {
+    /// The run's error behind a segment error, when a sink stopped it.
+    pub(crate) fn from_segment_error(
+        e: delta_core::Error,
+    ) -> std::result::Result<Error, delta_core::Error> {
+        match e {
+            delta_core::Error::Write { offset, source } => {
+                if source.get_ref().is_some_and(|inner| inner.is::<Stop>()) {
+                    let inner = source.into_inner().expect("checked above");
+                    let stop = inner.downcast::<Stop>().expect("checked above");
+                    return Ok(stop.0);
+                }
+                Err(delta_core::Error::Write { offset, source })
+            }
+            other => Err(other),
+        }
+    }
+}
+
 /// The sink one segment writes through: drops the first `skip` bytes (an
-/// interrupted run wrote them), then writes to the target, storing a
-/// checkpoint whenever one is due and stopping at a cancel request.
-pub(crate) struct SegmentSink<'s, 'w, 'a> {
-    writer: &'s mut TargetWriter<'w>,
+/// interrupted run wrote them), then writes to the target, reports bytes,
+/// storing a checkpoint whenever one is due and stopping at a cancel
+/// request.
+pub(crate) struct SegmentSink<'s, 'a, 'r> {
+    writer: &'s mut TargetWriter,
     checkpoints: &'s mut Checkpoints<'a>,
+    report: &'s mut Reporter<'r>,
     /// Index of the segment.
     segment: u64,
     /// Its first byte in the new image.
     start: u64,
     /// Bytes still to drop.
     skip: u64,
-    /// Why a write failed, when it was not the target's I/O.
-    failure: Option<Error>,
+    /// Size of the new image, for progress.
+    total: u64,
 }
 
-impl<'s, 'w, 'a> SegmentSink<'s, 'w, 'a> {
+/// Where one segment goes, for [`SegmentSink::new`].
+pub(crate) struct SegmentPlace {
+    /// Index of the segment.
+    pub(crate) segment: u64,
+    /// Its first byte in the new image.
+    pub(crate) start: u64,
+    /// Bytes an interrupted run already wrote.
+    pub(crate) skip: u64,
+    /// Size of the new image.
+    pub(crate) total: u64,
+}
+
+impl<'s, 'a, 'r> SegmentSink<'s, 'a, 'r> {
     pub(crate) fn new(
-        writer: &'s mut TargetWriter<'w>,
+        writer: &'s mut TargetWriter,
         checkpoints: &'s mut Checkpoints<'a>,
-        segment: u64,
-        start: u64,
-        skip: u64,
-    ) -> SegmentSink<'s, 'w, 'a> {
+        report: &'s mut Reporter<'r>,
+        place: SegmentPlace,
+    ) -> SegmentSink<'s, 'a, 'r> {
         SegmentSink {
             writer,
             checkpoints,
-            segment,
-            start,
-            skip,
-            failure: None,
+            report,
+            segment: place.segment,
+            start: place.start,
+            skip: place.skip,
+            total: place.total,
         }
-    }
-
-    /// The error behind a failed write when it was a checkpoint or a
-    /// cancel request rather than the target's I/O.
-    pub(crate) fn take_failure(&mut self) -> Option<Error> {
-        self.failure.take()
     }
 
     /// Bytes of `len` already on the target; the rest must be written.
@@ -131,20 +174,21 @@ impl<'s, 'w, 'a> SegmentSink<'s, 'w, 'a> {
     }
 
     fn after_write(&mut self) -> io::Result<()> {
-        let cancelled = self.checkpoints.cancel.load(Ordering::Relaxed);
         let position = self.writer.position();
+        self.report.bytes(position, self.total);
+        let cancelled = self.checkpoints.cancel.load(Ordering::Relaxed);
         if !cancelled && !self.checkpoints.due(position) {
             return Ok(());
         }
-        let stored = self
+        let stop = match self
             .checkpoints
-            .store(self.writer, self.segment, position - self.start);
-        self.failure = match stored {
-            Err(e) => Some(e),
-            Ok(()) if cancelled => Some(Error::Cancelled),
+            .store(self.writer, self.segment, position - self.start)
+        {
+            Err(e) => e,
+            Ok(()) if cancelled => Error::Cancelled,
             Ok(()) => return Ok(()),
         };
-        Err(io::Error::other("stopped at a journal checkpoint"))
+        Err(io::Error::other(Stop(stop)))
     }
 }
 
@@ -221,11 +265,11 @@ mod tests {
                 .write(true)
                 .open(&path)
                 .unwrap();
-            let mut progress = |_| {};
+            let mut callback = None;
+            let mut report = Reporter::new(&mut callback, crate::log::UpdateLog::disabled());
             let start = 100 + written;
             let mut writer =
-                TargetWriter::new(file, start, false, blake3::Hasher::new(), &mut progress)
-                    .unwrap();
+                TargetWriter::start(file, &path, start, false, &mut report, 0).unwrap();
             let mut checkpoints = Checkpoints::new(
                 &self.journal,
                 &path,
@@ -235,11 +279,18 @@ mod tests {
                 Duration::from_secs(3600),
                 start,
             );
-            let mut sink = SegmentSink::new(&mut writer, &mut checkpoints, 2, 100, written);
+            let place = SegmentPlace {
+                segment: 2,
+                start: 100,
+                skip: written,
+                total: 0,
+            };
+            let mut sink = SegmentSink::new(&mut writer, &mut checkpoints, &mut report, place);
             let mut failure = None;
             for chunk in chunks {
-                if sink.write_bytes(chunk).is_err() {
-                    failure = sink.take_failure();
+                if let Err(source) = sink.write_bytes(chunk) {
+                    let error = delta_core::Error::Write { offset: 0, source };
+                    failure = Stop::from_segment_error(error).ok();
                     break;
                 }
             }

@@ -96,12 +96,10 @@ pub enum Error {
         status: String,
     },
     /// 1.x → 2.x migration refused: the data folder compresses too large.
-    #[error("migration refused: {dir} compresses to {at_least}{size} bytes with tar+gzip, over the limit of {limit} bytes; nothing was modified")]
+    #[error("migration refused: {dir} compresses to at least {size} bytes with tar+gzip, over the limit of {limit} bytes; nothing was modified")]
     DataTooLarge {
         /// The data folder.
         dir: PathBuf,
-        /// "at least " when the check stopped early.
-        at_least: &'static str,
         /// Compressed size measured.
         size: u64,
         /// The limit.

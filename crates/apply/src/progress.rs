@@ -1,6 +1,8 @@
 //! Progress reports: steps, each with bytes done and total.
 
+use crate::log::UpdateLog;
 use serde::Serialize;
+use std::time::{Duration, Instant};
 
 /// The steps of an apply, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,3 +52,77 @@ pub struct Progress {
 
 /// Receives progress reports (at least once a second during long steps).
 pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
+
+/// How often long loops report progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// The one path of progress: every step change, byte count and warning of
+/// a run goes through here, to the caller's callback and the update log.
+pub(crate) struct Reporter<'a> {
+    callback: &'a mut Option<ProgressFn>,
+    pub(crate) log: UpdateLog,
+    step: Step,
+    step_started: Instant,
+    /// When bytes were last reported.
+    last_bytes: Instant,
+    /// Non-fatal problems met so far, for the outcome.
+    pub(crate) warnings: Vec<String>,
+}
+
+impl<'a> Reporter<'a> {
+    pub(crate) fn new(callback: &'a mut Option<ProgressFn>, log: UpdateLog) -> Reporter<'a> {
+        Reporter {
+            callback,
+            log,
+            step: Step::Preparing,
+            step_started: Instant::now(),
+            last_bytes: Instant::now(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The step being reported.
+    pub(crate) fn current(&self) -> Step {
+        self.step
+    }
+
+    /// Reports `step` (logging when it starts and the previous one ends),
+    /// with bytes done and total and an optional detail.
+    pub(crate) fn report(&mut self, step: Step, done: u64, total: u64, message: Option<String>) {
+        if step != self.step {
+            self.log.line(format!(
+                "step {} finished in {:.3}s",
+                self.step.label(),
+                self.step_started.elapsed().as_secs_f64()
+            ));
+            if step != Step::Done {
+                self.log.line(format!("step {} started", step.label()));
+            }
+            self.step = step;
+            self.step_started = Instant::now();
+        }
+        self.last_bytes = Instant::now();
+        if let Some(f) = self.callback.as_mut() {
+            f(&Progress {
+                step,
+                bytes_done: done,
+                bytes_total: total,
+                message,
+            });
+        }
+    }
+
+    /// Reports bytes done in the current step, at most every
+    /// [`PROGRESS_EVERY`].
+    pub(crate) fn bytes(&mut self, done: u64, total: u64) {
+        if self.last_bytes.elapsed() >= PROGRESS_EVERY {
+            self.report(self.step, done, total, None);
+        }
+    }
+
+    /// Records a non-fatal problem in the log and the outcome.
+    pub(crate) fn warn(&mut self, message: String) {
+        self.log.line(format!("warning: {message}"));
+        self.warnings.push(message);
+    }
+}

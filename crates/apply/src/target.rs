@@ -3,13 +3,13 @@
 //! become holes in a file target.
 
 use crate::error::{Error, Result};
+use crate::progress::Reporter;
 use crate::storage::{self, Storage, Sysfs};
 use delta_core::Sink;
 use std::fs::{File, Metadata, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// Where the new image goes.
 #[derive(Debug, Clone)]
@@ -438,32 +438,23 @@ fn device_size(path: &Path) -> Result<u64> {
     file.seek(SeekFrom::End(0)).map_err(|e| io("measure", e))
 }
 
-/// Hashes bytes `0..len` of `file` into `hasher`, reporting bytes done.
+/// Hashes bytes `0..len` of `file`, reporting bytes done of `total`.
 ///
 /// # Errors
 /// I/O errors naming `path`.
-pub fn hash_prefix(
+pub(crate) fn hash_prefix(
     file: &File,
     path: &Path,
     len: u64,
-    hasher: &mut blake3::Hasher,
-    mut progress: impl FnMut(u64),
-) -> Result<()> {
-    let mut reader = file;
-    reader
-        .seek(SeekFrom::Start(0))
-        .map_err(|source| Error::Io {
-            op: "seek",
-            path: path.to_owned(),
-            source,
-        })?;
+    report: &mut Reporter<'_>,
+    total: u64,
+) -> Result<blake3::Hasher> {
+    let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
-    let mut last = Instant::now();
     while done < len {
         let n = (len - done).min(buf.len() as u64) as usize;
-        reader
-            .read_exact(&mut buf[..n])
+        file.read_exact_at(&mut buf[..n], done)
             .map_err(|source| Error::Io {
                 op: "read back",
                 path: path.to_owned(),
@@ -471,20 +462,13 @@ pub fn hash_prefix(
             })?;
         hasher.update(&buf[..n]);
         done += n as u64;
-        if last.elapsed() >= PROGRESS_EVERY {
-            progress(done);
-            last = Instant::now();
-        }
+        report.bytes(done, total);
     }
-    progress(done);
-    Ok(())
+    Ok(hasher)
 }
 
-/// How often long loops report progress.
-pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-
 /// Sequential writer of the new image that hashes everything it writes.
-pub struct TargetWriter<'a> {
+pub struct TargetWriter {
     file: File,
     buf: Vec<u8>,
     /// Position of `buf[0]` in the image.
@@ -492,10 +476,8 @@ pub struct TargetWriter<'a> {
     sparse: bool,
     /// Image bytes before this offset have been handed to write-back.
     writeback_start: u64,
-    /// Digest of every byte written so far (from offset 0).
-    pub hasher: blake3::Hasher,
-    last_report: Instant,
-    progress: &'a mut dyn FnMut(u64),
+    /// Digest of every byte of the image so far (from offset 0).
+    hasher: blake3::Hasher,
 }
 
 const WRITE_BUFFER: usize = 1 << 20;
@@ -508,7 +490,7 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// it will not read again.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 
-impl std::fmt::Debug for TargetWriter<'_> {
+impl std::fmt::Debug for TargetWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TargetWriter")
             .field("pos", &self.pos)
@@ -517,26 +499,41 @@ impl std::fmt::Debug for TargetWriter<'_> {
     }
 }
 
-impl<'a> TargetWriter<'a> {
-    /// A writer positioned at `pos`, continuing `hasher`.
-    pub fn new(
+impl TargetWriter {
+    /// A writer of `file` positioned at `start`: the bytes before it (an
+    /// interrupted run wrote them) are read back into the digest first. A
+    /// `sparse` (file) target is cut or extended to `start`, as its tail
+    /// may be a hole not yet part of the file.
+    ///
+    /// # Errors
+    /// I/O errors naming `path`.
+    pub(crate) fn start(
         file: File,
-        pos: u64,
+        path: &Path,
+        start: u64,
         sparse: bool,
-        hasher: blake3::Hasher,
-        progress: &'a mut dyn FnMut(u64),
-    ) -> io::Result<TargetWriter<'a>> {
+        report: &mut Reporter<'_>,
+        total: u64,
+    ) -> Result<TargetWriter> {
+        let io = |op, source| Error::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        };
+        if sparse && start > 0 {
+            file.set_len(start).map_err(|e| io("truncate", e))?;
+        }
+        let hasher = hash_prefix(&file, path, start, report, total)?;
         let mut file = file;
-        file.seek(SeekFrom::Start(pos))?;
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| io("seek", e))?;
         Ok(TargetWriter {
             file,
             buf: Vec::with_capacity(WRITE_BUFFER),
-            pos,
+            pos: start,
             sparse,
-            writeback_start: pos,
+            writeback_start: start,
             hasher,
-            last_report: Instant::now(),
-            progress,
         })
     }
 
@@ -584,26 +581,19 @@ impl<'a> TargetWriter<'a> {
         Ok(())
     }
 
-    /// Flushes, sets a file target's length (trailing holes) and fsyncs.
-    pub fn finish(mut self) -> io::Result<(File, blake3::Hasher)> {
+    /// Flushes, sets a file target's length (trailing holes), fsyncs, and
+    /// returns the digest of the whole image.
+    pub fn finish(mut self) -> io::Result<blake3::Hash> {
         self.flush_buf()?;
         if self.sparse {
             self.file.set_len(self.pos)?;
         }
         self.file.sync_all()?;
-        Ok((self.file, self.hasher))
-    }
-
-    fn report(&mut self) {
-        if self.last_report.elapsed() >= PROGRESS_EVERY {
-            self.last_report = Instant::now();
-            let done = self.position();
-            (self.progress)(done);
-        }
+        Ok(self.hasher.finalize())
     }
 }
 
-impl Sink for TargetWriter<'_> {
+impl Sink for TargetWriter {
     fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.hasher.update(bytes);
         if self.buf.len() + bytes.len() > WRITE_BUFFER {
@@ -615,7 +605,6 @@ impl Sink for TargetWriter<'_> {
         } else {
             self.buf.extend_from_slice(bytes);
         }
-        self.report();
         Ok(())
     }
 
@@ -640,7 +629,6 @@ impl Sink for TargetWriter<'_> {
         self.flush_buf()?;
         self.pos += len;
         self.file.seek(SeekFrom::Start(self.pos))?;
-        self.report();
         Ok(())
     }
 

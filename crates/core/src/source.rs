@@ -59,7 +59,8 @@ impl Source for Vec<u8> {
 /// once at open.
 #[derive(Debug)]
 pub struct FileSource {
-    file: File,
+    /// None for the empty source of a full-image payload.
+    file: Option<File>,
     len: u64,
 }
 
@@ -67,7 +68,15 @@ impl FileSource {
     /// Wraps `file`, whose size is `len` bytes (block devices report 0 in
     /// metadata, so the caller measures it).
     pub fn new(file: File, len: u64) -> FileSource {
-        FileSource { file, len }
+        FileSource {
+            file: Some(file),
+            len,
+        }
+    }
+
+    /// A source of no bytes, for a full-image payload.
+    pub fn empty() -> FileSource {
+        FileSource { file: None, len: 0 }
     }
 }
 
@@ -77,8 +86,9 @@ impl Source for FileSource {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        match offset.checked_add(buf.len() as u64) {
-            Some(end) if end <= self.len => self.file.read_exact_at(buf, offset),
+        match (offset.checked_add(buf.len() as u64), &self.file) {
+            (Some(end), Some(file)) if end <= self.len => file.read_exact_at(buf, offset),
+            (Some(0), None) => Ok(()),
             _ => Err(io::ErrorKind::UnexpectedEof.into()),
         }
     }

@@ -1,0 +1,672 @@
+//! One apply run: a value holding the delta, the old image, the target and
+//! the journal, taken through its steps by [`Run::prepare`], [`Run::write`]
+//! and [`Run::commit`]. Progress, log lines and warnings all go through
+//! one [`Reporter`].
+
+use crate::checkpoint::{Checkpoints, SegmentPlace, SegmentSink, Stop};
+use crate::error::{Error, Result};
+use crate::journal::{self, Journal, Record, State};
+use crate::progress::{Reporter, Step};
+use crate::target::{self, OldImage, Target, TargetWriter};
+use crate::{locks, ApplyOptions, Outcome};
+use delta_core::{FileSource, Patcher, SegmentRef, Source};
+use delta_format::{Header, Index, Limits};
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// An open delta file with its checked index.
+struct Delta {
+    path: PathBuf,
+    file: File,
+    index: Index,
+}
+
+impl Delta {
+    /// Opens a delta file (a regular file or a block device, never
+    /// blocking) and reads its header and table through the one reader.
+    fn open(path: &Path, limits: &Limits) -> Result<Delta> {
+        let io = |op, source| Error::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        };
+        let bad = |source| Error::Header {
+            path: path.to_owned(),
+            source,
+        };
+        let (mut file, file_len) = delta_core::open_image(path).map_err(|e| io("open delta", e))?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| io("seek", e))?;
+        let index =
+            delta_format::read_index(&mut std::io::BufReader::new(&file), limits).map_err(bad)?;
+        index.check_file_len(file_len).map_err(bad)?;
+        Ok(Delta {
+            path: path.to_owned(),
+            file,
+            index,
+        })
+    }
+
+    fn header(&self) -> &Header {
+        &self.index.header
+    }
+}
+
+/// Where an interrupted run left off, from its journal.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    /// Segments `0..segments_done` are written.
+    segments_done: u64,
+    /// Bytes of the next segment already written.
+    segment_bytes: u64,
+    /// The first byte of the new image still to write.
+    offset: u64,
+    /// The whole image was written and verified; only the commit is left.
+    verified: bool,
+}
+
+impl Resume {
+    fn of(index: &Index, record: &Record) -> Resume {
+        let offset = index
+            .new_offsets
+            .get(record.segments_done as usize)
+            .map_or(index.header.new_len, |start| start + record.segment_bytes);
+        Resume {
+            segments_done: record.segments_done,
+            segment_bytes: record.segment_bytes,
+            offset,
+            verified: record.state == State::Verified,
+        }
+    }
+}
+
+/// One run of the applier, between its preparation and its commit.
+pub(crate) struct Run<'o, 'r, 'c> {
+    options: &'o ApplyOptions,
+    cancel: &'o AtomicBool,
+    report: &'r mut Reporter<'c>,
+    delta: Delta,
+    source: FileSource,
+    old: Option<OldImage>,
+    target: Target,
+    journal: Journal,
+    /// What the journal records for this run.
+    identity: Record,
+    resume: Option<Resume>,
+}
+
+/// The paths a run is given.
+pub(crate) struct Paths<'p> {
+    /// The old image (None for a full-image payload).
+    pub(crate) old: Option<&'p Path>,
+    /// The delta file.
+    pub(crate) delta: &'p Path,
+    /// The target.
+    pub(crate) target: &'p Path,
+}
+
+impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
+    /// The preparing step: opens and checks the delta, the migration data,
+    /// the old image and the target, and reads the journal, all before
+    /// anything is written.
+    ///
+    /// # Errors
+    /// Anything that makes the apply unsafe or impossible.
+    pub(crate) fn prepare(
+        options: &'o ApplyOptions,
+        cancel: &'o AtomicBool,
+        report: &'r mut Reporter<'c>,
+        paths: Paths<'_>,
+    ) -> Result<Run<'o, 'r, 'c>> {
+        report.report(Step::Preparing, 0, 0, None);
+        // The table is held in memory too: about 170 bytes per segment, so
+        // cap the count by the memory limit (24 MiB allows 24 Ki segments,
+        // enough for images of 96 GiB even at 4 MiB per segment, unmerged).
+        let limits = Limits {
+            max_memory: options.memory_limit,
+            max_segments: (options.memory_limit / 1024).max(1024),
+            ..Limits::default()
+        };
+        let delta = Delta::open(paths.delta, &limits)?;
+        let header = delta.header().clone();
+        let target = Target::new(paths.target)?;
+        report.log.line(format!(
+            "delta: {} -> {} bytes, {} segments, needs {} bytes of buffers, full={} migration={}",
+            header.old_len,
+            header.new_len,
+            header.segment_count,
+            header.apply_memory,
+            header.is_full(),
+            header.is_migration()
+        ));
+        if header.is_migration() || options.migration {
+            check_migration_data(options, report)?;
+        }
+        let old_path = if header.is_full() { None } else { paths.old };
+        let (source, old) = match old_path {
+            Some(path) => {
+                let (source, image) = open_source(path, &header)?;
+                (source, Some(image))
+            }
+            None if header.is_full() => (FileSource::empty(), None),
+            None => {
+                return Err(Error::NeedsSource {
+                    path: paths.delta.to_owned(),
+                })
+            }
+        };
+        let journal = Journal::new(journal_path(options, &target));
+        let written_names = [target.write_path(), journal.path(), journal.temp_path()];
+        target.check_safe(old.as_ref(), &written_names)?;
+        target.check_fits(paths.delta, header.new_len, options.max_image_size)?;
+        if let (true, Some(path)) = (options.verify_source, old_path) {
+            verify_source(report, &source, path, &header)?;
+        }
+        let identity = Record {
+            version: 2,
+            delta_id: hex(&delta.index.table_digest),
+            old: old_path
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            target: target.path().display().to_string(),
+            segments_done: 0,
+            segment_bytes: 0,
+            state: State::Applying,
+        };
+        let mut run = Run {
+            options,
+            cancel,
+            report,
+            delta,
+            source,
+            old,
+            target,
+            journal,
+            identity,
+            resume: None,
+        };
+        run.resume = run.load_resume()?;
+        Ok(run)
+    }
+
+    /// Reads the journal: where an interrupted run of this same delta, old
+    /// image and target left off, if it still agrees with the target.
+    fn load_resume(&mut self) -> Result<Option<Resume>> {
+        let (loaded, warning) = self.journal.load()?;
+        if let Some(warning) = warning {
+            self.report.warn(warning);
+        }
+        let index = &self.delta.index;
+        let identity = &self.identity;
+        let record = loaded.filter(|r| {
+            r.version == identity.version
+                && r.delta_id == identity.delta_id
+                && r.old == identity.old
+                && r.target == identity.target
+                && r.segments_done <= index.header.segment_count
+                && r.segment_bytes
+                    <= index
+                        .segments
+                        .get(r.segments_done as usize)
+                        .map_or(0, |s| s.new_len)
+                && self.target.partial_len().is_some()
+        });
+        let Some(resume) = record.map(|r| Resume::of(index, &r)) else {
+            return Ok(None);
+        };
+        let new_len = index.header.new_len;
+        if resume.verified && !self.target.may_hold(new_len) {
+            self.report.warn(format!(
+                "journal {} says the target is verified, but {} holds {} bytes, not the new \
+                 image's {new_len}; discarding the journal and starting over",
+                self.journal.path().display(),
+                self.target.write_path().display(),
+                self.target.partial_len().unwrap_or(0),
+            ));
+            return Ok(None);
+        }
+        if resume.verified {
+            self.report
+                .log
+                .line("journal: target already verified; checking it again before the commit");
+            if !self.holds_new_image()? {
+                self.report.warn(format!(
+                    "journal {} says the target is verified, but {} does not match the new \
+                     image's digest; discarding the journal and starting over",
+                    self.journal.path().display(),
+                    self.target.write_path().display()
+                ));
+                return Ok(None);
+            }
+        }
+        Ok(Some(resume))
+    }
+
+    /// Whether the target holds the whole new image: its digest is
+    /// computed again.
+    fn holds_new_image(&mut self) -> Result<bool> {
+        let header = self.delta.header();
+        let new_len = header.new_len;
+        let file = self.target.open(false, self.old.as_ref(), 0)?;
+        self.report.report(Step::Verifying, 0, new_len, None);
+        let hasher = target::hash_prefix(
+            &file,
+            self.target.write_path(),
+            new_len,
+            self.report,
+            new_len,
+        )?;
+        Ok(hasher.finalize().as_bytes() == &header.new_digest)
+    }
+
+    /// The applying and verifying steps: writes the new image (what is
+    /// missing of it, when resuming), checks its digest and records it
+    /// verified in the journal. Nothing to do when a journal says it is
+    /// verified and its digest was checked again.
+    ///
+    /// # Errors
+    /// I/O, damaged segments, a wrong old image, a digest mismatch, or a
+    /// cancel request. After data errors (nothing useful to resume) the
+    /// partial file and the journal are removed.
+    pub(crate) fn write(&mut self) -> Result<()> {
+        if self.resume.is_some_and(|r| r.verified) {
+            return Ok(());
+        }
+        let result = self.write_image();
+        if let Err(e) = &result {
+            if is_data_error(e) {
+                if let Target::File { partial, .. } = &self.target {
+                    let _ = std::fs::remove_file(partial);
+                }
+                let _ = self.journal.remove();
+            }
+        }
+        result
+    }
+
+    fn write_image(&mut self) -> Result<()> {
+        let header = self.delta.header().clone();
+        let new_len = header.new_len;
+        let zero_len: u64 = self.delta.index.segments.iter().map(|s| s.zero_len).sum();
+        let file = self.target.open(
+            self.resume.is_none(),
+            self.old.as_ref(),
+            new_len.saturating_sub(zero_len),
+        )?;
+        let start = self.resume.map_or(0, |r| r.offset);
+        match self.resume {
+            Some(r) if start > 0 => self.report.log.line(format!(
+                "journal: resuming at segment {}, {} bytes into it (byte {start}); \
+                 re-reading the written part",
+                r.segments_done, r.segment_bytes
+            )),
+            _ => self.journal.store(&self.identity)?,
+        }
+        self.report.report(
+            Step::Applying,
+            0,
+            new_len,
+            (start > 0).then(|| "re-reading written part".into()),
+        );
+        let sparse = matches!(self.target, Target::File { .. });
+        let writer = TargetWriter::start(
+            file,
+            self.target.write_path(),
+            start,
+            sparse,
+            self.report,
+            new_len,
+        )?;
+        let digest = self.apply_segments(writer)?;
+        self.report.report(Step::Verifying, new_len, new_len, None);
+        if digest.as_bytes() != &header.new_digest {
+            return Err(Error::NewDigest {
+                path: self.target.write_path().to_owned(),
+            });
+        }
+        self.journal.store(&Record {
+            segments_done: header.segment_count,
+            state: State::Verified,
+            ..self.identity.clone()
+        })
+    }
+
+    /// Applies the segments still to do, in order, through `writer`, and
+    /// returns the digest of the whole image.
+    fn apply_segments(&mut self, mut writer: TargetWriter) -> Result<blake3::Hash> {
+        let index = &self.delta.index;
+        let new_len = index.header.new_len;
+        let write_path = self.target.write_path();
+        let io = |op, source| Error::Io {
+            op,
+            path: write_path.to_owned(),
+            source,
+        };
+        let first = self.resume.map_or(0, |r| r.segments_done as usize);
+        let mut skip = self.resume.map_or(0, |r| r.segment_bytes);
+        let mut checkpoints = Checkpoints::new(
+            &self.journal,
+            write_path,
+            &self.identity,
+            self.cancel,
+            self.options.checkpoint_bytes,
+            self.options.checkpoint_interval,
+            writer.position(),
+        );
+        let mut patcher = Patcher::new();
+        let mut payload = Vec::new();
+        for i in first..index.segments.len() {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            let seg = SegmentRef::of(index, i);
+            // Bounded: payload_len <= apply_memory <= memory_limit.
+            payload.resize(seg.entry.payload_len as usize, 0);
+            self.delta
+                .file
+                .read_exact_at(&mut payload, seg.payload_offset)
+                .map_err(|source| Error::Io {
+                    op: "read",
+                    path: self.delta.path.clone(),
+                    source,
+                })?;
+            let place = SegmentPlace {
+                segment: seg.index,
+                start: seg.new_offset,
+                skip: std::mem::take(&mut skip),
+                total: new_len,
+            };
+            let mut sink = SegmentSink::new(&mut writer, &mut checkpoints, self.report, place);
+            patcher
+                .apply_segment(&self.source, seg, &payload, &mut sink)
+                .map_err(|e| match Stop::from_segment_error(e) {
+                    Ok(stopped) => stopped,
+                    Err(source) => Error::Segment {
+                        path: self.delta.path.clone(),
+                        source,
+                    },
+                })?;
+            let last = i + 1 == index.segments.len();
+            if !last && checkpoints.due(writer.position()) {
+                checkpoints.store(&mut writer, i as u64 + 1, 0)?;
+            }
+        }
+        let digest = writer.finish().map_err(|e| io("write", e))?;
+        self.report
+            .log
+            .line(format!("wrote {new_len} bytes to {}", write_path.display()));
+        Ok(digest)
+    }
+
+    /// The waiting and committing steps: waits for the application locks,
+    /// runs the commit hook, renames a file target into place and removes
+    /// the journal.
+    ///
+    /// # Errors
+    /// A lock held past the timeout, a failed hook, a cancel request, or
+    /// I/O errors.
+    pub(crate) fn commit(self) -> Result<Outcome> {
+        let header = self.delta.header();
+        let new_len = header.new_len;
+        wait_for_locks(self.options, self.cancel, self.report)?;
+        self.report.report(Step::Committing, 0, new_len, None);
+        if let Some(command) = &self.options.commit_hook {
+            run_hook(command, self.target.path())?;
+            self.report
+                .log
+                .line(format!("commit hook `{command}` succeeded"));
+        }
+        if let Target::File { path, partial } = &self.target {
+            std::fs::rename(partial, path).map_err(|source| Error::Io {
+                op: "rename into place",
+                path: path.clone(),
+                source,
+            })?;
+            journal::sync_parent(path)?;
+        }
+        self.journal.remove()?;
+        self.report.report(Step::Done, new_len, new_len, None);
+        Ok(Outcome {
+            new_len,
+            segments: header.segment_count,
+            resumed_segments: self.resume.map_or(0, |r| r.segments_done),
+            resumed_bytes: self.resume.map_or(0, |r| r.offset),
+            new_digest: hex(&header.new_digest),
+            warnings: Vec::new(),
+            log_path: None,
+        })
+    }
+}
+
+/// Errors after which the partial target is worth nothing: damaged or
+/// wrong data, not I/O that a re-run could get past.
+fn is_data_error(e: &Error) -> bool {
+    match e {
+        Error::Segment { source, .. } => !matches!(
+            source,
+            delta_core::Error::Write { .. }
+                | delta_core::Error::ReadSource { .. }
+                | delta_core::Error::ReadBack { .. }
+        ),
+        Error::NewDigest { .. } | Error::SourceMismatch { .. } => true,
+        _ => false,
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn wait_for_locks(
+    options: &ApplyOptions,
+    cancel: &AtomicBool,
+    report: &mut Reporter<'_>,
+) -> Result<()> {
+    if options.override_lock {
+        report.log.line("update locks overridden by option");
+        return Ok(());
+    }
+    if locks::override_requested(&options.supervisor_config) {
+        report.log.line(format!(
+            "update locks overridden by {}",
+            options.supervisor_config.display()
+        ));
+        return Ok(());
+    }
+    let started = Instant::now();
+    loop {
+        let held = locks::held_locks(&options.lock_root);
+        let Some(lock) = held.first() else {
+            return Ok(());
+        };
+        let message = format!("waiting for application lock {}", lock.display());
+        if report.current() != Step::WaitingForLock {
+            report.log.line(&message);
+        }
+        let waited = started.elapsed();
+        if options.lock_timeout.is_some_and(|t| waited >= t) {
+            return Err(Error::LockTimeout {
+                lock: lock.clone(),
+                waited,
+            });
+        }
+        // Sleep in slices of at most a second so progress keeps flowing and
+        // cancellation is prompt.
+        let poll_end = Instant::now() + options.lock_poll;
+        loop {
+            report.report(Step::WaitingForLock, 0, 0, Some(message.clone()));
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            let now = Instant::now();
+            let deadline = options
+                .lock_timeout
+                .map_or(poll_end, |t| poll_end.min(started + t));
+            if now >= deadline {
+                break;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_secs(1)));
+        }
+    }
+}
+
+fn run_hook(command: &str, target: &Path) -> Result<()> {
+    let status = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .env("DELTA_TARGET", target)
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(Error::HookFailed {
+            command: command.to_owned(),
+            status: s.to_string(),
+        }),
+        Err(e) => Err(Error::HookFailed {
+            command: command.to_owned(),
+            status: format!("cannot start: {e}"),
+        }),
+    }
+}
+
+fn check_migration_data(options: &ApplyOptions, report: &mut Reporter<'_>) -> Result<()> {
+    let dir = &options.data_dir;
+    report.report(
+        Step::Preparing,
+        0,
+        0,
+        Some(format!("1.x to 2.x migration: measuring {}", dir.display())),
+    );
+    let measured = delta_datacheck::check_data(
+        dir,
+        &delta_datacheck::CheckOptions {
+            limit: options.data_limit,
+            ..Default::default()
+        },
+    )?;
+    report.log.line(format!(
+        "migration data check: {} compresses to {}{} bytes (limit {})",
+        dir.display(),
+        if measured.over_limit { "at least " } else { "" },
+        measured.compressed_bytes,
+        options.data_limit
+    ));
+    if measured.over_limit {
+        return Err(Error::DataTooLarge {
+            dir: dir.clone(),
+            size: measured.compressed_bytes,
+            limit: options.data_limit,
+        });
+    }
+    Ok(())
+}
+
+/// Opens the old image (a regular file or a block device, never blocking
+/// on a FIFO) and checks its size.
+fn open_source(path: &Path, header: &Header) -> Result<(FileSource, OldImage)> {
+    let (file, len) = delta_core::open_image(path).map_err(|source| Error::Io {
+        op: "open old image",
+        path: path.to_owned(),
+        source,
+    })?;
+    if len != header.old_len {
+        return Err(Error::SourceMismatch {
+            path: path.to_owned(),
+            what: format!(
+                "size is {len} bytes, the delta was made for an old image of {} bytes",
+                header.old_len
+            ),
+        });
+    }
+    let image = OldImage::of(path, &file, len)?;
+    Ok((FileSource::new(file, len), image))
+}
+
+fn verify_source(
+    report: &mut Reporter<'_>,
+    source: &FileSource,
+    path: &Path,
+    header: &Header,
+) -> Result<()> {
+    let len = source.len();
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    report.report(Step::Preparing, 0, len, Some("verifying old image".into()));
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        source
+            .read_at(done, &mut buf[..n])
+            .map_err(|source| Error::Io {
+                op: "read old image",
+                path: path.to_owned(),
+                source,
+            })?;
+        hasher.update(&buf[..n]);
+        done += n as u64;
+        report.bytes(done, len);
+    }
+    let found = hasher.finalize();
+    if found.as_bytes() != &header.old_digest {
+        return Err(Error::SourceMismatch {
+            path: path.to_owned(),
+            what: format!(
+                "blake3 is {}, the delta was made for {}",
+                found.to_hex(),
+                hex(&header.old_digest)
+            ),
+        });
+    }
+    report.log.line("old image digest verified");
+    Ok(())
+}
+
+fn journal_path(options: &ApplyOptions, target: &Target) -> PathBuf {
+    match target {
+        Target::File { path, .. } => target::suffixed(path, ".journal"),
+        Target::Block { path, .. } => {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            options
+                .state_dir
+                .join(format!("delta-apply-{name}.journal"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_back_the_target_failing_is_not_damaged_data() {
+        let io = || std::io::Error::other("EIO");
+        let segment = |source| Error::Segment {
+            path: "d".into(),
+            source,
+        };
+        for kept in [
+            delta_core::Error::ReadBack {
+                offset: 0,
+                len: 1,
+                source: io(),
+            },
+            delta_core::Error::Write {
+                offset: 0,
+                source: io(),
+            },
+            delta_core::Error::ReadSource {
+                offset: 0,
+                len: 1,
+                source: io(),
+            },
+        ] {
+            let e = segment(kept);
+            assert!(!is_data_error(&e), "{e} would delete the partial target");
+        }
+        assert!(is_data_error(&segment(delta_core::Error::NewDigest)));
+        assert!(is_data_error(&Error::NewDigest { path: "t".into() }));
+    }
+}
