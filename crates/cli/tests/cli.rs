@@ -1,6 +1,8 @@
 //! The `delta` binary's contract: commands, exit codes, messages, and what
 //! is left on disk after bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -364,13 +366,7 @@ fn disk_full() {
     let f = Fixture::new();
     let mnt = f.path().join("small-fs");
     std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8k", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("SKIPPED disk_full: cannot mount a small tmpfs here (not root?)");
+    if !common::mount_tmpfs(&mnt, "8k") {
         return;
     }
     let out = delta(

@@ -2,6 +2,9 @@
 //! update locks held by another process, the supervisor override, commit
 //! hooks, the single-instance lock, progress and the update log.
 
+mod common;
+
+use common::{mount_tmpfs, LoopDevice};
 use delta_core::testing::{mutate, Rng};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -643,18 +646,10 @@ fn block_device_target_written_in_place() {
         .unwrap()
         .set_len(4 << 20)
         .unwrap();
-    let losetup = Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(&backing)
-        .output();
-    let Some(dev) = losetup
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    else {
-        eprintln!("SKIPPED block_device_target_written_in_place: losetup unavailable");
+    let Some(lo) = LoopDevice::attach(&backing, false, "DELTA_REQUIRE_DEVICES") else {
         return;
     };
+    let dev = lo.path().to_owned();
     let out = d.run_raw(&[
         "apply",
         "old.img",
@@ -669,7 +664,7 @@ fn block_device_target_written_in_place() {
         "--state-dir",
         ".",
     ]);
-    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    drop(lo);
     assert!(out.status.success(), "{}", stderr(&out));
     let new = std::fs::read(d.path("new.img")).unwrap();
     let written = std::fs::read(&backing).unwrap();
@@ -687,13 +682,7 @@ fn file_system_without_room_is_refused_before_writing() {
     let small = d.path("small");
     std::fs::create_dir(&small).unwrap();
     // A 1 MiB file system for a 2 MiB image of random and text data.
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("SKIPPED file_system_without_room_is_refused_before_writing: cannot mount tmpfs");
+    if !mount_tmpfs(&small, "1m") {
         return;
     }
     let out = d.run(&["apply", "old.img", "u.delta", "-o", "small/out.img"]);

@@ -2,24 +2,24 @@
 //! `testdata/regress/<target>/` goes through the same checks as the fuzz
 //! target of that name (`fuzz/src/checks.rs`, compiled here as a module).
 //!
-//! A missing or empty folder passes. To add a case, copy a minimized input
-//! there (see `fuzz/README.md`); a failure names the file to replay with
-//! `cargo fuzz run <target> <file>`.
+//! Each target's folder must hold at least the inputs committed today: a
+//! moved or emptied folder fails instead of passing with nothing replayed.
+//! To add a case, copy a minimized input there (see `fuzz/README.md`); a
+//! failure names the file to replay with `cargo fuzz run <target> <file>`.
 
 #[path = "../../../fuzz/src/checks.rs"]
 mod checks;
 
 use std::path::{Path, PathBuf};
 
-/// Runs `check` on every file of `testdata/regress/<target>/` and returns
-/// how many there were.
-fn replay(target: &str, check: fn(&[u8])) -> usize {
+/// Runs `check` on every file of `testdata/regress/<target>/`, which must
+/// hold at least `at_least` of them.
+fn replay(target: &str, at_least: usize, check: fn(&[u8])) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../testdata/regress")
         .join(target);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return 0;
-    };
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("regression inputs {}: {e}", dir.display()));
     let mut files: Vec<PathBuf> = entries
         .map(|entry| entry.expect("list testdata/regress").path())
         .filter(|path| path.is_file())
@@ -36,30 +36,42 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
         eprintln!("replaying {}", path.display());
         check(&bytes);
     }
-    files.len()
+    assert!(
+        files.len() >= at_least,
+        "{} holds {} inputs, expected at least {at_least}",
+        dir.display(),
+        files.len()
+    );
 }
 
 #[test]
 fn decode_header() {
-    replay("decode_header", checks::decode_header);
+    replay("decode_header", 2, checks::decode_header);
 }
 
 #[test]
 fn decode_ops() {
-    replay("decode_ops", checks::decode_ops);
+    replay("decode_ops", 2, checks::decode_ops);
 }
 
 #[test]
 fn apply() {
-    replay("apply", checks::apply);
+    replay("apply", 5, checks::apply);
 }
 
 #[test]
 fn roundtrip() {
-    replay("roundtrip", checks::roundtrip);
+    replay("roundtrip", 1, checks::roundtrip);
 }
 
 #[test]
-fn missing_folder_passes() {
-    assert_eq!(replay("no-such-target", |_| unreachable!()), 0);
+#[should_panic(expected = "regression inputs")]
+fn missing_folder_fails() {
+    replay("no-such-target", 0, |_| unreachable!());
+}
+
+#[test]
+#[should_panic(expected = "expected at least 6")]
+fn fewer_inputs_than_committed_fail() {
+    replay("apply", 6, |_| {});
 }

@@ -1,5 +1,5 @@
-//! Helpers shared by the CLI's device tests: loop devices, and reporting
-//! what this machine cannot do.
+//! Helpers shared by the CLI's device tests: loop devices, tmpfs mounts,
+//! and reporting what this machine cannot do.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -57,4 +57,29 @@ pub fn cannot(what: &str, why: &str, require_env: &str) {
         "{require_env}=1 but this machine cannot {what}: {why}"
     );
     println!("NOT RUN on this machine: cannot {what}: {why} (set {require_env}=1 to require it)");
+}
+
+/// Mounts a tmpfs of `size` (mount's units) at `dir`. False, with the reason
+/// printed, where the machine cannot; a failure when
+/// `DELTA_REQUIRE_MOUNTS=1` (set by `.ci/run` when it can).
+pub fn mount_tmpfs(dir: &Path, size: &str) -> bool {
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .output();
+    match out {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            cannot(
+                "mount a tmpfs",
+                &String::from_utf8_lossy(&out.stderr),
+                "DELTA_REQUIRE_MOUNTS",
+            );
+            false
+        }
+        Err(e) => {
+            cannot("mount a tmpfs", &e.to_string(), "DELTA_REQUIRE_MOUNTS");
+            false
+        }
+    }
 }
