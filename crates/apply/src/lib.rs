@@ -247,6 +247,40 @@ impl Applier {
     }
 }
 
+/// Opens a delta file (a regular file or a block device, never blocking)
+/// and reads its header and table through the one reader, checked against
+/// `limits` and the file's length: what the applier does first, for
+/// callers that only inspect a delta (`delta info`).
+///
+/// # Errors
+/// I/O errors naming the file, or a malformed or over-limit header or
+/// table ([`Error::Header`]).
+pub fn read_delta(path: &Path, limits: &delta_format::Limits) -> Result<delta_format::Index> {
+    open_delta(path, limits).map(|(_, index)| index)
+}
+
+fn open_delta(
+    path: &Path,
+    limits: &delta_format::Limits,
+) -> Result<(std::fs::File, delta_format::Index)> {
+    use std::io::{Seek, SeekFrom};
+    let io = |op, source| Error::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    };
+    let bad = |source| Error::Header {
+        path: path.to_owned(),
+        source,
+    };
+    let (mut file, file_len) = delta_core::open_image(path).map_err(|e| io("open delta", e))?;
+    file.seek(SeekFrom::Start(0)).map_err(|e| io("seek", e))?;
+    let index =
+        delta_format::read_index(&mut std::io::BufReader::new(&file), limits).map_err(bad)?;
+    index.check_file_len(file_len).map_err(bad)?;
+    Ok((file, index))
+}
+
 /// The error's message and each cause that the message does not already
 /// include (most variants print their cause), one per line.
 fn cause_chain(e: &Error) -> String {

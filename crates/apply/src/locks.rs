@@ -1,10 +1,13 @@
 //! balenaOS update locks and the single-instance lock.
 //!
 //! An application holds `updates.lock` with an exclusive `flock` to delay
-//! host OS reboots; a lock file that merely exists does not count (see
-//! `shared/DOMAIN.md`, "Update locks"). We probe each lock with a
-//! non-blocking exclusive `flock` and release it at once; no lock file is
-//! ever created or deleted under the lock root.
+//! host OS reboots; a lock file that merely exists does not count: that is
+//! the Supervisor's own lockfile mechanism, which gates app updates, not
+//! the host OS (balena's update-locking documentation, and meta-balena's
+//! `safe_reboot`, which probes `flock -nx` on each
+//! `/tmp/balena-supervisor/services/*/*/updates.lock`). We probe each lock
+//! the same way, with a non-blocking exclusive `flock` released at once;
+//! no lock file is ever created or deleted under the lock root.
 
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions, TryLockError};

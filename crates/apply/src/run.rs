@@ -12,7 +12,6 @@ use crate::{locks, ApplyOptions, Outcome};
 use delta_core::{FileSource, Patcher, SegmentRef, Source};
 use delta_format::{Header, Index, Limits};
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,23 +25,8 @@ struct Delta {
 }
 
 impl Delta {
-    /// Opens a delta file (a regular file or a block device, never
-    /// blocking) and reads its header and table through the one reader.
     fn open(path: &Path, limits: &Limits) -> Result<Delta> {
-        let io = |op, source| Error::Io {
-            op,
-            path: path.to_owned(),
-            source,
-        };
-        let bad = |source| Error::Header {
-            path: path.to_owned(),
-            source,
-        };
-        let (mut file, file_len) = delta_core::open_image(path).map_err(|e| io("open delta", e))?;
-        file.seek(SeekFrom::Start(0)).map_err(|e| io("seek", e))?;
-        let index =
-            delta_format::read_index(&mut std::io::BufReader::new(&file), limits).map_err(bad)?;
-        index.check_file_len(file_len).map_err(bad)?;
+        let (file, index) = crate::open_delta(path, limits)?;
         Ok(Delta {
             path: path.to_owned(),
             file,

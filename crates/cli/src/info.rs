@@ -3,69 +3,22 @@
 use delta_format::Limits;
 use std::path::Path;
 
-/// Errors of `delta info`, naming the file.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("delta {path} is {kind}, not a regular file")]
-    NotRegular { path: String, kind: &'static str },
-    #[error("delta {path}: {source}")]
-    Format {
-        path: String,
-        source: delta_format::Error,
-    },
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn run(path: &Path, json: bool) -> Result<(), Error> {
+/// Prints what the delta at `path` holds, read as the applier reads it.
+pub fn run(path: &Path, json: bool) -> Result<(), delta_apply::Error> {
     let name = path.display().to_string();
-    let io = |op, source| Error::Io {
-        op,
-        path: name.clone(),
-        source,
-    };
-    let format = |source| Error::Format {
-        path: name.clone(),
-        source,
-    };
-    // A delta is a regular file. The stat names what else it is; the open
-    // never blocks (a FIFO with no writer would hang a plain open) and the
-    // opened file's type is checked again, in case of a swap in between.
-    let not_regular = |kind| Error::NotRegular {
-        path: name.clone(),
-        kind: delta_core::describe_type(kind),
-    };
-    let kind = std::fs::metadata(path)
-        .map_err(|e| io("open", e))?
-        .file_type();
-    if !kind.is_file() {
-        return Err(not_regular(kind));
-    }
-    let (mut file, file_len) = delta_core::open_image(path).map_err(|e| io("open", e))?;
-    let kind = file.metadata().map_err(|e| io("stat", e))?.file_type();
-    if !kind.is_file() {
-        return Err(not_regular(kind));
-    }
-    let index =
-        delta_format::read_index(&mut std::io::BufReader::new(&mut file), &Limits::default())
-            .map_err(format)?;
-    index.check_file_len(file_len).map_err(format)?;
+    let index = delta_apply::read_delta(path, &Limits::default())?;
+    let file_len = index.file_len;
     let h = &index.header;
-    let sum = |f: fn(&delta_format::SegmentEntry) -> u64| index.segments.iter().map(f).sum::<u64>();
-    let (copy, zero, diff, literal) = (
-        sum(|s| s.copy_len),
-        sum(|s| s.zero_len),
-        sum(|s| s.diff_len),
-        sum(|s| s.literal_len),
-    );
+    let delta_format::OutputTotals {
+        copy,
+        zero,
+        diff,
+        literal,
+    } = index.totals();
     let share = |n: u64| {
         if h.new_len == 0 {
             0.0

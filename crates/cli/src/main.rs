@@ -53,7 +53,7 @@ enum Command {
         /// The application data folder.
         dir: PathBuf,
         /// Largest compressed size allowed: bytes or units (170MB, 162MiB).
-        #[arg(long, default_value = "170MB", value_parser = parse_size)]
+        #[arg(long, default_value_t = delta_datacheck::DEFAULT_LIMIT, value_parser = parse_size)]
         limit: u64,
         /// Print one JSON object.
         #[arg(long)]
@@ -79,13 +79,13 @@ struct Tuning {
     #[arg(long, default_value_t = GenOptions::default().level)]
     level: i32,
     /// Bytes of new image per segment.
-    #[arg(long, value_parser = parse_size, default_value = "4MiB")]
+    #[arg(long, value_parser = parse_size, default_value_t = GenOptions::default().segment_len as u64)]
     segment_size: u64,
     /// Largest segment made by merging cheap neighbours (zero runs, copies), default no limit; at most --segment-size disables merging.
     #[arg(long, value_parser = parse_size)]
     max_merge: Option<u64>,
     /// Most bytes of old image a segment's zstd frame may reference (applier memory grows with it).
-    #[arg(long, value_parser = parse_size, default_value = "8MiB")]
+    #[arg(long, value_parser = parse_size, default_value_t = GenOptions::default().max_reference as u64)]
     max_reference: u64,
     /// Keep every segment dependent on the old image only: no COPY_NEW ops copying new content that an earlier segment carries (larger deltas; segments can then be applied in any order).
     #[arg(long)]
@@ -152,10 +152,10 @@ struct ApplyArgs {
     #[arg(short, long)]
     output: PathBuf,
     /// Refuse deltas that need more buffer memory than this (bytes or units).
-    #[arg(long, value_parser = parse_size, default_value = "24MiB")]
+    #[arg(long, value_parser = parse_size, default_value_t = defaults().memory_limit)]
     memory_limit: u64,
     /// Largest new image written to a file target (bytes or units); a block device target is bounded by its size.
-    #[arg(long, value_parser = parse_size, default_value_t = delta_apply::DEFAULT_MAX_IMAGE_SIZE)]
+    #[arg(long, value_parser = parse_size, default_value_t = defaults().max_image_size)]
     max_image_size: u64,
     /// Check the old image's digest before writing anything.
     #[arg(long)]
@@ -164,16 +164,16 @@ struct ApplyArgs {
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
     /// Folder of the update log (delta-apply.YYYYmmdd_HHMMSS.log).
-    #[arg(long, default_value = "/mnt/data/balenahup")]
+    #[arg(long, default_value_os_t = defaults().log_dir.expect("a default log folder"))]
     log_dir: PathBuf,
     /// Write no update log.
     #[arg(long)]
     no_log: bool,
     /// Folder whose */*/updates.lock files gate the commit.
-    #[arg(long, default_value = "/tmp/balena-supervisor/services")]
+    #[arg(long, default_value_os_t = defaults().lock_root)]
     lock_root: PathBuf,
     /// Seconds between lock probes.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = defaults().lock_poll.as_secs_f64())]
     lock_poll: f64,
     /// Give up waiting for application locks after this many seconds (exit 3; re-run to commit).
     #[arg(long)]
@@ -182,32 +182,37 @@ struct ApplyArgs {
     #[arg(long)]
     override_lock: bool,
     /// Supervisor target-state config that may set SUPERVISOR_OVERRIDE_LOCK.
-    #[arg(long, default_value = "/tmp/balena-supervisor/target-state-config")]
+    #[arg(long, default_value_os_t = defaults().supervisor_config)]
     supervisor_config: PathBuf,
     /// Command run (sh -c) once locks are clear, before the commit; DELTA_TARGET names the target.
     #[arg(long)]
     commit_hook: Option<String>,
     /// Folder for the journal of block-device targets.
-    #[arg(long, default_value = "/mnt/data/balenahup")]
+    #[arg(long, default_value_os_t = defaults().state_dir)]
     state_dir: PathBuf,
     /// Single-instance lock file.
-    #[arg(long, default_value = "/var/lock/delta-apply.lock")]
+    #[arg(long, default_value_os_t = defaults().instance_lock)]
     instance_lock: PathBuf,
     /// Treat the update as a 1.x to 2.x migration (check the data folder first).
     #[arg(long)]
     migration: bool,
     /// Application data folder checked for migrations.
-    #[arg(long, default_value = "/mnt/data/resin-data")]
+    #[arg(long, default_value_os_t = defaults().data_dir)]
     data_dir: PathBuf,
     /// Largest tar+gzip size of the data folder for a migration.
-    #[arg(long, value_parser = parse_size, default_value = "170MB")]
+    #[arg(long, value_parser = parse_size, default_value_t = defaults().data_limit)]
     data_limit: u64,
     /// Bytes written between journal checkpoints.
-    #[arg(long, value_parser = parse_size, default_value = "256MiB", hide = true)]
+    #[arg(long, value_parser = parse_size, default_value_t = defaults().checkpoint_bytes, hide = true)]
     checkpoint_bytes: u64,
     /// Longest time between journal checkpoints, seconds.
-    #[arg(long, default_value_t = 5.0, hide = true)]
+    #[arg(long, default_value_t = defaults().checkpoint_interval.as_secs_f64(), hide = true)]
     checkpoint_seconds: f64,
+}
+
+/// The library's defaults: the one place they are defined.
+fn defaults() -> ApplyOptions {
+    ApplyOptions::default()
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -295,41 +300,48 @@ fn print_gen_summary(output: &Path, s: &delta_gen::Summary, elapsed: Duration) {
     );
 }
 
+impl ApplyArgs {
+    /// The library's options from the command line.
+    fn options(&self) -> Result<ApplyOptions, Failure> {
+        let seconds = |s: f64, name: &str| {
+            if s.is_finite() && s >= 0.0 {
+                Ok(Duration::from_secs_f64(s))
+            } else {
+                Err(Failure(format!("--{name} must be a number of seconds"), 2))
+            }
+        };
+        Ok(ApplyOptions {
+            memory_limit: self.memory_limit,
+            verify_source: self.verify_source,
+            lock_root: self.lock_root.clone(),
+            lock_poll: seconds(self.lock_poll, "lock-poll")?,
+            lock_timeout: self
+                .lock_timeout
+                .map(|s| seconds(s, "lock-timeout"))
+                .transpose()?,
+            override_lock: self.override_lock,
+            supervisor_config: self.supervisor_config.clone(),
+            commit_hook: self.commit_hook.clone(),
+            log_dir: (!self.no_log).then(|| self.log_dir.clone()),
+            state_dir: self.state_dir.clone(),
+            instance_lock: self.instance_lock.clone(),
+            migration: self.migration,
+            data_dir: self.data_dir.clone(),
+            data_limit: self.data_limit,
+            checkpoint_bytes: self.checkpoint_bytes,
+            checkpoint_interval: seconds(self.checkpoint_seconds, "checkpoint-seconds")?,
+            max_image_size: self.max_image_size,
+        })
+    }
+}
+
 fn apply(args: ApplyArgs) -> Result<(), Failure> {
     let (old, delta) = match args.inputs.as_slice() {
         [delta] => (None, delta),
         [old, delta] => (Some(old.as_path()), delta),
         _ => usage("give OLD DELTA, or DELTA alone for a full-image payload"),
     };
-    let seconds = |s: f64, name: &str| {
-        if s.is_finite() && s >= 0.0 {
-            Ok(Duration::from_secs_f64(s))
-        } else {
-            Err(Failure(format!("--{name} must be a number of seconds"), 2))
-        }
-    };
-    let options = ApplyOptions {
-        memory_limit: args.memory_limit,
-        verify_source: args.verify_source,
-        lock_root: args.lock_root,
-        lock_poll: seconds(args.lock_poll, "lock-poll")?,
-        lock_timeout: args
-            .lock_timeout
-            .map(|s| seconds(s, "lock-timeout"))
-            .transpose()?,
-        override_lock: args.override_lock,
-        supervisor_config: args.supervisor_config,
-        commit_hook: args.commit_hook,
-        log_dir: (!args.no_log).then_some(args.log_dir),
-        state_dir: args.state_dir,
-        instance_lock: args.instance_lock,
-        migration: args.migration,
-        data_dir: args.data_dir,
-        data_limit: args.data_limit,
-        checkpoint_bytes: args.checkpoint_bytes,
-        checkpoint_interval: seconds(args.checkpoint_seconds, "checkpoint-seconds")?,
-        max_image_size: args.max_image_size,
-    };
+    let options = args.options()?;
     let mode = match args.progress {
         ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
         ProgressMode::Auto => ProgressMode::None,
@@ -418,14 +430,7 @@ fn check_data(dir: &Path, limit: u64, json: bool) -> Result<(), Failure> {
             "seconds": seconds,
         });
         out!("{value}");
-    } else if report.over_limit {
-        out!(
-            "{}: compresses to at least {} bytes, over the limit of {} bytes; nothing was modified",
-            dir.display(),
-            report.compressed_bytes,
-            report.limit
-        );
-    } else {
+    } else if !report.over_limit {
         out!(
             "{}: compresses to {} bytes (tar {} bytes, {} files), under the limit of {} bytes ({seconds:.2}s)",
             dir.display(),
@@ -435,6 +440,7 @@ fn check_data(dir: &Path, limit: u64, json: bool) -> Result<(), Failure> {
             report.limit
         );
     }
+    // Over the limit: said once, on stderr, as every failure is.
     if report.over_limit {
         return Err(Failure(
             format!(
@@ -471,8 +477,13 @@ fn roundtrip(old: &Path, new: &Path, tuning: &Tuning) -> Result<(), Failure> {
         .apply(Some(old), &delta, &out)
         .map_err(|e| Failure(e.to_string(), e.exit_code() as u8))?;
     let apply_time = started.elapsed();
-    let same = std::fs::read(&out)? == std::fs::read(new)?;
-    if !same {
+    // Both images hashed as streams: an image is never held in memory.
+    let digest = |path: &Path| -> std::io::Result<String> {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(std::fs::File::open(path)?)?;
+        Ok(hasher.finalize().to_hex().to_string())
+    };
+    if digest(&out)? != digest(new)? {
         return Err(Failure("round trip produced a different image".into(), 1));
     }
     out!(

@@ -315,13 +315,16 @@ fn info_refuses_fifos_devices_and_folders_without_blocking() {
     for (path, needle) in [
         (
             "fifo",
-            "delta fifo is a FIFO (named pipe), not a regular file",
+            "open delta fifo: is a FIFO (named pipe), not a regular file or a block device",
         ),
         (
             "/dev/zero",
-            "delta /dev/zero is a character device, not a regular file",
+            "open delta /dev/zero: is a character device, not a regular file or a block device",
         ),
-        (".", "delta . is a directory, not a regular file"),
+        (
+            ".",
+            "open delta .: is a directory, not a regular file or a block device",
+        ),
     ] {
         let out = delta_within(d, 10, &["info", path]);
         assert_refused(&out, &[needle]);
@@ -371,10 +374,10 @@ fn loop_device_input_gives_the_same_delta_as_its_file() {
         let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
         assert_eq!(info["new_len"], 2 << 20);
     }
-    // A delta is not a block device, and a loop device's backing file is
-    // not overwritten by name.
+    // A block device holding no delta is read as the applier reads it, and
+    // a loop device's backing file is not overwritten by name.
     let out = delta_within(d, 10, &["info", new_dev]);
-    assert_refused(&out, &["is a block device, not a regular file"]);
+    assert_refused(&out, &[&format!("delta {new_dev}: not a delta file")]);
     let out = delta(d, &["gen", "old.img", new_dev, "-o", "new.img"]);
     assert_refused(
         &out,

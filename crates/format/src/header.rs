@@ -321,6 +321,19 @@ impl Header {
     }
 }
 
+/// Bytes of the new image by how they are made (see [`Index::totals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutputTotals {
+    /// Copied from the old image, or from earlier new bytes.
+    pub copy: u64,
+    /// Zero runs.
+    pub zero: u64,
+    /// Diffed against the old image.
+    pub diff: u64,
+    /// Literal bytes.
+    pub literal: u64,
+}
+
 /// A checked header and segment table, with the positions derived from them.
 #[derive(Debug, Clone)]
 pub struct Index {
@@ -475,6 +488,21 @@ impl Index {
             file_len: payload_offset,
             table_digest,
         })
+    }
+
+    /// Bytes of the new image each kind of op produces, over all segments.
+    pub fn totals(&self) -> OutputTotals {
+        let sum = |f: fn(&SegmentEntry) -> u64| {
+            self.segments
+                .iter()
+                .fold(0u64, |total, s| total.saturating_add(f(s)))
+        };
+        OutputTotals {
+            copy: sum(|s| s.copy_len),
+            zero: sum(|s| s.zero_len),
+            diff: sum(|s| s.diff_len),
+            literal: sum(|s| s.literal_len),
+        }
     }
 
     /// Checks that a delta file of `found` bytes is as long as this index

@@ -39,8 +39,8 @@ pub mod window;
 
 pub use error::{Error, Result};
 pub use header::{
-    max_reference_total, Digest, Header, Index, Limits, SegmentEntry, DIGEST_LEN, ENTRY_LEN,
-    FLAG_COPY_NEW, FLAG_FULL, FLAG_MIGRATION, FLAG_WINDOW_LIST, HEADER_LEN, MAGIC,
+    max_reference_total, Digest, Header, Index, Limits, OutputTotals, SegmentEntry, DIGEST_LEN,
+    ENTRY_LEN, FLAG_COPY_NEW, FLAG_FULL, FLAG_MIGRATION, FLAG_WINDOW_LIST, HEADER_LEN, MAGIC,
     REFERENCE_FACTOR, REFERENCE_SLACK, STREAM_SLACK, VERSION,
 };
 pub use reader::read_index;
