@@ -13,7 +13,7 @@
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Record};
 use crate::progress::Reporter;
-use crate::target::TargetWriter;
+use crate::writer::TargetWriter;
 use delta_core::Sink;
 use std::io;
 use std::path::Path;
@@ -33,14 +33,24 @@ pub(crate) struct Checkpoints<'a> {
     last: (Instant, u64),
 }
 
+/// How often to checkpoint: whichever comes first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Every {
+    /// Bytes written.
+    pub(crate) bytes: u64,
+    /// Time passed.
+    pub(crate) interval: Duration,
+}
+
 impl<'a> Checkpoints<'a> {
+    /// Checkpoints of `identity`'s run into `journal`, the last one taken
+    /// (or the run resumed) at `position` of the target at `path`.
     pub(crate) fn new(
         journal: &'a Journal,
         path: &'a Path,
         identity: &'a Record,
         cancel: &'a AtomicBool,
-        every_bytes: u64,
-        every: Duration,
+        every: Every,
         position: u64,
     ) -> Checkpoints<'a> {
         Checkpoints {
@@ -48,8 +58,8 @@ impl<'a> Checkpoints<'a> {
             path,
             identity,
             cancel,
-            every_bytes,
-            every,
+            every_bytes: every.bytes,
+            every: every.interval,
             last: (Instant::now(), position),
         }
     }
@@ -275,8 +285,10 @@ mod tests {
                 &path,
                 &self.identity,
                 &self.cancel,
-                every_bytes,
-                Duration::from_secs(3600),
+                Every {
+                    bytes: every_bytes,
+                    interval: Duration::from_secs(3600),
+                },
                 start,
             );
             let place = SegmentPlace {

@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 mod checkpoint;
+mod checks;
 mod error;
 pub mod journal;
 pub mod locks;
@@ -50,6 +51,7 @@ mod progress;
 mod run;
 pub mod storage;
 pub mod target;
+mod writer;
 
 pub use error::{Error, Result};
 pub use progress::{Progress, ProgressFn, Step};

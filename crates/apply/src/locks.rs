@@ -10,9 +10,13 @@
 //! no lock file is ever created or deleted under the lock root.
 
 use crate::error::{Error, Result};
+use crate::progress::{Reporter, Step};
+use crate::ApplyOptions;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Lock files under `root` that some process holds: `root/*/*/updates.lock`.
 pub fn held_locks(root: &Path) -> Vec<PathBuf> {
@@ -114,6 +118,65 @@ impl InstanceLock {
                 path: path.to_owned(),
             }),
             Err(TryLockError::Error(e)) => Err(io("lock", e)),
+        }
+    }
+}
+
+/// Waits until no application holds its update lock (or the override is
+/// set), reporting the lock waited on; the waiting step of a run.
+///
+/// # Errors
+/// [`Error::LockTimeout`] after `options.lock_timeout`, or
+/// [`Error::Cancelled`].
+pub(crate) fn wait_for_locks(
+    options: &ApplyOptions,
+    cancel: &AtomicBool,
+    report: &mut Reporter<'_>,
+) -> Result<()> {
+    if options.override_lock {
+        report.log.line("update locks overridden by option");
+        return Ok(());
+    }
+    if override_requested(&options.supervisor_config) {
+        report.log.line(format!(
+            "update locks overridden by {}",
+            options.supervisor_config.display()
+        ));
+        return Ok(());
+    }
+    let started = Instant::now();
+    loop {
+        let held = held_locks(&options.lock_root);
+        let Some(lock) = held.first() else {
+            return Ok(());
+        };
+        let message = format!("waiting for application lock {}", lock.display());
+        if report.current() != Step::WaitingForLock {
+            report.log.line(&message);
+        }
+        let waited = started.elapsed();
+        if options.lock_timeout.is_some_and(|t| waited >= t) {
+            return Err(Error::LockTimeout {
+                lock: lock.clone(),
+                waited,
+            });
+        }
+        // Sleep in slices of at most a second so progress keeps flowing and
+        // cancellation is prompt.
+        let poll_end = Instant::now() + options.lock_poll;
+        loop {
+            report.report(Step::WaitingForLock, 0, 0, Some(message.clone()));
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            let now = Instant::now();
+            let deadline = options
+                .lock_timeout
+                .map_or(poll_end, |t| poll_end.min(started + t));
+            if now >= deadline {
+                break;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_secs(1)));
         }
     }
 }

@@ -3,19 +3,20 @@
 //! and [`Run::commit`]. Progress, log lines and warnings all go through
 //! one [`Reporter`].
 
-use crate::checkpoint::{Checkpoints, SegmentPlace, SegmentSink, Stop};
+use crate::checkpoint::{Checkpoints, Every, SegmentPlace, SegmentSink, Stop};
+use crate::checks::{check_migration_data, open_source, verify_source};
 use crate::error::{Error, Result};
 use crate::journal::{self, Journal, Record, State};
 use crate::progress::{Reporter, Step};
-use crate::target::{self, OldImage, Target, TargetWriter};
+use crate::target::{self, OldImage, Target};
+use crate::writer::{self, TargetWriter};
 use crate::{locks, ApplyOptions, Outcome};
-use delta_core::{FileSource, Patcher, SegmentRef, Source};
+use delta_core::{FileSource, Patcher, SegmentRef};
 use delta_format::{Header, Index, Limits};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 /// An open delta file with its checked index.
 struct Delta {
@@ -236,7 +237,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
         let new_len = header.new_len;
         let file = self.target.open(false, self.old.as_ref(), 0)?;
         self.report.report(Step::Verifying, 0, new_len, None);
-        let hasher = target::hash_prefix(
+        let hasher = writer::hash_prefix(
             &file,
             self.target.write_path(),
             new_len,
@@ -336,8 +337,10 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             write_path,
             &self.identity,
             self.cancel,
-            self.options.checkpoint_bytes,
-            self.options.checkpoint_interval,
+            Every {
+                bytes: self.options.checkpoint_bytes,
+                interval: self.options.checkpoint_interval,
+            },
             writer.position(),
         );
         let mut patcher = Patcher::new();
@@ -395,7 +398,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
     pub(crate) fn commit(self) -> Result<Outcome> {
         let header = self.delta.header();
         let new_len = header.new_len;
-        wait_for_locks(self.options, self.cancel, self.report)?;
+        locks::wait_for_locks(self.options, self.cancel, self.report)?;
         self.report.report(Step::Committing, 0, new_len, None);
         if let Some(command) = &self.options.commit_hook {
             run_hook(command, self.target.path())?;
@@ -444,59 +447,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn wait_for_locks(
-    options: &ApplyOptions,
-    cancel: &AtomicBool,
-    report: &mut Reporter<'_>,
-) -> Result<()> {
-    if options.override_lock {
-        report.log.line("update locks overridden by option");
-        return Ok(());
-    }
-    if locks::override_requested(&options.supervisor_config) {
-        report.log.line(format!(
-            "update locks overridden by {}",
-            options.supervisor_config.display()
-        ));
-        return Ok(());
-    }
-    let started = Instant::now();
-    loop {
-        let held = locks::held_locks(&options.lock_root);
-        let Some(lock) = held.first() else {
-            return Ok(());
-        };
-        let message = format!("waiting for application lock {}", lock.display());
-        if report.current() != Step::WaitingForLock {
-            report.log.line(&message);
-        }
-        let waited = started.elapsed();
-        if options.lock_timeout.is_some_and(|t| waited >= t) {
-            return Err(Error::LockTimeout {
-                lock: lock.clone(),
-                waited,
-            });
-        }
-        // Sleep in slices of at most a second so progress keeps flowing and
-        // cancellation is prompt.
-        let poll_end = Instant::now() + options.lock_poll;
-        loop {
-            report.report(Step::WaitingForLock, 0, 0, Some(message.clone()));
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Cancelled);
-            }
-            let now = Instant::now();
-            let deadline = options
-                .lock_timeout
-                .map_or(poll_end, |t| poll_end.min(started + t));
-            if now >= deadline {
-                break;
-            }
-            std::thread::sleep((deadline - now).min(Duration::from_secs(1)));
-        }
-    }
-}
-
 fn run_hook(command: &str, target: &Path) -> Result<()> {
     let status = std::process::Command::new("/bin/sh")
         .arg("-c")
@@ -514,98 +464,6 @@ fn run_hook(command: &str, target: &Path) -> Result<()> {
             status: format!("cannot start: {e}"),
         }),
     }
-}
-
-fn check_migration_data(options: &ApplyOptions, report: &mut Reporter<'_>) -> Result<()> {
-    let dir = &options.data_dir;
-    report.report(
-        Step::Preparing,
-        0,
-        0,
-        Some(format!("1.x to 2.x migration: measuring {}", dir.display())),
-    );
-    let measured = delta_datacheck::check_data(
-        dir,
-        &delta_datacheck::CheckOptions {
-            limit: options.data_limit,
-            ..Default::default()
-        },
-    )?;
-    report.log.line(format!(
-        "migration data check: {} compresses to {}{} bytes (limit {})",
-        dir.display(),
-        if measured.over_limit { "at least " } else { "" },
-        measured.compressed_bytes,
-        options.data_limit
-    ));
-    if measured.over_limit {
-        return Err(Error::DataTooLarge {
-            dir: dir.clone(),
-            size: measured.compressed_bytes,
-            limit: options.data_limit,
-        });
-    }
-    Ok(())
-}
-
-/// Opens the old image (a regular file or a block device, never blocking
-/// on a FIFO) and checks its size.
-fn open_source(path: &Path, header: &Header) -> Result<(FileSource, OldImage)> {
-    let (file, len) = delta_core::open_image(path).map_err(|source| Error::Io {
-        op: "open old image",
-        path: path.to_owned(),
-        source,
-    })?;
-    if len != header.old_len {
-        return Err(Error::SourceMismatch {
-            path: path.to_owned(),
-            what: format!(
-                "size is {len} bytes, the delta was made for an old image of {} bytes",
-                header.old_len
-            ),
-        });
-    }
-    let image = OldImage::of(path, &file, len)?;
-    Ok((FileSource::new(file, len), image))
-}
-
-fn verify_source(
-    report: &mut Reporter<'_>,
-    source: &FileSource,
-    path: &Path,
-    header: &Header,
-) -> Result<()> {
-    let len = source.len();
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    report.report(Step::Preparing, 0, len, Some("verifying old image".into()));
-    while done < len {
-        let n = (len - done).min(buf.len() as u64) as usize;
-        source
-            .read_at(done, &mut buf[..n])
-            .map_err(|source| Error::Io {
-                op: "read old image",
-                path: path.to_owned(),
-                source,
-            })?;
-        hasher.update(&buf[..n]);
-        done += n as u64;
-        report.bytes(done, len);
-    }
-    let found = hasher.finalize();
-    if found.as_bytes() != &header.old_digest {
-        return Err(Error::SourceMismatch {
-            path: path.to_owned(),
-            what: format!(
-                "blake3 is {}, the delta was made for {}",
-                found.to_hex(),
-                hex(&header.old_digest)
-            ),
-        });
-    }
-    report.log.line("old image digest verified");
-    Ok(())
 }
 
 fn journal_path(options: &ApplyOptions, target: &Target) -> PathBuf {
