@@ -114,6 +114,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod dirs;
 mod error;
 mod gzip;
 mod size;

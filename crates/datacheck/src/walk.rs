@@ -33,22 +33,10 @@
 //!   zeros, its header already promised the old size) or changed while read.
 //! - exit 0, a warning: a socket (not archived).
 //!
-//! # Descriptors and memory at depth
 //!
-//! Names are read into memory as each directory is entered (the walk never
-//! reads a directory stream twice), so a directory's descriptor is only
-//! needed to open its entries. It is closed as soon as its last entry is
-//! taken, and at most [`MAX_OPEN_DIRS`] are held: past that, the one whose
-//! loss costs least is closed (never the shallowest nor the deepest few;
-//! the rest stay spread out along the path). A directory needed again is
-//! re-opened by name from the nearest ancestor still open, checking device
-//! and inode on every step; never through `..`, which a concurrent rename
-//! could lead astray. At depth 10,000 with entries left at most levels
-//! that is under 10,000 re-opens in all, a few milliseconds. A directory moved or replaced meanwhile is an
-//! [`Error::Changed`] (GNU tar, holding one descriptor per level, would not
-//! notice). So nesting is limited by memory, not by the open-file limit:
-//! the path is kept once, in one buffer, and each level costs a small
-//! [`Frame`] (about 100 bytes plus its pending names).
+//! The directories on the current path, and which hold descriptors, are
+//! kept by [`dirs`](crate::dirs): any depth walks with a bounded number of
+//! descriptors.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
@@ -62,6 +50,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, Stat};
 use rustix::io::Errno;
 
+use crate::dirs::{Frame, Stack, DIR_FLAGS, MAX_OPEN_DIRS};
 use crate::error::Error;
 use crate::gzip::Sink;
 use crate::tar::{self, Header, Kind, Names};
@@ -74,209 +63,27 @@ const READ_BUF: usize = 256 * 1024;
 /// Buffer for `getdents`, shared by all directories.
 const DIR_BUF: usize = 32 * 1024;
 const ZEROS: [u8; 8192] = [0; 8192];
-/// Directory descriptors held at most, the root's included. One more is
-/// open for a moment while a subdirectory is entered, or one file.
-pub(crate) const MAX_OPEN_DIRS: usize = 64;
-/// The deepest directories holding descriptors that are never closed for
-/// another: they are the next ones needed.
-const KEEP_DEEPEST: usize = 4;
-/// How directories are opened, below the root.
-const DIR_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
-
-/// A directory on the current path.
-struct Frame {
-    /// Its name in its parent (empty for the root), to open it again.
-    name: CString,
-    /// Length of its member name (`./a/b/`) at the start of the path buffer.
-    path_len: usize,
-    /// Device and inode, to check that a re-opened directory is this one.
-    dev: u64,
-    ino: u64,
-    /// Its descriptor, if held.
-    fd: Option<OwnedFd>,
-    /// Entries not archived yet, last first.
-    pending: Vec<CString>,
-}
-
-/// The directories from the root down to the one being archived, and which
-/// of them hold descriptors.
-struct Stack {
-    frames: Vec<Frame>,
-    /// Indices of the frames holding a descriptor, ascending. The first
-    /// (the root's, until it has no entries left) is never evicted.
-    open: Vec<usize>,
-    /// Most descriptors held, at least 3.
-    max_open: usize,
-    /// Most held at once so far.
-    peak_open: usize,
-    /// Directories opened again after their descriptor was given up.
-    reopened: u64,
-}
-
-impl Stack {
-    fn new(max_open: usize) -> Stack {
-        Stack {
-            frames: Vec::new(),
-            open: Vec::new(),
-            max_open: max_open.max(3),
-            peak_open: 0,
-            reopened: 0,
-        }
-    }
-
-    fn push(&mut self, frame: Frame) {
-        let index = self.frames.len();
-        let held = frame.fd.is_some();
-        self.frames.push(frame);
-        if held {
-            self.hold(index);
-        }
-    }
-
-    fn pop(&mut self) {
-        let index = self.frames.len().wrapping_sub(1);
-        if self.open.last() == Some(&index) {
-            self.open.pop();
-        }
-        self.frames.pop();
-    }
-
-    /// Records that frame `index`, deeper than every other holding one, now
-    /// holds a descriptor; gives one up if that makes too many.
-    fn hold(&mut self, index: usize) {
-        self.open.push(index);
-        if self.open.len() > self.max_open {
-            self.evict();
-        }
-        self.peak_open = self.peak_open.max(self.open.len());
-    }
-
-    /// Closes the descriptor whose loss leaves the smallest gap between two
-    /// held ones, so that those kept thin out towards the root: going back
-    /// up then costs few re-opens at each level. The shallowest and the
-    /// deepest [`KEEP_DEEPEST`] are kept.
-    fn evict(&mut self) {
-        let keep = KEEP_DEEPEST.min(self.max_open - 2).max(1);
-        let candidates = 1..self.open.len().saturating_sub(keep);
-        let gap = |p: usize| self.open[p + 1] - self.open[p - 1];
-        if let Some(p) = candidates.min_by_key(|&p| gap(p)) {
-            let index = self.open.remove(p);
-            self.frames[index].fd = None;
-        }
-    }
-
-    /// The innermost directory's descriptor, taken out of the stack; for
-    /// the directory's last entry, which no later one needs.
-    fn take_top_fd(&mut self) -> Option<OwnedFd> {
-        let index = self.frames.len().checked_sub(1)?;
-        let fd = self.frames.get_mut(index)?.fd.take()?;
-        if self.open.last() == Some(&index) {
-            self.open.pop();
-        }
-        Some(fd)
-    }
-
-    fn top_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.frames.last()?.fd.as_ref().map(AsFd::as_fd)
-    }
-
-    /// Gives the innermost directory a descriptor again if it gave its up:
-    /// opens it by name, one level at a time, from the nearest ancestor
-    /// holding one, and checks device and inode at every level. Levels on
-    /// the way that still have entries to archive keep their descriptors
-    /// (as far as [`Stack::hold`] allows). `path` starts with the member
-    /// names of the frames (the path buffer); `root` is the data folder,
-    /// for messages.
-    fn reopen_top(&mut self, path: &[u8], root: &Path) -> Result<(), Error> {
-        let Some(top) = self.frames.len().checked_sub(1) else {
-            return Ok(());
-        };
-        if self.frames[top].fd.is_some() {
-            return Ok(());
-        }
-        // The shallowest holder is never evicted, and only gives its
-        // descriptor up as the innermost directory: it is above `top`.
-        let start = *self.open.last().expect("an ancestor holds a descriptor");
-        let mut cursor: Option<(usize, OwnedFd)> = None;
-        for index in start + 1..=top {
-            let frame = &self.frames[index];
-            let member = path.get(..frame.path_len).unwrap_or(path);
-            let parent = match &cursor {
-                Some((_, fd)) => fd.as_fd(),
-                None => self.frames[start]
-                    .fd
-                    .as_ref()
-                    .expect("the nearest ancestor holding a descriptor")
-                    .as_fd(),
-            };
-            let fd = match open_noatime(parent, frame.name.as_c_str(), DIR_FLAGS) {
-                Ok(fd) => fd,
-                // Gone, or something else (a file, a symlink) in its place.
-                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {
-                    return Err(Error::Changed {
-                        path: full_path(root, member),
-                    })
-                }
-                Err(e) => {
-                    return Err(Error::Io {
-                        op: "open directory again",
-                        path: full_path(root, member),
-                        source: e.into(),
-                    })
-                }
-            };
-            let st = rustix::fs::fstat(&fd).map_err(|e| Error::Io {
-                op: "stat",
-                path: full_path(root, member),
-                source: e.into(),
-            })?;
-            let st = Meta::new(&st);
-            if (st.dev, st.ino) != (frame.dev, frame.ino) {
-                return Err(Error::Changed {
-                    path: full_path(root, member),
-                });
-            }
-            self.reopened += 1;
-            if let Some((above, above_fd)) = cursor.take() {
-                if !self.frames[above].pending.is_empty() {
-                    self.frames[above].fd = Some(above_fd);
-                    self.hold(above);
-                }
-            }
-            cursor = Some((index, fd));
-        }
-        if let Some((index, fd)) = cursor {
-            self.frames[index].fd = Some(fd);
-            self.hold(index);
-        }
-        Ok(())
-    }
-}
-
 /// The `stat` fields used, in the same types on every architecture.
 #[derive(Debug, Clone, Copy)]
-struct Meta {
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    size: i64,
-    mtime: i64,
-    mtime_nsec: u64,
-    ctime: i64,
-    ctime_nsec: u64,
-    nlink: u64,
-    dev: u64,
-    ino: u64,
-    rdev: u64,
+pub(crate) struct Meta {
+    pub(crate) mode: u32,
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
+    pub(crate) size: i64,
+    pub(crate) mtime: i64,
+    pub(crate) mtime_nsec: u64,
+    pub(crate) ctime: i64,
+    pub(crate) ctime_nsec: u64,
+    pub(crate) nlink: u64,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) rdev: u64,
 }
 
 impl Meta {
     // `Stat`'s field types differ by architecture; on some these are no-ops.
     #[allow(clippy::useless_conversion)]
-    fn new(st: &Stat) -> Meta {
+    pub(crate) fn new(st: &Stat) -> Meta {
         Meta {
             mode: st.st_mode,
             uid: u64::from(st.st_uid),
@@ -754,7 +561,7 @@ impl<'a, S: Sink> Walker<'a, S> {
 
 /// Opens with `O_NOATIME`, or without it where that is refused (`EPERM`:
 /// only the owner or a privileged process may use it).
-fn open_noatime<P: rustix::path::Arg + Copy>(
+pub(crate) fn open_noatime<P: rustix::path::Arg + Copy>(
     dirfd: impl AsFd,
     name: P,
     flags: OFlags,
@@ -791,7 +598,7 @@ fn is_exhaustion(e: &io::Error) -> bool {
 }
 
 /// The data folder joined with a member name: `./a/b/` becomes `ROOT/a/b`.
-fn full_path(root: &Path, member: &[u8]) -> PathBuf {
+pub(crate) fn full_path(root: &Path, member: &[u8]) -> PathBuf {
     let inside = member.strip_prefix(b"./").unwrap_or(member);
     let inside = inside.strip_suffix(b"/").unwrap_or(inside);
     if inside.is_empty() {
@@ -802,277 +609,5 @@ fn full_path(root: &Path, member: &[u8]) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::{symlink, PermissionsExt};
-    use std::process::Command;
-
-    fn tar_of(dir: &Path) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut walker = Walker::new(&mut out);
-        walker.walk(dir).map_err(|_| "walk failed").unwrap();
-        out
-    }
-
-    fn gnu_tar_of(dir: &Path) -> Vec<u8> {
-        let out = Command::new("tar")
-            .arg("-cf")
-            .arg("-")
-            .arg("-C")
-            .arg(dir)
-            .arg(".")
-            .output()
-            .expect("GNU tar runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    }
-
-    /// First differing 512-byte block, for a readable failure.
-    fn first_difference(ours: &[u8], theirs: &[u8]) -> String {
-        let at = ours
-            .iter()
-            .zip(theirs)
-            .position(|(a, b)| a != b)
-            .unwrap_or(ours.len().min(theirs.len()));
-        let block = at / 512 * 512;
-        let show = |b: &[u8]| {
-            String::from_utf8_lossy(b.get(block..(block + 512).min(b.len())).unwrap_or_default())
-                .into_owned()
-        };
-        format!(
-            "lengths {} / {}; first difference at byte {at}\nours:   {:?}\ntheirs: {:?}",
-            ours.len(),
-            theirs.len(),
-            show(ours),
-            show(theirs)
-        )
-    }
-
-    #[test]
-    fn byte_identical_to_gnu_tar() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        std::fs::write(root.join("empty"), b"").unwrap();
-        std::fs::write(root.join("block"), [7u8; 512]).unwrap();
-        std::fs::write(root.join("odd"), b"hello\n").unwrap();
-        std::fs::create_dir_all(root.join("a/b/c")).unwrap();
-        std::fs::create_dir(root.join("empty-dir")).unwrap();
-        std::fs::write(root.join("a/b/c/deep"), vec![1u8; 70_000]).unwrap();
-        let long = "n".repeat(99);
-        std::fs::write(root.join(&long), b"x").unwrap(); // "./" + 99 = 101 bytes
-        std::fs::write(root.join("n".repeat(98)), b"x").unwrap(); // exactly 100
-        std::fs::create_dir(root.join("d".repeat(97))).unwrap(); // "./" + 97 + "/" = 100
-        let long_dir = "L".repeat(150);
-        std::fs::create_dir(root.join(&long_dir)).unwrap();
-        std::fs::write(root.join(&long_dir).join("f"), b"in a long dir").unwrap();
-        symlink("odd", root.join("link")).unwrap();
-        symlink("t".repeat(120), root.join("long-target")).unwrap();
-        symlink("missing", root.join("dangling")).unwrap();
-        symlink("a/b", root.join("dir-link")).unwrap();
-        std::fs::hard_link(root.join("odd"), root.join("odd-again")).unwrap();
-        std::fs::hard_link(root.join(&long), root.join("h".repeat(130))).unwrap();
-        let fifo = Command::new("mkfifo")
-            .arg(root.join("fifo"))
-            .status()
-            .unwrap();
-        assert!(fifo.success());
-        std::fs::set_permissions(root.join("odd"), std::fs::Permissions::from_mode(0o4751))
-            .unwrap();
-        // Hard links to a symlink are links; to a fifo or device they are not.
-        std::fs::hard_link(root.join("link"), root.join("link-again")).unwrap();
-        std::fs::hard_link(root.join("fifo"), root.join("fifo-again")).unwrap();
-        // Device nodes need root and a sandbox that allows them.
-        for (name, kind, major, minor) in [("null", "c", "1", "3"), ("loop", "b", "7", "200")] {
-            let made = Command::new("mknod")
-                .arg(root.join(name))
-                .args([kind, major, minor])
-                .output();
-            if made.is_ok_and(|out| out.status.success()) {
-                std::fs::hard_link(root.join(name), root.join(format!("{name}-again"))).unwrap();
-            } else {
-                eprintln!("no device node {name}: mknod not permitted here");
-            }
-        }
-        let ours = tar_of(root);
-        let theirs = gnu_tar_of(root);
-        assert!(ours == theirs, "{}", first_difference(&ours, &theirs));
-    }
-
-    #[test]
-    fn empty_folder_is_one_record() {
-        let tmp = tempfile::tempdir().unwrap();
-        let ours = tar_of(tmp.path());
-        assert_eq!(ours.len(), 10_240);
-        assert_eq!(ours, gnu_tar_of(tmp.path()));
-    }
-
-    #[test]
-    fn deep_nesting_beyond_path_max() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut dir = tmp.path().to_path_buf();
-        let part = "p".repeat(200);
-        // 30 levels of 201 bytes: 6 KB of path, over PATH_MAX (4096).
-        for _ in 0..30 {
-            dir.push(&part);
-        }
-        // std cannot create it by path; go down with relative paths.
-        let mut fd = rustix::fs::open(
-            tmp.path(),
-            OFlags::RDONLY | OFlags::DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        for _ in 0..30 {
-            rustix::fs::mkdirat(&fd, part.as_str(), Mode::from_raw_mode(0o755)).unwrap();
-            fd = rustix::fs::openat(
-                &fd,
-                part.as_str(),
-                OFlags::RDONLY | OFlags::DIRECTORY,
-                Mode::empty(),
-            )
-            .unwrap();
-        }
-        let mut out = Vec::new();
-        let mut walker = Walker::new(&mut out);
-        assert!(walker.walk(tmp.path()).is_ok());
-        assert_eq!(walker.members, 31);
-        assert!(
-            walker.warnings.kept.is_empty(),
-            "{:?}",
-            walker.warnings.kept
-        );
-    }
-
-    /// Creates files in `dir` until one comes after `sub` in directory
-    /// order, so that the walk must return to `dir` after `sub`.
-    fn files_after(dir: &Path, sub: &str) {
-        for i in 0.. {
-            std::fs::write(dir.join(format!("f{i}")), format!("file {i}")).unwrap();
-            let order: Vec<_> = std::fs::read_dir(dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            if order.last().is_some_and(|last| last != sub) {
-                return;
-            }
-        }
-    }
-
-    #[test]
-    fn few_descriptors_give_the_same_stream() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut dir = tmp.path().to_path_buf();
-        for level in 0..150 {
-            std::fs::write(dir.join(format!("a{level}")), vec![b'a'; level]).unwrap();
-            std::fs::create_dir(dir.join("d")).unwrap();
-            if level % 7 == 0 {
-                let side = dir.join(format!("side{level}"));
-                std::fs::create_dir_all(side.join("x/y")).unwrap();
-                std::fs::write(side.join("x/y/leaf"), b"leaf").unwrap();
-                std::fs::write(side.join("x/z"), b"z").unwrap();
-            }
-            std::fs::write(dir.join(format!("z{level}")), b"z").unwrap();
-            dir.push("d");
-        }
-        let theirs = gnu_tar_of(tmp.path());
-        for max_open_dirs in [3, 4, 5, 8, MAX_OPEN_DIRS] {
-            let mut ours = Vec::new();
-            let mut walker = Walker::new(&mut ours);
-            walker.max_open_dirs = max_open_dirs;
-            assert!(walker.walk(tmp.path()).is_ok());
-            assert!(walker.peak_open_dirs <= max_open_dirs);
-            let reopened = walker.reopened_dirs;
-            if max_open_dirs < 10 {
-                assert!(reopened > 0, "no directory re-opened with {max_open_dirs}");
-            }
-            assert!(
-                ours == theirs,
-                "with {max_open_dirs} descriptors: {}",
-                first_difference(&ours, &theirs)
-            );
-        }
-    }
-
-    /// A sink that runs `action` once, when a write contains `trigger`.
-    struct Trap<F: FnOnce()> {
-        out: Vec<u8>,
-        trigger: &'static [u8],
-        action: Option<F>,
-    }
-
-    impl<F: FnOnce()> Sink for Trap<F> {
-        fn write(&mut self, bytes: &[u8]) -> Result<(), Halt> {
-            self.out.extend_from_slice(bytes);
-            if bytes.windows(self.trigger.len()).any(|w| w == self.trigger) {
-                if let Some(action) = self.action.take() {
-                    action();
-                }
-            }
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_directory_replaced_while_closed_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        std::fs::create_dir_all(root.join("a/b/c/d")).unwrap();
-        for (dir, sub) in [("", "a"), ("a", "b"), ("a/b", "c"), ("a/b/c", "d")] {
-            files_after(&root.join(dir), sub);
-        }
-        // With 3 descriptors, entering c gives up a's, and entering d c's.
-        let mut trap = Trap {
-            out: Vec::new(),
-            trigger: b"./a/b/c/d/",
-            action: Some(|| {
-                std::fs::rename(root.join("a"), root.join("a.old")).unwrap();
-                std::fs::create_dir(root.join("a")).unwrap();
-            }),
-        };
-        let mut walker = Walker::new(&mut trap);
-        walker.max_open_dirs = 3;
-        let err = match walker.walk(root) {
-            Err(Halt::Failed(e)) => e,
-            Err(Halt::OverLimit) => panic!("over the limit"),
-            Ok(()) => panic!("the replaced directory went unnoticed"),
-        };
-        assert!(
-            matches!(&err, Error::Changed { path } if *path == root.join("a")),
-            "{err}"
-        );
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "{} was moved or replaced during the check; run it again",
-                root.join("a").display()
-            )
-        );
-        assert!(trap.action.is_none(), "the trap never fired");
-    }
-
-    #[test]
-    fn member_names_become_paths_in_the_folder() {
-        let root = Path::new("/data/resin-data");
-        assert_eq!(full_path(root, b"./"), root);
-        assert_eq!(full_path(root, b"./a/b/"), root.join("a/b"));
-        assert_eq!(full_path(root, b"./a/file"), root.join("a/file"));
-    }
-
-    #[test]
-    fn warnings_are_capped() {
-        let mut warnings = Warnings::default();
-        for i in 0..MAX_WARNINGS + 5 {
-            warnings.push(format!("./f{i}").as_bytes(), "socket ignored");
-        }
-        let list = warnings.into_vec();
-        assert_eq!(list.len(), MAX_WARNINGS + 1);
-        assert_eq!(
-            list.last().map(String::as_str),
-            Some("... and 5 more warnings")
-        );
-    }
-}
+#[path = "walk_tests.rs"]
+mod tests;

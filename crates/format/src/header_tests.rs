@@ -1,0 +1,179 @@
+//! Unit tests of the header and segment table codec (`header.rs`).
+
+use super::*;
+
+fn sample() -> (Header, Vec<SegmentEntry>) {
+    let seg = SegmentEntry {
+        new_len: 100,
+        payload_len: 20,
+        stream_len: 30,
+        ref_offset: 5,
+        ref_len: 10,
+        copy_len: 60,
+        zero_len: 10,
+        diff_len: 20,
+        literal_len: 10,
+        payload_digest: [1; 32],
+        output_digest: [2; 32],
+    };
+    let header = Header {
+        flags: 0,
+        old_len: 1000,
+        new_len: 200,
+        old_digest: [3; 32],
+        new_digest: [4; 32],
+        block_size: 4096,
+        zstd_level: 19,
+        max_segment_len: 100,
+        apply_memory: 60,
+        segment_count: 2,
+    };
+    (header, vec![seg.clone(), seg])
+}
+
+fn decode_all(bytes: &[u8]) -> Result<Index> {
+    let limits = Limits::default();
+    let header = Header::decode(bytes, &limits)?;
+    Index::decode(header, &bytes[..HEADER_LEN], &bytes[HEADER_LEN..], &limits)
+}
+
+#[test]
+fn round_trips() {
+    let (header, segments) = sample();
+    let bytes = Index::encode(&header, &segments);
+    let index = decode_all(&bytes).unwrap();
+    assert_eq!(index.header, header);
+    assert_eq!(index.segments, segments);
+    assert_eq!(index.new_offsets, vec![0, 100]);
+    let base = (HEADER_LEN + 2 * ENTRY_LEN + DIGEST_LEN) as u64;
+    assert_eq!(index.payload_offsets, vec![base, base + 20]);
+    assert_eq!(index.file_len, base + 40);
+}
+
+#[test]
+fn every_flipped_byte_is_an_error() {
+    let (header, segments) = sample();
+    let bytes = Index::encode(&header, &segments);
+    for i in 0..bytes.len() {
+        let mut damaged = bytes.clone();
+        damaged[i] ^= 0x10;
+        assert!(decode_all(&damaged).is_err(), "flip at {i} accepted");
+    }
+}
+
+#[test]
+fn names_the_problem() {
+    let (header, segments) = sample();
+    let mut bytes = Index::encode(&header, &segments);
+    bytes[8] = 9;
+    assert_eq!(
+        decode_all(&bytes).unwrap_err(),
+        Error::UnsupportedVersion {
+            found: 9,
+            supported: VERSION
+        }
+    );
+    assert!(matches!(decode_all(b"hello"), Err(Error::BadMagic { .. })));
+    assert!(matches!(
+        decode_all(&MAGIC[..5]),
+        Err(Error::Truncated { .. })
+    ));
+    let bytes = Index::encode(&header, &segments);
+    assert!(matches!(
+        decode_all(&bytes[..bytes.len() - 1]),
+        Err(Error::Truncated {
+            what: "segment table",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn rejects_inconsistent_tables() {
+    let (header, mut segments) = sample();
+    segments[1].new_len = 99;
+    segments[1].literal_len = 9;
+    let bytes = Index::encode(&header, &segments);
+    let err = decode_all(&bytes).unwrap_err().to_string();
+    assert!(err.contains("sum of segment new_len"), "{err}");
+
+    let (header, mut segments) = sample();
+    segments[0].ref_offset = 995;
+    let err = decode_all(&Index::encode(&header, &segments))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("segment[0].ref_offset+ref_len"), "{err}");
+
+    let (header, segments) = sample();
+    let bytes = Index::encode(&header, &segments);
+    let small = Limits {
+        max_output: 199,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        Header::decode(&bytes, &small),
+        Err(Error::OverLimit {
+            found: 200,
+            limit: 199,
+            ..
+        })
+    ));
+
+    let (mut header, segments) = sample();
+    header.apply_memory = 10 << 30;
+    assert!(matches!(
+        decode_all(&Index::encode(&header, &segments)),
+        Err(Error::OverLimit { .. })
+    ));
+}
+
+#[test]
+fn total_reference_is_bounded_by_the_image_sizes() {
+    // Many one-byte segments, each referencing the whole old image:
+    // tiny on the wire, but the applier would read old_len bytes per
+    // segment.
+    let old_len = 20 << 20;
+    let count = 24u64;
+    let seg = SegmentEntry {
+        new_len: 1,
+        payload_len: 1,
+        stream_len: 1,
+        ref_offset: 0,
+        ref_len: old_len,
+        copy_len: 0,
+        zero_len: 0,
+        diff_len: 0,
+        literal_len: 1,
+        payload_digest: [1; 32],
+        output_digest: [2; 32],
+    };
+    let header = |segment_count| Header {
+        flags: 0,
+        old_len,
+        new_len: segment_count,
+        old_digest: [3; 32],
+        new_digest: [4; 32],
+        block_size: 4096,
+        zstd_level: 19,
+        max_segment_len: 1,
+        apply_memory: old_len + 2,
+        segment_count,
+    };
+    let limit = max_reference_total(old_len, count);
+    let fits = limit / old_len;
+    assert!(fits < count, "the test needs more segments than fit");
+    let ok = vec![seg.clone(); fits as usize];
+    decode_all(&Index::encode(&header(fits), &ok)).unwrap();
+    let over = vec![seg; count as usize];
+    let err = decode_all(&Index::encode(&header(count), &over))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("sum of segment ref_len up to segment[{fits}]")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{limit} bytes of old image")),
+        "{err}"
+    );
+}
