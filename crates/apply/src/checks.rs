@@ -4,9 +4,10 @@
 use crate::error::{Error, Result};
 use crate::progress::{Reporter, Step};
 use crate::run::hex;
+use crate::source::FileSource;
 use crate::target::OldImage;
 use crate::ApplyOptions;
-use delta_core::{FileSource, Source};
+use delta_core::Source;
 use delta_format::Header;
 use std::path::Path;
 

@@ -49,6 +49,7 @@ pub mod locks;
 pub mod log;
 mod progress;
 mod run;
+mod source;
 pub mod storage;
 pub mod target;
 mod writer;

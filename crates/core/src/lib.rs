@@ -46,7 +46,7 @@ pub use encode::{
 pub use error::{Error, Result};
 pub use patch::{Patcher, SegmentRef, APPLY_OVERHEAD};
 pub use sink::{NullSink, Sink, WriteSink};
-pub use source::{describe_type, not_an_image, open_image, FileSource, Source};
+pub use source::{describe_type, not_an_image, open_image, Source};
 
 pub use window::{CopiedRuns, WindowLayout};
 
