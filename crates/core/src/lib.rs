@@ -28,23 +28,31 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod diff;
+mod arrange;
 pub mod encode;
 mod error;
+mod index;
 pub mod patch;
+mod plan;
 pub mod reuse;
+mod rolling;
 mod sink;
 mod source;
 pub mod testing;
 pub mod window;
 
-pub use diff::{plan_segment, BlockIndex, DiffOptions};
-pub use encode::{
-    encode_segment, encode_segment_digested, merge_plans, widen_edit_references, EncodeOptions,
-    SegmentPlan,
-};
+/// The index and hash helpers the generator builds its block index with.
+#[doc(hidden)]
+pub mod diff {
+    pub use crate::index::{anchor_mask, anchors_in};
+    pub use crate::rolling::{hash_block, is_zero};
+}
+
+pub use encode::{encode_segment, encode_segment_digested, EncodeOptions};
 pub use error::{Error, Result};
+pub use index::BlockIndex;
 pub use patch::{Patcher, SegmentRef, APPLY_OVERHEAD};
+pub use plan::{plan_segment, DiffOptions, SegmentPlan};
 pub use sink::{NullSink, Sink, WriteSink};
 pub use source::{describe_type, not_an_image, open_image, Source};
 
@@ -66,7 +74,7 @@ pub struct SliceOptions {
     pub segment_len: usize,
     /// Build a full-image payload (ignore `old`).
     pub full: bool,
-    /// Largest merged segment, in bytes of new image (see [`merge_plans`]).
+    /// Largest merged segment, in bytes of new image.
     pub merge_len: usize,
     /// Let segments copy new content that earlier segments carry (see
     /// [`reuse`]); off, every segment depends on the old image only.
@@ -102,7 +110,7 @@ impl Default for SliceOptions {
             encode: EncodeOptions::default(),
             segment_len: 4 << 20,
             full: false,
-            merge_len: encode::MAX_MERGED_LEN,
+            merge_len: arrange::MAX_MERGED_LEN,
             copy_new: true,
             window_list: true,
         }
@@ -117,10 +125,12 @@ pub fn arrange_segments(
     old_len: u64,
     options: &SliceOptions,
 ) -> Vec<(Range<usize>, SegmentPlan)> {
-    let max_reference = options.diff.max_reference;
-    let mut segments = merge_plans(units, options.merge_len, max_reference);
-    widen_edit_references(&mut segments, max_reference, old_len);
-    segments
+    arrange::arrange(
+        units,
+        options.merge_len,
+        options.diff.max_reference,
+        old_len,
+    )
 }
 
 /// Builds the header for `segments` (digests of both images included);

@@ -18,8 +18,9 @@
 //! each match extended byte by byte within its run. Repeats inside one
 //! segment are left to zstd, which finds them in its window.
 
-use crate::diff::{common_prefix, common_suffix, hash_block, BlockIndex, Roller};
-use crate::encode::SegmentPlan;
+use crate::index::BlockIndex;
+use crate::plan::SegmentPlan;
+use crate::rolling::{common_prefix, common_suffix, hash_block, slide};
 use delta_format::Op;
 use std::ops::Range;
 
@@ -118,40 +119,29 @@ fn find_repeats(
 ) -> Vec<(Range<usize>, usize)> {
     let mut found = Vec::new();
     let mut cursor = run.start;
-    let mut pos = run.start;
-    let mut roller: Option<Roller> = None;
-    while pos + REUSE_BLOCK <= run.end {
-        let window = &new[pos..pos + REUSE_BLOCK];
-        let r = roller.get_or_insert_with(|| Roller::new(window));
-        let hit = index
-            .lookup(r.hash)
+    let run_end = run.end;
+    slide(new, run, REUSE_BLOCK, |w| {
+        let (pos, window) = (w.pos(), w.bytes());
+        let src = index
+            .lookup(w.hash())
             .map(|src| src as usize)
-            .filter(|&src| src + REUSE_BLOCK <= start && &new[src..src + REUSE_BLOCK] == window);
+            .filter(|&src| src + REUSE_BLOCK <= start && &new[src..src + REUSE_BLOCK] == window)?;
         // Extend within the run (not over the previous copy), never reading
         // at or past the segment's start.
-        let repeat = hit
-            .map(|src| {
-                let back = common_suffix(&new[..src], &new[cursor..pos]);
-                let limit = (start - src - REUSE_BLOCK).min(run.end - pos - REUSE_BLOCK);
-                let ahead = common_prefix(
-                    &new[src + REUSE_BLOCK..src + REUSE_BLOCK + limit],
-                    &new[pos + REUSE_BLOCK..pos + REUSE_BLOCK + limit],
-                );
-                (pos - back..pos + REUSE_BLOCK + ahead, src - back)
-            })
-            .filter(|(copy, _)| copy.len() >= MIN_REPEAT);
-        if let Some((copy, from)) = repeat {
-            cursor = copy.end;
-            pos = copy.end;
-            roller = None;
-            found.push((copy, from));
-            continue;
+        let back = common_suffix(&new[..src], &new[cursor..pos]);
+        let limit = (start - src - REUSE_BLOCK).min(run_end - pos - REUSE_BLOCK);
+        let ahead = common_prefix(
+            &new[src + REUSE_BLOCK..src + REUSE_BLOCK + limit],
+            &new[pos + REUSE_BLOCK..pos + REUSE_BLOCK + limit],
+        );
+        let copy = pos - back..pos + REUSE_BLOCK + ahead;
+        if copy.len() < MIN_REPEAT {
+            return None;
         }
-        if pos + REUSE_BLOCK < run.end {
-            r.roll(new[pos], new[pos + REUSE_BLOCK]);
-        }
-        pos += 1;
-    }
+        cursor = copy.end;
+        found.push((copy.clone(), src - back));
+        Some(copy.end)
+    });
     found
 }
 

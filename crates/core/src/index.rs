@@ -1,0 +1,227 @@
+//! Where the old image's content is: the index the matcher looks blocks
+//! and anchors up in.
+//!
+//! The old image is indexed by the hash of each aligned block (4 KiB by
+//! default: filesystems move data in blocks); the new image is scanned with
+//! a rolling hash of the same width, so a block is found wherever it moved,
+//! at any byte offset. A fine index of content-defined anchors (32-byte
+//! windows whose hash has its low bits clear) finds the shorter pieces that
+//! rebuilt files keep between their changes.
+
+use crate::rolling::{hash_block, is_zero, mix, slide};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
+
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys are hashed")
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Where each distinct non-zero aligned block of the old image is.
+///
+/// Memory: about 24 bytes per old block (0.6% of the old image at 4 KiB),
+/// a one-bit-per-slot filter of at most 16 MiB, and 12 bytes per anchor of
+/// the fine index (at most 288 MiB, see [`anchor_mask`]).
+#[derive(Debug)]
+pub struct BlockIndex {
+    block_size: usize,
+    filter: Vec<u64>,
+    filter_mask: u64,
+    blocks: HashMap<u64, u64, BuildHasherDefault<IdentityHasher>>,
+    /// Fine index: content-defined anchors, sorted by key, one offset per
+    /// key.
+    anchors: Vec<Anchor>,
+    anchor_mask: u64,
+}
+
+/// Width of the windows hashed by the fine (anchor) index, in bytes.
+pub(crate) const ANCHOR_WINDOW: usize = 32;
+
+/// Most anchors the fine index holds: 12 bytes each, so at most 288 MiB.
+const MAX_ANCHORS: usize = 24 << 20;
+
+/// Mask selecting anchor keys so that an old image of `old_len` bytes gets
+/// at most about [`MAX_ANCHORS`] anchors and at least one anchor every
+/// 16 bytes on average (a 640 MiB image gets one every 32 bytes: denser
+/// anchors find more of the short pieces rebuilt files keep).
+pub fn anchor_mask(old_len: usize) -> u64 {
+    let mut bits = 4;
+    while bits < 16 && old_len >> bits > MAX_ANCHORS {
+        bits += 1;
+    }
+    (1 << bits) - 1
+}
+
+/// The content-defined anchors of `old[range]` (windows starting in the
+/// range): positions whose window hash, mixed, has all `mask` bits clear,
+/// sorted by key, with one (the lowest) offset per key. Repeated content
+/// (a run of one byte, a short pattern) thus adds a few anchors, not one
+/// per position. The generator computes them in parallel over chunks.
+pub fn anchors_in(old: &[u8], range: Range<usize>, mask: u64) -> Vec<Anchor> {
+    let mut out: Vec<Anchor> = Vec::new();
+    let end = range.end.min(old.len().saturating_sub(ANCHOR_WINDOW - 1));
+    if range.start >= end {
+        return out;
+    }
+    // Windows that start before `end`, and may reach past the range.
+    slide(
+        old,
+        range.start..end + ANCHOR_WINDOW - 1,
+        ANCHOR_WINDOW,
+        |w| {
+            let key = mix(w.hash());
+            if key & mask == 0 {
+                let anchor = Anchor::new(key, w.pos() as u64);
+                if out.last().is_none_or(|last| last.key != anchor.key) {
+                    out.push(anchor);
+                }
+            }
+            None
+        },
+    );
+    out.sort_unstable();
+    out.dedup_by_key(|a| a.key);
+    out
+}
+
+/// One entry of the fine index: the high half of a window's key (its low
+/// bits are the mask's zeros) and the window's old offset, in 12 bytes.
+/// Ordered by key, then offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Anchor {
+    key: u32,
+    offset_high: u32,
+    offset_low: u32,
+}
+
+impl Anchor {
+    fn new(key: u64, offset: u64) -> Anchor {
+        Anchor {
+            key: (key >> 32) as u32,
+            offset_high: (offset >> 32) as u32,
+            offset_low: offset as u32,
+        }
+    }
+
+    /// Offset of the window in the old image.
+    pub fn offset(&self) -> u64 {
+        u64::from(self.offset_high) << 32 | u64::from(self.offset_low)
+    }
+}
+
+impl BlockIndex {
+    /// Builds the index from `(hash_block(block), offset)` pairs, first
+    /// occurrence winning. The generator computes the hashes in parallel.
+    pub fn from_hashes(
+        block_size: usize,
+        count: usize,
+        hashes: impl IntoIterator<Item = (u64, u64)>,
+    ) -> BlockIndex {
+        let bits = (count.max(1) * 16)
+            .next_power_of_two()
+            .clamp(1 << 16, 1 << 27);
+        let mut index = BlockIndex {
+            block_size,
+            filter: vec![0; bits / 64],
+            filter_mask: bits as u64 - 1,
+            blocks: HashMap::with_capacity_and_hasher(count, Default::default()),
+            anchors: Vec::new(),
+            anchor_mask: u64::MAX,
+        };
+        for (hash, offset) in hashes {
+            let key = mix(hash);
+            index.filter[(key & index.filter_mask) as usize / 64] |= 1 << (key % 64);
+            index.blocks.entry(key).or_insert(offset);
+        }
+        index
+    }
+
+    /// Adds the fine index: anchors from [`anchors_in`] with `mask`, in any
+    /// order (sorted here, lowest offset kept per key).
+    pub fn with_anchors(mut self, mut anchors: Vec<Anchor>, mask: u64) -> BlockIndex {
+        anchors.sort_unstable();
+        anchors.dedup_by_key(|a| a.key);
+        self.anchors = anchors;
+        self.anchor_mask = mask;
+        self
+    }
+
+    /// Builds the index of `old` on one thread.
+    pub fn build(old: &[u8], block_size: usize) -> BlockIndex {
+        let hashes = old
+            .chunks_exact(block_size)
+            .enumerate()
+            .filter(|(_, b)| !is_zero(b))
+            .map(|(i, b)| (hash_block(b), (i * block_size) as u64));
+        let mask = anchor_mask(old.len());
+        BlockIndex::from_hashes(block_size, old.len() / block_size, hashes)
+            .with_anchors(anchors_in(old, 0..old.len(), mask), mask)
+    }
+
+    /// Width of indexed blocks.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// First offset of an indexed block whose hash may be `hash` (callers
+    /// compare the bytes).
+    pub(crate) fn lookup(&self, hash: u64) -> Option<u64> {
+        let key = mix(hash);
+        if self.filter[(key & self.filter_mask) as usize / 64] & (1 << (key % 64)) == 0 {
+            return None;
+        }
+        self.blocks.get(&key).copied()
+    }
+
+    /// Whether the fine index holds any anchor.
+    pub(crate) fn has_anchors(&self) -> bool {
+        !self.anchors.is_empty()
+    }
+
+    /// The mask whose bits are clear in every anchor's key.
+    pub(crate) fn anchor_mask(&self) -> u64 {
+        self.anchor_mask
+    }
+
+    /// Lowest offset of an anchor window whose mixed hash may be `key`
+    /// (callers compare the bytes).
+    pub(crate) fn lookup_anchor(&self, key: u64) -> Option<u64> {
+        let key = (key >> 32) as u32;
+        let i = self.anchors.binary_search_by_key(&key, |a| a.key).ok()?;
+        Some(self.anchors[i].offset())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_content_adds_one_anchor_per_distinct_window() {
+        // Mask 0 makes every position a candidate.
+        let mut old = vec![0xFF; 1 << 20];
+        old.extend(b"abc".repeat(100_000));
+        let anchors = anchors_in(&old, 0..old.len(), 0);
+        // The 0xFF run, the windows across the seam, the 3 phases of "abc".
+        assert!(anchors.len() <= 1 + ANCHOR_WINDOW + 3, "{}", anchors.len());
+        assert!(
+            anchors.windows(2).all(|w| w[0].key < w[1].key),
+            "sorted, unique"
+        );
+        assert!(
+            anchors.iter().any(|a| a.offset() == 0),
+            "lowest offset kept"
+        );
+    }
+}
