@@ -4,7 +4,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use delta_core::testing::{mutate, Rng};
 use delta_core::{
-    apply_slice, diff_slices, EncodeOptions, NullSink, Patcher, SegmentRef, SliceOptions,
+    apply_slice, diff_slices, DeltaOptions, EncodeOptions, NullSink, Patcher, SegmentRef,
 };
 use delta_format::Limits;
 use std::hint::black_box;
@@ -18,9 +18,9 @@ fn apply_segments(c: &mut Criterion) {
     let edited = mutate(&old, &mut rng, 8);
     let unrelated = rng.text(len);
     let zeros = vec![0u8; len];
-    let options = SliceOptions {
+    let options = DeltaOptions {
         encode: EncodeOptions { level: 3 },
-        ..SliceOptions::default()
+        ..DeltaOptions::default()
     };
     for (name, new) in [
         ("small-edit", edited),

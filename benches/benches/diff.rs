@@ -7,8 +7,8 @@
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use delta_core::testing::{mutate, Rng};
 use delta_core::{
-    encode_segment_digested, plan_segment, reuse, BlockIndex, CopiedRuns, DiffOptions,
-    EncodeOptions, SegmentPlan, WindowLayout,
+    copy_repeats, encode_segment, plan_segment, BlockIndex, CopiedRuns, DiffOptions, EncodeOptions,
+    SegmentPlan, Serial, WindowLayout,
 };
 use delta_format::Op;
 use std::hint::black_box;
@@ -47,7 +47,7 @@ fn index_build(c: &mut Criterion) {
         let old = image(len, 1);
         group.throughput(Throughput::Bytes(len as u64));
         group.bench_with_input(BenchmarkId::from_parameter(len), &old, |b, old| {
-            b.iter(|| BlockIndex::build(black_box(old), 4096))
+            b.iter(|| BlockIndex::build(black_box(old), 4096, &Serial))
         });
     }
     group.finish();
@@ -58,7 +58,7 @@ fn matching(c: &mut Criterion) {
     let options = DiffOptions::default();
     for len in SIZES {
         for (name, old, new) in pairs(len) {
-            let index = BlockIndex::build(&old, options.block_size);
+            let index = BlockIndex::build(&old, options.block_size, &Serial);
             group.throughput(Throughput::Bytes(new.len() as u64));
             group.bench_with_input(BenchmarkId::new(name, len), &new, |b, new| {
                 b.iter(|| plan_segment(&old, black_box(new), 0..new.len(), &index, &options))
@@ -100,7 +100,7 @@ fn repeat_copies(c: &mut Criterion) {
             |b, segments| {
                 b.iter_batched(
                     || segments.clone(),
-                    |mut segments| reuse::copy_repeats(&mut segments, black_box(&new)),
+                    |segments| copy_repeats(segments, black_box(&new), &Serial),
                     BatchSize::LargeInput,
                 )
             },
@@ -115,7 +115,7 @@ fn residual_encoding(c: &mut Criterion) {
     let options = DiffOptions::default();
     let len = 1 << 20;
     for (name, old, new) in pairs(len) {
-        let index = BlockIndex::build(&old, options.block_size);
+        let index = BlockIndex::build(&old, options.block_size, &Serial);
         let plan = plan_segment(&old, &new, 0..new.len(), &index, &options);
         let copied = CopiedRuns::from_plans([&plan]);
         // Stored in the entry only: any value times the same.
@@ -136,15 +136,8 @@ fn residual_encoding(c: &mut Criterion) {
                 |b, plan| {
                     b.iter(|| {
                         let options = EncodeOptions { level };
-                        encode_segment_digested(
-                            &old,
-                            &new,
-                            digest,
-                            black_box(plan),
-                            layout,
-                            &options,
-                        )
-                        .unwrap()
+                        encode_segment(&old, &new, digest, black_box(plan), layout, &options)
+                            .unwrap()
                     })
                 },
             );

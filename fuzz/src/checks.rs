@@ -16,7 +16,7 @@
 //! (tight [`Limits`], [`OUTPUT_CAP`], inputs bounded by libFuzzer's
 //! `-max_len`).
 
-use delta_core::{DiffOptions, EncodeOptions, Patcher, SegmentRef, Sink, SliceOptions};
+use delta_core::{DeltaOptions, DiffOptions, EncodeOptions, Patcher, SegmentRef, Sink};
 use delta_format::stream::Decoder;
 use delta_format::{
     stream, window, Header, Index, Instruction, Limits, Op, SegmentEntry, Totals, DIGEST_LEN,
@@ -46,8 +46,8 @@ pub fn tight_limits() -> Limits {
 
 /// Small generator settings for `roundtrip`: many segments, copies and
 /// diffs even on inputs of a few KiB.
-pub fn slice_options(full: bool) -> SliceOptions {
-    SliceOptions {
+pub fn slice_options(full: bool) -> DeltaOptions {
+    DeltaOptions {
         diff: DiffOptions {
             block_size: 64,
             max_reference: 4096,
@@ -55,6 +55,7 @@ pub fn slice_options(full: bool) -> SliceOptions {
         encode: EncodeOptions { level: 1 },
         segment_len: 4096,
         full,
+        migration: false,
         merge_len: 4 * 4096,
         copy_new: true,
         window_list: true,

@@ -4,14 +4,14 @@
 //! Usage: `cargo run --release -p delta-core --example anatomy -- OLD NEW`
 //! (with `ANATOMY_DUMP=DIR`, the three sections are also written to DIR).
 
-use delta_core::{plan_segment, BlockIndex, DiffOptions};
+use delta_core::{plan_segment, BlockIndex, DiffOptions, Serial};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let old = std::fs::read(&args[1]).expect("read OLD");
     let new = std::fs::read(&args[2]).expect("read NEW");
     let options = DiffOptions::default();
-    let index = BlockIndex::build(&old, options.block_size);
+    let index = BlockIndex::build(&old, options.block_size, &Serial);
     let (mut ops, mut diff, mut lit, mut ops_count) = (Vec::new(), Vec::new(), Vec::new(), 0);
     let mut kinds = [0u64; 4];
     for start in (0..new.len()).step_by(4 << 20) {

@@ -9,6 +9,7 @@
 //! rebuilt files keep between their changes.
 
 use crate::rolling::{hash_block, is_zero, mix, slide};
+use crate::runner::{split, Runner};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
@@ -39,11 +40,22 @@ pub struct BlockIndex {
     filter: Vec<u64>,
     filter_mask: u64,
     blocks: HashMap<u64, u64, BuildHasherDefault<IdentityHasher>>,
-    /// Fine index: content-defined anchors, sorted by key, one offset per
-    /// key.
-    anchors: Vec<Anchor>,
+    /// Fine index: content-defined anchors in buckets by the top bits of
+    /// their key ([`ANCHOR_BUCKET_BITS`]), each sorted by key, one offset
+    /// per key.
+    anchors: Vec<Vec<Anchor>>,
+    anchor_count: usize,
     anchor_mask: u64,
 }
+
+/// Bits of an anchor's key that pick its bucket: buckets are sorted on
+/// their own and in parallel, without a sort of the whole fine index (whose
+/// merge buffer would add its size to the peak).
+const ANCHOR_BUCKET_BITS: u32 = 8;
+
+/// Bytes of old image hashed and anchored as one piece of work (whole
+/// blocks of at least this much).
+const PIECE: usize = 1 << 20;
 
 /// Width of the windows hashed by the fine (anchor) index, in bytes.
 pub(crate) const ANCHOR_WINDOW: usize = 32;
@@ -55,7 +67,7 @@ const MAX_ANCHORS: usize = 24 << 20;
 /// at most about [`MAX_ANCHORS`] anchors and at least one anchor every
 /// 16 bytes on average (a 640 MiB image gets one every 32 bytes: denser
 /// anchors find more of the short pieces rebuilt files keep).
-pub fn anchor_mask(old_len: usize) -> u64 {
+pub(crate) fn anchor_mask(old_len: usize) -> u64 {
     let mut bits = 4;
     while bits < 16 && old_len >> bits > MAX_ANCHORS {
         bits += 1;
@@ -67,8 +79,8 @@ pub fn anchor_mask(old_len: usize) -> u64 {
 /// range): positions whose window hash, mixed, has all `mask` bits clear,
 /// sorted by key, with one (the lowest) offset per key. Repeated content
 /// (a run of one byte, a short pattern) thus adds a few anchors, not one
-/// per position. The generator computes them in parallel over chunks.
-pub fn anchors_in(old: &[u8], range: Range<usize>, mask: u64) -> Vec<Anchor> {
+/// per position. [`BlockIndex::build`] computes them piece by piece.
+pub(crate) fn anchors_in(old: &[u8], range: Range<usize>, mask: u64) -> Vec<Anchor> {
     let mut out: Vec<Anchor> = Vec::new();
     let end = range.end.min(old.len().saturating_sub(ANCHOR_WINDOW - 1));
     if range.start >= end {
@@ -99,7 +111,7 @@ pub fn anchors_in(old: &[u8], range: Range<usize>, mask: u64) -> Vec<Anchor> {
 /// bits are the mask's zeros) and the window's old offset, in 12 bytes.
 /// Ordered by key, then offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Anchor {
+pub(crate) struct Anchor {
     key: u32,
     offset_high: u32,
     offset_low: u32,
@@ -115,15 +127,15 @@ impl Anchor {
     }
 
     /// Offset of the window in the old image.
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         u64::from(self.offset_high) << 32 | u64::from(self.offset_low)
     }
 }
 
 impl BlockIndex {
     /// Builds the index from `(hash_block(block), offset)` pairs, first
-    /// occurrence winning. The generator computes the hashes in parallel.
-    pub fn from_hashes(
+    /// occurrence winning.
+    pub(crate) fn from_hashes(
         block_size: usize,
         count: usize,
         hashes: impl IntoIterator<Item = (u64, u64)>,
@@ -137,6 +149,7 @@ impl BlockIndex {
             filter_mask: bits as u64 - 1,
             blocks: HashMap::with_capacity_and_hasher(count, Default::default()),
             anchors: Vec::new(),
+            anchor_count: 0,
             anchor_mask: u64::MAX,
         };
         for (hash, offset) in hashes {
@@ -147,26 +160,37 @@ impl BlockIndex {
         index
     }
 
-    /// Adds the fine index: anchors from [`anchors_in`] with `mask`, in any
-    /// order (sorted here, lowest offset kept per key).
-    pub fn with_anchors(mut self, mut anchors: Vec<Anchor>, mask: u64) -> BlockIndex {
-        anchors.sort_unstable();
-        anchors.dedup_by_key(|a| a.key);
-        self.anchors = anchors;
-        self.anchor_mask = mask;
-        self
-    }
-
-    /// Builds the index of `old` on one thread.
-    pub fn build(old: &[u8], block_size: usize) -> BlockIndex {
-        let hashes = old
-            .chunks_exact(block_size)
-            .enumerate()
-            .filter(|(_, b)| !is_zero(b))
-            .map(|(i, b)| (hash_block(b), (i * block_size) as u64));
+    /// Builds the index of `old` with blocks of `block_size` bytes, its
+    /// pieces hashed and anchored, and its buckets of anchors sorted, as
+    /// `runner` maps them.
+    pub fn build<R: Runner>(old: &[u8], block_size: usize, runner: &R) -> BlockIndex {
         let mask = anchor_mask(old.len());
-        BlockIndex::from_hashes(block_size, old.len() / block_size, hashes)
-            .with_anchors(anchors_in(old, 0..old.len(), mask), mask)
+        let piece = block_size * (PIECE / block_size).max(1);
+        let pieces = runner.map(
+            split(old.len(), piece),
+            |_| 1,
+            |range| {
+                let hashes: Vec<(u64, u64)> = old[range.clone()]
+                    .chunks_exact(block_size)
+                    .enumerate()
+                    .filter(|(_, b)| !is_zero(b))
+                    .map(|(i, b)| (hash_block(b), (range.start + i * block_size) as u64))
+                    .collect();
+                (hashes, anchors_in(old, range, mask))
+            },
+        );
+        let (hashes, anchors): (Vec<_>, Vec<_>) = pieces.into_iter().unzip();
+        let count = hashes.iter().map(Vec::len).sum();
+        let (index, anchors) = runner.join(
+            || BlockIndex::from_hashes(block_size, count, hashes.into_iter().flatten()),
+            || bucket_anchors(anchors, runner),
+        );
+        BlockIndex {
+            anchor_count: anchors.iter().map(Vec::len).sum(),
+            anchors,
+            anchor_mask: mask,
+            ..index
+        }
     }
 
     /// Width of indexed blocks.
@@ -186,7 +210,7 @@ impl BlockIndex {
 
     /// Whether the fine index holds any anchor.
     pub(crate) fn has_anchors(&self) -> bool {
-        !self.anchors.is_empty()
+        self.anchor_count > 0
     }
 
     /// The mask whose bits are clear in every anchor's key.
@@ -198,9 +222,43 @@ impl BlockIndex {
     /// (callers compare the bytes).
     pub(crate) fn lookup_anchor(&self, key: u64) -> Option<u64> {
         let key = (key >> 32) as u32;
-        let i = self.anchors.binary_search_by_key(&key, |a| a.key).ok()?;
-        Some(self.anchors[i].offset())
+        let bucket = self.anchors.get(bucket_of(key))?;
+        let i = bucket.binary_search_by_key(&key, |a| a.key).ok()?;
+        Some(bucket[i].offset())
     }
+}
+
+/// The bucket of anchors with (the high half of) key `key`.
+fn bucket_of(key: u32) -> usize {
+    (key >> (32 - ANCHOR_BUCKET_BITS)) as usize
+}
+
+/// The buckets of the fine index from the anchors of each piece (each
+/// sorted by key, as [`anchors_in`] returns them): in each bucket sorted,
+/// with the lowest offset kept per key.
+fn bucket_anchors<R: Runner>(pieces: Vec<Vec<Anchor>>, runner: &R) -> Vec<Vec<Anchor>> {
+    let buckets = (0..1 << ANCHOR_BUCKET_BITS).collect();
+    runner.map(
+        buckets,
+        |_| 1,
+        |b| {
+            let parts: Vec<&[Anchor]> = pieces
+                .iter()
+                .map(|piece| {
+                    let start = piece.partition_point(|a| bucket_of(a.key) < b);
+                    let end = piece.partition_point(|a| bucket_of(a.key) <= b);
+                    &piece[start..end]
+                })
+                .collect();
+            let mut bucket = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+            for part in parts {
+                bucket.extend_from_slice(part);
+            }
+            bucket.sort_unstable();
+            bucket.dedup_by_key(|a| a.key);
+            bucket
+        },
+    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::sink::{Sink, ZEROS};
 use crate::source::Source;
-use delta_format::{stream, window, Digest, Instruction, SegmentEntry, Totals};
+use delta_format::{stream, window, Digest, Instruction, Limits, SegmentEntry, Totals};
 
 /// Bytes of old image read per `read_at` call while copying.
 pub const COPY_CHUNK: usize = 256 * 1024;
@@ -363,4 +363,38 @@ impl<S: Source + ?Sized> Run<'_, S> {
     fn offset(&self) -> u64 {
         self.seg.new_offset.saturating_add(self.produced)
     }
+}
+
+/// Applies a whole delta held in memory to `old`, returning the new image:
+/// the small reference applier for tests and fuzzing. It checks everything
+/// the streaming applier checks except the old image's digest. It holds the
+/// whole new image, so callers bound it with `limits.max_output`.
+///
+/// # Errors
+/// Any format, digest or length error.
+pub fn apply_slice(old: &[u8], delta: &[u8], limits: &Limits) -> Result<Vec<u8>> {
+    let index = delta_format::read_index(&mut &delta[..], limits).map_err(Error::Header)?;
+    if index.header.old_len != old.len() as u64 && !index.header.is_full() {
+        return Err(Error::OldLength {
+            expected: index.header.old_len,
+            found: old.len() as u64,
+        });
+    }
+    let old = if index.header.is_full() { &[][..] } else { old };
+    index
+        .check_file_len(delta.len() as u64)
+        .map_err(Error::Header)?;
+    let mut out = Vec::new();
+    let mut patcher = Patcher::new();
+    for i in 0..index.segments.len() {
+        let seg = SegmentRef::of(&index, i);
+        // In bounds: the table's payload ranges add up to the delta's length.
+        let start = seg.payload_offset as usize;
+        let payload = &delta[start..start + seg.entry.payload_len as usize];
+        patcher.apply_segment(old, seg, payload, &mut out)?;
+    }
+    if blake3::hash(&out).as_bytes() != &index.header.new_digest {
+        return Err(Error::NewDigest);
+    }
+    Ok(out)
 }

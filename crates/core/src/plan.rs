@@ -414,7 +414,7 @@ mod tests {
         for i in (140..new.len()).step_by(48) {
             new[i] = new[i].wrapping_add(1);
         }
-        let index = BlockIndex::build(&old, 4096);
+        let index = BlockIndex::build(&old, 4096, &crate::Serial);
         let plan = plan_segment(&old, &new, 0..new.len(), &index, &DiffOptions::default());
         let diffed: u64 = plan
             .ops
@@ -436,7 +436,7 @@ mod tests {
             .collect();
         let mut new = vec![7u8; 1001];
         new.extend_from_slice(&old[8192..8192 + 20000]);
-        let index = BlockIndex::build(&old, 4096);
+        let index = BlockIndex::build(&old, 4096, &crate::Serial);
         let plan = plan_segment(&old, &new, 0..new.len(), &index, &DiffOptions::default());
         assert!(
             plan.ops.contains(&Op::Copy {

@@ -21,33 +21,46 @@
 use crate::index::BlockIndex;
 use crate::plan::SegmentPlan;
 use crate::rolling::{common_prefix, common_suffix, hash_block, slide};
+use crate::runner::Runner;
 use delta_format::Op;
 use std::ops::Range;
 
 /// Size of the blocks looked up, and grid they are indexed on, in bytes:
 /// every repeat of 63 bytes or more holds a whole block of the grid.
-pub const REUSE_BLOCK: usize = 32;
+const REUSE_BLOCK: usize = 32;
 /// Shortest repeat copied, in bytes: shorter ones cost about as much as an
 /// op as zstd spends on them as literals (48 gave the smallest OS deltas,
 /// 40 and 56 were within 0.05%).
-pub const MIN_REPEAT: usize = 48;
+const MIN_REPEAT: usize = 48;
 
 /// Replaces literal bytes that repeat literal blocks of earlier segments
-/// with COPY_NEW ops, and returns the bytes replaced.
+/// with COPY_NEW ops, and returns the segments and the bytes replaced.
 ///
 /// `segments` are the merged plans in order, with the ranges of `new` they
-/// produce. Every COPY_NEW reads only bytes before its own segment.
-pub fn copy_repeats(segments: &mut [(Range<usize>, SegmentPlan)], new: &[u8]) -> u64 {
-    let index = repeat_index(segments, new);
-    segments
-        .iter_mut()
-        .map(|(range, plan)| copy_repeats_in(range.start, plan, new, &index))
-        .sum()
+/// produce; `runner` maps over them. Every COPY_NEW reads only bytes before
+/// its own segment.
+pub fn copy_repeats<R: Runner>(
+    segments: Vec<(Range<usize>, SegmentPlan)>,
+    new: &[u8],
+    runner: &R,
+) -> (Vec<(Range<usize>, SegmentPlan)>, u64) {
+    let index = repeat_index(&segments, new);
+    // The search rolls over every literal byte.
+    let cost = |(_, plan): &(Range<usize>, SegmentPlan)| plan.literal.len() as u64;
+    let done = runner.map(segments, cost, |(range, mut plan)| {
+        let replaced = copy_repeats_in(range.start, &mut plan, new, &index);
+        ((range, plan), replaced)
+    });
+    let replaced = done.iter().map(|(_, n)| n).sum();
+    (
+        done.into_iter().map(|(segment, _)| segment).collect(),
+        replaced,
+    )
 }
 
 /// Index of the literal blocks on the [`REUSE_BLOCK`] grid of `new`, first
 /// occurrence winning.
-pub fn repeat_index(segments: &[(Range<usize>, SegmentPlan)], new: &[u8]) -> BlockIndex {
+fn repeat_index(segments: &[(Range<usize>, SegmentPlan)], new: &[u8]) -> BlockIndex {
     let grid = |run: Range<usize>| {
         (run.start.next_multiple_of(REUSE_BLOCK)..run.end.saturating_sub(REUSE_BLOCK - 1))
             .step_by(REUSE_BLOCK)
@@ -67,12 +80,7 @@ pub fn repeat_index(segments: &[(Range<usize>, SegmentPlan)], new: &[u8]) -> Blo
 /// Rewrites the literal ops of the plan that starts at `start` in `new`:
 /// runs that repeat an indexed block before `start` become COPY_NEW ops.
 /// Returns the bytes replaced.
-pub fn copy_repeats_in(
-    start: usize,
-    plan: &mut SegmentPlan,
-    new: &[u8],
-    index: &BlockIndex,
-) -> u64 {
+fn copy_repeats_in(start: usize, plan: &mut SegmentPlan, new: &[u8], index: &BlockIndex) -> u64 {
     let copies: Vec<(Range<usize>, usize)> = literal_runs(start, plan)
         .flat_map(|run| find_repeats(run, start, new, index))
         .collect();
@@ -172,6 +180,7 @@ fn push_literal(ops: &mut Vec<Op>, literal: &mut Vec<u8>, new: &[u8], range: Ran
 mod tests {
     use super::*;
     use crate::testing::Rng;
+    use crate::Serial;
 
     /// `new` as 64 KiB segments of literal bytes only.
     fn literal_segments(new: &[u8]) -> Vec<(Range<usize>, SegmentPlan)> {
@@ -225,8 +234,7 @@ mod tests {
         new[(1 << 16) + 8192..(1 << 16) + 18_192].copy_from_slice(&file);
         new[(2 << 16) + 4096..(2 << 16) + 14_096].copy_from_slice(&file);
         new[(2 << 16) + 20_480..(2 << 16) + 30_480].copy_from_slice(&file);
-        let mut segments = literal_segments(&new);
-        let replaced = copy_repeats(&mut segments, &new);
+        let (segments, replaced) = copy_repeats(literal_segments(&new), &new, &Serial);
         // Segment 0 keeps its literal; 1 and 2 copy all three repeats.
         assert_eq!(replaced, 3 * 10_000);
         assert_eq!(segments[0].1.ops.len(), 1);
@@ -256,8 +264,7 @@ mod tests {
         new[(1 << 16) + 1001..(1 << 16) + 10_001].copy_from_slice(&file);
         new[(1 << 16) + 30_001..(1 << 16) + 34_001].copy_from_slice(&file[..4000]);
         new[(1 << 16) + 50_001..(1 << 16) + 50_041].copy_from_slice(&file[..40]);
-        let mut segments = literal_segments(&new);
-        let replaced = copy_repeats(&mut segments, &new);
+        let (segments, replaced) = copy_repeats(literal_segments(&new), &new, &Serial);
         // The file and its first 4000 bytes (a random neighbour byte may
         // match as well).
         assert!((13_000..13_008).contains(&replaced), "{replaced}");

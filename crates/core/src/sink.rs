@@ -1,7 +1,7 @@
 //! Where produced bytes go.
 
 use crate::source::Source;
-use std::io::{self, Write};
+use std::io;
 
 /// Zero bytes used to feed hashers and writers for zero runs.
 pub(crate) static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
@@ -43,16 +43,6 @@ pub trait Sink {
             io::ErrorKind::Unsupported,
             "this output cannot be read back",
         ))
-    }
-}
-
-/// A [`Sink`] over any [`Write`].
-#[derive(Debug)]
-pub struct WriteSink<W>(pub W);
-
-impl<W: Write> Sink for WriteSink<W> {
-    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.0.write_all(bytes)
     }
 }
 

@@ -1,11 +1,11 @@
 //! `apply(old, gen(old, new)) == new` on random and edge-case pairs.
 
 use delta_core::testing::{edge_sizes, mutate, Rng};
-use delta_core::{apply_slice, diff_slices, DiffOptions, EncodeOptions, SliceOptions};
+use delta_core::{apply_slice, diff_slices, DeltaOptions, DiffOptions, EncodeOptions};
 use proptest::prelude::*;
 
-fn options(block_size: usize, segment_len: usize) -> SliceOptions {
-    SliceOptions {
+fn options(block_size: usize, segment_len: usize) -> DeltaOptions {
+    DeltaOptions {
         diff: DiffOptions {
             block_size,
             max_reference: 64 * 1024,
@@ -13,6 +13,7 @@ fn options(block_size: usize, segment_len: usize) -> SliceOptions {
         encode: EncodeOptions { level: 3 },
         segment_len,
         full: false,
+        migration: false,
         // Merging on (up to 4 units) or off depending on the unit size.
         merge_len: if segment_len < 4096 {
             segment_len
@@ -24,7 +25,7 @@ fn options(block_size: usize, segment_len: usize) -> SliceOptions {
     }
 }
 
-fn round_trip(old: &[u8], new: &[u8], opts: &SliceOptions) {
+fn round_trip(old: &[u8], new: &[u8], opts: &DeltaOptions) {
     let delta = diff_slices(old, new, opts).expect("diff");
     let out = apply_slice(old, &delta, &Default::default()).expect("apply");
     assert!(
@@ -33,7 +34,7 @@ fn round_trip(old: &[u8], new: &[u8], opts: &SliceOptions) {
         old.len(),
         new.len()
     );
-    let full = SliceOptions {
+    let full = DeltaOptions {
         full: true,
         ..opts.clone()
     };
@@ -57,7 +58,7 @@ proptest! {
         let mut old = rng.text(len / 2);
         old.extend(rng.bytes(len - len / 2));
         let new = mutate(&old, &mut rng, edits);
-        let opts = SliceOptions {
+        let opts = DeltaOptions {
             window_list,
             ..options(block, segment)
         };
@@ -111,11 +112,11 @@ fn new_content_repeated_in_later_segments_is_copied_not_resent() {
     for at in [8192, (256 << 10) + 40960, (768 << 10) + 4096] {
         new[at..at + file.len()].copy_from_slice(&file);
     }
-    let with = SliceOptions {
+    let with = DeltaOptions {
         merge_len: 256 << 10,
         ..options(4096, 256 << 10)
     };
-    let without = SliceOptions {
+    let without = DeltaOptions {
         copy_new: false,
         ..with.clone()
     };

@@ -43,17 +43,12 @@ mod output;
 
 pub use error::{Error, Result};
 
-use delta_core::{
-    arrange_segments, build_header, encode_segment_digested, plan_segment, reuse, unit_ranges,
-    BlockIndex, CopiedRuns, DiffOptions, EncodeOptions, Patcher, SegmentPlan, SegmentRef, Sink,
-    SliceOptions, Source, WindowLayout,
-};
-use delta_format::{Index, SegmentEntry, FLAG_MIGRATION};
-use rayon::prelude::*;
+use delta_core::{DeltaOptions, DiffOptions, EncodeOptions, Patcher, SegmentRef, Sink, Source};
+use delta_format::{Digest, SegmentEntry};
+use std::cmp::Reverse;
 use std::io::{self, BufWriter, Write};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Knobs of the generator.
 #[derive(Debug, Clone)]
@@ -89,15 +84,15 @@ pub struct GenOptions {
 
 impl Default for GenOptions {
     fn default() -> Self {
-        let slice = SliceOptions::default();
+        let slice = DeltaOptions::default();
         GenOptions {
             threads: 0,
             segment_len: slice.segment_len,
             block_size: slice.diff.block_size,
             level: slice.encode.level,
             max_reference: slice.diff.max_reference,
-            full: false,
-            migration: false,
+            full: slice.full,
+            migration: slice.migration,
             merge_len: slice.merge_len,
             copy_new: slice.copy_new,
             window_list: slice.window_list,
@@ -106,8 +101,8 @@ impl Default for GenOptions {
 }
 
 impl GenOptions {
-    fn slice_options(&self) -> SliceOptions {
-        SliceOptions {
+    fn delta_options(&self) -> DeltaOptions {
+        DeltaOptions {
             diff: DiffOptions {
                 block_size: self.block_size,
                 max_reference: self.max_reference,
@@ -115,6 +110,7 @@ impl GenOptions {
             encode: EncodeOptions { level: self.level },
             segment_len: self.segment_len,
             full: self.full,
+            migration: self.migration,
             merge_len: self.merge_len,
             copy_new: self.copy_new,
             window_list: self.window_list,
@@ -212,21 +208,21 @@ pub fn generate(
     };
     let old_bytes = old_input.as_ref().map_or(&[][..], mmap::Input::bytes);
     let mut writer = BufWriter::with_capacity(1 << 20, target.file());
-    let mut digests = None;
+    let workers = Workers::new(&pool);
     let generated = generate_with(
-        &pool,
+        &workers,
         old_bytes,
         new_input.bytes(),
         &options,
         &mut writer,
-        &mut digests,
     );
+    let digests = workers.digests.get();
     let summary = generated.map_err(|e| match e {
         // Write errors name the output, not `<output>`.
         Error::Io { op, source, .. } => io(op, source),
         // A segment not rebuilding its bytes may be an input changing
         // under the mapping: say so.
-        Error::SelfCheck { .. } => match unchanged(&pool, &inputs, digests.as_ref()) {
+        Error::SelfCheck { .. } => match unchanged(&pool, &inputs, digests) {
             Err(changed @ Error::Changed { .. }) => changed,
             _ => e,
         },
@@ -236,7 +232,7 @@ pub fn generate(
         .into_inner()
         .map_err(|e| io("write", e.into_error()))?;
     file.sync_all().map_err(|e| io("fsync", e))?;
-    unchanged(&pool, &inputs, digests.as_ref())?;
+    unchanged(&pool, &inputs, digests)?;
     target.commit()?;
     Ok(summary)
 }
@@ -294,7 +290,7 @@ pub fn generate_into(
     out: &mut dyn Write,
 ) -> Result<Summary> {
     let pool = thread_pool(options)?;
-    generate_with(&pool, old, new, options, out, &mut None)
+    generate_with(&Workers::new(&pool), old, new, options, out)
 }
 
 /// Checks the options and starts the worker threads: `options.threads`
@@ -313,120 +309,99 @@ fn thread_pool(options: &GenOptions) -> Result<rayon::ThreadPool> {
 
 /// The digests a delta's header records.
 struct Digests {
-    old: [u8; 32],
-    new: [u8; 32],
+    old: Digest,
+    new: Digest,
 }
 
-/// [`generate_into`] on `pool`. The digests of both images, which the
-/// header records, are put in `digests` as soon as they are computed
-/// (before anything can fail), to tell a changed input from a bug.
+/// Runs the pipeline's work on a rayon pool (items most costly first, see
+/// [`map_heaviest_first`]) and re-applies every segment it encodes.
+struct Workers<'a> {
+    pool: &'a rayon::ThreadPool,
+    /// The digests of both images, which the header records, as soon as
+    /// they are computed (before anything can fail), to tell a changed
+    /// input from a bug.
+    digests: OnceLock<Digests>,
+}
+
+impl<'a> Workers<'a> {
+    fn new(pool: &'a rayon::ThreadPool) -> Workers<'a> {
+        Workers {
+            pool,
+            digests: OnceLock::new(),
+        }
+    }
+}
+
+impl delta_core::Runner for Workers<'_> {
+    type Error = Error;
+
+    fn map<T: Send, U: Send>(
+        &self,
+        items: Vec<T>,
+        cost: impl Fn(&T) -> u64,
+        work: impl Fn(T) -> U + Sync,
+    ) -> Vec<U> {
+        map_heaviest_first(self.pool, items, cost, work)
+    }
+
+    fn join<A: Send, B: Send>(
+        &self,
+        a: impl FnOnce() -> A + Send,
+        b: impl FnOnce() -> B + Send,
+    ) -> (A, B) {
+        self.pool.join(a, b)
+    }
+
+    fn digest(&self, bytes: &[u8]) -> Digest {
+        self.pool.install(|| digest(bytes))
+    }
+
+    fn hashed(&self, old: &Digest, new: &Digest) {
+        let digests = Digests {
+            old: *old,
+            new: *new,
+        };
+        // Told once per generation.
+        let _ = self.digests.set(digests);
+    }
+
+    fn check(&self, old: &[u8], new: &[u8], segment: SegmentRef<'_>, payload: &[u8]) -> Result<()> {
+        self_check(old, new, segment, payload)
+    }
+}
+
+/// [`generate_into`] with `workers`.
 fn generate_with(
-    pool: &rayon::ThreadPool,
+    workers: &Workers<'_>,
     old: &[u8],
     new: &[u8],
     options: &GenOptions,
     out: &mut dyn Write,
-    digests: &mut Option<Digests>,
 ) -> Result<Summary> {
     let old = if options.full { &[][..] } else { old };
-    let slice_options = options.slice_options();
-    let (header, segments, payloads, copy_new_len) = pool.install(|| {
-        let ((old_digest, new_digest), index) = rayon::join(
-            || rayon::join(|| digest(old), || digest(new)),
-            || build_index(old, options.block_size),
-        );
-        *digests = Some(Digests {
-            old: old_digest,
-            new: new_digest,
-        });
-        let units: Vec<_> = unit_ranges(new.len(), options.segment_len)
-            .into_par_iter()
-            .with_max_len(1)
-            .map(|range| {
-                let plan = plan_segment(old, new, range.clone(), &index, &slice_options.diff);
-                (range, plan)
-            })
-            .collect();
-        let mut merged = arrange_segments(units, old.len() as u64, &slice_options);
-        let copy_new_bytes: u64 = if slice_options.copies_new() {
-            let index = reuse::repeat_index(&merged, new);
-            merged
-                .par_iter_mut()
-                .map(|(range, plan)| reuse::copy_repeats_in(range.start, plan, new, &index))
-                .sum()
-        } else {
-            0
-        };
-        let copy_new = copy_new_bytes > 0;
-        let copied = CopiedRuns::from_plans(merged.iter().map(|(_, plan)| plan));
-        let layout = slice_options.window_layout(&copied);
-        let encoded: Vec<(SegmentEntry, Vec<u8>)> = map_heaviest_first(
-            &merged,
-            |item| encode_cost(item, layout),
-            |i, (range, plan)| {
-                let expected = &new[range.clone()];
-                let (entry, payload) = encode_segment_digested(
-                    old,
-                    expected,
-                    digest(expected),
-                    plan,
-                    layout,
-                    &slice_options.encode,
-                )?;
-                let seg = SegmentRef {
-                    index: i as u64,
-                    new_offset: range.start as u64,
-                    payload_offset: 0,
-                    entry: &entry,
-                    new_limit: if copy_new { range.start as u64 } else { 0 },
-                    window_list: slice_options.window_list,
-                };
-                self_check(old, new, seg, &payload)?;
-                Ok((entry, payload))
-            },
-        )
-        .into_iter()
-        .collect::<Result<_>>()?;
-        let (segments, payloads): (Vec<_>, Vec<_>) = encoded.into_iter().unzip();
-        check_reference_total(&segments, old.len() as u64, new.len() as u64)?;
-        let mut header = build_header(
-            old,
-            new,
-            old_digest,
-            new_digest,
-            &segments,
-            &slice_options,
-            copy_new,
-        );
-        if options.migration {
-            header.flags |= FLAG_MIGRATION;
-        }
-        Ok::<_, Error>((header, segments, payloads, copy_new_bytes))
-    })?;
+    let delta_options = options.delta_options();
+    let delta = workers
+        .pool
+        .install(|| delta_core::generate(old, new, &delta_options, workers))?;
+    check_reference_total(&delta.segments, old.len() as u64, new.len() as u64)?;
 
     let write_err = |source| Error::Io {
         op: "write",
         path: PathBuf::from("<output>"),
         source,
     };
-    let table = Index::encode(&header, &segments);
-    out.write_all(&table).map_err(write_err)?;
-    let mut delta_len = table.len() as u64;
-    for payload in &payloads {
-        out.write_all(payload).map_err(write_err)?;
-        delta_len += payload.len() as u64;
-    }
+    let delta_len = delta.write_to(out).map_err(write_err)?;
     out.flush().map_err(write_err)?;
 
     let mut summary = Summary {
         old_len: old.len() as u64,
         new_len: new.len() as u64,
         delta_len,
-        segments: segments.len() as u64,
-        copy_new_len,
+        segments: delta.segments.len() as u64,
+        copy_new_len: delta.copy_new_len,
         ..Summary::default()
     };
-    for s in &segments {
+    for s in &delta.segments {
         summary.copy_len += s.copy_len;
         summary.zero_len += s.zero_len;
         summary.diff_len += s.diff_len;
@@ -457,76 +432,47 @@ fn check_reference_total(segments: &[SegmentEntry], old_len: u64, new_len: u64) 
     Ok(())
 }
 
-/// Rough cost of encoding one segment, to start the slow ones first, in
-/// literal-byte equivalents. zstd level 19 on os-major: 2.3 MB/s of literal
-/// bytes, 4.3 MB/s of op and diff columns (mostly zeros), 6.3 MB/s of window
-/// loaded; the self-check hashes and compares every output byte.
-fn encode_cost((range, plan): &(Range<usize>, SegmentPlan), layout: WindowLayout<'_>) -> u64 {
-    let window = layout.window_len(&plan.reference);
-    (plan.literal.len() as u64 + plan.diff.len() as u64 / 2)
-        .saturating_add(window / 3)
-        .saturating_add(range.len() as u64 / 64)
-}
-
-/// `f` over every item on all threads of the current pool, results in
-/// item order. Items are taken from one queue, most costly first, so
-/// that no thread is left with a slow item while the others are idle
-/// (rayon's splitting hands each thread a fixed run of neighbours, and
-/// a few literal-heavy segments dominate an OS image).
-fn map_heaviest_first<T: Sync, R: Send>(
-    items: &[T],
+/// `work` on every item on all threads of `pool`, results in item order.
+/// Items are taken from one queue, most costly first, so that no thread is
+/// left with a slow item while the others are idle (rayon's splitting hands
+/// each thread a fixed run of neighbours, and a few literal-heavy segments
+/// dominate an OS image).
+fn map_heaviest_first<T: Send, U: Send>(
+    pool: &rayon::ThreadPool,
+    items: Vec<T>,
     cost: impl Fn(&T) -> u64,
-    f: impl Fn(usize, &T) -> R + Sync,
-) -> Vec<R> {
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(cost(&items[i])));
-    let next = AtomicUsize::new(0);
-    let mut done: Vec<(usize, R)> = rayon::broadcast(|_| {
-        let mut mine = Vec::new();
-        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-            mine.push((i, f(i, &items[i])));
-        }
-        mine
-    })
-    .into_iter()
-    .flatten()
-    .collect();
+    work: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
+    let mut queue: Vec<(u64, usize, T)> = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| (cost(&item), i, item))
+        .collect();
+    queue.sort_unstable_by_key(|&(cost, i, _)| (Reverse(cost), i));
+    let queue = Mutex::new(queue.into_iter());
+    let mut done: Vec<(usize, U)> = pool
+        .broadcast(|_| {
+            let mut mine = Vec::new();
+            loop {
+                // The lock is held only to take the next item.
+                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+                let Some((_, i, item)) = next else {
+                    break mine;
+                };
+                mine.push((i, work(item)));
+            }
+        })
+        .into_iter()
+        .flatten()
+        .collect();
     done.sort_unstable_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, r)| r).collect()
+    done.into_iter().map(|(_, u)| u).collect()
 }
 
-fn digest(bytes: &[u8]) -> [u8; 32] {
+fn digest(bytes: &[u8]) -> Digest {
     let mut hasher = blake3::Hasher::new();
     hasher.update_rayon(bytes);
     *hasher.finalize().as_bytes()
-}
-
-fn build_index(old: &[u8], block_size: usize) -> BlockIndex {
-    use delta_core::diff::{anchor_mask, anchors_in, hash_block, is_zero};
-    let (hashes, anchors) = rayon::join(
-        || {
-            old.par_chunks_exact(block_size)
-                .enumerate()
-                .filter(|(_, b)| !is_zero(b))
-                .map(|(i, b)| (hash_block(b), (i * block_size) as u64))
-                .collect::<Vec<_>>()
-        },
-        || {
-            let mask = anchor_mask(old.len());
-            let chunk = 1 << 20;
-            let anchors: Vec<_> = (0..old.len().div_ceil(chunk))
-                .into_par_iter()
-                .flat_map_iter(|i| {
-                    anchors_in(old, i * chunk..((i + 1) * chunk).min(old.len()), mask)
-                })
-                .collect();
-            (anchors, mask)
-        },
-    );
-    let (mut anchors, mask) = anchors;
-    // In place: a merge sort's buffer would add up to 288 MiB to the peak.
-    anchors.par_sort_unstable();
-    BlockIndex::from_hashes(block_size, hashes.len(), hashes).with_anchors(anchors, mask)
 }
 
 /// Re-applies a freshly encoded segment (the one producing `range` of
@@ -551,6 +497,9 @@ fn self_check(old: &[u8], new: &[u8], seg: SegmentRef<'_>, payload: &[u8]) -> Re
     Ok(())
 }
 
+/// Zero bytes that zero runs are compared with.
+static ZEROS: [u8; 4096] = [0; 4096];
+
 /// A sink that compares what it receives with the expected bytes, and reads
 /// back from the new image `before` them.
 struct CompareSink<'a> {
@@ -570,10 +519,11 @@ impl Sink for CompareSink<'_> {
 
     fn write_zeros(&mut self, len: u64) -> io::Result<()> {
         let end = self.pos + len as usize;
-        self.equal &= self
-            .expected
-            .get(self.pos..end)
-            .is_some_and(delta_core::diff::is_zero);
+        self.equal &= self.expected.get(self.pos..end).is_some_and(|bytes| {
+            bytes
+                .chunks(ZEROS.len())
+                .all(|chunk| chunk == &ZEROS[..chunk.len()])
+        });
         self.pos = end;
         Ok(())
     }
@@ -586,6 +536,7 @@ impl Sink for CompareSink<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn heaviest_first_keeps_item_order_and_runs_each_once() {
@@ -595,16 +546,15 @@ mod tests {
             .num_threads(3)
             .build()
             .unwrap();
-        let out = pool.install(|| {
-            map_heaviest_first(
-                &items,
-                |&c| c,
-                |i, &c| {
-                    calls.fetch_add(1, Ordering::Relaxed);
-                    (i, c * 2)
-                },
-            )
-        });
+        let out = map_heaviest_first(
+            &pool,
+            items.iter().copied().enumerate().collect(),
+            |&(_, c)| c,
+            |(i, c)| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                (i, c * 2)
+            },
+        );
         assert_eq!(calls.load(Ordering::Relaxed), items.len());
         let expected: Vec<(usize, u64)> = items.iter().map(|&c| c * 2).enumerate().collect();
         assert_eq!(out, expected);

@@ -1,0 +1,222 @@
+//! The steps of generation and their order, in one place: [`generate`].
+//!
+//! 1. hash both images and index the old one ([`BlockIndex::build`]);
+//! 2. plan every unit of the new image on its own ([`plan_segment`]);
+//! 3. merge units into segments and widen the windows of edits
+//!    ([`crate::arrange`]);
+//! 4. copy new content that an earlier segment carries ([`copy_repeats`]);
+//! 5. encode every segment ([`encode_segment`]) and let the caller check it;
+//! 6. build the header, whole, from the segments.
+//!
+//! How independent work runs is the caller's: a [`Runner`] maps over items
+//! (chunks of the old image, units, segments), runs two jobs side by side
+//! and hashes images. [`Serial`] does everything on the calling thread (the
+//! tests, the fuzz targets, [`diff_slices`]); the `delta-gen` crate runs the
+//! same steps on a rayon pool, most costly segments first, and re-applies
+//! every segment it encodes. One pipeline means the parallel generator and
+//! the reference one cannot drift apart: a serial twin would.
+
+use crate::arrange::{arrange, MAX_MERGED_LEN};
+use crate::encode::{encode_cost, encode_segment, EncodeOptions};
+use crate::error::Result;
+use crate::index::BlockIndex;
+use crate::patch::SegmentRef;
+use crate::plan::{plan_segment, DiffOptions};
+use crate::reuse::copy_repeats;
+use crate::runner::{split, Runner, Serial};
+use crate::window::{CopiedRuns, WindowLayout};
+use delta_format::{
+    Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, FLAG_MIGRATION, FLAG_WINDOW_LIST,
+};
+use std::io::{self, Write};
+
+/// What delta [`generate`] builds.
+#[derive(Debug, Clone)]
+pub struct DeltaOptions {
+    /// Matcher settings.
+    pub diff: DiffOptions,
+    /// Compression settings.
+    pub encode: EncodeOptions,
+    /// Bytes of new image per unit (segments merge neighbouring units).
+    pub segment_len: usize,
+    /// Build a full-image payload (ignore `old`).
+    pub full: bool,
+    /// Mark the update as a 1.x → 2.x migration (header flag `MIGRATION`:
+    /// the applier checks the data partition first).
+    pub migration: bool,
+    /// Largest merged segment, in bytes of new image (at most
+    /// `segment_len` disables merging).
+    pub merge_len: usize,
+    /// Let segments copy new content that earlier segments carry (see
+    /// [`copy_repeats`]); off, every segment depends on the old image only.
+    pub copy_new: bool,
+    /// Give payloads window lists, so that windows leave out long old runs
+    /// that COPY ops take whole (see [`CopiedRuns`]); off, every window is
+    /// one contiguous old range (readable without `FLAG_WINDOW_LIST`).
+    pub window_list: bool,
+}
+
+impl Default for DeltaOptions {
+    fn default() -> Self {
+        DeltaOptions {
+            diff: DiffOptions::default(),
+            encode: EncodeOptions::default(),
+            segment_len: 4 << 20,
+            full: false,
+            migration: false,
+            merge_len: MAX_MERGED_LEN,
+            copy_new: true,
+            window_list: true,
+        }
+    }
+}
+
+/// A generated delta: its header, segment table and payloads.
+#[derive(Debug, Clone)]
+pub struct Delta {
+    /// The header, digests and flags included.
+    pub header: Header,
+    /// The table: one entry per segment, in order.
+    pub segments: Vec<SegmentEntry>,
+    /// The payloads, in table order.
+    pub payloads: Vec<Vec<u8>>,
+    /// Bytes of new image copied from earlier segments (COPY_NEW ops).
+    pub copy_new_len: u64,
+}
+
+impl Delta {
+    /// Writes the delta file (header, table, payloads) to `out` and returns
+    /// its length in bytes.
+    ///
+    /// # Errors
+    /// The write error.
+    pub fn write_to(&self, out: &mut dyn Write) -> io::Result<u64> {
+        let table = Index::encode(&self.header, &self.segments);
+        out.write_all(&table)?;
+        let mut len = table.len() as u64;
+        for payload in &self.payloads {
+            out.write_all(payload)?;
+            len += payload.len() as u64;
+        }
+        Ok(len)
+    }
+
+    /// The delta file's bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out)
+            .expect("writing to a vector does not fail");
+        out
+    }
+}
+
+/// Generates a delta from `old` (ignored for a full payload) to `new`: the
+/// one pipeline, with its work run by `runner` (see the module docs).
+///
+/// Memory: both images as slices, the block index of `old` (dropped once
+/// the units are planned), the plans of all segments, and the payloads.
+///
+/// # Errors
+/// [`Error::Compress`](crate::Error::Compress) when zstd fails, or what [`Runner::check`] reports.
+pub fn generate<R: Runner>(
+    old: &[u8],
+    new: &[u8],
+    options: &DeltaOptions,
+    runner: &R,
+) -> Result<Delta, R::Error> {
+    let old = if options.full { &[][..] } else { old };
+    let ((old_digest, new_digest), index) = runner.join(
+        || runner.join(|| runner.digest(old), || runner.digest(new)),
+        || BlockIndex::build(old, options.diff.block_size, runner),
+    );
+    runner.hashed(&old_digest, &new_digest);
+    let units = runner.map(
+        split(new.len(), options.segment_len),
+        |_| 1,
+        |range| {
+            let plan = plan_segment(old, new, range.clone(), &index, &options.diff);
+            (range, plan)
+        },
+    );
+    drop(index);
+    let segments = arrange(
+        units,
+        options.merge_len,
+        options.diff.max_reference,
+        old.len() as u64,
+    );
+    let (segments, copy_new_len) = if options.copy_new && !options.full {
+        copy_repeats(segments, new, runner)
+    } else {
+        (segments, 0)
+    };
+    let copy_new = copy_new_len > 0;
+    let copied = CopiedRuns::from_plans(segments.iter().map(|(_, plan)| plan));
+    let layout = if options.window_list {
+        WindowLayout::Gathered(&copied)
+    } else {
+        WindowLayout::Contiguous
+    };
+    let encoded = runner.map(
+        segments.into_iter().enumerate().collect(),
+        |(_, (range, plan))| encode_cost(range, plan, layout),
+        |(i, (range, plan))| {
+            let produced = &new[range.clone()];
+            let digest = runner.digest(produced);
+            let (entry, payload) =
+                encode_segment(old, produced, digest, &plan, layout, &options.encode)?;
+            let segment = SegmentRef {
+                index: i as u64,
+                new_offset: range.start as u64,
+                payload_offset: 0,
+                entry: &entry,
+                // COPY_NEW ops read what the segments before wrote.
+                new_limit: if copy_new { range.start as u64 } else { 0 },
+                window_list: options.window_list,
+            };
+            runner.check(old, new, segment, &payload)?;
+            Ok::<_, R::Error>((entry, payload))
+        },
+    );
+    let (segments, payloads): (Vec<_>, Vec<_>) = encoded
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
+    let flags = [
+        (options.full, FLAG_FULL),
+        (copy_new, FLAG_COPY_NEW),
+        (options.window_list, FLAG_WINDOW_LIST),
+        (options.migration, FLAG_MIGRATION),
+    ];
+    let header = Header {
+        flags: flags
+            .iter()
+            .filter(|(on, _)| *on)
+            .fold(0, |f, (_, flag)| f | flag),
+        old_len: old.len() as u64,
+        new_len: new.len() as u64,
+        old_digest,
+        new_digest,
+        block_size: options.diff.block_size as u32,
+        zstd_level: options.encode.level,
+        max_segment_len: segments.iter().map(|s| s.new_len).max().unwrap_or(0),
+        apply_memory: segments.iter().map(SegmentEntry::memory).max().unwrap_or(0),
+        segment_count: segments.len() as u64,
+    };
+    Ok(Delta {
+        header,
+        segments,
+        payloads,
+        copy_new_len,
+    })
+}
+
+/// Generates a whole delta in memory on one thread ([`generate`] with
+/// [`Serial`]): the reference generator of the tests and fuzz targets.
+///
+/// # Errors
+/// [`Error::Compress`](crate::Error::Compress) when zstd fails.
+pub fn diff_slices(old: &[u8], new: &[u8], options: &DeltaOptions) -> Result<Vec<u8>> {
+    Ok(generate(old, new, options, &Serial)?.to_vec())
+}
