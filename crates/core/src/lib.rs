@@ -45,6 +45,7 @@ mod rolling;
 mod runner;
 mod sink;
 mod source;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod window;
 

@@ -1,5 +1,7 @@
 //! Helpers shared by the tests and benches of every crate: edge sizes and
-//! reproducible data. Not part of the stable API.
+//! reproducible data. Not part of the stable API: compiled for this crate's
+//! tests and with the `testing` feature, which the other crates enable in
+//! their dev-dependencies only.
 
 /// Sizes that break off-by-one logic around a block of `block` bytes.
 pub fn edge_sizes(block: usize) -> Vec<usize> {
