@@ -9,7 +9,7 @@
 //! rebuilt files keep between their changes.
 
 use crate::rolling::{hash_block, is_zero, mix, slide};
-use crate::runner::{split, Runner};
+use crate::runner::{alike, split, Runner};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
@@ -166,19 +166,15 @@ impl BlockIndex {
     pub fn build<R: Runner>(old: &[u8], block_size: usize, runner: &R) -> BlockIndex {
         let mask = anchor_mask(old.len());
         let piece = block_size * (PIECE / block_size).max(1);
-        let pieces = runner.map(
-            split(old.len(), piece),
-            |_| 1,
-            |range| {
-                let hashes: Vec<(u64, u64)> = old[range.clone()]
-                    .chunks_exact(block_size)
-                    .enumerate()
-                    .filter(|(_, b)| !is_zero(b))
-                    .map(|(i, b)| (hash_block(b), (range.start + i * block_size) as u64))
-                    .collect();
-                (hashes, anchors_in(old, range, mask))
-            },
-        );
+        let pieces = runner.map(alike(split(old.len(), piece)), |range| {
+            let hashes: Vec<(u64, u64)> = old[range.clone()]
+                .chunks_exact(block_size)
+                .enumerate()
+                .filter(|(_, b)| !is_zero(b))
+                .map(|(i, b)| (hash_block(b), (range.start + i * block_size) as u64))
+                .collect();
+            (hashes, anchors_in(old, range, mask))
+        });
         let (hashes, anchors): (Vec<_>, Vec<_>) = pieces.into_iter().unzip();
         let count = hashes.iter().map(Vec::len).sum();
         let (index, anchors) = runner.join(
@@ -237,28 +233,23 @@ fn bucket_of(key: u32) -> usize {
 /// sorted by key, as [`anchors_in`] returns them): in each bucket sorted,
 /// with the lowest offset kept per key.
 fn bucket_anchors<R: Runner>(pieces: Vec<Vec<Anchor>>, runner: &R) -> Vec<Vec<Anchor>> {
-    let buckets = (0..1 << ANCHOR_BUCKET_BITS).collect();
-    runner.map(
-        buckets,
-        |_| 1,
-        |b| {
-            let parts: Vec<&[Anchor]> = pieces
-                .iter()
-                .map(|piece| {
-                    let start = piece.partition_point(|a| bucket_of(a.key) < b);
-                    let end = piece.partition_point(|a| bucket_of(a.key) <= b);
-                    &piece[start..end]
-                })
-                .collect();
-            let mut bucket = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-            for part in parts {
-                bucket.extend_from_slice(part);
-            }
-            bucket.sort_unstable();
-            bucket.dedup_by_key(|a| a.key);
-            bucket
-        },
-    )
+    runner.map(alike(0..1 << ANCHOR_BUCKET_BITS), |b| {
+        let parts: Vec<&[Anchor]> = pieces
+            .iter()
+            .map(|piece| {
+                let start = piece.partition_point(|a| bucket_of(a.key) < b);
+                let end = piece.partition_point(|a| bucket_of(a.key) <= b);
+                &piece[start..end]
+            })
+            .collect();
+        let mut bucket = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            bucket.extend_from_slice(part);
+        }
+        bucket.sort_unstable();
+        bucket.dedup_by_key(|a| a.key);
+        bucket
+    })
 }
 
 #[cfg(test)]

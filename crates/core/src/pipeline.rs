@@ -23,7 +23,7 @@ use crate::index::BlockIndex;
 use crate::patch::SegmentRef;
 use crate::plan::{plan_segment, DiffOptions};
 use crate::reuse::copy_repeats;
-use crate::runner::{split, Runner, Serial};
+use crate::runner::{alike, split, Runner, Serial};
 use crate::window::{CopiedRuns, WindowLayout};
 use delta_format::{
     Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, FLAG_MIGRATION, FLAG_WINDOW_LIST,
@@ -130,14 +130,10 @@ pub fn generate<R: Runner>(
         || BlockIndex::build(old, options.diff.block_size, runner),
     );
     runner.hashed(&old_digest, &new_digest);
-    let units = runner.map(
-        split(new.len(), options.segment_len),
-        |_| 1,
-        |range| {
-            let plan = plan_segment(old, new, range.clone(), &index, &options.diff);
-            (range, plan)
-        },
-    );
+    let units = runner.map(alike(split(new.len(), options.segment_len)), |range| {
+        let plan = plan_segment(old, new, range.clone(), &index, &options.diff);
+        (range, plan)
+    });
     drop(index);
     let segments = arrange(
         units,
@@ -158,8 +154,11 @@ pub fn generate<R: Runner>(
         WindowLayout::Contiguous
     };
     let encoded = runner.map(
-        segments.into_iter().enumerate().collect(),
-        |(_, (range, plan))| encode_cost(range, plan, layout),
+        segments
+            .into_iter()
+            .enumerate()
+            .map(|(i, (range, plan))| (encode_cost(&range, &plan, layout), (i, (range, plan))))
+            .collect(),
         |(i, (range, plan))| {
             let produced = &new[range.clone()];
             let digest = runner.digest(produced);

@@ -46,8 +46,11 @@ pub fn copy_repeats<R: Runner>(
 ) -> (Vec<(Range<usize>, SegmentPlan)>, u64) {
     let index = repeat_index(&segments, new);
     // The search rolls over every literal byte.
-    let cost = |(_, plan): &(Range<usize>, SegmentPlan)| plan.literal.len() as u64;
-    let done = runner.map(segments, cost, |(range, mut plan)| {
+    let items = segments
+        .into_iter()
+        .map(|segment| (segment.1.literal.len() as u64, segment))
+        .collect();
+    let done = runner.map(items, |(range, mut plan)| {
         let replaced = copy_repeats_in(range.start, &mut plan, new, &index);
         ((range, plan), replaced)
     });

@@ -15,15 +15,10 @@ pub trait Runner: Sync {
     /// convert into it.
     type Error: From<Error> + Send;
 
-    /// `work` on every item, results in item order. `cost` estimates an
-    /// item's work (larger is slower, no unit), so that a runner may start
-    /// the slow items first.
-    fn map<T: Send, U: Send>(
-        &self,
-        items: Vec<T>,
-        cost: impl Fn(&T) -> u64,
-        work: impl Fn(T) -> U + Sync,
-    ) -> Vec<U>;
+    /// `work` on every item, results in item order. Each item comes with
+    /// an estimate of its work (larger is slower, no unit), so that a
+    /// runner may start the slow items first.
+    fn map<T: Send, U: Send>(&self, items: Vec<(u64, T)>, work: impl Fn(T) -> U + Sync) -> Vec<U>;
 
     /// Runs `a` and `b`, maybe at once.
     fn join<A: Send, B: Send>(
@@ -69,13 +64,8 @@ pub struct Serial;
 impl Runner for Serial {
     type Error = Error;
 
-    fn map<T: Send, U: Send>(
-        &self,
-        items: Vec<T>,
-        _cost: impl Fn(&T) -> u64,
-        work: impl Fn(T) -> U + Sync,
-    ) -> Vec<U> {
-        items.into_iter().map(work).collect()
+    fn map<T: Send, U: Send>(&self, items: Vec<(u64, T)>, work: impl Fn(T) -> U + Sync) -> Vec<U> {
+        items.into_iter().map(|(_, item)| work(item)).collect()
     }
 }
 
@@ -87,4 +77,9 @@ pub(crate) fn split(len: usize, step: usize) -> Vec<Range<usize>> {
         .step_by(step)
         .map(|start| start..(start + step).min(len))
         .collect()
+}
+
+/// `items` for [`Runner::map`], each of the same cost.
+pub(crate) fn alike<T>(items: impl IntoIterator<Item = T>) -> Vec<(u64, T)> {
+    items.into_iter().map(|item| (1, item)).collect()
 }

@@ -335,13 +335,8 @@ impl<'a> Workers<'a> {
 impl delta_core::Runner for Workers<'_> {
     type Error = Error;
 
-    fn map<T: Send, U: Send>(
-        &self,
-        items: Vec<T>,
-        cost: impl Fn(&T) -> u64,
-        work: impl Fn(T) -> U + Sync,
-    ) -> Vec<U> {
-        map_heaviest_first(self.pool, items, cost, work)
+    fn map<T: Send, U: Send>(&self, items: Vec<(u64, T)>, work: impl Fn(T) -> U + Sync) -> Vec<U> {
+        map_heaviest_first(self.pool, items, work)
     }
 
     fn join<A: Send, B: Send>(
@@ -432,21 +427,21 @@ fn check_reference_total(segments: &[SegmentEntry], old_len: u64, new_len: u64) 
     Ok(())
 }
 
-/// `work` on every item on all threads of `pool`, results in item order.
-/// Items are taken from one queue, most costly first, so that no thread is
+/// `work` on every item (each with its cost) on all threads of `pool`,
+/// results in item order. Items are taken from one queue, most costly
+/// first, so that no thread is
 /// left with a slow item while the others are idle (rayon's splitting hands
 /// each thread a fixed run of neighbours, and a few literal-heavy segments
 /// dominate an OS image).
 fn map_heaviest_first<T: Send, U: Send>(
     pool: &rayon::ThreadPool,
-    items: Vec<T>,
-    cost: impl Fn(&T) -> u64,
+    items: Vec<(u64, T)>,
     work: impl Fn(T) -> U + Sync,
 ) -> Vec<U> {
     let mut queue: Vec<(u64, usize, T)> = items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| (cost(&item), i, item))
+        .map(|(i, (cost, item))| (cost, i, item))
         .collect();
     queue.sort_unstable_by_key(|&(cost, i, _)| (Reverse(cost), i));
     let queue = Mutex::new(queue.into_iter());
@@ -548,8 +543,11 @@ mod tests {
             .unwrap();
         let out = map_heaviest_first(
             &pool,
-            items.iter().copied().enumerate().collect(),
-            |&(_, c)| c,
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| (c, (i, c)))
+                .collect(),
             |(i, c)| {
                 calls.fetch_add(1, Ordering::Relaxed);
                 (i, c * 2)
