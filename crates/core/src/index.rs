@@ -255,6 +255,31 @@ fn bucket_anchors<R: Runner>(pieces: Vec<Vec<Anchor>>, runner: &R) -> Vec<Vec<An
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Rng;
+    use crate::Serial;
+
+    #[test]
+    fn pieces_and_buckets_index_what_the_whole_image_holds() {
+        // Several pieces, the last one short, and repeated blocks.
+        let mut rng = Rng::new(11);
+        let mut old = rng.text(3 << 20);
+        old.extend(rng.bytes(300_001));
+        old.extend_from_within(..1 << 20);
+        let index = BlockIndex::build(&old, 4096, &Serial);
+        let whole = anchors_in(&old, 0..old.len(), index.anchor_mask());
+        assert_eq!(index.anchor_count, whole.len());
+        for anchor in &whole {
+            let key = u64::from(anchor.key) << 32;
+            assert_eq!(index.lookup_anchor(key), Some(anchor.offset()));
+        }
+        // Blocks: the first of each content wins.
+        for (i, block) in old.chunks_exact(4096).enumerate() {
+            let first = old.chunks_exact(4096).position(|b| b == block).unwrap();
+            if i == first {
+                assert_eq!(index.lookup(hash_block(block)), Some((i * 4096) as u64));
+            }
+        }
+    }
 
     #[test]
     fn repeated_content_adds_one_anchor_per_distinct_window() {

@@ -219,3 +219,35 @@ pub fn generate<R: Runner>(
 pub fn diff_slices(old: &[u8], new: &[u8], options: &DeltaOptions) -> Result<Vec<u8>> {
     Ok(generate(old, new, options, &Serial)?.to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{mutate, Rng};
+
+    #[test]
+    fn migration_sets_one_header_flag_and_changes_nothing_else() {
+        let mut rng = Rng::new(12);
+        let old = rng.text(300_000);
+        let new = mutate(&old, &mut rng, 5);
+        let options = DeltaOptions {
+            segment_len: 64 << 10,
+            ..DeltaOptions::default()
+        };
+        let plain = generate(&old, &new, &options, &Serial).unwrap();
+        let migration = DeltaOptions {
+            migration: true,
+            ..options
+        };
+        let marked = generate(&old, &new, &migration, &Serial).unwrap();
+        assert_eq!(marked.header.flags, plain.header.flags | FLAG_MIGRATION);
+        assert_eq!(plain.header.flags & FLAG_MIGRATION, 0);
+        let unflagged = Header {
+            flags: plain.header.flags,
+            ..marked.header.clone()
+        };
+        assert_eq!(unflagged, plain.header);
+        assert_eq!(marked.segments, plain.segments);
+        assert_eq!(marked.payloads, plain.payloads);
+    }
+}

@@ -587,5 +587,8 @@ mod tests {
         let one = generate_to_vec(&old, &new, &options(1)).unwrap();
         let three = generate_to_vec(&old, &new, &options(3)).unwrap();
         assert_eq!(one, three);
+        // The same pipeline as core's serial runner.
+        let serial = delta_core::diff_slices(&old, &new, &options(3).delta_options()).unwrap();
+        assert_eq!(three, serial);
     }
 }
