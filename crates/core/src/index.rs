@@ -33,7 +33,7 @@ impl Hasher for IdentityHasher {
 ///
 /// Memory: about 24 bytes per old block (0.6% of the old image at 4 KiB),
 /// a one-bit-per-slot filter of at most 16 MiB, and 12 bytes per anchor of
-/// the fine index (at most 288 MiB, see [`anchor_mask`]).
+/// the fine index (at most 288 MiB: large images get sparser anchors).
 #[derive(Debug)]
 pub struct BlockIndex {
     block_size: usize,

@@ -117,7 +117,8 @@ impl Delta {
 /// the units are planned), the plans of all segments, and the payloads.
 ///
 /// # Errors
-/// [`Error::Compress`](crate::Error::Compress) when zstd fails, or what [`Runner::check`] reports.
+/// [`Error::Compress`](crate::Error::Compress) when zstd fails, or what
+/// [`Runner::check`] reports.
 pub fn generate<R: Runner>(
     old: &[u8],
     new: &[u8],
@@ -182,17 +183,12 @@ pub fn generate<R: Runner>(
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .unzip();
-    let flags = [
-        (options.full, FLAG_FULL),
-        (copy_new, FLAG_COPY_NEW),
-        (options.window_list, FLAG_WINDOW_LIST),
-        (options.migration, FLAG_MIGRATION),
-    ];
+    let flag = |on: bool, flag| if on { flag } else { 0 };
     let header = Header {
-        flags: flags
-            .iter()
-            .filter(|(on, _)| *on)
-            .fold(0, |f, (_, flag)| f | flag),
+        flags: flag(options.full, FLAG_FULL)
+            | flag(copy_new, FLAG_COPY_NEW)
+            | flag(options.window_list, FLAG_WINDOW_LIST)
+            | flag(options.migration, FLAG_MIGRATION),
         old_len: old.len() as u64,
         new_len: new.len() as u64,
         old_digest,

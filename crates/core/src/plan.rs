@@ -28,7 +28,7 @@ pub struct DiffOptions {
     pub block_size: usize,
     /// Most bytes of old image used as the zstd reference of a segment. A
     /// unit's own window is at most half of it, so that two neighbours can
-    /// share one segment with both windows (see [`crate::arrange`]).
+    /// share one segment with both windows when they are merged.
     pub max_reference: usize,
 }
 
@@ -53,7 +53,8 @@ pub struct SegmentPlan {
     /// Old-image range given to zstd as reference prefix (empty: none).
     pub reference: Range<u64>,
     /// Other windows worth a trial when the stream is small: those of
-    /// merged units that lost to `reference` (see [`crate::encode`]).
+    /// merged units that lost to `reference` (see
+    /// [`encode_segment`](crate::encode_segment)).
     pub alternatives: Vec<Range<u64>>,
 }
 

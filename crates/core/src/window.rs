@@ -53,8 +53,8 @@ impl WindowLayout<'_> {
 }
 
 /// Old-image runs that a window leaves out: the sources of COPY ops, merged
-/// where they touch, that are at least [`MIN_SKIPPED_RUN`] long, less
-/// [`SKIP_MARGIN`] at each end.
+/// where they touch, that are at least `MIN_SKIPPED_RUN` (16 KiB) long, less
+/// `SKIP_MARGIN` (64 bytes) at each end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CopiedRuns {
     runs: Vec<Range<u64>>,

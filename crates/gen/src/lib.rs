@@ -1,20 +1,21 @@
 //! Server-side delta generator: picks parameters, builds deltas in
 //! parallel, checks them.
 //!
-//! [`generate`] maps both images ([`memmap2`], read-only), indexes the old
-//! image's blocks and hashes both images in parallel, then plans and encodes
-//! the new image's segments in parallel with rayon (each unit is planned and
-//! each segment encoded on its own, so the work scales with cores). Between
-//! the two, one index of the segments' literal blocks lets every segment
-//! copy new content an earlier one carries (COPY_NEW, searched per segment
-//! in parallel). Every segment is re-applied right after encoding and
-//! compared with the new image, so a generator bug can never ship a delta
-//! that does not rebuild its target.
+//! [`generate`] maps both images ([`memmap2`], read-only) and runs core's
+//! one pipeline ([`delta_core::generate`]: index and hash, plan units,
+//! merge, copy repeats, encode, header) on a rayon pool: the pool indexes
+//! the old image's pieces and hashes both images in parallel, plans every
+//! unit and encodes every segment on its own, most costly first, so the
+//! work scales with cores. The steps and their order are core's; this crate
+//! supplies the threads and policy. Every segment is re-applied right after
+//! encoding and compared with the new image, so a generator bug can never
+//! ship a delta that does not rebuild its target.
 //!
 //! Memory: the mapped inputs (paged in by the kernel, not copied), the block
 //! index (~0.6% of the old image, plus its fine index: up to three quarters
-//! of the old image's size for small images, at most 288 MiB), the index of
-//! literal blocks (about one byte per literal byte), and the encoded
+//! of the old image's size for small images, at most 288 MiB; dropped once
+//! the units are planned), the plans of all segments, the index of literal
+//! blocks (about one byte per literal byte), and the encoded
 //! payloads until they are written (about the delta's size), plus
 //! per-thread scratch of a few segments.
 //!
