@@ -190,7 +190,7 @@ impl BlockIndex {
     }
 
     /// Width of indexed blocks.
-    pub fn block_size(&self) -> usize {
+    pub(crate) fn block_size(&self) -> usize {
         self.block_size
     }
 

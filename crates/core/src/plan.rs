@@ -58,13 +58,6 @@ pub struct SegmentPlan {
     pub alternatives: Vec<Range<u64>>,
 }
 
-impl SegmentPlan {
-    /// Bytes of new image the plan produces.
-    pub fn new_len(&self) -> u64 {
-        self.ops.iter().map(Op::len).sum()
-    }
-}
-
 /// Shortest match kept by the fine pass, in bytes (shorter ones cost more
 /// in ops than zstd spends on them as literals against the reference).
 const MIN_FINE_MATCH: usize = 64;

@@ -40,7 +40,7 @@ pub enum WindowLayout<'a> {
 
 impl WindowLayout<'_> {
     /// Bytes of the window of `span` laid out this way.
-    pub fn window_len(&self, span: &Range<u64>) -> u64 {
+    pub(crate) fn window_len(&self, span: &Range<u64>) -> u64 {
         match self {
             WindowLayout::Contiguous => span.end.saturating_sub(span.start),
             WindowLayout::Gathered(copied) => copied
@@ -88,7 +88,7 @@ impl CopiedRuns {
     }
 
     /// `span` without the runs: ascending, disjoint, non-empty ranges.
-    pub fn gather(&self, span: Range<u64>) -> Vec<Range<u64>> {
+    pub(crate) fn gather(&self, span: Range<u64>) -> Vec<Range<u64>> {
         let first = self.runs.partition_point(|run| run.end <= span.start);
         let mut out = Vec::new();
         let mut at = span.start;
