@@ -145,16 +145,18 @@ impl Patcher {
         };
         // Both lengths were checked against apply_memory and the caller's
         // limit when the table was decoded.
-        let ref_len = usize::try_from(entry.ref_len).map_err(|_| Error::StreamLength {
+        let too_large = |field: &str, found: u64| Error::Format {
             segment,
-            stated: entry.ref_len,
-            found: 0,
-        })?;
-        let stream_len = usize::try_from(entry.stream_len).map_err(|_| Error::StreamLength {
-            segment,
-            stated: entry.stream_len,
-            found: 0,
-        })?;
+            source: delta_format::Error::InvalidField {
+                field: format!("segment[{segment}].{field}"),
+                found,
+                expected: "a buffer this machine can address".into(),
+            },
+        };
+        let ref_len =
+            usize::try_from(entry.ref_len).map_err(|_| too_large("ref_len", entry.ref_len))?;
+        let stream_len = usize::try_from(entry.stream_len)
+            .map_err(|_| too_large("stream_len", entry.stream_len))?;
         self.reference.resize(ref_len, 0);
         let frame = if seg.window_list {
             self.read_window_list(old, seg, payload)?
@@ -170,22 +172,26 @@ impl Patcher {
                 reason: "payload holds bytes after its zstd frame",
             });
         }
+        // A frame that says it holds more than the table's stream_len is
+        // refused before it is decoded; one that does not say and still
+        // overflows the buffer fails the decode below.
+        if let Ok(Some(declared)) = zstd_safe::get_frame_content_size(frame) {
+            if declared > entry.stream_len {
+                return Err(Error::StreamLength {
+                    segment,
+                    stated: entry.stream_len,
+                    found: declared,
+                });
+            }
+        }
         self.stream.resize(stream_len, 0);
         let mut dctx = zstd_safe::DCtx::create();
         if ref_len > 0 {
             dctx.ref_prefix(&self.reference).map_err(bad_frame)?;
         }
-        let found = match dctx.decompress(&mut self.stream[..], frame) {
-            Ok(n) => n as u64,
-            Err(code) if zstd_safe::get_error_name(code).contains("too small") => {
-                return Err(Error::StreamLength {
-                    segment,
-                    stated: entry.stream_len,
-                    found: entry.stream_len + 1,
-                })
-            }
-            Err(code) => return Err(bad_frame(code)),
-        };
+        let found = dctx
+            .decompress(&mut self.stream[..], frame)
+            .map_err(bad_frame)? as u64;
         if found != entry.stream_len {
             return Err(Error::StreamLength {
                 segment,

@@ -86,6 +86,24 @@ fn frame_expanding_past_stream_len_is_cut_off() {
     );
 }
 
+#[test]
+fn frame_without_a_content_size_expanding_past_stream_len_is_a_frame_error() {
+    let stream = vec![0u8; 1 << 20];
+    let mut compressor = zstd::bulk::Compressor::new(3).unwrap();
+    compressor.include_contentsize(false).unwrap();
+    let payload = compressor.compress(&stream).unwrap();
+    let entry = SegmentEntry {
+        new_len: 100,
+        stream_len: 200,
+        literal_len: 100,
+        payload_len: payload.len() as u64,
+        payload_digest: *blake3::hash(&payload).as_bytes(),
+        ..SegmentEntry::default()
+    };
+    let err = apply(&[], &entry, &payload).unwrap_err();
+    assert!(matches!(err, Error::Decompress { segment: 3, .. }), "{err}");
+}
+
 /// The error of a segment made of one 20-byte copy op, applied to a
 /// 100-byte old image.
 fn copy_error(op: Op) -> String {

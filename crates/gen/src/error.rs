@@ -17,6 +17,12 @@ pub enum Error {
         /// The cause.
         source: io::Error,
     },
+    /// Writing the delta to the caller's writer failed.
+    #[error("writing the delta: {source}")]
+    Output {
+        /// The cause.
+        source: io::Error,
+    },
     /// An input image could not be opened, measured or mapped.
     #[error("{op} {role} {path}: {source}")]
     Input {
@@ -75,7 +81,7 @@ pub enum Error {
     Core(#[from] delta_core::Error),
     /// A freshly encoded segment did not reproduce its bytes (a bug).
     #[error(
-        "self-check failed: segment {segment} does not reproduce new image bytes {start}..{end}"
+        "self-check failed: segment {segment} does not reproduce new image bytes {start}..{end}: {reason}"
     )]
     SelfCheck {
         /// Index of the segment.
@@ -84,6 +90,8 @@ pub enum Error {
         start: u64,
         /// End of its range.
         end: u64,
+        /// The applier's error, or how the bytes differ.
+        reason: String,
     },
     /// The thread pool could not be built.
     #[error("cannot start {threads} worker threads: {reason}")]

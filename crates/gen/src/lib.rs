@@ -48,7 +48,7 @@ use delta_core::{DeltaOptions, DiffOptions, EncodeOptions, Patcher, SegmentRef, 
 use delta_format::{Digest, SegmentEntry};
 use std::cmp::Reverse;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Knobs of the generator.
@@ -219,8 +219,8 @@ pub fn generate(
     );
     let digests = workers.digests.get();
     let summary = generated.map_err(|e| match e {
-        // Write errors name the output, not `<output>`.
-        Error::Io { op, source, .. } => io(op, source),
+        // Write errors name the output file.
+        Error::Output { source } => io("write", source),
         // A segment not rebuilding its bytes may be an input changing
         // under the mapping: say so.
         Error::SelfCheck { .. } => match unchanged(&pool, &inputs, digests) {
@@ -282,8 +282,8 @@ pub fn generate_to_vec(old: &[u8], new: &[u8], options: &GenOptions) -> Result<V
 /// `out`.
 ///
 /// # Errors
-/// Bad options, a failed self-check, or an I/O error on `out` (reported with
-/// the path `<output>`).
+/// Bad options, a failed self-check, or [`Error::Output`] when writing to
+/// `out` fails.
 pub fn generate_into(
     old: &[u8],
     new: &[u8],
@@ -381,11 +381,7 @@ fn generate_with(
         .install(|| delta_core::generate(old, new, &delta_options, workers))?;
     check_reference_total(&delta.segments, old.len() as u64, new.len() as u64)?;
 
-    let write_err = |source| Error::Io {
-        op: "write",
-        path: PathBuf::from("<output>"),
-        source,
-    };
+    let write_err = |source| Error::Output { source };
     let delta_len = delta.write_to(out).map_err(write_err)?;
     out.flush().map_err(write_err)?;
 
@@ -483,14 +479,20 @@ fn self_check(old: &[u8], new: &[u8], seg: SegmentRef<'_>, payload: &[u8]) -> Re
         equal: true,
     };
     let applied = Patcher::new().apply_segment(old, seg, payload, &mut sink);
-    if applied.is_err() || !sink.equal || sink.pos != expected.len() {
-        return Err(Error::SelfCheck {
-            segment: seg.index,
-            start,
-            end: start + expected.len() as u64,
-        });
-    }
-    Ok(())
+    let reason = match applied {
+        Err(e) => e.to_string(),
+        Ok(_) if !sink.equal => "the bytes differ".into(),
+        Ok(_) if sink.pos != expected.len() => {
+            format!("it produced {} bytes, not {}", sink.pos, expected.len())
+        }
+        Ok(_) => return Ok(()),
+    };
+    Err(Error::SelfCheck {
+        segment: seg.index,
+        start,
+        end: start + expected.len() as u64,
+        reason,
+    })
 }
 
 /// Zero bytes that zero runs are compared with.
@@ -533,6 +535,39 @@ impl Sink for CompareSink<'_> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_failed_self_check_says_why() {
+        let old = vec![7u8; 20_000];
+        let mut new = old.clone();
+        new[10_000..10_100].fill(1);
+        let delta = generate_to_vec(&old, &new, &GenOptions::default()).unwrap();
+        let index = delta_format::read_index(&mut &delta[..], &Default::default()).unwrap();
+        let seg = SegmentRef::of(&index, 0);
+        let start = seg.payload_offset as usize;
+        let mut payload = delta[start..start + seg.entry.payload_len as usize].to_vec();
+        self_check(&old, &new, seg, &payload).unwrap();
+        payload[0] ^= 1;
+        let err = self_check(&old, &new, seg, &payload)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("payload digest mismatch"), "{err}");
+    }
+
+    #[test]
+    fn write_errors_name_the_delta_not_a_made_up_path() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let err = generate_into(b"old", b"new", &GenOptions::default(), &mut Full).unwrap_err();
+        assert_eq!(err.to_string(), "writing the delta: disk full");
+    }
 
     #[test]
     fn heaviest_first_keeps_item_order_and_runs_each_once() {
