@@ -55,6 +55,11 @@ fn check_data_exit_codes_around_the_limit() {
         err.contains("over the limit") && err.contains("nothing was modified"),
         "{err}"
     );
+    assert!(
+        out.stdout.is_empty(),
+        "the refusal is said once, on stderr; stdout has: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(dir.join("app/db/blob.bin").exists());
 }
 
