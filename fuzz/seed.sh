@@ -8,12 +8,13 @@
 #   decode_header, apply  a delta file (apply patches testdata/small/old.bin)
 #   decode_ops            old_len as 8 bytes little-endian, then a segment stream
 #   roundtrip             2 bytes little-endian split point, then old || new
+#   decode_signatures     a signature block (u32 count, then 72-byte entries)
 set -euo pipefail
 fuzz=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$fuzz")
 cd "$root"
 corpus=$fuzz/corpus
-targets=(decode_header decode_ops apply roundtrip)
+targets=(decode_header decode_ops apply roundtrip decode_signatures)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -57,6 +58,10 @@ le16() { printf "$(printf '\\x%02x' $(( $1 & 255 )) $(( $1 >> 8 & 255 )))"; }
 { le16 "$(wc -c <"$old")"; cat "$old" "$new"; } | put roundtrip
 { le16 0; cat "$new"; } | put roundtrip
 { le16 1000; head -c 1000 "$old"; head -c 1200 "$new"; } | put roundtrip
+
+# Signature blocks of one and two entries.
+{ printf '\x01\x00\x00\x00'; head -c 72 /dev/zero; } | put decode_signatures
+{ printf '\x02\x00\x00\x00'; head -c 144 "$new"; } | put decode_signatures
 
 for t in "${targets[@]}"; do
   echo "seeded fuzz/corpus/$t: $(find "$corpus/$t" -type f | wc -l) files"

@@ -62,6 +62,25 @@ pub fn slice_options(full: bool) -> DeltaOptions {
     }
 }
 
+/// `decode_signatures`: the input is a signature block. Decoding must never
+/// panic; a block it accepts re-encodes to the same bytes, and its length
+/// is what `block_len` measures from its count.
+pub fn decode_signatures(data: &[u8]) {
+    use delta_format::signature::{block_len, decode_block, encode_block};
+    let Ok(signatures) = decode_block(data, 0) else {
+        return;
+    };
+    assert_eq!(
+        encode_block(&signatures),
+        data,
+        "block re-encodes differently"
+    );
+    assert_eq!(
+        block_len(data, 0).expect("an accepted block has a valid count"),
+        data.len() as u64
+    );
+}
+
 /// `decode_header`: the input is the start of a delta file. Header and
 /// index decode must never panic, and whatever they accept must obey every
 /// rule of `FORMAT.md` and re-encode to the same bytes.

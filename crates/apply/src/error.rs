@@ -56,6 +56,32 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// A keyring cannot be read, or holds a bad key.
+    #[error("trusted keys {path}: {reason}")]
+    Keyring {
+        /// The key file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The delta's signatures do not satisfy the trusted keys.
+    #[error("delta {path}: {source}")]
+    Signature {
+        /// The delta file.
+        path: PathBuf,
+        /// Which check failed, with the key ids found and trusted.
+        source: delta_core::Error,
+    },
+    /// The delta makes another image than the one the caller expects.
+    #[error("delta {path} makes the image with blake3 {found}, not the expected {expected}: refusing a delta for another release")]
+    UnexpectedImage {
+        /// The delta file.
+        path: PathBuf,
+        /// The digest expected.
+        expected: String,
+        /// The digest in the delta's header.
+        found: String,
+    },
     /// The new image does not fit the target, or is over the caller's
     /// limit for a file target.
     #[error("delta {delta}: the new image is {new_len} bytes (header new_len), but {limit}")]

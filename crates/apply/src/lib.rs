@@ -45,6 +45,7 @@ mod checkpoint;
 mod checks;
 mod error;
 pub mod journal;
+pub mod keys;
 pub mod locks;
 pub mod log;
 mod progress;
@@ -52,10 +53,12 @@ mod run;
 mod source;
 pub mod storage;
 pub mod target;
+mod verify;
 mod writer;
 
 pub use error::{Error, Result};
 pub use progress::{Progress, ProgressFn, Step};
+pub use verify::{verify, Verified};
 
 use progress::Reporter;
 use run::Run;
@@ -106,6 +109,15 @@ pub struct ApplyOptions {
     /// file nothing on disk but are still hashed, so without a bound a
     /// delta of a few hundred bytes could ask for a terabyte of work.
     pub max_image_size: u64,
+    /// Public keys trusted to sign deltas: when not empty, a delta must
+    /// carry a valid signature by one of them.
+    pub trusted_keys: Vec<delta_core::signature::PublicKey>,
+    /// A keyring (see [`keys::load_keyring`]) whose keys are required when
+    /// `trusted_keys` is empty and the path exists.
+    pub keyring: Option<PathBuf>,
+    /// The BLAKE3 of the image the caller means to install: a delta that
+    /// makes any other image is refused before anything is written.
+    pub expect_new: Option<[u8; 32]>,
 }
 
 impl Default for ApplyOptions {
@@ -128,6 +140,9 @@ impl Default for ApplyOptions {
             checkpoint_bytes: 256 << 20,
             checkpoint_interval: Duration::from_secs(5),
             max_image_size: DEFAULT_MAX_IMAGE_SIZE,
+            trusted_keys: Vec::new(),
+            keyring: Some(keys::DEFAULT_KEYRING.into()),
+            expect_new: None,
         }
     }
 }

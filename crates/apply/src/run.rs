@@ -117,6 +117,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             ..Limits::default()
         };
         let delta = Delta::open(paths.delta, &limits)?;
+        check_authentic(options, report, &delta)?;
         let header = delta.header().clone();
         let target = Target::new(paths.target)?;
         report.log.line(format!(
@@ -427,6 +428,42 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             log_path: None,
         })
     }
+}
+
+/// Refuses, before anything is written, a delta without a valid signature
+/// by a trusted key (when keys are trusted) or for another image than the
+/// caller expects.
+fn check_authentic(options: &ApplyOptions, report: &mut Reporter<'_>, delta: &Delta) -> Result<()> {
+    let from_keyring = match &options.keyring {
+        Some(path) if options.trusted_keys.is_empty() && path.exists() => {
+            Some(crate::keys::load_keyring(path)?)
+        }
+        _ => None,
+    };
+    let trusted = from_keyring.as_deref().unwrap_or(&options.trusted_keys);
+    if !trusted.is_empty() {
+        let by = delta_core::signature::verify(&delta.index, trusted).map_err(|source| {
+            Error::Signature {
+                path: delta.path.clone(),
+                source,
+            }
+        })?;
+        report.log.line(format!(
+            "signature by trusted key id {} verified",
+            delta_core::signature::hex(&by)
+        ));
+    }
+    if let Some(expected) = options.expect_new {
+        let found = delta.header().new_digest;
+        if found != expected {
+            return Err(Error::UnexpectedImage {
+                path: delta.path.clone(),
+                expected: hex(&expected),
+                found: hex(&found),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Errors after which the partial target is worth nothing: damaged or

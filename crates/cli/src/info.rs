@@ -43,6 +43,7 @@ pub fn run(path: &Path, json: bool) -> Result<(), delta_apply::Error> {
         "max_segment_len": h.max_segment_len,
         "apply_memory": h.apply_memory,
         "segments": h.segment_count,
+        "signatures": index.signatures.iter().map(|s| serde_json::json!({ "key_id": hex(&s.key_id) })).collect::<Vec<_>>(),
         "bytes": { "copy": copy, "zero": zero, "diff": diff, "literal": literal },
         "share": { "copy": share(copy), "zero": share(zero), "diff": share(diff), "literal": share(literal) },
     });
@@ -57,6 +58,15 @@ pub fn run(path: &Path, json: bool) -> Result<(), delta_apply::Error> {
         value["kind"].as_str().unwrap_or("")
     );
     out!("migration      {}", h.is_migration());
+    out!(
+        "signatures     {}",
+        if index.signatures.is_empty() {
+            "none".to_string()
+        } else {
+            let ids: Vec<String> = index.signatures.iter().map(|s| hex(&s.key_id)).collect();
+            format!("{} (key ids {})", ids.len(), ids.join(", "))
+        }
+    );
     out!(
         "copy new       {}",
         if h.has_copy_new() {

@@ -14,6 +14,7 @@ macro_rules! out {
 }
 
 mod info;
+mod keys;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use delta_apply::{Applier, ApplyOptions, Progress};
@@ -39,7 +40,7 @@ enum Command {
     /// Generate a delta from OLD to NEW (or, with --full, a full-image payload of NEW).
     Gen(GenArgs),
     /// Rebuild the new image from OLD and DELTA (or from a full payload alone), verify it, commit it.
-    Apply(ApplyArgs),
+    Apply(Box<ApplyArgs>),
     /// Print a delta's header and what share of the new image is copied, zero, diffed and literal.
     Info {
         /// The delta file.
@@ -58,6 +59,33 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a new signing key: KEY (secret, mode 0600) and KEY.pub (one line, with its key id).
+    Keygen {
+        /// The secret key file to create (never overwritten).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Add signatures to an existing delta, without regenerating it.
+    Sign {
+        /// The delta file (replaced by its signed copy).
+        delta: PathBuf,
+        /// A secret key file (repeatable).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+    },
+    /// Check a delta's signatures and every payload digest, and with OLD the old image, writing nothing.
+    Verify {
+        /// The delta file.
+        delta: PathBuf,
+        /// The old image, to check too.
+        old: Option<PathBuf>,
+        /// Public keys to trust: a file of key lines or a folder of *.pub files.
+        #[arg(long)]
+        trusted_keys: Option<PathBuf>,
+        /// Default keyring, used when it exists and --trusted-keys is not given.
+        #[arg(long, default_value = delta_apply::keys::DEFAULT_KEYRING)]
+        keyring: PathBuf,
     },
     /// Generate, apply and verify OLD to NEW in a temporary folder; print sizes, ratio and times.
     Roundtrip {
@@ -127,6 +155,9 @@ struct GenArgs {
     /// Mark the update as a 1.x to 2.x migration (the applier checks /data first).
     #[arg(long)]
     migration: bool,
+    /// Sign with this secret key (repeatable: one signature per key).
+    #[arg(long = "sign")]
+    sign: Vec<PathBuf>,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -157,6 +188,15 @@ struct ApplyArgs {
     /// Largest new image written to a file target (bytes or units); a block device target is bounded by its size.
     #[arg(long, value_parser = parse_size, default_value_t = defaults().max_image_size)]
     max_image_size: u64,
+    /// Public keys to trust (a file of key lines or a folder of *.pub files): the delta must be signed by one of them.
+    #[arg(long)]
+    trusted_keys: Option<PathBuf>,
+    /// Default keyring: when it exists, signatures are required without --trusted-keys.
+    #[arg(long, default_value_os_t = defaults().keyring.expect("a default keyring"))]
+    keyring: PathBuf,
+    /// The BLAKE3 (hex) of the image to install: a delta for any other image is refused up front.
+    #[arg(long, value_parser = parse_digest)]
+    expect_new: Option<[u8; 32]>,
     /// Check the old image's digest before writing anything.
     #[arg(long)]
     verify_source: bool,
@@ -215,6 +255,19 @@ fn defaults() -> ApplyOptions {
     ApplyOptions::default()
 }
 
+fn parse_digest(text: &str) -> Result<[u8; 32], String> {
+    let text = text.trim();
+    let mut out = [0u8; 32];
+    if text.len() != 64 || !text.is_ascii() {
+        return Err("expected 64 hex digits (a BLAKE3 digest)".into());
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16)
+            .map_err(|_| "expected 64 hex digits (a BLAKE3 digest)".to_string())?;
+    }
+    Ok(out)
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     delta_datacheck::parse_size(text).map_err(|e| e.to_string())
 }
@@ -232,10 +285,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Gen(args) => gen(args),
-        Command::Apply(args) => apply(args),
+        Command::Apply(args) => apply(*args),
         Command::Info { delta, json } => info::run(&delta, json).map_err(Failure::from),
         Command::CheckData { dir, limit, json } => check_data(&dir, limit, json),
         Command::Roundtrip { old, new, tuning } => roundtrip(&old, &new, &tuning),
+        Command::Keygen { output } => keys::keygen(&output).map_err(Failure::from),
+        Command::Sign { delta, keys } => keys::sign(&delta, &keys).map_err(Failure::from),
+        Command::Verify {
+            delta,
+            old,
+            trusted_keys,
+            keyring,
+        } => keys::trusted(trusted_keys.as_deref(), &keyring)
+            .and_then(|trusted| keys::verify(&delta, old.as_deref(), &trusted))
+            .map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -260,9 +323,16 @@ fn gen(args: GenArgs) -> Result<(), Failure> {
         (true, _) => usage("with --full, give only NEW"),
         (false, _) => usage("give OLD and NEW (or --full NEW)"),
     };
+    let signing_keys = args
+        .sign
+        .iter()
+        .map(|k| keys::read_secret(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::from)?;
     let options = GenOptions {
         full: args.full,
         migration: args.migration,
+        signing_keys,
         ..args.tuning.options().map_err(|e| Failure(e, 2))?
     };
     let started = Instant::now();
@@ -331,6 +401,10 @@ impl ApplyArgs {
             checkpoint_bytes: self.checkpoint_bytes,
             checkpoint_interval: seconds(self.checkpoint_seconds, "checkpoint-seconds")?,
             max_image_size: self.max_image_size,
+            trusted_keys: keys::trusted(self.trusted_keys.as_deref(), &self.keyring)
+                .map_err(Failure::from)?,
+            keyring: Some(self.keyring.clone()),
+            expect_new: self.expect_new,
         })
     }
 }

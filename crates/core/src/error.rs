@@ -6,6 +6,32 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A key file or key line is malformed.
+    #[error("bad key: {reason}")]
+    Key {
+        /// What is wrong (never secret bytes).
+        reason: String,
+    },
+    /// Signatures are required and the delta carries none.
+    #[error("the delta is not signed; signatures are required (trusted key ids: {trusted})")]
+    Unsigned {
+        /// Trusted key ids.
+        trusted: String,
+    },
+    /// No signature is by a trusted key.
+    #[error("no signature by a trusted key: signed by key ids {found}, trusted key ids {trusted}")]
+    UntrustedSignatures {
+        /// Key ids of the signatures found.
+        found: String,
+        /// Trusted key ids.
+        trusted: String,
+    },
+    /// A signature by a trusted key does not verify.
+    #[error("bad signature by trusted key id {key_id}: the delta was changed after signing, or the signature is forged")]
+    BadSignature {
+        /// The key id.
+        key_id: String,
+    },
     /// The bytes of a segment break the format.
     #[error("segment {segment}: {source}")]
     Format {

@@ -43,6 +43,7 @@ mod plan;
 mod reuse;
 mod rolling;
 mod runner;
+pub mod signature;
 mod sink;
 mod source;
 #[cfg(any(test, feature = "testing"))]

@@ -82,9 +82,39 @@ pub struct Delta {
     pub payloads: Vec<Vec<u8>>,
     /// Bytes of new image copied from earlier segments (COPY_NEW ops).
     pub copy_new_len: u64,
+    /// Signatures of the table digest (see [`Delta::sign`]).
+    pub signatures: Vec<delta_format::signature::Signature>,
 }
 
 impl Delta {
+    /// Signs the delta with each of `keys`: sets the header's signed flag
+    /// (which changes the table digest, so signatures made before are
+    /// dropped) and adds one signature per key.
+    ///
+    /// # Errors
+    /// [`Error::Key`](crate::Error::Key) for more keys than a signature
+    /// block holds.
+    pub fn sign(&mut self, keys: &[crate::signature::SecretKey]) -> crate::Result<()> {
+        let max = delta_format::signature::MAX_SIGNATURES as usize;
+        if keys.is_empty() || keys.len() > max {
+            return Err(crate::Error::Key {
+                reason: format!("a delta holds 1 to {max} signatures, not {}", keys.len()),
+            });
+        }
+        self.header.flags |= delta_format::FLAG_SIGNED;
+        let digest = self.table_digest();
+        self.signatures = keys.iter().map(|k| k.sign(&digest)).collect();
+        Ok(())
+    }
+
+    /// The digest of the header and table, as written.
+    pub fn table_digest(&self) -> delta_format::Digest {
+        let table = Index::encode(&self.header, &self.segments);
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&table[table.len() - 32..]);
+        digest
+    }
+
     /// Writes the delta file (header, table, payloads) to `out` and returns
     /// its length in bytes.
     ///
@@ -94,6 +124,11 @@ impl Delta {
         let table = Index::encode(&self.header, &self.segments);
         out.write_all(&table)?;
         let mut len = table.len() as u64;
+        if self.header.is_signed() {
+            let block = delta_format::signature::encode_block(&self.signatures);
+            out.write_all(&block)?;
+            len += block.len() as u64;
+        }
         for payload in &self.payloads {
             out.write_all(payload)?;
             len += payload.len() as u64;
@@ -204,6 +239,7 @@ pub fn generate<R: Runner>(
         segments,
         payloads,
         copy_new_len,
+        signatures: Vec::new(),
     })
 }
 

@@ -75,3 +75,8 @@ fn missing_folder_fails() {
 fn fewer_inputs_than_committed_fail() {
     replay("apply", 6, |_| {});
 }
+
+#[test]
+fn decode_signatures() {
+    replay("decode_signatures", 2, checks::decode_signatures);
+}

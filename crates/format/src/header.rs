@@ -59,10 +59,14 @@ pub const FLAG_COPY_NEW: u32 = 4;
 /// [`window`](crate::window)), so a segment's reference prefix may be made
 /// of several old-image ranges.
 pub const FLAG_WINDOW_LIST: u32 = 8;
-const KNOWN_FLAGS: u32 = FLAG_FULL | FLAG_MIGRATION | FLAG_COPY_NEW | FLAG_WINDOW_LIST;
+/// Header flag: a signature block (see [`signature`](crate::signature))
+/// follows the table digest, before the first payload.
+pub const FLAG_SIGNED: u32 = 16;
+const KNOWN_FLAGS: u32 =
+    FLAG_FULL | FLAG_MIGRATION | FLAG_COPY_NEW | FLAG_WINDOW_LIST | FLAG_SIGNED;
 
 /// The fixed-size header at the start of every delta file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Header {
     /// [`FLAG_FULL`], [`FLAG_MIGRATION`], [`FLAG_COPY_NEW`],
     /// [`FLAG_WINDOW_LIST`].
@@ -163,6 +167,11 @@ impl Header {
     /// True when every payload starts with a window list.
     pub fn has_window_list(&self) -> bool {
         self.flags & FLAG_WINDOW_LIST != 0
+    }
+
+    /// True when a signature block follows the table.
+    pub fn is_signed(&self) -> bool {
+        self.flags & FLAG_SIGNED != 0
     }
 
     /// True when the update is marked as a 1.x → 2.x migration.
@@ -350,6 +359,8 @@ pub struct Index {
     /// The table's digest, which commits to the header, the table and so
     /// to every payload and output digest: identifies the delta.
     pub table_digest: Digest,
+    /// The signatures of the table digest (with [`FLAG_SIGNED`]).
+    pub signatures: Vec<crate::signature::Signature>,
 }
 
 impl Index {
@@ -487,7 +498,34 @@ impl Index {
             payload_offsets,
             file_len: payload_offset,
             table_digest,
+            signatures: Vec::new(),
         })
+    }
+
+    /// Takes the signature block that follows the table (its `len` bytes
+    /// were measured with [`signature::block_len`](crate::signature::block_len)):
+    /// payloads start after it.
+    ///
+    /// # Errors
+    /// A malformed block, or a file length that overflows.
+    pub fn attach_signatures(&mut self, block: &[u8]) -> Result<()> {
+        self.signatures = crate::signature::decode_block(block, self.table_end())?;
+        let len = block.len() as u64;
+        let shift = |n: u64| {
+            n.checked_add(len)
+                .ok_or_else(|| invalid("signature block", len, "a file size that fits in 64 bits"))
+        };
+        for p in &mut self.payload_offsets {
+            *p = shift(*p)?;
+        }
+        self.file_len = shift(self.file_len)?;
+        Ok(())
+    }
+
+    /// Offset where the signature block (if any) starts: right after the
+    /// table digest.
+    pub fn table_end(&self) -> u64 {
+        (HEADER_LEN + self.segments.len() * ENTRY_LEN + DIGEST_LEN) as u64
     }
 
     /// Bytes of the new image each kind of op produces, over all segments.

@@ -24,7 +24,16 @@ pub fn read_index(stream: &mut impl Read, limits: &Limits) -> Result<Index> {
     let header = Header::decode(&head, limits)?;
     let table_len = header.table_len(limits)?;
     let table = read_up_to(stream, table_len, HEADER_LEN as u64)?;
-    Index::decode(header, &head, &table, limits)
+    let signed = header.is_signed();
+    let mut index = Index::decode(header, &head, &table, limits)?;
+    if signed {
+        let at = index.table_end();
+        let count = read_up_to(stream, 4, at)?;
+        let len = crate::signature::block_len(&count, at)?;
+        let rest = read_up_to(stream, len - 4, at + 4)?;
+        index.attach_signatures(&[count, rest].concat())?;
+    }
+    Ok(index)
 }
 
 /// Reads `len` bytes, or fewer where the stream ends (the decoders then
@@ -101,6 +110,35 @@ mod tests {
         let same = read_index(&mut trickle, &Limits::default()).unwrap();
         assert_eq!(same.segments, index.segments);
         assert_eq!(trickle.0, b"abc");
+    }
+
+    #[test]
+    fn a_signature_block_is_read_and_payloads_start_after_it() {
+        let unsigned = sample();
+        let mut header = read_index(&mut &unsigned[..], &Limits::default())
+            .unwrap()
+            .header;
+        header.flags |= crate::FLAG_SIGNED;
+        let segments = read_index(&mut &unsigned[..], &Limits::default())
+            .unwrap()
+            .segments;
+        let sigs = [crate::signature::Signature {
+            key_id: [9; 8],
+            signature: [8; 64],
+        }];
+        let mut bytes = Index::encode(&header, &segments);
+        bytes.extend_from_slice(&crate::signature::encode_block(&sigs));
+        bytes.extend_from_slice(b"abc");
+        let mut rest = &bytes[..];
+        let index = read_index(&mut rest, &Limits::default()).unwrap();
+        assert_eq!(rest, b"abc");
+        assert_eq!(index.signatures, sigs);
+        assert_eq!(index.file_len, bytes.len() as u64);
+        assert_eq!(index.payload_offsets[0], bytes.len() as u64 - 3);
+        // The block cut short.
+        let cut = &bytes[..bytes.len() - 3 - 10];
+        let err = read_index(&mut &cut[..], &Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("signature block"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,14 @@ pub enum Error {
         /// The cause.
         source: io::Error,
     },
+    /// A delta to sign is malformed.
+    #[error("delta {path}: {source}")]
+    Delta {
+        /// The delta file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        source: delta_format::Error,
+    },
     /// Writing the delta to the caller's writer failed.
     #[error("writing the delta: {source}")]
     Output {

@@ -41,8 +41,10 @@
 mod error;
 mod mmap;
 mod output;
+mod sign;
 
 pub use error::{Error, Result};
+pub use sign::sign_file;
 
 use delta_core::{DeltaOptions, DiffOptions, EncodeOptions, Patcher, SegmentRef, Sink, Source};
 use delta_format::{Digest, SegmentEntry};
@@ -81,6 +83,9 @@ pub struct GenOptions {
     /// Give payloads window lists, so that windows leave out long old runs
     /// that COPY ops take whole; off, every window is one contiguous range.
     pub window_list: bool,
+    /// Keys that sign the delta (none: unsigned). Each adds a signature of
+    /// the table digest; their secret bytes are wiped when dropped.
+    pub signing_keys: Vec<delta_core::signature::SecretKey>,
 }
 
 impl Default for GenOptions {
@@ -97,6 +102,7 @@ impl Default for GenOptions {
             merge_len: slice.merge_len,
             copy_new: slice.copy_new,
             window_list: slice.window_list,
+            signing_keys: Vec::new(),
         }
     }
 }
@@ -376,10 +382,13 @@ fn generate_with(
 ) -> Result<Summary> {
     let old = if options.full { &[][..] } else { old };
     let delta_options = options.delta_options();
-    let delta = workers
+    let mut delta = workers
         .pool
         .install(|| delta_core::generate(old, new, &delta_options, workers))?;
     check_reference_total(&delta.segments, old.len() as u64, new.len() as u64)?;
+    if !options.signing_keys.is_empty() {
+        delta.sign(&options.signing_keys)?;
+    }
 
     let write_err = |source| Error::Output { source };
     let delta_len = delta.write_to(out).map_err(write_err)?;

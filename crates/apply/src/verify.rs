@@ -1,0 +1,78 @@
+//! `delta verify`: the checks of an apply that write nothing, like
+//! `zstd -t`: the signatures, every payload's digest and, given the old
+//! image, its size and digest.
+
+use crate::error::{Error, Result};
+use delta_core::signature::{self, PublicKey};
+use delta_format::Limits;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// What a verification found.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The trusted key that signed, hex (None when no keys were given).
+    pub signed_by: Option<String>,
+    /// Payloads whose digests were checked.
+    pub payloads: u64,
+    /// The old image was checked too.
+    pub old_checked: bool,
+}
+
+/// Verifies the delta at `path`: signatures against `trusted` (when not
+/// empty), each payload against its digest in the table, and with `old`,
+/// the old image's size and BLAKE3. Memory: the largest payload.
+///
+/// # Errors
+/// The first check that fails, naming the delta (or old image), the
+/// segment and the bytes.
+pub fn verify(path: &Path, old: Option<&Path>, trusted: &[PublicKey]) -> Result<Verified> {
+    let (file, index) = crate::open_delta(path, &Limits::default())?;
+    let signed_by = if trusted.is_empty() {
+        None
+    } else {
+        let id = signature::verify(&index, trusted).map_err(|source| Error::Signature {
+            path: path.to_owned(),
+            source,
+        })?;
+        Some(signature::hex(&id))
+    };
+    let mut payload = Vec::new();
+    for (i, entry) in index.segments.iter().enumerate() {
+        let offset = index.payload_offsets[i];
+        // Bounded: payload_len <= apply_memory, checked against the limit.
+        payload.resize(entry.payload_len as usize, 0);
+        file.read_exact_at(&mut payload, offset)
+            .map_err(|source| Error::Io {
+                op: "read",
+                path: path.to_owned(),
+                source,
+            })?;
+        if blake3::hash(&payload).as_bytes() != &entry.payload_digest {
+            return Err(Error::Segment {
+                path: path.to_owned(),
+                source: delta_core::Error::PayloadDigest {
+                    segment: i as u64,
+                    offset,
+                    end: offset + entry.payload_len,
+                },
+            });
+        }
+    }
+    let old_checked = match old {
+        Some(old) if !index.header.is_full() => {
+            let (source, _) = crate::checks::open_source(old, &index.header)?;
+            let mut report_to = None;
+            let mut report =
+                crate::progress::Reporter::new(&mut report_to, crate::log::UpdateLog::disabled());
+            crate::checks::verify_source(&mut report, &source, old, &index.header)?;
+            true
+        }
+        _ => false,
+    };
+    Ok(Verified {
+        signed_by,
+        payloads: index.segments.len() as u64,
+        old_checked,
+    })
+}

@@ -1,0 +1,119 @@
+//! `delta keygen`, `delta sign`, `delta verify`, and reading key files.
+
+use delta_core::signature::{PublicKey, SecretKey};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// `delta keygen -o KEY`: a new secret key in KEY (mode 0600, never over
+/// an existing file) and its public key in KEY.pub.
+pub fn keygen(out: &Path) -> Result<(), String> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed[..]))
+        .map_err(|e| format!("read /dev/urandom: {e}"))?;
+    let secret = SecretKey::from_seed(&seed);
+    let public_path = pub_path(out);
+    for path in [out, public_path.as_path()] {
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(format!(
+                "refusing to write {}: it exists (keys are never overwritten)",
+                path.display()
+            ));
+        }
+    }
+    write_new(out, 0o600, secret.to_line().as_bytes())?;
+    write_new(&public_path, 0o644, secret.public().to_line().as_bytes())?;
+    out!(
+        "wrote secret key {} (mode 0600) and public key {}: key id {}",
+        out.display(),
+        public_path.display(),
+        delta_core::signature::hex(&secret.public().id())
+    );
+    Ok(())
+}
+
+fn pub_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// Creates `path` (never following or replacing anything there) with
+/// `mode`, holding `text` and a newline.
+fn write_new(path: &Path, mode: u32, text: &[u8]) -> Result<(), String> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| format!("create {}: {e}", path.display()))?;
+    file.write_all(text)
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+/// Reads a secret key file; the bytes read are wiped afterwards.
+pub fn read_secret(path: &Path) -> Result<SecretKey, String> {
+    let mut text = Zeroizing::new(String::new());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_string(&mut text))
+        .map_err(|e| format!("read key {}: {e}", path.display()))?;
+    SecretKey::parse(&text).map_err(|e| format!("key {}: {e}", path.display()))
+}
+
+/// `delta sign DELTA --key KEY...`.
+pub fn sign(delta: &Path, keys: &[PathBuf]) -> Result<(), String> {
+    let secrets = keys
+        .iter()
+        .map(|k| read_secret(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = delta_gen::sign_file(delta, &secrets).map_err(|e| e.to_string())?;
+    out!(
+        "signed {} with key id(s) {}; it holds {count} signature(s)",
+        delta.display(),
+        secrets
+            .iter()
+            .map(|s| delta_core::signature::hex(&s.public().id()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// The keys to trust: `--trusted-keys PATH` if given, else the default
+/// keyring when it exists, else none.
+pub fn trusted(path: Option<&Path>, keyring: &Path) -> Result<Vec<PublicKey>, String> {
+    match path {
+        Some(path) => delta_apply::keys::load_keyring(path).map_err(|e| e.to_string()),
+        None if keyring.exists() => {
+            delta_apply::keys::load_keyring(keyring).map_err(|e| e.to_string())
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
+/// `delta verify DELTA [OLD]`.
+pub fn verify(delta: &Path, old: Option<&Path>, trusted: &[PublicKey]) -> Result<(), String> {
+    let verified = delta_apply::verify(delta, old, trusted).map_err(|e| e.to_string())?;
+    out!(
+        "{}: {} payload digests verified{}{}",
+        delta.display(),
+        verified.payloads,
+        match &verified.signed_by {
+            Some(id) => format!(", signed by trusted key id {id}"),
+            None => ", signatures not checked (no trusted keys)".into(),
+        },
+        if verified.old_checked {
+            format!(
+                ", old image {} verified",
+                old.map_or(String::new(), |p| p.display().to_string())
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
