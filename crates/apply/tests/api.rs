@@ -232,3 +232,49 @@ fn a_full_payload_needs_no_old_image_and_a_delta_does() {
     assert!(matches!(err, Error::NeedsSource { .. }), "{err}");
     assert!(!Path::new(&device.path("other.img")).exists());
 }
+
+#[test]
+fn trusted_keys_in_the_options_refuse_an_unsigned_or_foreign_delta_before_writing() {
+    use delta_core::signature::SecretKey;
+    let device = Device::new();
+    let ours = SecretKey::from_seed(&[1; 32]);
+    let theirs = SecretKey::from_seed(&[2; 32]);
+    let old = std::fs::read(device.path("old.img")).unwrap();
+    let signed = generate_to_vec(
+        &old,
+        &device.new,
+        &GenOptions {
+            signing_keys: vec![ours.clone()],
+            ..GenOptions::default()
+        },
+    )
+    .unwrap();
+    std::fs::write(device.path("signed.delta"), signed).unwrap();
+    let with_keys = |keys: Vec<_>| ApplyOptions {
+        trusted_keys: keys,
+        ..device.options()
+    };
+    for (delta, keys) in [
+        ("u.delta", vec![ours.public()]),
+        ("signed.delta", vec![theirs.public()]),
+    ] {
+        let err = Applier::new(with_keys(keys))
+            .apply(
+                Some(&device.path("old.img")),
+                &device.path(delta),
+                &device.path("out.img"),
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::Signature { .. }), "{delta}: {err}");
+        assert!(!device.path("out.img.partial").exists());
+        assert!(!device.path("out.img.journal").exists());
+    }
+    Applier::new(with_keys(vec![theirs.public(), ours.public()]))
+        .apply(
+            Some(&device.path("old.img")),
+            &device.path("signed.delta"),
+            &device.path("out.img"),
+        )
+        .unwrap();
+    device.assert_done();
+}
