@@ -107,10 +107,21 @@ fn check_index(data: &[u8], limits: &Limits) -> Option<Index> {
         .header
         .table_len(limits)
         .expect("the reader checked the table size");
+    // With the signed flag, the signature block follows the table.
+    let block_len = if index.header.is_signed() {
+        assert!(
+            !index.signatures.is_empty(),
+            "a signed delta without signatures"
+        );
+        4 + index.signatures.len() * delta_format::signature::ENTRY_LEN
+    } else {
+        assert!(index.signatures.is_empty(), "signatures without the flag");
+        0
+    };
     assert_eq!(
         data.len() - rest.len(),
-        HEADER_LEN + table_len as usize,
-        "the reader consumed more or less than header and table"
+        HEADER_LEN + table_len as usize + block_len,
+        "the reader consumed more or less than header, table and signatures"
     );
     let h = &index.header;
     let count = index.segments.len();
@@ -124,7 +135,7 @@ fn check_index(data: &[u8], limits: &Limits) -> Option<Index> {
         assert_eq!(h.old_len, 0, "full payload with an old image");
     }
     let mut new_offset = 0u64;
-    let mut payload_offset = (HEADER_LEN + count * ENTRY_LEN + DIGEST_LEN) as u64;
+    let mut payload_offset = (HEADER_LEN + count * ENTRY_LEN + DIGEST_LEN + block_len) as u64;
     for (i, e) in index.segments.iter().enumerate() {
         assert_eq!(index.new_offsets[i], new_offset, "segment {i} new offset");
         assert_eq!(
