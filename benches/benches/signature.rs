@@ -29,8 +29,7 @@ fn signed_table(keys: &[SecretKey]) -> Vec<u8> {
         segment_count: count,
         ..Header::default()
     };
-    let mut bytes = Index::encode(&header, &vec![entry; count as usize]);
-    let digest: [u8; 32] = bytes[bytes.len() - 32..].try_into().unwrap();
+    let (mut bytes, digest) = Index::encode_with_digest(&header, &vec![entry; count as usize]);
     let signatures: Vec<_> = keys.iter().map(|k| k.sign(&digest)).collect();
     bytes.extend_from_slice(&encode_block(&signatures));
     bytes

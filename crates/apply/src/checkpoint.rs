@@ -27,8 +27,7 @@ pub(crate) struct Checkpoints<'a> {
     path: &'a Path,
     identity: &'a Record,
     cancel: &'a AtomicBool,
-    every_bytes: u64,
-    every: Duration,
+    every: Every,
     /// Time and target position of the last checkpoint.
     last: (Instant, u64),
 }
@@ -58,8 +57,7 @@ impl<'a> Checkpoints<'a> {
             path,
             identity,
             cancel,
-            every_bytes: every.bytes,
-            every: every.interval,
+            every,
             last: (Instant::now(), position),
         }
     }
@@ -67,7 +65,7 @@ impl<'a> Checkpoints<'a> {
     /// Whether `position` is far enough, in bytes or time, from the last
     /// checkpoint.
     pub(crate) fn due(&self, position: u64) -> bool {
-        position - self.last.1 >= self.every_bytes || self.last.0.elapsed() >= self.every
+        position - self.last.1 >= self.every.bytes || self.last.0.elapsed() >= self.every.interval
     }
 
     /// Makes everything written durable, then records that segments

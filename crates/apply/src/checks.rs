@@ -3,10 +3,10 @@
 
 use crate::error::{Error, Result};
 use crate::progress::{Reporter, Step};
-use crate::run::hex;
 use crate::source::FileSource;
 use crate::target::OldImage;
 use crate::ApplyOptions;
+use delta_core::to_hex as hex;
 use delta_core::Source;
 use delta_format::Header;
 use std::path::Path;

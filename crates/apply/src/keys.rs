@@ -9,6 +9,18 @@ use std::path::Path;
 /// must carry a signature by one of them, without any option.
 pub const DEFAULT_KEYRING: &str = "/etc/delta/trusted-keys";
 
+/// The keys a delta must be signed by: `explicit` when not empty, else
+/// those of `keyring` when it exists, else none (signatures not required).
+///
+/// # Errors
+/// A keyring that exists but cannot be loaded (see [`load_keyring`]).
+pub fn required_keys(explicit: &[PublicKey], keyring: Option<&Path>) -> Result<Vec<PublicKey>> {
+    match keyring {
+        Some(path) if explicit.is_empty() && path.exists() => load_keyring(path),
+        _ => Ok(explicit.to_vec()),
+    }
+}
+
 /// Largest key file read: a key line is under 100 bytes.
 const MAX_KEY_FILE: u64 = 1 << 20;
 

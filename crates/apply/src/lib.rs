@@ -281,7 +281,6 @@ fn open_delta(
     path: &Path,
     limits: &delta_format::Limits,
 ) -> Result<(std::fs::File, delta_format::Index)> {
-    use std::io::{Seek, SeekFrom};
     let io = |op, source| Error::Io {
         op,
         path: path.to_owned(),
@@ -291,8 +290,7 @@ fn open_delta(
         path: path.to_owned(),
         source,
     };
-    let (mut file, file_len) = delta_core::open_image(path).map_err(|e| io("open delta", e))?;
-    file.seek(SeekFrom::Start(0)).map_err(|e| io("seek", e))?;
+    let (file, file_len) = delta_core::open_image(path).map_err(|e| io("open delta", e))?;
     let index =
         delta_format::read_index(&mut std::io::BufReader::new(&file), limits).map_err(bad)?;
     index.check_file_len(file_len).map_err(bad)?;

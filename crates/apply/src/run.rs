@@ -12,7 +12,7 @@ use crate::source::FileSource;
 use crate::target::{self, OldImage, Target};
 use crate::writer::{self, TargetWriter};
 use crate::{locks, ApplyOptions, Outcome};
-use delta_core::{Patcher, SegmentRef};
+use delta_core::{to_hex as hex, Patcher, SegmentRef};
 use delta_format::{Header, Index, Limits};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -434,24 +434,17 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
 /// by a trusted key (when keys are trusted) or for another image than the
 /// caller expects.
 fn check_authentic(options: &ApplyOptions, report: &mut Reporter<'_>, delta: &Delta) -> Result<()> {
-    let from_keyring = match &options.keyring {
-        Some(path) if options.trusted_keys.is_empty() && path.exists() => {
-            Some(crate::keys::load_keyring(path)?)
-        }
-        _ => None,
-    };
-    let trusted = from_keyring.as_deref().unwrap_or(&options.trusted_keys);
+    let trusted = crate::keys::required_keys(&options.trusted_keys, options.keyring.as_deref())?;
     if !trusted.is_empty() {
-        let by = delta_core::signature::verify(&delta.index, trusted).map_err(|source| {
+        let by = delta_core::signature::verify(&delta.index, &trusted).map_err(|source| {
             Error::Signature {
                 path: delta.path.clone(),
                 source,
             }
         })?;
-        report.log.line(format!(
-            "signature by trusted key id {} verified",
-            delta_core::signature::hex(&by)
-        ));
+        report
+            .log
+            .line(format!("signature by trusted key id {} verified", hex(&by)));
     }
     if let Some(expected) = options.expect_new {
         let found = delta.header().new_digest;
@@ -479,10 +472,6 @@ fn is_data_error(e: &Error) -> bool {
         Error::NewDigest { .. } | Error::SourceMismatch { .. } => true,
         _ => false,
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn run_hook(command: &str, target: &Path) -> Result<()> {

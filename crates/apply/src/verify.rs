@@ -35,11 +35,15 @@ pub fn verify(path: &Path, old: Option<&Path>, trusted: &[PublicKey]) -> Result<
             path: path.to_owned(),
             source,
         })?;
-        Some(signature::hex(&id))
+        Some(delta_core::to_hex(&id))
     };
     let mut payload = Vec::new();
-    for (i, entry) in index.segments.iter().enumerate() {
-        let offset = index.payload_offsets[i];
+    for (i, (entry, &offset)) in index
+        .segments
+        .iter()
+        .zip(&index.payload_offsets)
+        .enumerate()
+    {
         // Bounded: payload_len <= apply_memory, checked against the limit.
         payload.resize(entry.payload_len as usize, 0);
         file.read_exact_at(&mut payload, offset)

@@ -3,9 +3,7 @@
 use delta_format::Limits;
 use std::path::Path;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use delta_core::to_hex as hex;
 
 /// Prints what the delta at `path` holds, read as the applier reads it.
 pub fn run(path: &Path, json: bool) -> Result<(), delta_apply::Error> {

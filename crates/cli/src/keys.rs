@@ -29,7 +29,7 @@ pub fn keygen(out: &Path) -> Result<(), String> {
         "wrote secret key {} (mode 0600) and public key {}: key id {}",
         out.display(),
         public_path.display(),
-        delta_core::signature::hex(&secret.public().id())
+        delta_core::to_hex(&secret.public().id())
     );
     Ok(())
 }
@@ -76,23 +76,18 @@ pub fn sign(delta: &Path, keys: &[PathBuf]) -> Result<(), String> {
         delta.display(),
         secrets
             .iter()
-            .map(|s| delta_core::signature::hex(&s.public().id()))
+            .map(|s| delta_core::to_hex(&s.public().id()))
             .collect::<Vec<_>>()
             .join(", ")
     );
     Ok(())
 }
 
-/// The keys to trust: `--trusted-keys PATH` if given, else the default
-/// keyring when it exists, else none.
-pub fn trusted(path: Option<&Path>, keyring: &Path) -> Result<Vec<PublicKey>, String> {
-    match path {
-        Some(path) => delta_apply::keys::load_keyring(path).map_err(|e| e.to_string()),
-        None if keyring.exists() => {
-            delta_apply::keys::load_keyring(keyring).map_err(|e| e.to_string())
-        }
-        None => Ok(Vec::new()),
-    }
+/// The keys of `--trusted-keys PATH`, or none when it is not given.
+pub fn explicit(path: Option<&Path>) -> Result<Vec<PublicKey>, String> {
+    path.map_or(Ok(Vec::new()), |path| {
+        delta_apply::keys::load_keyring(path).map_err(|e| e.to_string())
+    })
 }
 
 /// `delta verify DELTA [OLD]`.

@@ -256,16 +256,9 @@ fn defaults() -> ApplyOptions {
 }
 
 fn parse_digest(text: &str) -> Result<[u8; 32], String> {
-    let text = text.trim();
-    let mut out = [0u8; 32];
-    if text.len() != 64 || !text.is_ascii() {
-        return Err("expected 64 hex digits (a BLAKE3 digest)".into());
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16)
-            .map_err(|_| "expected 64 hex digits (a BLAKE3 digest)".to_string())?;
-    }
-    Ok(out)
+    delta_core::from_hex::<32>(text.trim())
+        .map(|digest| *digest)
+        .ok_or_else(|| "expected 64 hex digits (a BLAKE3 digest)".into())
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -296,7 +289,11 @@ fn main() -> ExitCode {
             old,
             trusted_keys,
             keyring,
-        } => keys::trusted(trusted_keys.as_deref(), &keyring)
+        } => keys::explicit(trusted_keys.as_deref())
+            .and_then(|explicit| {
+                delta_apply::keys::required_keys(&explicit, Some(&keyring))
+                    .map_err(|e| e.to_string())
+            })
             .and_then(|trusted| keys::verify(&delta, old.as_deref(), &trusted))
             .map_err(Failure::from),
     };
@@ -401,8 +398,7 @@ impl ApplyArgs {
             checkpoint_bytes: self.checkpoint_bytes,
             checkpoint_interval: seconds(self.checkpoint_seconds, "checkpoint-seconds")?,
             max_image_size: self.max_image_size,
-            trusted_keys: keys::trusted(self.trusted_keys.as_deref(), &self.keyring)
-                .map_err(Failure::from)?,
+            trusted_keys: keys::explicit(self.trusted_keys.as_deref()).map_err(Failure::from)?,
             keyring: Some(self.keyring.clone()),
             expect_new: self.expect_new,
         })

@@ -141,8 +141,7 @@ fn a_signed_delta_applies_with_its_key_and_nothing_else_does() {
     let index = delta_format::read_index(&mut &bytes[..], &Default::default()).unwrap();
     let mut header = index.header.clone();
     header.new_digest[0] ^= 1;
-    let table = delta_format::Index::encode(&header, &index.segments);
-    let digest: [u8; 32] = table[table.len() - 32..].try_into().unwrap();
+    let (table, digest) = delta_format::Index::encode_with_digest(&header, &index.segments);
     let attacker =
         delta_core::signature::SecretKey::parse(&std::fs::read_to_string(keys.path("b")).unwrap())
             .unwrap();

@@ -36,6 +36,7 @@
 mod arrange;
 mod encode;
 mod error;
+mod hex;
 mod index;
 mod patch;
 mod pipeline;
@@ -52,6 +53,7 @@ mod window;
 
 pub use encode::{encode_segment, EncodeOptions};
 pub use error::{Error, Result};
+pub use hex::{from_hex, to_hex};
 pub use index::BlockIndex;
 pub use patch::{apply_slice, Patcher, SegmentRef, APPLY_OVERHEAD};
 pub use pipeline::{diff_slices, generate, Delta, DeltaOptions};

@@ -109,10 +109,7 @@ impl Delta {
 
     /// The digest of the header and table, as written.
     pub fn table_digest(&self) -> delta_format::Digest {
-        let table = Index::encode(&self.header, &self.segments);
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(&table[table.len() - 32..]);
-        digest
+        Index::encode_with_digest(&self.header, &self.segments).1
     }
 
     /// Writes the delta file (header, table, payloads) to `out` and returns

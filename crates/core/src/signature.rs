@@ -15,6 +15,7 @@
 //! ([`SecretKey`]'s `Debug` shows the key id only).
 
 use crate::error::{Error, Result};
+use crate::to_hex as hex;
 use delta_format::signature::{signed_message, Signature, KEY_ID_LEN};
 use delta_format::{Digest, Index};
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
@@ -58,23 +59,10 @@ fn key_id(key: &VerifyingKey) -> KeyId {
     id
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex<const N: usize>(text: &str, what: &str) -> Result<Zeroizing<[u8; N]>> {
-    let bad = || Error::Key {
+    crate::from_hex(text).ok_or_else(|| Error::Key {
         reason: format!("{what} must be {} hex digits", N * 2),
-    };
-    if text.len() != N * 2 || !text.is_ascii() {
-        return Err(bad());
-    }
-    let mut out = Zeroizing::new([0u8; N]);
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    })
 }
 
 /// Splits `TAG ID KEY` and checks the tag.

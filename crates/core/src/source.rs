@@ -56,7 +56,8 @@ impl Source for Vec<u8> {
 }
 
 /// Opens an image for reading: a regular file or a block device, with its
-/// size (a block device's real size, which its metadata reports as 0).
+/// size (a block device's real size, which its metadata reports as 0),
+/// positioned at its start.
 ///
 /// The open never blocks: a FIFO with no writer would hang a plain open, so
 /// the file is opened with `O_NONBLOCK` and its type checked before any
@@ -76,7 +77,9 @@ pub fn open_image(path: &Path) -> io::Result<(File, u64)> {
     let len = if kind.is_file() {
         meta.len()
     } else if kind.is_block_device() {
-        file.seek(SeekFrom::End(0))?
+        let len = file.seek(SeekFrom::End(0))?;
+        file.seek(SeekFrom::Start(0))?;
+        len
     } else {
         return Err(not_an_image(kind));
     };

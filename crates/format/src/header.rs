@@ -394,6 +394,15 @@ impl Index {
         out
     }
 
+    /// [`Index::encode`], with the table digest it ends with (what
+    /// signatures sign).
+    pub fn encode_with_digest(header: &Header, segments: &[SegmentEntry]) -> (Vec<u8>, Digest) {
+        let bytes = Index::encode(header, segments);
+        let mut digest = [0u8; DIGEST_LEN];
+        digest.copy_from_slice(&bytes[bytes.len() - DIGEST_LEN..]);
+        (bytes, digest)
+    }
+
     /// Decodes the table that follows `header`. `header_bytes` are the 128
     /// bytes the header was decoded from, `table` the
     /// [`Header::table_len`] bytes after them.

@@ -35,9 +35,7 @@ pub fn sign_file(path: &Path, keys: &[SecretKey]) -> Result<usize> {
     index.check_file_len(file_len).map_err(bad)?;
     let mut header = index.header.clone();
     header.flags |= FLAG_SIGNED;
-    let table = Index::encode(&header, &index.segments);
-    let mut digest = [0u8; 32];
-    digest.copy_from_slice(&table[table.len() - 32..]);
+    let (table, digest) = Index::encode_with_digest(&header, &index.segments);
     let mut signatures = if index.header.is_signed() {
         index.signatures.clone()
     } else {
