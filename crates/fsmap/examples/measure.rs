@@ -1,0 +1,47 @@
+//! Maps an image and prints what it found, with the time taken:
+//! `cargo run --release -p delta-fsmap --example measure -- IMAGE`.
+
+use std::time::Instant;
+
+fn main() {
+    let Some(path) = std::env::args().nth(1) else {
+        eprintln!("usage: measure IMAGE");
+        std::process::exit(2);
+    };
+    let image = match std::fs::read(&path) {
+        Ok(image) => image,
+        Err(e) => {
+            eprintln!("{path}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let start = Instant::now();
+    let map = match delta_fsmap::map_image(&image) {
+        Ok(map) => map,
+        Err(e) => {
+            eprintln!("{path}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let elapsed = start.elapsed();
+    let with_extents = map.files.iter().filter(|f| !f.extents.is_empty()).count();
+    let gz: Vec<_> = map
+        .files
+        .iter()
+        .filter(|f| f.path.ends_with(".gz"))
+        .collect();
+    let gz_contiguous = gz.iter().filter(|f| f.contiguous().is_some()).count();
+    let extents: usize = map.files.iter().map(|f| f.extents.len()).sum();
+    println!(
+        "{path}: {:?}, {} bytes, mapped in {:.1} ms: {} regular files, {} with extents ({} extents), \
+         {} .gz files, {} of them contiguous",
+        map.kind,
+        image.len(),
+        elapsed.as_secs_f64() * 1e3,
+        map.files.len(),
+        with_extents,
+        extents,
+        gz.len(),
+        gz_contiguous,
+    );
+}
