@@ -9,12 +9,13 @@
 #   decode_ops            old_len as 8 bytes little-endian, then a segment stream
 #   roundtrip             2 bytes little-endian split point, then old || new
 #   decode_signatures     a signature block (u32 count, then 72-byte entries)
+#   map_image             an ext4 image (96 KiB, mkfs.ext4) or a tar archive
 set -euo pipefail
 fuzz=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$fuzz")
 cd "$root"
 corpus=$fuzz/corpus
-targets=(decode_header decode_ops apply roundtrip decode_signatures)
+targets=(decode_header decode_ops apply roundtrip decode_signatures map_image)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -62,6 +63,26 @@ le16() { printf "$(printf '\\x%02x' $(( $1 & 255 )) $(( $1 >> 8 & 255 )))"; }
 # Signature blocks of one and two entries.
 { printf '\x01\x00\x00\x00'; head -c 72 /dev/zero; } | put decode_signatures
 { printf '\x02\x00\x00\x00'; head -c 144 "$new"; } | put decode_signatures
+
+# Images: a 96 KiB ext4 file system (1 KiB blocks, no journal) and tar
+# archives (GNU and pax) of a small tree with a nested file, a symlink and
+# a hard link.
+mkdir -p "$tmp/tree/d/e"
+printf 'hello\n' >"$tmp/tree/a"
+head -c 3000 "$new" >"$tmp/tree/d/e/b.gz"
+ln -s a "$tmp/tree/l"
+ln "$tmp/tree/a" "$tmp/tree/d/hard"
+mkfs=$(PATH=$PATH:/sbin:/usr/sbin command -v mkfs.ext4 || true)
+if [ -n "$mkfs" ]; then
+  "$mkfs" -q -F -b 1024 -O ^has_journal,^resize_inode -N 16 -d "$tmp/tree" "$tmp/fs.img" 96K >/dev/null 2>&1
+  put map_image "$tmp/fs.img"
+else
+  echo "mkfs.ext4 not found: no ext4 seed for map_image" >&2
+fi
+for format in gnu pax; do
+  tar --format=$format -cf "$tmp/$format.tar" -C "$tmp/tree" .
+  put map_image "$tmp/$format.tar"
+done
 
 for t in "${targets[@]}"; do
   echo "seeded fuzz/corpus/$t: $(find "$corpus/$t" -type f | wc -l) files"

@@ -1,5 +1,6 @@
 //! Fuzz targets of the delta engine, one per entry point that reads
-//! untrusted bytes: `decode_header`, `decode_ops`, `apply` and `roundtrip`.
+//! untrusted bytes: `decode_header`, `decode_ops`, `apply`, `roundtrip`,
+//! `decode_signatures` and `map_image`.
 //!
 //! The targets in `fuzz_targets/` are one line each; the invariants live in
 //! [`checks`], which `crates/core/tests/regress.rs` also compiles (with
@@ -7,3 +8,4 @@
 #![forbid(unsafe_code)]
 
 pub mod checks;
+pub mod map_image;

@@ -301,7 +301,7 @@ impl<'a> Fs<'a> {
     /// under `meta_bg`, a descriptor block), as `ext4_bg_has_super`.
     fn has_super(&self, group: u64) -> bool {
         fn is_power_of(mut n: u64, base: u64) -> bool {
-            while n > 1 && n % base == 0 {
+            while n > 1 && n.is_multiple_of(base) {
                 n /= base;
             }
             n == 1
@@ -607,7 +607,7 @@ impl<'a> Fs<'a> {
             } else {
                 usize::from(block.u16(at + 6)?)
             };
-            if rec_len < 8 || rec_len % 4 != 0 || rec_len > block.bytes.len() - at {
+            if rec_len < 8 || !rec_len.is_multiple_of(4) || rec_len > block.bytes.len() - at {
                 return Err(bad(
                     "rec_len below 8, not a multiple of 4, or past the block",
                 ));
