@@ -1,5 +1,7 @@
 //! Maps an image and prints what it found, with the time taken:
-//! `cargo run --release -p delta-fsmap --example measure -- IMAGE`.
+//! `cargo run --release -p delta-fsmap --example measure -- IMAGE [EVERY]`;
+//! with `EVERY`, also prints the path and image range of every EVERY-th
+//! contiguous `.gz` file, to compare with `debugfs -R "cat PATH"`.
 
 use std::time::Instant;
 
@@ -44,4 +46,14 @@ fn main() {
         gz.len(),
         gz_contiguous,
     );
+    if let Some(every) = std::env::args()
+        .nth(2)
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        for file in gz.iter().step_by(every.max(1)) {
+            if let Some(range) = file.contiguous() {
+                println!("sample {} {} {}", range.start, range.end, file.path);
+            }
+        }
+    }
 }
