@@ -467,3 +467,147 @@ proptest! {
         check_ext4(&image, &expected);
     }
 }
+
+/// Offset of the only match of `pattern` at an offset where `filter` holds.
+fn find_one(image: &[u8], pattern: &[u8], filter: impl Fn(usize) -> bool) -> usize {
+    let hits: Vec<usize> = image
+        .windows(pattern.len())
+        .enumerate()
+        .filter(|&(at, w)| w == pattern && filter(at))
+        .map(|(at, _)| at)
+        .collect();
+    assert_eq!(hits.len(), 1, "pattern found {} times", hits.len());
+    hits[0]
+}
+
+#[test]
+fn damaged_extent_trees_and_directories_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    let image = mkfs(&tree, dir.path(), 4096, "64M", &[]);
+    let map = map_image(&image).unwrap();
+
+    // The inode of /block: one extent of 3 blocks in i_block, right after
+    // the extent header (magic, 1 entry, max 4, depth 0, generation).
+    let block = file(&map, "/block").contiguous().unwrap().start / 4096;
+    let mut leaf = vec![0, 0, 0, 0, 3, 0, 0, 0];
+    leaf.extend(u32::try_from(block).unwrap().to_le_bytes());
+    let at = find_one(&image, &leaf, |at| {
+        image[at - 12..at - 6] == [0x0A, 0xF3, 1, 0, 4, 0]
+    });
+    let patched = |offset: usize, bytes: &[u8]| {
+        let mut bad = image.clone();
+        bad[offset..offset + bytes.len()].copy_from_slice(bytes);
+        map_image(&bad).unwrap_err()
+    };
+    let err = patched(at + 8, &u32::MAX.to_le_bytes());
+    assert!(
+        matches!(
+            err,
+            Error::ExtentOutOfRange {
+                logical: 0,
+                start: 0xFFFF_FFFF,
+                len: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = patched(at - 12, &[0x0B]);
+    assert!(
+        matches!(
+            err,
+            Error::ExtentNode {
+                reason: "header magic is not 0xF30A",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = patched(at - 6, &[6, 0]);
+    assert!(
+        matches!(
+            err,
+            Error::ExtentNode {
+                reason: "tree deeper than 5",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = patched(at - 10, &[5, 0]);
+    assert!(
+        matches!(
+            err,
+            Error::ExtentNode {
+                reason: "more entries than the node holds",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = patched(at + 4, &[0, 0]);
+    assert!(
+        matches!(
+            err,
+            Error::ExtentNode {
+                reason: "extent of zero blocks",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // An index node one level down that points at itself is refused by depth.
+    let err = patched(at - 6, &[1, 0]);
+    assert!(matches!(err, Error::ExtentNode { .. }), "{err}");
+    // An unwritten extent is a hole: the file maps with no extents.
+    let mut unwritten = image.clone();
+    unwritten[at + 4..at + 6].copy_from_slice(&(32_768u16 + 3).to_le_bytes());
+    let map2 = map_image(&unwritten).unwrap();
+    assert!(file(&map2, "/block").extents.is_empty());
+
+    // Directory /a/b/c/d/e/f: ".", "..", then "g" (a directory).
+    let f = (0..image.len() / 4096)
+        .map(|b| b * 4096)
+        .filter(|&b| {
+            image[b + 4..b + 12] == [12, 0, 1, 2, b'.', 0, 0, 0]
+                && image[b + 30..b + 33] == [1, 2, b'g']
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(f.len(), 1);
+    let f = f[0];
+    let err = patched(f + 24, &2u32.to_le_bytes());
+    assert_eq!(
+        err,
+        Error::DirectoryCycle {
+            inode: 2,
+            path: "/a/b/c/d/e/f/g".into()
+        }
+    );
+    let err = patched(f + 28, &[13, 0]);
+    assert!(
+        matches!(err, Error::DirEntry { offset, .. } if offset == f as u64 + 24),
+        "{err}"
+    );
+    let err = patched(f + 32, b"/");
+    assert!(
+        matches!(
+            err,
+            Error::DirEntry {
+                reason: "name empty or holding '/' or NUL",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // An entry with inode 0 is skipped: the subtree is gone, no error.
+    let mut gone = image.clone();
+    gone[f + 24..f + 28].copy_from_slice(&0u32.to_le_bytes());
+    let map3 = map_image(&gone).unwrap();
+    assert!(!map3
+        .files
+        .iter()
+        .any(|x| x.path.starts_with("/a/b/c/d/e/f/g")));
+    assert_eq!(map3.files.len(), map.files.len() - 1);
+}
