@@ -59,6 +59,7 @@ pub fn slice_options(full: bool) -> DeltaOptions {
         merge_len: 4 * 4096,
         copy_new: true,
         window_list: true,
+        deflate: true,
     }
 }
 
@@ -415,6 +416,7 @@ fn fix_delta(data: &[u8], limits: &Limits) -> Option<Vec<u8>> {
                 0
             },
             window_list: header.has_window_list(),
+            kinds: header.has_segment_kinds(),
         };
         payload_offset = payload_offset.saturating_add(entry.payload_len);
         let mut sink = CappedSink::default();

@@ -27,7 +27,8 @@ pub fn run(path: &Path, json: bool) -> Result<(), delta_apply::Error> {
     let value = serde_json::json!({
         "file": name,
         "file_len": file_len,
-        "format_version": delta_format::VERSION,
+        "format_version": h.version(),
+        "segment_kinds": h.has_segment_kinds(),
         "kind": if h.is_full() { "full" } else { "delta" },
         "migration": h.is_migration(),
         "copy_new": h.has_copy_new(),
@@ -51,9 +52,14 @@ pub fn run(path: &Path, json: bool) -> Result<(), delta_apply::Error> {
     }
     out!("file           {name} ({file_len} bytes)");
     out!(
-        "format         version {} ({})",
-        delta_format::VERSION,
-        value["kind"].as_str().unwrap_or("")
+        "format         version {} ({}{})",
+        h.version(),
+        value["kind"].as_str().unwrap_or(""),
+        if h.has_segment_kinds() {
+            ", segment kinds: deflate segments rebuild gzip/zlib files"
+        } else {
+            ""
+        }
     );
     out!("migration      {}", h.is_migration());
     out!(

@@ -121,6 +121,9 @@ struct Tuning {
     /// Give every segment one contiguous old-image window, as appliers without the WINDOW_LIST flag need (slower generation; by default windows leave out long runs of old bytes that copies take whole).
     #[arg(long)]
     contiguous_windows: bool,
+    /// Treat gzip and zlib files inside ext4 and tar images as bytes, as version 2 appliers need (by default changed ones are rebuilt from their content: deflate segments, format version 3).
+    #[arg(long)]
+    no_deflate: bool,
 }
 
 impl Tuning {
@@ -136,6 +139,7 @@ impl Tuning {
             },
             copy_new: !self.independent_segments,
             window_list: !self.contiguous_windows,
+            deflate: !self.no_deflate,
             ..GenOptions::default()
         })
     }
@@ -365,6 +369,18 @@ fn print_gen_summary(output: &Path, s: &delta_gen::Summary, elapsed: Duration) {
         percent(s.diff_len, s.new_len),
         percent(s.literal_len, s.new_len)
     );
+    let c = &s.content;
+    if !c.container.is_empty() {
+        out!(
+            "content: {} ({} files); gzip/zlib files rebuilt from their content: {} bytes of new image in {} of {} changed, for {} payload bytes",
+            c.container,
+            c.files,
+            c.deflate_bytes,
+            c.deflate_segments,
+            c.deflate_candidates,
+            c.deflate_payload
+        );
+    }
 }
 
 impl ApplyArgs {

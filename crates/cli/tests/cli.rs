@@ -258,8 +258,8 @@ fn wrong_magic() {
 fn unknown_version() {
     let f = Fixture::new();
     let mut bad = f.delta_bytes();
-    // A version 1 delta (ops stored by row) and a future version 3.
-    for version in [1u8, 3] {
+    // A version 1 delta (ops stored by row) and a future version 4.
+    for version in [1u8, 4] {
         bad[8] = version;
         f.write_delta("bad.delta", &bad);
         assert_fails(
@@ -268,6 +268,14 @@ fn unknown_version() {
             &format!("unsupported format version {version}"),
         );
     }
+    // Version 3 without segment kinds says something it does not hold.
+    bad[8] = 3;
+    f.write_delta("bad.delta", &bad);
+    assert_fails(
+        &f.apply("old.bin", "bad.delta"),
+        f.path(),
+        "invalid version: 3, expected 3 exactly when flag SEGMENT_KINDS",
+    );
 }
 
 #[test]

@@ -219,7 +219,12 @@ impl<'a> Window<'a> {
 
 /// One zstd frame of `data`, with `reference` as raw-content prefix,
 /// appended to `out`.
-fn compress(data: &[u8], reference: &[u8], level: i32, mut out: Vec<u8>) -> Result<Vec<u8>> {
+pub(crate) fn compress(
+    data: &[u8],
+    reference: &[u8],
+    level: i32,
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>> {
     use zstd_safe::CParameter;
     let fail = |code| Error::Compress {
         reason: zstd_safe::get_error_name(code),
@@ -370,6 +375,7 @@ mod tests {
             entry,
             new_limit: 0,
             window_list,
+            kinds: false,
         };
         let mut out = Vec::new();
         Patcher::new()

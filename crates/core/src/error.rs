@@ -60,6 +60,15 @@ pub enum Error {
         /// zstd's error name.
         reason: &'static str,
     },
+    /// A deflate segment's old stream does not inflate as stated, or its
+    /// new stream cannot be rebuilt from its corrections.
+    #[error("segment {segment}: deflate stream: {reason}")]
+    Deflate {
+        /// Segment index.
+        segment: u64,
+        /// What failed: inflating the old stream or rebuilding the new one.
+        reason: String,
+    },
     /// The decoded stream has another length than the table says.
     #[error("segment {segment}: stream decodes to {found} bytes, table says {stated}")]
     StreamLength {

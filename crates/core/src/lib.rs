@@ -34,6 +34,8 @@
 #![deny(missing_docs)]
 
 mod arrange;
+mod content;
+mod deflate;
 mod encode;
 mod error;
 mod hex;
@@ -51,6 +53,7 @@ mod source;
 pub mod testing;
 mod window;
 
+pub use content::ContentSummary;
 pub use encode::{encode_segment, EncodeOptions};
 pub use error::{Error, Result};
 pub use hex::{from_hex, to_hex};

@@ -8,17 +8,22 @@
 //! frame that would expand past `stream_len` fails inside zstd as soon as it
 //! runs out of room, which cuts decompression bombs off at the declared size.
 
+use crate::deflate;
 use crate::error::{Error, Result};
 use crate::sink::{Sink, ZEROS};
 use crate::source::Source;
-use delta_format::{stream, window, Digest, Instruction, Limits, SegmentEntry, Totals};
+use delta_format::kind::{self, Deflate};
+use delta_format::{
+    stream, window, Digest, Instruction, Limits, SegmentEntry, Totals, STREAM_SLACK,
+};
 
 /// Bytes of old image read per `read_at` call while copying.
 pub const COPY_CHUNK: usize = 256 * 1024;
 
 /// Fixed memory an applier needs on top of a header's `apply_memory`:
-/// copy buffer, zstd context, I/O buffers (a generous bound).
-pub const APPLY_OVERHEAD: u64 = 2 * 1024 * 1024;
+/// copy buffer, zstd context, I/O buffers (a generous 2 MiB), and the
+/// fixed state of the re-deflater of deflate segments.
+pub const APPLY_OVERHEAD: u64 = 2 * 1024 * 1024 + deflate::REBUILD_OVERHEAD;
 
 /// Where a segment sits: its table entry plus the offsets derived from the
 /// table.
@@ -38,6 +43,9 @@ pub struct SegmentRef<'a> {
     /// The payload starts with a window list (the header has
     /// `FLAG_WINDOW_LIST`).
     pub window_list: bool,
+    /// The payload starts with a kind byte (the header has
+    /// `FLAG_SEGMENT_KINDS`).
+    pub kinds: bool,
 }
 
 impl<'a> SegmentRef<'a> {
@@ -55,6 +63,7 @@ impl<'a> SegmentRef<'a> {
                 0
             },
             window_list: index.header.has_window_list(),
+            kinds: index.header.has_segment_kinds(),
         }
     }
 }
@@ -65,6 +74,8 @@ pub struct Patcher {
     stream: Vec<u8>,
     reference: Vec<u8>,
     chunk: Vec<u8>,
+    /// A deflate segment's old content, inflated.
+    old_raw: Vec<u8>,
 }
 
 impl Patcher {
@@ -100,6 +111,24 @@ impl Patcher {
                 offset: seg.payload_offset,
                 end: payload_end,
             });
+        }
+        let payload = if seg.kinds {
+            let (kind, body) = kind::split(payload, segment)
+                .map_err(|source| Error::Format { segment, source })?;
+            if kind == kind::DEFLATE {
+                return self.apply_deflate(old, seg, body, sink);
+            }
+            body
+        } else {
+            payload
+        };
+        if entry.stream_len > kind::plain_stream_max(entry.new_len) {
+            let source = delta_format::Error::InvalidField {
+                field: format!("segment[{segment}].stream_len"),
+                found: entry.stream_len,
+                expected: format!("at most 2*new_len+{STREAM_SLACK}"),
+            };
+            return Err(Error::Format { segment, source });
         }
         self.decompress(old, seg, payload)?;
 
@@ -139,10 +168,6 @@ impl Patcher {
     ) -> Result<()> {
         let entry = seg.entry;
         let segment = seg.index;
-        let bad_frame = |code| Error::Decompress {
-            segment,
-            reason: zstd_safe::get_error_name(code),
-        };
         // Both lengths were checked against apply_memory and the caller's
         // limit when the table was decoded.
         let too_large = |field: &str, found: u64| Error::Format {
@@ -164,42 +189,83 @@ impl Patcher {
             read_range(old, entry.ref_offset, &mut self.reference)?;
             payload
         };
-        // Exactly one frame, no trailing bytes.
-        let frame_len = zstd_safe::find_frame_compressed_size(frame).map_err(bad_frame)?;
-        if frame_len != frame.len() {
-            return Err(Error::Decompress {
-                segment,
-                reason: "payload holds bytes after its zstd frame",
-            });
-        }
-        // A frame that says it holds more than the table's stream_len is
-        // refused before it is decoded; one that does not say and still
-        // overflows the buffer fails the decode below.
-        if let Ok(Some(declared)) = zstd_safe::get_frame_content_size(frame) {
-            if declared > entry.stream_len {
-                return Err(Error::StreamLength {
-                    segment,
-                    stated: entry.stream_len,
-                    found: declared,
-                });
-            }
-        }
         self.stream.resize(stream_len, 0);
-        let mut dctx = zstd_safe::DCtx::create();
-        if ref_len > 0 {
-            dctx.ref_prefix(&self.reference).map_err(bad_frame)?;
+        decode_frame(segment, frame, &self.reference, &mut self.stream)
+    }
+
+    /// Applies a deflate segment (see [`delta_format::kind`]): inflates the
+    /// old stream, decodes the new content against it, re-deflates it and
+    /// produces the stream between its head and tail.
+    fn apply_deflate<S: Source + ?Sized>(
+        &mut self,
+        old: &S,
+        seg: SegmentRef<'_>,
+        body: &[u8],
+        sink: &mut dyn Sink,
+    ) -> Result<Digest> {
+        let (entry, segment) = (seg.entry, seg.index);
+        let parts = Deflate::decode(body, segment, entry, old.len(), seg.new_limit)
+            .map_err(|source| Error::Format { segment, source })?;
+        // Every length below is part of the entry's memory, which was
+        // checked against apply_memory and the caller's limit.
+        let size = |n: u64| n as usize;
+        let prefix_len = parts.sources.iter().map(|s| s.raw_len).sum::<u64>();
+        self.old_raw.resize(size(prefix_len), 0);
+        let mut filled = 0;
+        for source in &parts.sources {
+            self.reference.resize(size(source.len()), 0);
+            let mut read = 0;
+            for range in &source.ranges {
+                let end = read + size(range.end - range.start);
+                let buf = &mut self.reference[read..end];
+                if source.new_image {
+                    sink.read_back(range.start, buf)
+                        .map_err(|e| Error::ReadBack {
+                            offset: range.start,
+                            len: range.end - range.start,
+                            source: e,
+                        })?;
+                } else {
+                    read_range(old, range.start, buf)?;
+                }
+                read = end;
+            }
+            let end = filled + size(source.raw_len);
+            deflate::inflate_exact(&self.reference, &mut self.old_raw[filled..end])
+                .map_err(|reason| Error::Deflate { segment, reason })?;
+            filled = end;
         }
-        let found = dctx
-            .decompress(&mut self.stream[..], frame)
-            .map_err(bad_frame)? as u64;
-        if found != entry.stream_len {
-            return Err(Error::StreamLength {
+        self.stream.resize(size(parts.new_raw_len), 0);
+        decode_frame(segment, parts.frame, &self.old_raw, &mut self.stream)?;
+        let stream = deflate::rebuild(&self.stream, parts.corrections)
+            .map_err(|reason| Error::Deflate { segment, reason })?;
+        let expected = entry.new_len - (parts.head.len() + parts.tail.len()) as u64;
+        if stream.len() as u64 != expected {
+            return Err(Error::Deflate {
                 segment,
-                stated: entry.stream_len,
-                found,
+                reason: format!(
+                    "rebuilt {} stream bytes, the segment holds {expected}",
+                    stream.len()
+                ),
             });
         }
-        Ok(())
+        let mut hasher = blake3::Hasher::new();
+        let mut offset = seg.new_offset;
+        for bytes in [parts.head, &stream, parts.tail] {
+            hasher.update(bytes);
+            sink.write_bytes(bytes)
+                .map_err(|source| Error::Write { offset, source })?;
+            offset += bytes.len() as u64;
+        }
+        let digest: Digest = *hasher.finalize().as_bytes();
+        if digest != entry.output_digest {
+            return Err(Error::OutputDigest {
+                segment,
+                start: seg.new_offset,
+                end: seg.new_offset.saturating_add(entry.new_len),
+            });
+        }
+        Ok(digest)
     }
 
     /// Reads the window list at the start of `payload` and the old ranges it
@@ -227,6 +293,48 @@ impl Patcher {
         }
         Ok(list.rest())
     }
+}
+
+/// Decodes the one zstd `frame` of a segment against `prefix` into `out`,
+/// which it must fill exactly.
+fn decode_frame(segment: u64, frame: &[u8], prefix: &[u8], out: &mut [u8]) -> Result<()> {
+    let bad_frame = |code| Error::Decompress {
+        segment,
+        reason: zstd_safe::get_error_name(code),
+    };
+    // Exactly one frame, no trailing bytes.
+    let frame_len = zstd_safe::find_frame_compressed_size(frame).map_err(bad_frame)?;
+    if frame_len != frame.len() {
+        return Err(Error::Decompress {
+            segment,
+            reason: "payload holds bytes after its zstd frame",
+        });
+    }
+    // A frame that says it holds more than the table's stream_len is
+    // refused before it is decoded; one that does not say and still
+    // overflows the buffer fails the decode below.
+    if let Ok(Some(declared)) = zstd_safe::get_frame_content_size(frame) {
+        if declared > out.len() as u64 {
+            return Err(Error::StreamLength {
+                segment,
+                stated: out.len() as u64,
+                found: declared,
+            });
+        }
+    }
+    let mut dctx = zstd_safe::DCtx::create();
+    if !prefix.is_empty() {
+        dctx.ref_prefix(prefix).map_err(bad_frame)?;
+    }
+    let found = dctx.decompress(out, frame).map_err(bad_frame)? as u64;
+    if found != out.len() as u64 {
+        return Err(Error::StreamLength {
+            segment,
+            stated: out.len() as u64,
+            found,
+        });
+    }
+    Ok(())
 }
 
 /// Fills `buf` with the old bytes at `offset`.

@@ -17,6 +17,8 @@
 //! the reference one cannot drift apart: a serial twin would.
 
 use crate::arrange::{arrange, MAX_MERGED_LEN};
+use crate::content::{deflate_pairs, ContentSummary};
+use crate::deflate;
 use crate::encode::{encode_cost, encode_segment, EncodeOptions};
 use crate::error::Result;
 use crate::index::BlockIndex;
@@ -26,9 +28,11 @@ use crate::reuse::copy_repeats;
 use crate::runner::{alike, split, Runner, Serial};
 use crate::window::{CopiedRuns, WindowLayout};
 use delta_format::{
-    Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, FLAG_MIGRATION, FLAG_WINDOW_LIST,
+    Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, FLAG_MIGRATION, FLAG_SEGMENT_KINDS,
+    FLAG_WINDOW_LIST,
 };
 use std::io::{self, Write};
+use std::ops::Range;
 
 /// What delta [`generate`] builds.
 #[derive(Debug, Clone)]
@@ -54,6 +58,10 @@ pub struct DeltaOptions {
     /// that COPY ops take whole (see [`CopiedRuns`]); off, every window is
     /// one contiguous old range (readable without `FLAG_WINDOW_LIST`).
     pub window_list: bool,
+    /// See through the gzip and zlib files of file-system images: rebuild
+    /// changed ones from their inflated content (deflate segments, format
+    /// version 3, see [`crate::content`]); off, every delta is version 2.
+    pub deflate: bool,
 }
 
 impl Default for DeltaOptions {
@@ -67,6 +75,7 @@ impl Default for DeltaOptions {
             merge_len: MAX_MERGED_LEN,
             copy_new: true,
             window_list: true,
+            deflate: true,
         }
     }
 }
@@ -84,6 +93,8 @@ pub struct Delta {
     pub copy_new_len: u64,
     /// Signatures of the table digest (see [`Delta::sign`]).
     pub signatures: Vec<delta_format::signature::Signature>,
+    /// What the container map found and the deflate segments made of it.
+    pub content: ContentSummary,
 }
 
 impl Delta {
@@ -163,10 +174,16 @@ pub fn generate<R: Runner>(
         || BlockIndex::build(old, options.diff.block_size, runner),
     );
     runner.hashed(&old_digest, &new_digest);
-    let units = runner.map(alike(split(new.len(), options.segment_len)), |range| {
-        let plan = plan_segment(old, new, range.clone(), &index, &options.diff);
-        (range, plan)
-    });
+    let (deflated, mut content) = deflate_segments(old, new, options, runner)?;
+    let kinds = !deflated.is_empty();
+    let holes: Vec<_> = deflated.iter().map(|(range, ..)| range.clone()).collect();
+    let units = runner.map(
+        alike(split_around(new.len(), options.segment_len, &holes)),
+        |range| {
+            let plan = plan_segment(old, new, range.clone(), &index, &options.diff);
+            (range, plan)
+        },
+    );
     drop(index);
     let segments = arrange(
         units,
@@ -179,7 +196,9 @@ pub fn generate<R: Runner>(
     } else {
         (segments, 0)
     };
-    let copy_new = copy_new_len > 0;
+    // Deflate segments read the streams before them back from the new
+    // image (see `deflate::encode`) when COPY_NEW is allowed.
+    let copy_new = copy_new_len > 0 || (kinds && options.copy_new);
     let copied = CopiedRuns::from_plans(segments.iter().map(|(_, plan)| plan));
     let layout = if options.window_list {
         WindowLayout::Gathered(&copied)
@@ -195,8 +214,13 @@ pub fn generate<R: Runner>(
         |(i, (range, plan))| {
             let produced = &new[range.clone()];
             let digest = runner.digest(produced);
-            let (entry, payload) =
+            let (mut entry, mut payload) =
                 encode_segment(old, produced, digest, &plan, layout, &options.encode)?;
+            if kinds {
+                payload.insert(0, delta_format::kind::PLAIN);
+                entry.payload_len += 1;
+                entry.payload_digest = *blake3::hash(&payload).as_bytes();
+            }
             let segment = SegmentRef {
                 index: i as u64,
                 new_offset: range.start as u64,
@@ -205,22 +229,29 @@ pub fn generate<R: Runner>(
                 // COPY_NEW ops read what the segments before wrote.
                 new_limit: if copy_new { range.start as u64 } else { 0 },
                 window_list: options.window_list,
+                kinds,
             };
             runner.check(old, new, segment, &payload)?;
-            Ok::<_, R::Error>((entry, payload))
+            Ok::<_, R::Error>((range, entry, payload))
         },
     );
-    let (segments, payloads): (Vec<_>, Vec<_>) = encoded
+    let mut all = encoded.into_iter().collect::<Result<Vec<_>, _>>()?;
+    content.deflate_segments = deflated.len() as u64;
+    content.deflate_bytes = deflated.iter().map(|(_, e, _)| e.new_len).sum();
+    content.deflate_payload = deflated.iter().map(|(_, e, _)| e.payload_len).sum();
+    all.extend(deflated);
+    all.sort_by_key(|(range, ..)| range.start);
+    let (segments, payloads): (Vec<_>, Vec<_>) = all
         .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
+        .map(|(_, entry, payload)| (entry, payload))
         .unzip();
     let flag = |on: bool, flag| if on { flag } else { 0 };
     let header = Header {
         flags: flag(options.full, FLAG_FULL)
             | flag(copy_new, FLAG_COPY_NEW)
             | flag(options.window_list, FLAG_WINDOW_LIST)
-            | flag(options.migration, FLAG_MIGRATION),
+            | flag(options.migration, FLAG_MIGRATION)
+            | flag(kinds, FLAG_SEGMENT_KINDS),
         old_len: old.len() as u64,
         new_len: new.len() as u64,
         old_digest,
@@ -237,7 +268,81 @@ pub fn generate<R: Runner>(
         payloads,
         copy_new_len,
         signatures: Vec::new(),
+        content,
     })
+}
+
+/// A deflate segment: the new range it produces, its entry and payload.
+type Deflated = (Range<usize>, SegmentEntry, Vec<u8>);
+
+/// The deflate segments of the changed gzip and zlib files that the
+/// container maps of both images pair up (none for a full payload or with
+/// `options.deflate` off), each checked by `runner`, in new-image order.
+fn deflate_segments<R: Runner>(
+    old: &[u8],
+    new: &[u8],
+    options: &DeltaOptions,
+    runner: &R,
+) -> Result<(Vec<Deflated>, ContentSummary), R::Error> {
+    if !options.deflate || options.full {
+        return Ok((Vec::new(), ContentSummary::default()));
+    }
+    let (pairs, mut content) = deflate_pairs(old, new);
+    content.deflate_candidates = pairs.len() as u64;
+    let items = pairs
+        .into_iter()
+        .map(|pair| (pair.new.len() as u64, pair))
+        .collect();
+    let analyses: Vec<_> = runner
+        .map(items, |pair| deflate::analyse(old, new, pair))
+        .into_iter()
+        .flatten()
+        .collect();
+    let history = options.copy_new;
+    let items = (0..analyses.len())
+        .map(|i| (analyses[i].raw.len() as u64, i))
+        .collect();
+    let encoded = runner.map(items, |i| {
+        let range = analyses[i].new.clone();
+        let digest = runner.digest(&new[range.clone()]);
+        let Some((entry, payload)) =
+            deflate::encode(new, &analyses, i, history, digest, options.encode.level)?
+        else {
+            return Ok(None);
+        };
+        let segment = SegmentRef {
+            index: 0,
+            new_offset: range.start as u64,
+            payload_offset: 0,
+            entry: &entry,
+            new_limit: if history { range.start as u64 } else { 0 },
+            window_list: options.window_list,
+            kinds: true,
+        };
+        runner.check(old, new, segment, &payload)?;
+        Ok::<_, R::Error>(Some((range, entry, payload)))
+    });
+    let deflated: Vec<_> = encoded
+        .into_iter()
+        .filter_map(Result::transpose)
+        .collect::<Result<_, _>>()?;
+    Ok((deflated, content))
+}
+
+/// [`split`] of the new image's `len` bytes into units of `step`, around
+/// `holes` (sorted, disjoint): the ranges that deflate segments produce.
+fn split_around(len: usize, step: usize, holes: &[Range<usize>]) -> Vec<Range<usize>> {
+    let mut units = Vec::new();
+    let mut at = 0;
+    for hole in holes.iter().chain(std::iter::once(&(len..len))) {
+        units.extend(
+            split(hole.start - at, step)
+                .into_iter()
+                .map(|r| r.start + at..r.end + at),
+        );
+        at = hole.end;
+    }
+    units
 }
 
 /// Generates a whole delta in memory on one thread ([`generate`] with

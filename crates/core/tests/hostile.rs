@@ -35,6 +35,7 @@ fn apply_as(
         entry,
         new_limit: 0,
         window_list,
+        kinds: false,
     };
     Patcher::new().apply_segment(old, seg, payload, &mut out)?;
     Ok(out)

@@ -14,8 +14,12 @@ use crate::error::{Error, Result};
 /// Magic bytes at offset 0 (PNG-style: a high byte, CR LF, ^Z and LF catch
 /// transfers that mangle binary files).
 pub const MAGIC: [u8; 8] = [0x89, b'D', b'L', b'T', b'\r', b'\n', 0x1a, b'\n'];
-/// The format version this build reads and writes.
-pub const VERSION: u32 = 2;
+/// The newest format version this build reads and writes: a delta is
+/// version 3 exactly when it has [`FLAG_SEGMENT_KINDS`], else version 2
+/// (so deltas that need nothing new stay readable by version 2 appliers).
+pub const VERSION: u32 = 3;
+/// The oldest format version this build reads.
+pub const MIN_VERSION: u32 = 2;
 /// Bytes of the fixed header.
 pub const HEADER_LEN: usize = 128;
 /// Bytes of one segment table entry.
@@ -62,8 +66,16 @@ pub const FLAG_WINDOW_LIST: u32 = 8;
 /// Header flag: a signature block (see [`signature`](crate::signature))
 /// follows the table digest, before the first payload.
 pub const FLAG_SIGNED: u32 = 16;
-const KNOWN_FLAGS: u32 =
-    FLAG_FULL | FLAG_MIGRATION | FLAG_COPY_NEW | FLAG_WINDOW_LIST | FLAG_SIGNED;
+/// Header flag (version 3): every payload starts with a kind byte (see
+/// [`kind`](crate::kind)), so a segment may be made other than by ops,
+/// e.g. a deflate stream re-compressed from its inflated content.
+pub const FLAG_SEGMENT_KINDS: u32 = 32;
+const KNOWN_FLAGS: u32 = FLAG_FULL
+    | FLAG_MIGRATION
+    | FLAG_COPY_NEW
+    | FLAG_WINDOW_LIST
+    | FLAG_SIGNED
+    | FLAG_SEGMENT_KINDS;
 
 /// The fixed-size header at the start of every delta file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -174,6 +186,21 @@ impl Header {
         self.flags & FLAG_SIGNED != 0
     }
 
+    /// True when every payload starts with a kind byte (version 3).
+    pub fn has_segment_kinds(&self) -> bool {
+        self.flags & FLAG_SEGMENT_KINDS != 0
+    }
+
+    /// The format version this header is written as: 3 with
+    /// [`FLAG_SEGMENT_KINDS`], else 2.
+    pub fn version(&self) -> u32 {
+        if self.has_segment_kinds() {
+            VERSION
+        } else {
+            MIN_VERSION
+        }
+    }
+
     /// True when the update is marked as a 1.x → 2.x migration.
     pub fn is_migration(&self) -> bool {
         self.flags & FLAG_MIGRATION != 0
@@ -209,7 +236,7 @@ impl Header {
         let mut out = [0u8; HEADER_LEN];
         let mut w = Writer(&mut out, 0);
         w.bytes(&MAGIC);
-        w.u32(VERSION);
+        w.u32(self.version());
         w.u32(self.flags);
         w.u64(self.old_len);
         w.u64(self.new_len);
@@ -258,7 +285,7 @@ impl Header {
             });
         }
         let version = r.u32();
-        if version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 found: version,
                 supported: VERSION,
@@ -270,6 +297,16 @@ impl Header {
                 found: flags,
                 known: KNOWN_FLAGS,
             });
+        }
+        let kinds = flags & FLAG_SEGMENT_KINDS != 0;
+        if kinds != (version == VERSION) {
+            return Err(invalid(
+                "version",
+                version.into(),
+                format!(
+                    "{VERSION} exactly when flag SEGMENT_KINDS ({FLAG_SEGMENT_KINDS:#x}) is set, else {MIN_VERSION}"
+                ),
+            ));
         }
         let header = Header {
             flags,
@@ -587,8 +624,10 @@ fn check_entry(header: &Header, i: usize, e: &SegmentEntry) -> Result<()> {
             format!("new_len, {}", e.new_len),
         ));
     }
+    // With segment kinds the rule depends on the kind, which the payload
+    // holds: its reader checks it (see `kind`).
     let stream_max = e.new_len.saturating_mul(2).saturating_add(STREAM_SLACK);
-    if e.stream_len > stream_max {
+    if e.stream_len > stream_max && !header.has_segment_kinds() {
         return Err(invalid(
             field("stream_len"),
             e.stream_len,

@@ -177,3 +177,34 @@ fn total_reference_is_bounded_by_the_image_sizes() {
         "{err}"
     );
 }
+
+#[test]
+fn version_follows_the_segment_kinds_flag() {
+    let (mut header, segments) = sample();
+    assert_eq!(header.encode()[8], 2);
+    header.flags |= FLAG_SEGMENT_KINDS;
+    let bytes = Index::encode(&header, &segments);
+    assert_eq!(bytes[8], 3);
+    assert_eq!(decode_all(&bytes).unwrap().header, header);
+    // A plain stream_len over 2*new_len+slack is the payload reader's to
+    // refuse once kinds are on (deflate segments need more).
+    let mut big = segments.clone();
+    big[0].stream_len = 10_000;
+    header.apply_memory = big[0].memory();
+    assert!(decode_all(&Index::encode(&header, &big)).is_ok());
+    // Either version with the other's flags is refused.
+    for (flags, version) in [(0, 3u8), (FLAG_SEGMENT_KINDS, 2)] {
+        let mut bytes = Index::encode(
+            &Header {
+                flags,
+                ..header.clone()
+            },
+            &segments,
+        );
+        bytes[8] = version;
+        let err = Header::decode(&bytes, &Limits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid version"), "{err}");
+    }
+}

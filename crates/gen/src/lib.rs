@@ -83,6 +83,9 @@ pub struct GenOptions {
     /// Give payloads window lists, so that windows leave out long old runs
     /// that COPY ops take whole; off, every window is one contiguous range.
     pub window_list: bool,
+    /// See through the gzip and zlib files of ext4 and tar images (deflate
+    /// segments, format version 3); off, deltas are version 2.
+    pub deflate: bool,
     /// Keys that sign the delta (none: unsigned). Each adds a signature of
     /// the table digest; their secret bytes are wiped when dropped.
     pub signing_keys: Vec<delta_core::signature::SecretKey>,
@@ -102,6 +105,7 @@ impl Default for GenOptions {
             merge_len: slice.merge_len,
             copy_new: slice.copy_new,
             window_list: slice.window_list,
+            deflate: slice.deflate,
             signing_keys: Vec::new(),
         }
     }
@@ -121,6 +125,7 @@ impl GenOptions {
             merge_len: self.merge_len,
             copy_new: self.copy_new,
             window_list: self.window_list,
+            deflate: self.deflate,
         }
     }
 
@@ -169,6 +174,8 @@ pub struct Summary {
     pub diff_len: u64,
     /// Bytes sent as literals.
     pub literal_len: u64,
+    /// What the container maps found, and the deflate segments made.
+    pub content: delta_core::ContentSummary,
 }
 
 /// Generates a delta from the file `old` (None: a full payload) to `new`,
@@ -400,6 +407,7 @@ fn generate_with(
         delta_len,
         segments: delta.segments.len() as u64,
         copy_new_len: delta.copy_new_len,
+        content: delta.content.clone(),
         ..Summary::default()
     };
     for s in &delta.segments {

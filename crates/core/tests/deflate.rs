@@ -1,0 +1,315 @@
+//! Deflate segments on real ext4 images (`mkfs.ext4 -d`) and tar archives
+//! holding gzip files made by GNU gzip at several levels and by zlib:
+//! round trips, and the fallbacks to the byte path.
+//!
+//! Needs `mkfs.ext4` (e2fsprogs), `gzip` and `tar`: without them these
+//! tests fail, they do not skip.
+
+use delta_core::testing::Rng;
+use delta_core::{apply_slice, generate, DeltaOptions, Serial};
+use delta_format::{read_index, Limits, FLAG_SEGMENT_KINDS};
+use proptest::prelude::*;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// A changelog-like text of about `len` bytes.
+fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut entry = 0;
+    while out.len() < len {
+        entry += 1;
+        let n = 40 + rng.below(200) as usize;
+        let words = rng.text(n);
+        let line = format!(
+            "pkg ({entry}.{}) unstable; urgency=medium\n\n  * {}\n\n -- Maintainer <m@example.org>  Mon, 0{} Jan 2024\n\n",
+            rng.below(10),
+            String::from_utf8_lossy(&words),
+            rng.below(9) + 1
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    out
+}
+
+/// How a gzip file is made.
+#[derive(Debug, Clone, Copy)]
+enum Maker {
+    Gnu(u32),
+    Zlib(u32),
+}
+
+fn compress(data: &[u8], maker: Maker) -> Vec<u8> {
+    match maker {
+        Maker::Gnu(level) => {
+            let mut child = Command::new("gzip")
+                .arg(format!("-{level}n"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("GNU gzip is needed for these tests");
+            let mut stdin = child.stdin.take().unwrap();
+            let data = data.to_vec();
+            let writer = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+            let out = child.wait_with_output().unwrap();
+            writer.join().unwrap();
+            assert!(out.status.success());
+            out.stdout
+        }
+        Maker::Zlib(level) => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+    }
+}
+
+/// The files of one image: path → content.
+type Tree = Vec<(String, Vec<u8>)>;
+
+fn write_tree(root: &Path, tree: &Tree) {
+    for (path, bytes) in tree {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+fn ext4_image(tree: &Tree, dir: &Path, name: &str) -> Vec<u8> {
+    let root = dir.join(format!("{name}-tree"));
+    write_tree(&root, tree);
+    let image = dir.join(format!("{name}.img"));
+    let status = Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-E",
+            "hash_seed=6d5b3f7c-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
+        ])
+        .args(["-U", "6d5b3f7c-1a2b-4c3d-8e9f-0a1b2c3d4e5f", "-d"])
+        .arg(&root)
+        .arg(&image)
+        .arg("16M")
+        .env("E2FSPROGS_FAKE_TIME", "1700000000")
+        .status()
+        .expect("mkfs.ext4 (e2fsprogs) is needed for these tests");
+    assert!(status.success());
+    std::fs::read(image).unwrap()
+}
+
+fn tar_image(tree: &Tree, dir: &Path, name: &str) -> Vec<u8> {
+    let root = dir.join(format!("{name}-tar"));
+    write_tree(&root, tree);
+    let image = dir.join(format!("{name}.tar"));
+    let mut names: Vec<_> = tree.iter().map(|(p, _)| p.clone()).collect();
+    names.sort();
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(&image)
+        .arg("-C")
+        .arg(&root)
+        .args(["--mtime=@1700000000", "--owner=0", "--group=0"])
+        .args(&names)
+        .status()
+        .expect("GNU tar is needed for these tests");
+    assert!(status.success());
+    std::fs::read(image).unwrap()
+}
+
+/// Old and new trees: gzip files edited, renamed, moved, deleted and added,
+/// plus plain files, made by the given makers.
+fn trees(seed: u64, makers: &[Maker]) -> (Tree, Tree) {
+    let mut rng = Rng::new(seed);
+    let mut old = Tree::new();
+    let mut new = Tree::new();
+    for (i, &maker) in makers.iter().enumerate() {
+        let n = 20_000 + rng.below(40_000) as usize;
+        let body = text(&mut rng, n);
+        let mut edited = text(&mut rng, 300);
+        edited.extend_from_slice(&body);
+        let kept = text(&mut rng, 5000);
+        old.push((
+            format!("usr/share/doc/pkg{i}/changelog.gz"),
+            compress(&body, maker),
+        ));
+        new.push((
+            format!("usr/share/doc/pkg{i}/changelog.gz"),
+            compress(&edited, maker),
+        ));
+        // Renamed package: the folder changes, the content is edited.
+        old.push((
+            format!("usr/share/doc/libfoo{i}a/NEWS.gz"),
+            compress(&kept, maker),
+        ));
+        let mut news = kept.clone();
+        news.extend_from_slice(b"\nnew release\n");
+        new.push((
+            format!("usr/share/doc/libfoo{i}b/NEWS.gz"),
+            compress(&news, maker),
+        ));
+        // Deleted, and added.
+        let gone = text(&mut rng, 3000);
+        let added = text(&mut rng, 9000);
+        old.push((
+            format!("usr/share/man/man1/gone{i}.1.gz"),
+            compress(&gone, maker),
+        ));
+        new.push((
+            format!("usr/share/man/man1/added{i}.1.gz"),
+            compress(&added, maker),
+        ));
+        // Unchanged plain and gzip files, and a moved plain file.
+        let plain = rng.bytes(10_000);
+        old.push((format!("usr/bin/tool{i}"), plain.clone()));
+        new.push((format!("usr/lib/tool{i}"), plain));
+    }
+    (old, new)
+}
+
+fn options() -> DeltaOptions {
+    DeltaOptions {
+        segment_len: 1 << 20,
+        ..DeltaOptions::default()
+    }
+}
+
+/// Generates, checks the header's kinds flag against `expect_deflate`, and
+/// applies.
+fn round_trip(old: &[u8], new: &[u8], expect_deflate: bool) -> delta_core::Delta {
+    let delta = generate(old, new, &options(), &Serial).unwrap();
+    let bytes = delta.to_vec();
+    let index = read_index(&mut &bytes[..], &Limits::default()).unwrap();
+    let kinds = index.header.flags & FLAG_SEGMENT_KINDS != 0;
+    assert_eq!(kinds, expect_deflate, "{:?}", delta.content);
+    assert_eq!(index.header.version(), if kinds { 3 } else { 2 });
+    let out = apply_slice(old, &bytes, &Limits::default()).unwrap();
+    assert!(out == new, "the delta does not rebuild the new image");
+    delta
+}
+
+#[test]
+fn ext4_images_rebuild_their_gzip_files_from_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let makers = [
+        Maker::Gnu(9),
+        Maker::Gnu(6),
+        Maker::Gnu(1),
+        Maker::Zlib(9),
+        Maker::Zlib(6),
+    ];
+    let (old_tree, new_tree) = trees(1, &makers);
+    let old = ext4_image(&old_tree, dir.path(), "old");
+    let new = ext4_image(&new_tree, dir.path(), "new");
+    let with = round_trip(&old, &new, true);
+    assert_eq!(with.content.container, "ext4");
+    // Edited, renamed and added files; at least the edits of every maker.
+    assert!(
+        with.content.deflate_segments >= makers.len() as u64 * 2,
+        "{:?}",
+        with.content
+    );
+    let plain = generate(
+        &old,
+        &new,
+        &DeltaOptions {
+            deflate: false,
+            ..options()
+        },
+        &Serial,
+    )
+    .unwrap()
+    .to_vec();
+    let bytes = with.to_vec();
+    assert!(
+        bytes.len() < plain.len(),
+        "deflate segments: {} bytes, without: {}",
+        bytes.len(),
+        plain.len()
+    );
+}
+
+#[test]
+fn tar_archives_with_members_reordered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_tree, mut new_tree) = trees(2, &[Maker::Gnu(9), Maker::Zlib(9)]);
+    new_tree.reverse();
+    let old = tar_image(&old_tree, dir.path(), "old");
+    let new = tar_image(&new_tree, dir.path(), "new");
+    let delta = round_trip(&old, &new, true);
+    assert_eq!(delta.content.container, "tar");
+}
+
+#[test]
+fn damaged_and_unknown_images_fall_back_to_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_tree, new_tree) = trees(3, &[Maker::Gnu(9)]);
+    let old = ext4_image(&old_tree, dir.path(), "old");
+    let new = ext4_image(&new_tree, dir.path(), "new");
+    // A corrupted superblock (its magic) in the old image.
+    let mut bad = old.clone();
+    bad[1080] ^= 0xff;
+    let delta = round_trip(&bad, &new, false);
+    assert!(
+        delta.content.container.starts_with("none: old image"),
+        "{:?}",
+        delta.content
+    );
+    // A truncated new image.
+    let cut = &new[..new.len() / 3];
+    let delta = round_trip(&old, cut, false);
+    assert!(
+        delta.content.container.starts_with("none: new image"),
+        "{:?}",
+        delta.content
+    );
+    // Not a file system at all.
+    let mut rng = Rng::new(9);
+    let (a, b) = (rng.bytes(300_000), rng.bytes(300_000));
+    let delta = round_trip(&a, &b, false);
+    assert!(
+        delta.content.container.starts_with("none"),
+        "{:?}",
+        delta.content
+    );
+}
+
+#[test]
+fn gzip_files_that_do_not_round_trip_stay_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(4);
+    let body = text(&mut rng, 30_000);
+    let mut edited = b"one more line\n".to_vec();
+    edited.extend_from_slice(&body);
+    // Two gzip members in one file: the first stream ends before the
+    // file's trailer, so it is not one deflate stream.
+    let twice = |data: &[u8]| {
+        let mut out = compress(data, Maker::Gnu(9));
+        out.extend(compress(b"second member", Maker::Gnu(9)));
+        out
+    };
+    let old_tree = vec![("a/changelog.gz".to_string(), twice(&body))];
+    let new_tree = vec![("a/changelog.gz".to_string(), twice(&edited))];
+    let old = ext4_image(&old_tree, dir.path(), "old");
+    let new = ext4_image(&new_tree, dir.path(), "new");
+    let delta = round_trip(&old, &new, false);
+    assert_eq!(delta.content.deflate_candidates, 1, "{:?}", delta.content);
+    assert_eq!(delta.content.deflate_segments, 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    /// Random makers and seeds: every delta rebuilds the new image.
+    #[test]
+    fn random_ext4_trees_round_trip(seed in 10u64..10_000, picks in proptest::collection::vec(0usize..4, 1..4)) {
+        let all = [Maker::Gnu(9), Maker::Gnu(4), Maker::Zlib(9), Maker::Zlib(1)];
+        let makers: Vec<_> = picks.iter().map(|&i| all[i]).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (old_tree, new_tree) = trees(seed, &makers);
+        let old = ext4_image(&old_tree, dir.path(), "old");
+        let new = ext4_image(&new_tree, dir.path(), "new");
+        round_trip(&old, &new, true);
+    }
+}
