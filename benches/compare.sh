@@ -2,17 +2,25 @@
 # Compare our `delta` engine with peer delta tools on the benchmark corpus.
 #
 #   benches/compare.sh [--cache DIR] [--only NAME...] [--tools TOOL...] [--out FILE]
-#                      [--timeout SEC] [--delta-bin PATH] [--fresh] [--no-build]
+#                      [--timeout SEC] [--delta-bin PATH] [--hdiffz PATH] [--fresh] [--no-build]
 #
 #   --cache DIR      corpus directory (as for testdata/corpus.sh; default testdata/cache/corpus).
 #                    Missing pairs are built first with testdata/corpus.sh unless --no-build.
-#   --only NAME...   pairs to run (default: all: os-minor os-major binary sparse-shift random)
+#   --only NAME...   pairs to run (default: os-minor os-major binary sparse-shift random;
+#                    also known: the held-out pairs alt-minor alt-major, run only when named)
 #   --tools TOOL...  tools to run (default: delta zstd xdelta3 bsdiff hdiffpatch rdiff)
 #   --out FILE       Markdown table (default testdata/cache/compare.md); a TSV of the raw
 #                    numbers is written next to it (FILE with .tsv)
 #   --timeout SEC    per gen/apply run (default 1200 = 20 min); a run over it is marked TIMEOUT
 #   --delta-bin PATH our binary (default target/release/delta; never built by this script:
 #                    cargo build --release -p delta-cli)
+#   --hdiffz PATH    HDiffPatch's hdiffz (hpatchz is taken from the same directory). Default:
+#                    hdiffz on PATH, else testdata/cache/tools/HDiffPatch/hdiffz, which is
+#                    built there (git clone of sisong/HDiffPatch v4.12.0 + make) if missing
+#                    (env HDP_GIT: another clone URL, e.g. a local mirror).
+#                    Run as `hdiffz -m-6 -SD -c-zstd-21-24` (its strongest setting: in-memory
+#                    suffix-array diff, one zstd-21 stream with a 2^24 window; hdiffz's own
+#                    patch check after the diff is on, as by default) / `hpatchz OLD D OUT`.
 #   --fresh          ignore cached rows (see below) and re-run everything
 #
 # Row cache: each (pair, tool) result is kept in <out dir>/compare-rows/ together with a key
@@ -33,21 +41,28 @@ ROOT=$(cd "$HERE/.." && pwd)
 CACHE="$ROOT/testdata/cache/corpus"
 OUT="$ROOT/testdata/cache/compare.md"
 ALL_PAIRS=(os-minor os-major binary sparse-shift random)
+KNOWN_PAIRS=("${ALL_PAIRS[@]}" alt-minor alt-major)   # testdata/corpus.sh --list
 ALL_TOOLS=(delta zstd xdelta3 bsdiff hdiffpatch rdiff)
 PAIRS=() TOOLS=()
 TIMEOUT=1200
 DELTA_BIN="$ROOT/target/release/delta"
+HDIFFZ=""
+HDP_TAG=v4.12.0
+HDP_GIT=${HDP_GIT:-https://github.com/sisong/HDiffPatch}   # env override: a local mirror
+HDP_DIR="$ROOT/testdata/cache/tools/HDiffPatch"
+HDP_ARGS=(-m-6 -SD -c-zstd-21-24)
 FRESH=0 BUILD=1
 BSDIFF_MAX=$((200 * 1024 * 1024))   # Android's kMaxBsdiffDestinationSize (200 MiB)
 XDELTA_MAX_B=2147483648             # xdelta3 3.0.11: "-B: maximum value: 2147483648"
 
-usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --cache) CACHE=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --delta-bin) DELTA_BIN=$2; shift 2 ;;
+    --hdiffz) HDIFFZ=$2; shift 2 ;;
     --fresh) FRESH=1; shift ;;
     --no-build) BUILD=0; shift ;;
     --only) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do PAIRS+=("$1"); shift; done ;;
@@ -60,6 +75,9 @@ done
 [ ${#TOOLS[@]} -gt 0 ] || TOOLS=("${ALL_TOOLS[@]}")
 for t in "${TOOLS[@]}"; do
   case " ${ALL_TOOLS[*]} " in *" $t "*) ;; *) echo "compare.sh: unknown tool '$t' (known: ${ALL_TOOLS[*]})" >&2; exit 2 ;; esac
+done
+for p in "${PAIRS[@]}"; do
+  case " ${KNOWN_PAIRS[*]} " in *" $p "*) ;; *) echo "compare.sh: unknown pair '$p' (known: ${KNOWN_PAIRS[*]})" >&2; exit 2 ;; esac
 done
 mkdir -p "$(dirname "$OUT")" "$CACHE"
 CACHE=$(cd "$CACHE" && pwd)
@@ -93,38 +111,29 @@ for t in "${TOOLS[@]}"; do
 done
 [ ${#need_apt[@]} -eq 0 ] || apt_install "${need_apt[@]}"
 
-PY=""
 if [[ " ${TOOLS[*]} " == *" hdiffpatch "* ]]; then
-  PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null || true)
-  if [ -z "$PY" ]; then apt_install python3 python3-pip; PY=$(command -v python3); fi
-  if ! "$PY" -c 'import hdiffpatch' 2>/dev/null; then
-    log "pip install hdiffpatch"
-    "$PY" -m pip install -q hdiffpatch >&2 || "$PY" -m pip install -q --break-system-packages hdiffpatch >&2
+  if [ -z "$HDIFFZ" ]; then HDIFFZ=$(command -v hdiffz || true); fi
+  if [ -z "$HDIFFZ" ]; then
+    HDIFFZ="$HDP_DIR/hdiffz"
+    if [ ! -x "$HDIFFZ" ] || [ ! -x "$HDP_DIR/hpatchz" ]; then
+      # HDiffPatch, zstd/bzip2/zlib from the system (ZSTD=2 BZIP2=2 ZLIB=2), no other plugins
+      log "building HDiffPatch $HDP_TAG in $HDP_DIR"
+      dev=()
+      for h in zstd.h:libzstd-dev bzlib.h:libbz2-dev zlib.h:zlib1g-dev; do
+        [ -f "/usr/include/${h%%:*}" ] || dev+=("${h#*:}")
+      done
+      for c in git:git make:make g++:g++; do command -v "${c%%:*}" >/dev/null || dev+=("${c#*:}"); done
+      [ ${#dev[@]} -eq 0 ] || apt_install "${dev[@]}"
+      rm -rf "$HDP_DIR"; mkdir -p "$(dirname "$HDP_DIR")"
+      git -c advice.detachedHead=false clone -q --depth 1 --branch "$HDP_TAG" "$HDP_GIT" "$HDP_DIR" >&2
+      make -C "$HDP_DIR" -j"$(nproc)" LDEF=0 ZLIB=2 LZMA=0 ZSTD=2 BZIP2=2 BSD=0 VCD=0 XXH=0 MD5=0 DIR_DIFF=0 \
+        >"$HDP_DIR.build.log" 2>&1 || { tail -20 "$HDP_DIR.build.log" >&2; echo "compare.sh: HDiffPatch build failed" >&2; exit 1; }
+    fi
   fi
+  HPATCHZ="$(dirname "$HDIFFZ")/hpatchz"
+  [ -x "$HPATCHZ" ] || HPATCHZ=$(command -v hpatchz || true)
+  [ -x "$HDIFFZ" ] && [ -n "$HPATCHZ" ] || { echo "compare.sh: hdiffz/hpatchz not found (--hdiffz PATH)" >&2; exit 1; }
 fi
-
-# HDiffPatch via its Python binding (pip `hdiffpatch`): in-memory diff (hdiffz -m style,
-# suffix array), compressed with zstd level 22 / window 2^27 (the binding's maxima), one
-# thread. validate=False because we check the output with cmp ourselves.
-HDP_GEN=$(cat <<'EOF'
-import sys, hdiffpatch
-old = open(sys.argv[1], "rb").read()
-new = open(sys.argv[2], "rb").read()
-cfg = hdiffpatch.ZStdConfig(level=22, window=27, threads=1)
-d = hdiffpatch.diff(old, new, cfg, validate=False)
-del old, new
-open(sys.argv[3], "wb").write(d)
-EOF
-)
-HDP_APPLY=$(cat <<'EOF'
-import sys, hdiffpatch
-old = open(sys.argv[1], "rb").read()
-d = open(sys.argv[2], "rb").read()
-out = hdiffpatch.apply(old, d)
-del old, d
-open(sys.argv[3], "wb").write(out)
-EOF
-)
 
 tool_label() {
   case $1 in
@@ -132,7 +141,7 @@ tool_label() {
     zstd) echo "zstd -19 --long=31 --patch-from" ;;
     xdelta3) echo "xdelta3 -9 -B<old>" ;;
     bsdiff) echo "bsdiff 4.3" ;;
-    hdiffpatch) echo "HDiffPatch (pip) zstd-22" ;;
+    hdiffpatch) echo "hdiffz ${HDP_ARGS[*]}" ;;
     rdiff) echo "rdiff -b512 + zstd -19" ;;
   esac
 }
@@ -143,7 +152,7 @@ tool_ident() {
     zstd) zstd_ver ;;
     xdelta3) { xdelta3 -V 2>&1 || true; } | sed -n 1p | cut -d, -f1 ;;
     bsdiff) dpkg-query -W -f '${Version}' bsdiff 2>/dev/null || echo unknown ;;
-    hdiffpatch) "$PY" -c 'import importlib.metadata as m; print("hdiffpatch", m.version("hdiffpatch"))' ;;
+    hdiffpatch) echo "$({ "$HDIFFZ" -v 2>&1 || true; } | sed -n 1p | sed 's/^HDiffPatch:://') ${HDP_ARGS[*]}" ;;
     rdiff) echo "$({ rdiff --version 2>&1 || true; } | sed -n 1p) + $(zstd_ver)" ;;
   esac
 }
@@ -166,8 +175,8 @@ set_cmds() {
       GEN=(bsdiff "$OLD" "$NEW" "$D")
       APPLY=(bspatch "$OLD" "$OUTF" "$D") ;;
     hdiffpatch)
-      GEN=("$PY" -c "$HDP_GEN" "$OLD" "$NEW" "$D")
-      APPLY=("$PY" -c "$HDP_APPLY" "$OLD" "$D" "$OUTF") ;;
+      GEN=("$HDIFFZ" "${HDP_ARGS[@]}" "$OLD" "$NEW" "$D")
+      APPLY=("$HPATCHZ" "$OLD" "$D" "$OUTF") ;;
     rdiff)
       # balena v3-style librsync delta: 512-byte blocks, 32-byte BLAKE2 strong sums,
       # rollsum; literal data is not compressed by librsync, so zstd -19 the delta.
@@ -265,7 +274,7 @@ write_report() {
   local pair tool row
   # the report covers every pair that has results, not only the ones run now
   local REPORT_PAIRS=()
-  for pair in "${ALL_PAIRS[@]}"; do
+  for pair in "${KNOWN_PAIRS[@]}"; do
     if compgen -G "$ROWS/$pair.*.tsv" >/dev/null; then REPORT_PAIRS+=("$pair"); fi
   done
   {

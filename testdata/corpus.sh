@@ -2,6 +2,7 @@
 # Build the delta-engine benchmark corpus (see benches/compare.sh).
 #
 #   testdata/corpus.sh [--cache DIR] [--only NAME...] [--list]
+#   (--list prints the default pairs, then the held-out ones marked "(--only)")
 #
 # Each pair lands in DIR/NAME/{old,new}.img (binary: old.bin/new.bin) with an INFO
 # file describing how it was made. Pairs already built (DIR/NAME/INFO present) are
@@ -20,6 +21,17 @@
 #   random        256 MiB seeded random; new = 1 MiB inserted at an unaligned offset and
 #                 200 scattered 100-byte overwrites.
 #
+# Held-out pairs (built only when named with --only; not in the default set, so that
+# results can be checked on data nothing was tuned on):
+#   alt-minor     640 MiB ext4 images, built like os-minor but from trixie and another
+#                 package set (ALT_PKGS: python3-minimal, openssh-server, rsync, cron,
+#                 logrotate, sudo, bind9-dnsutils, ...). old = trixie minbase + ALT_PKGS
+#                 installed from the `trixie` suite only (the point release, no
+#                 -updates/-security) + alt config files; new = same + apt-get upgrade from
+#                 trixie-updates/-security + 8 more packages (ALT_MORE_PKGS) + config edits.
+#   alt-major     640 MiB ext4 images: bullseye minbase + upgrades + ALT_PKGS + ALT_MORE_PKGS
+#                 + alt config (old) vs the same on bookworm (new).
+#
 # Needs root (debootstrap, chroot, mounts). Installs debootstrap/e2fsprogs/openssl if
 # missing. Network: the Debian mirror configured in /etc/apt/sources.list*.
 #
@@ -33,10 +45,12 @@ shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE="$HERE/cache/corpus"
-ALL=(os-minor os-major binary sparse-shift random)
+DEFAULT=(os-minor os-major binary sparse-shift random)
+HELD_OUT=(alt-minor alt-major)
+ALL=("${DEFAULT[@]}" "${HELD_OUT[@]}")
 ONLY=()
 
-usage() { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,12 +58,12 @@ while [ $# -gt 0 ]; do
     --cache=*) CACHE=${1#*=}; shift ;;
     --only) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do ONLY+=("$1"); shift; done ;;
     --only=*) IFS=, read -r -a ONLY <<<"${1#*=}"; shift ;;
-    --list) printf '%s\n' "${ALL[@]}"; exit 0 ;;
+    --list) printf '%s\n' "${DEFAULT[@]}"; printf '%s (--only)\n' "${HELD_OUT[@]}"; exit 0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "corpus.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
 done
-[ ${#ONLY[@]} -gt 0 ] || ONLY=("${ALL[@]}")
+[ ${#ONLY[@]} -gt 0 ] || ONLY=("${DEFAULT[@]}")
 for n in "${ONLY[@]}"; do
   case " ${ALL[*]} " in *" $n "*) ;; *) echo "corpus.sh: unknown pair '$n' (known: ${ALL[*]})" >&2; exit 2 ;; esac
 done
@@ -275,6 +289,16 @@ IMG_SIZE=640M          # balenaOS root partition size (DOMAIN.md 1b)
 FS_UUID=6d5b3f7c-1a2b-4c3d-8e9f-0a1b2c3d4e5f
 FS_HASH_SEED=2f1e0d9c-8b7a-4655-9443-322110ffeedd
 EXTRA_PKGS="curl less vim-tiny iproute2 openssh-client jq ca-certificates procps iputils-ping netbase tzdata kmod nano wget"
+# Held-out pairs (alt-minor, alt-major): another package set, none of EXTRA_PKGS named.
+ALT_PKGS="python3-minimal openssh-server rsync cron logrotate sudo bash-completion openssl xz-utils bzip2 file lsof psmisc bind9-dnsutils"
+ALT_MORE_PKGS="curl htop strace tcpdump ethtool nftables sqlite3 vim-tiny"
+# Knobs of customize, overridden per call (VAR=value make_tree ...):
+#   PRODUCT     product name in /etc/product/release, hostname, issue, motd
+#   APT_SUITES  all: apt sees SUITE, SUITE-updates, SUITE-security; release: SUITE only
+#               (the image's final sources.list lists all three either way)
+#   EDITS       demo (the os-* config edits) | alt1 (the alt config files) | alt2 (alt1
+#               with the edits of an alt point release); applied when packages are installed
+PRODUCT=demo-os APT_SUITES=all EDITS=demo
 # Every file of every image gets this mtime/atime/ctime/crtime, as Yocto (which builds
 # balenaOS) does with REPRODUCIBLE_TIMESTAMP_ROOTFS (its default value), so unchanged files
 # keep identical inodes across releases. The product version lives in /etc/product/release.
@@ -331,29 +355,60 @@ base_rootfs() {
 
 chroot_run() { # chroot_run TREE CMD...
   local t=$1; shift
+  # PYTHONHASHSEED=0: py3compile's .pyc output (marshal) otherwise varies from run to run
+  # with the hash seed (seen with bullseye's python3.9)
   chroot "$t" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C \
-    DEBIAN_FRONTEND=noninteractive "$@"
+    DEBIAN_FRONTEND=noninteractive PYTHONHASHSEED=0 "$@"
+}
+
+# repyc TREE: py3compile byte-compiles in parallel workers, and marshal's output depends
+# on object reference counts, so a .pyc can differ from build to build (seen with
+# bullseye's python3.9). Recompile every existing .pyc under /usr/lib/python3* in one
+# process, in sorted order (same optimization level and source-mtime header).
+repyc() {
+  local t=$1 py
+  for py in "$t"/usr/bin/python3.[0-9]*; do
+    case $py in *[!0-9.]) continue ;; esac   # python3.N only, not python3.N-config etc.
+    [ -x "$py" ] || continue
+    chroot_run "$t" "/usr/bin/${py##*/}" - <<'EOF'
+import glob, importlib.util, os, py_compile, sys
+tag = sys.implementation.cache_tag
+n = 0
+for pyc in sorted(glob.glob("/usr/lib/python3*/**/__pycache__/*." + tag + ".pyc", recursive=True)):
+    d = os.path.dirname(os.path.dirname(pyc))
+    base = os.path.basename(pyc)[: -len("." + tag + ".pyc")]
+    src = os.path.join(d, base + ".py")
+    if os.path.isfile(src) and importlib.util.cache_from_source(src) == pyc:
+        py_compile.compile(src, cfile=pyc, doraise=True)
+        n += 1
+print("repyc:", sys.version.split()[0], n, "files")
+EOF
+  done
 }
 
 # customize TREE SUITE VERSION EPOCH INSTALL(0|1) UPGRADE(0|1)
 customize() {
   local t=$1 suite=$2 ver=$3 epoch=$4 install=$5 upgrade=$6
   # product identity, present in every image
+  local dev=${PRODUCT%-os}-device
   mkdir -p "$t/etc/product"
   cat >"$t/etc/product/release" <<EOF
-PRODUCT=demo-os
+PRODUCT=$PRODUCT
 VERSION=$ver
 BASE=debian-$suite
 BUILD_EPOCH=$epoch
 EOF
-  echo "demo-device" >"$t/etc/hostname"
-  printf '127.0.0.1\tlocalhost\n127.0.1.1\tdemo-device\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$t/etc/hosts"
-  printf 'demo-os %s (Debian %s) \\n \\l\n\n' "$ver" "$suite" >"$t/etc/issue"
-  cat >"$t/etc/apt/sources.list" <<EOF
-deb $MIRROR $suite main
-deb $MIRROR $suite-updates main
-deb $SEC_MIRROR $suite-security main
-EOF
+  echo "$dev" >"$t/etc/hostname"
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$dev" >"$t/etc/hosts"
+  printf '%s %s (Debian %s) \\n \\l\n\n' "$PRODUCT" "$ver" "$suite" >"$t/etc/issue"
+  local sources
+  sources=$(printf 'deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n' \
+    "$MIRROR" "$suite" "$MIRROR" "$suite" "$SEC_MIRROR" "$suite")
+  if [ "$APT_SUITES" = release ]; then
+    printf 'deb %s %s main\n' "$MIRROR" "$suite" >"$t/etc/apt/sources.list"
+  else
+    printf '%s\n' "$sources" >"$t/etc/apt/sources.list"
+  fi
   if [ "$install" = 1 ] || [ "$upgrade" = 1 ]; then
     printf '#!/bin/sh\nexit 101\n' >"$t/usr/sbin/policy-rc.d"; chmod 755 "$t/usr/sbin/policy-rc.d"
     cp /etc/resolv.conf "$t/etc/resolv.conf" 2>/dev/null || true
@@ -368,11 +423,15 @@ EOF
     # shellcheck disable=SC2086
     [ "$install" = 1 ] && chroot_run "$t" apt-get -y -q --no-install-recommends -o Dpkg::Options::=--force-confold install $EXTRA_PKGS >>"$alog" 2>&1
     chroot_run "$t" apt-get clean >>"$alog" 2>&1
+    repyc "$t" >>"$alog" 2>&1
     grep -E '^[0-9]+ upgraded' "$alog" | sed 's/^/    /' >&2 || true
     cleanup_mounts
     rm -f "$t/usr/sbin/policy-rc.d"
   fi
-  if [ "$install" = 1 ]; then
+  printf '%s\n' "$sources" >"$t/etc/apt/sources.list"
+  if [ "$install" = 1 ] && [ "$EDITS" != demo ]; then
+    alt_edits "$t" "$ver"
+  elif [ "$install" = 1 ]; then
     # config edits of the "minor release"
     cat >"$t/etc/sysctl.d/90-demo-os.conf" <<EOF
 # demo-os $ver tuning
@@ -393,10 +452,58 @@ EOF
          "$t"/var/cache/debconf/*-old "$t"/var/lib/dpkg/*-old "$t"/var/log/apt/* \
          "$t"/var/log/dpkg.log "$t"/var/log/alternatives.log "$t"/var/log/bootstrap.log \
          "$t"/tmp/* "$t"/var/tmp/* "$t"/root/.bash_history "$t"/var/cache/ldconfig/aux-cache
+  # host keys are made at first boot on a real device (random, would differ per build)
+  rm -f "$t"/etc/ssh/ssh_host_*_key "$t"/etc/ssh/ssh_host_*_key.pub
   : >"$t/etc/machine-id"
   printf 'nameserver 127.0.0.53\n' >"$t/etc/resolv.conf"
   # fixed timestamps (atime and mtime; ctime/crtime are fixed in mkimage)
   find "$t" -xdev -exec touch -h -d "@$epoch" {} +
+}
+
+# alt_edits TREE VERSION: config of the held-out pairs; EDITS=alt1 or alt2 (alt1 + a
+# point release's edits: changed values, one file more, one file less)
+alt_edits() {
+  local t=$1 ver=$2 v2=0
+  [ "$EDITS" = alt2 ] && v2=1
+  mkdir -p "$t/etc/ssh/sshd_config.d" "$t/etc/sysctl.d" "$t/etc/logrotate.d" "$t/etc/cron.d" "$t/etc/sudoers.d"
+  {
+    echo "# $PRODUCT $ver"
+    echo "PermitRootLogin prohibit-password"
+    echo "PasswordAuthentication no"
+    echo "X11Forwarding no"
+    if [ $v2 = 1 ]; then echo "MaxAuthTries 3"; echo "ClientAliveInterval 60"; echo "ClientAliveCountMax 3"
+    else echo "MaxAuthTries 6"; fi
+  } >"$t/etc/ssh/sshd_config.d/50-$PRODUCT.conf"
+  {
+    echo "# $PRODUCT $ver"
+    echo "net.ipv4.tcp_syncookies = 1"
+    echo "net.ipv4.conf.all.rp_filter = $((v2 ? 2 : 1))"
+    echo "fs.inotify.max_user_watches = $((v2 ? 524288 : 65536))"
+    if [ $v2 = 1 ]; then echo "net.core.default_qdisc = fq"; fi
+  } >"$t/etc/sysctl.d/80-$PRODUCT.conf"
+  cat >"$t/etc/logrotate.d/$PRODUCT" <<EOF
+/var/log/$PRODUCT/*.log {
+    $([ $v2 = 1 ] && echo daily || echo weekly)
+    rotate $([ $v2 = 1 ] && echo 14 || echo 4)
+    compress
+    delaycompress
+    missingok
+    notifempty
+}
+EOF
+  printf 'SHELL=/bin/sh\nPATH=/usr/sbin:/usr/bin:/sbin:/bin\n%s 3 * * * root /usr/bin/rsync -a /etc/ /var/backups/etc/\n' \
+    "$([ $v2 = 1 ] && echo 17 || echo 42)" >"$t/etc/cron.d/$PRODUCT-backup"
+  printf '%%sudo ALL=(ALL:ALL) ALL\nDefaults timestamp_timeout=%s\n' "$([ $v2 = 1 ] && echo 5 || echo 15)" >"$t/etc/sudoers.d/$PRODUCT"
+  chmod 0440 "$t/etc/sudoers.d/$PRODUCT"
+  printf '%s %s - managed device, unauthorised access prohibited.\n' "$PRODUCT" "$ver" >"$t/etc/motd"
+  if [ $v2 = 1 ]; then
+    printf '\n# %s\nHISTSIZE=5000\nHISTTIMEFORMAT="%%F %%T "\n' "$PRODUCT" >>"$t/etc/bash.bashrc"
+    sed -i 's/^#\?MaxRetention=.*/MaxRetention=1month/' "$t/etc/systemd/journald.conf" 2>/dev/null || true
+    printf 'LANG=C.UTF-8\n' >"$t/etc/default/locale"
+    mkdir -p "$t/var/log/$PRODUCT"
+  else
+    printf 'installed by %s %s\n' "$PRODUCT" "$ver" >"$t/etc/$PRODUCT-firstboot"
+  fi
 }
 
 # mkimage TREE IMG EPOCH
@@ -497,6 +604,88 @@ new = $new_suite minbase + upgrades + packages + the same config edits, product 
 EOF
 }
 
+# ---------------------------------------------------------------- held-out OS images
+ALT_MINOR_SUITE=trixie
+ALT_MAJOR_OLD=bullseye ALT_MAJOR_NEW=bookworm
+
+upgraded_pkgs() { # upgraded_pkgs APTLOG: "N: pkg old->new, ..." of what `apt-get upgrade` replaced
+  local l
+  l=$(awk '/^Unpacking .* over \(/ {
+        v = $3; o = $5; gsub(/[()]/, "", v); gsub(/[()]/, "", o); sub(/:.*/, "", $2); print $2 " " o "->" v }' "$1" | sort -u)
+  printf '%s: %s\n' "$(printf '%s' "$l" | grep -c . || true)" "$(printf '%s' "$l" | paste -sd, - | sed 's/,/, /g')"
+}
+pkg_versions() { chroot "$1" dpkg-query -f '${Package} ${Version}\n' -W 2>/dev/null | sort; }
+# pkg_changes OLDLIST NEWLIST: "N same version, N changed version (pkg old->new, ...), N added, N removed"
+pkg_changes() {
+  awk 'NR == FNR { o[$1] = $2; next }
+       { if (!($1 in o)) add++; else if (o[$1] == $2) same++; else { ch++; l = l (ch > 1 ? ", " : "") $1 " " o[$1] "->" $2 } seen[$1] = 1 }
+       END { for (p in o) if (!(p in seen)) rem++
+             printf "%d same version, %d changed version (%s), %d added, %d removed\n", same, ch, l, add, rem }' "$1" "$2"
+}
+
+build_alt_minor() {
+  local d=$1 t s=$ALT_MINOR_SUITE
+  log "alt-minor: $s minbase + ALT_PKGS (release only) vs + upgrades, ALT_MORE_PKGS, config edits"
+  PRODUCT=alt-os APT_SUITES=release EDITS=alt1 EXTRA_PKGS="$ALT_PKGS" \
+    make_tree alt-minor-old "$s" 1.0.0 $EPOCH_V1 1 0
+  t=$TREE
+  local s_old; s_old=$(pkg_summary "$t"); pkg_versions "$t" >"$d/pkgs-old"
+  mkimage "$t" "$d/old.img" $EPOCH_V1; rm -rf "$t"
+  PRODUCT=alt-os APT_SUITES=all EDITS=alt2 EXTRA_PKGS="$ALT_PKGS $ALT_MORE_PKGS" \
+    make_tree alt-minor-new "$s" 1.1.0 $EPOCH_V2 1 1
+  t=$TREE
+  local s_new up ch; s_new=$(pkg_summary "$t"); up=$(upgraded_pkgs "$WORK/apt-tree-alt-minor-new.log")
+  pkg_versions "$t" >"$d/pkgs-new"; ch=$(pkg_changes "$d/pkgs-old" "$d/pkgs-new"); rm -f "$d"/pkgs-*
+  mkimage "$t" "$d/new.img" $EPOCH_V2; rm -rf "$t"
+  case $ch in *" 0 changed version"*) log "alt-minor: WARNING: no package changed version (nothing pending in $s-updates/-security?)" ;; esac
+  cat >"$d/INFO" <<EOF
+alt-minor: ext4 $IMG_SIZE, $s $(cat "$WORK/base-$s/etc/debian_version") + alt package set (${s_old%% packages*} pkgs) -> + $s-updates/-security ($(printf '%s' "$ch" | grep -oE '[0-9]+ changed version' | cut -d' ' -f1) pkgs changed version), 8 more packages, config edits (${s_new%% packages*} pkgs)
+Details: $IMG_SIZE ext4 images (mkfs.ext4 -d, same fixed UUID/hash seed and timestamps as os-*).
+old = debootstrap --variant=minbase $s ($MIRROR; point release $(cat "$WORK/base-$s/etc/debian_version")) + apt-get install
+  $ALT_PKGS
+  with only "deb $MIRROR $s main" in sources.list (no $s-updates, no $s-security),
+  alt config files (sshd_config.d, sysctl.d, logrotate.d, cron.d, sudoers.d, motd,
+  firstboot marker), product alt-os 1.0.0: $s_old
+new = same base + apt-get upgrade from $s-updates/-security, then install of the same
+  packages + $ALT_MORE_PKGS,
+  config edits (changed sshd/sysctl/logrotate/cron/sudoers values, bash.bashrc,
+  default/locale, /var/log/alt-os, no firstboot marker), product alt-os 1.1.0: $s_new
+upgraded by apt-get upgrade (the minbase part; pkg old->new) ${up%%:*}: ${up#*: }
+old -> new packages: $ch
+Both: SSH host keys removed; final sources.list lists $s, $s-updates, $s-security.
+Built $(date -u +%Y-%m-%d) from the live mirror ($s InRelease $(sed -n 's/^Date: //p' "$WORK/base-$s/var/lib/apt/lists/"*_dists_"${s}"_InRelease 2>/dev/null | head -1)).
+EOF
+}
+
+build_alt_major() {
+  local d=$1 t o=$ALT_MAJOR_OLD n=$ALT_MAJOR_NEW
+  log "alt-major: $o -> $n, ALT_PKGS + ALT_MORE_PKGS on both"
+  base_rootfs "$o" || die "alt-major: debootstrap of $o from $MIRROR failed (see $WORK/debootstrap-$o.log); set ALT_MAJOR_OLD in this script to a suite the mirror still has"
+  PRODUCT=alt-os APT_SUITES=all EDITS=alt2 EXTRA_PKGS="$ALT_PKGS $ALT_MORE_PKGS" \
+    make_tree alt-major-old "$o" 1.1.0 $EPOCH_V2 1 1
+  t=$TREE
+  local s_old u_old; s_old=$(pkg_summary "$t"); u_old=$(upgraded_pkgs "$WORK/apt-tree-alt-major-old.log")
+  pkg_versions "$t" >"$d/pkgs-old"
+  mkimage "$t" "$d/old.img" $EPOCH_V2; rm -rf "$t"
+  PRODUCT=alt-os APT_SUITES=all EDITS=alt2 EXTRA_PKGS="$ALT_PKGS $ALT_MORE_PKGS" \
+    make_tree alt-major-new "$n" 2.0.0 $EPOCH_V3 1 1
+  t=$TREE
+  local s_new u_new ch; s_new=$(pkg_summary "$t"); u_new=$(upgraded_pkgs "$WORK/apt-tree-alt-major-new.log")
+  pkg_versions "$t" >"$d/pkgs-new"; ch=$(pkg_changes "$d/pkgs-old" "$d/pkgs-new" | sed 's/ (.*)//'); rm -f "$d"/pkgs-*
+  mkimage "$t" "$d/new.img" $EPOCH_V3; rm -rf "$t"
+  cat >"$d/INFO" <<EOF
+alt-major: ext4 $IMG_SIZE, $o -> $n with the alt package set: ${s_old%% packages*} pkgs -> ${s_new%% packages*} pkgs, same alt config
+Details: $IMG_SIZE ext4 images (mkfs.ext4 -d, same fixed UUID/hash seed and timestamps as os-*).
+old = debootstrap --variant=minbase $o ($MIRROR) + apt-get upgrade from $o-updates/-security
+  (${u_old%%:*} upgraded) + install of
+  $ALT_PKGS $ALT_MORE_PKGS
+  + the alt config (as alt-minor's new), product alt-os 1.1.0: $s_old
+new = the same on $n (${u_new%%:*} upgraded), product alt-os 2.0.0: $s_new
+old -> new packages: $ch
+Both: SSH host keys removed. Built $(date -u +%Y-%m-%d) from the live mirror.
+EOF
+}
+
 # ---------------------------------------------------------------- main
 ensure openssl:openssl perl:perl-base od:coreutils
 for name in "${ONLY[@]}"; do
@@ -512,6 +701,8 @@ for name in "${ONLY[@]}"; do
     binary) build_binary "$tmp" ;;
     sparse-shift) build_sparse_shift "$tmp" ;;
     random) build_random "$tmp" ;;
+    alt-minor) build_alt_minor "$tmp" ;;
+    alt-major) build_alt_major "$tmp" ;;
   esac
   finish "$name" "$tmp"
 done
