@@ -21,9 +21,10 @@ use delta_format::{
 pub const COPY_CHUNK: usize = 256 * 1024;
 
 /// Fixed memory an applier needs on top of a header's `apply_memory`:
-/// copy buffer, zstd context, I/O buffers (a generous 2 MiB), and the
-/// fixed state of the re-deflater of deflate segments.
-pub const APPLY_OVERHEAD: u64 = 2 * 1024 * 1024 + deflate::REBUILD_OVERHEAD;
+/// copy buffer, zstd context, I/O buffers (a generous 2 MiB), and for
+/// deflate segments the re-deflater's own memory and the rebuilt content
+/// kept for the segments after.
+pub const APPLY_OVERHEAD: u64 = 2 * 1024 * 1024 + deflate::REBUILD_OVERHEAD + REBUILT_KEPT;
 
 /// Where a segment sits: its table entry plus the offsets derived from the
 /// table.
@@ -74,9 +75,16 @@ pub struct Patcher {
     stream: Vec<u8>,
     reference: Vec<u8>,
     chunk: Vec<u8>,
-    /// A deflate segment's old content, inflated.
-    old_raw: Vec<u8>,
+    /// The content of the last deflate segments applied, by the new-image
+    /// range of their stream: later deflate segments name those streams as
+    /// sources, and the content is then at hand instead of being read back
+    /// and inflated again (an applier that resumes starts without it).
+    rebuilt: std::collections::VecDeque<(std::ops::Range<u64>, Vec<u8>)>,
 }
+
+/// Content of rebuilt streams a [`Patcher`] keeps: the generator's
+/// history, plus the largest stream that can overshoot it.
+const REBUILT_KEPT: u64 = deflate::HISTORY + deflate::MAX_NEW_RAW as u64;
 
 impl Patcher {
     /// A patcher with empty buffers; they grow to the largest segment seen.
@@ -210,33 +218,54 @@ impl Patcher {
         // checked against apply_memory and the caller's limit.
         let size = |n: u64| n as usize;
         let prefix_len = parts.sources.iter().map(|s| s.raw_len).sum::<u64>();
-        self.old_raw.resize(size(prefix_len), 0);
+        // The prefix goes in the reference buffer, the compressed sources
+        // in the copy buffer and the new content in the stream buffer: a
+        // deflate segment needs no buffers of its own beyond what the
+        // re-deflater takes (APPLY_OVERHEAD counts it).
+        let mut prefix = std::mem::take(&mut self.reference);
+        prefix.resize(size(prefix_len), 0);
+        let mut compressed = std::mem::take(&mut self.chunk);
         let mut filled = 0;
-        for source in &parts.sources {
-            self.reference.resize(size(source.len()), 0);
-            let mut read = 0;
-            for range in &source.ranges {
-                let end = read + size(range.end - range.start);
-                let buf = &mut self.reference[read..end];
-                if source.new_image {
-                    sink.read_back(range.start, buf)
-                        .map_err(|e| Error::ReadBack {
-                            offset: range.start,
-                            len: range.end - range.start,
-                            source: e,
-                        })?;
-                } else {
-                    read_range(old, range.start, buf)?;
+        let result = (|| {
+            for source in &parts.sources {
+                let end = filled + size(source.raw_len);
+                let kept = self.rebuilt.iter().find(|(range, raw)| {
+                    source.new_image
+                        && source.ranges[..] == [range.clone()]
+                        && raw.len() as u64 == source.raw_len
+                });
+                if let Some((_, raw)) = kept {
+                    prefix[filled..end].copy_from_slice(raw);
+                    filled = end;
+                    continue;
                 }
-                read = end;
+                compressed.resize(size(source.len()), 0);
+                let mut read = 0;
+                for range in &source.ranges {
+                    let end = read + size(range.end - range.start);
+                    let buf = &mut compressed[read..end];
+                    if source.new_image {
+                        sink.read_back(range.start, buf)
+                            .map_err(|e| Error::ReadBack {
+                                offset: range.start,
+                                len: range.end - range.start,
+                                source: e,
+                            })?;
+                    } else {
+                        read_range(old, range.start, buf)?;
+                    }
+                    read = end;
+                }
+                deflate::inflate_exact(&compressed, &mut prefix[filled..end])
+                    .map_err(|reason| Error::Deflate { segment, reason })?;
+                filled = end;
             }
-            let end = filled + size(source.raw_len);
-            deflate::inflate_exact(&self.reference, &mut self.old_raw[filled..end])
-                .map_err(|reason| Error::Deflate { segment, reason })?;
-            filled = end;
-        }
-        self.stream.resize(size(parts.new_raw_len), 0);
-        decode_frame(segment, parts.frame, &self.old_raw, &mut self.stream)?;
+            self.stream.resize(size(parts.new_raw_len), 0);
+            decode_frame(segment, parts.frame, &prefix, &mut self.stream)
+        })();
+        self.reference = prefix;
+        self.chunk = compressed;
+        result?;
         let stream = deflate::rebuild(&self.stream, parts.corrections)
             .map_err(|reason| Error::Deflate { segment, reason })?;
         let expected = entry.new_len - (parts.head.len() + parts.tail.len()) as u64;
@@ -265,7 +294,27 @@ impl Patcher {
                 end: seg.new_offset.saturating_add(entry.new_len),
             });
         }
+        let start = seg.new_offset + parts.head.len() as u64;
+        let stream_range = start..start + stream.len() as u64;
+        self.keep_rebuilt(stream_range);
         Ok(digest)
+    }
+
+    /// Keeps the content just rebuilt (in the stream buffer) for later
+    /// deflate segments: the newest streams that hold [`deflate::HISTORY`]
+    /// bytes, as the generator picks them.
+    fn keep_rebuilt(&mut self, range: std::ops::Range<u64>) {
+        self.rebuilt.push_back((range, self.stream.clone()));
+        let mut total: u64 = self.rebuilt.iter().map(|(_, raw)| raw.len() as u64).sum();
+        while let Some((_, oldest)) = self.rebuilt.front() {
+            let without = total - oldest.len() as u64;
+            if without < deflate::HISTORY {
+                break;
+            }
+            total = without;
+            self.rebuilt.pop_front();
+        }
+        debug_assert!(total <= REBUILT_KEPT);
     }
 
     /// Reads the window list at the start of `payload` and the old ranges it
