@@ -60,6 +60,7 @@ pub fn slice_options(full: bool) -> DeltaOptions {
         copy_new: true,
         window_list: true,
         deflate: true,
+        report: true,
     }
 }
 

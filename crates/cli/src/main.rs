@@ -15,6 +15,7 @@ macro_rules! out {
 
 mod info;
 mod keys;
+mod report;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use delta_apply::{Applier, ApplyOptions, Progress};
@@ -162,6 +163,9 @@ struct GenArgs {
     /// Sign with this secret key (repeatable: one signature per key).
     #[arg(long = "sign")]
     sign: Vec<PathBuf>,
+    /// Write where the delta's bytes go, file by file, as JSON (see the README).
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -334,11 +338,18 @@ fn gen(args: GenArgs) -> Result<(), Failure> {
         full: args.full,
         migration: args.migration,
         signing_keys,
+        report: true,
         ..args.tuning.options().map_err(|e| Failure(e, 2))?
     };
     let started = Instant::now();
     let summary = delta_gen::generate(old, new, &args.output, &options)?;
     print_gen_summary(&args.output, &summary, started.elapsed());
+    if let Some(report) = &summary.report {
+        report::print_costliest(report, 10);
+        if let Some(path) = &args.report {
+            report::write_json(path, report, summary.delta_len).map_err(Failure::from)?;
+        }
+    }
     Ok(())
 }
 

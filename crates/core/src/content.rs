@@ -40,24 +40,23 @@ pub struct ContentSummary {
     pub deflate_payload: u64,
 }
 
-/// The deflate candidates of `new` against `old`, sorted by their place in
-/// the new image, not overlapping.
-pub(crate) fn deflate_pairs(old: &[u8], new: &[u8]) -> (Vec<Pair>, ContentSummary) {
+/// The container maps of both images, when both map and are of one kind,
+/// and the summary's `container` and `files`.
+pub(crate) fn map_both(old: &[u8], new: &[u8]) -> (Option<(FileMap, FileMap)>, ContentSummary) {
     let mut summary = ContentSummary::default();
-    let maps = (map_image(old), map_image(new));
-    let (old_map, new_map) = match maps {
+    let (old_map, new_map) = match (map_image(old), map_image(new)) {
         (Ok(old_map), Ok(new_map)) if old_map.kind == new_map.kind => (old_map, new_map),
         (Ok(_), Ok(_)) => {
             summary.container = "none: the images are of different kinds".into();
-            return (Vec::new(), summary);
+            return (None, summary);
         }
         (Err(e), _) => {
             summary.container = format!("none: old image: {e}");
-            return (Vec::new(), summary);
+            return (None, summary);
         }
         (_, Err(e)) => {
             summary.container = format!("none: new image: {e}");
-            return (Vec::new(), summary);
+            return (None, summary);
         }
     };
     summary.container = match new_map.kind {
@@ -66,7 +65,18 @@ pub(crate) fn deflate_pairs(old: &[u8], new: &[u8]) -> (Vec<Pair>, ContentSummar
     }
     .into();
     summary.files = new_map.files.len() as u64;
-    let partners = Partners::new(&old_map, old);
+    (Some((old_map, new_map)), summary)
+}
+
+/// The deflate candidates of `new` (mapped as `new_map`) against `old`,
+/// sorted by their place in the new image, not overlapping.
+pub(crate) fn deflate_pairs(
+    old_map: &FileMap,
+    new_map: &FileMap,
+    old: &[u8],
+    new: &[u8],
+) -> Vec<Pair> {
+    let partners = Partners::new(old_map, old);
     // Files whose bytes the old image or an earlier new file holds as they
     // are: the block matcher and COPY_NEW take those whole.
     let mut seen: HashSet<blake3::Hash> = partners
@@ -81,18 +91,22 @@ pub(crate) fn deflate_pairs(old: &[u8], new: &[u8]) -> (Vec<Pair>, ContentSummar
             if !seen.insert(blake3::hash(&new[range.clone()])) {
                 return None;
             }
-            let old_ranges = partners.find(&file.path).and_then(file_ranges);
+            let partner = partners.find(&file.path);
+            let old_ranges = partner.and_then(file_ranges).unwrap_or_default();
             Some(Pair {
                 path: file.path.clone(),
+                old_path: partner
+                    .filter(|_| !old_ranges.is_empty())
+                    .map(|p| p.path.clone()),
                 new: range,
-                old: old_ranges.unwrap_or_default(),
+                old: old_ranges,
             })
         })
         .collect();
     // Hard links list the same bytes under two paths: keep one.
     pairs.sort_by_key(|pair| pair.new.start);
     pairs.dedup_by(|b, a| b.new.start < a.new.end);
-    (pairs, summary)
+    pairs
 }
 
 /// The new image range of `file` when it is one run that starts like a

@@ -134,6 +134,8 @@ pub(crate) fn wrapper(file: &[u8]) -> Option<Wrapper> {
 pub(crate) struct Pair {
     /// The new file's path.
     pub path: String,
+    /// Its old version's path, if any.
+    pub old_path: Option<String>,
     /// The new file's bytes in the new image (one run).
     pub new: Range<usize>,
     /// Its old version: the old file's bytes in the old image, in file
@@ -270,7 +272,14 @@ pub(crate) fn encode(
         });
         prefix.extend_from_slice(raw);
     }
-    let frame = crate::encode::compress(&this.raw, &prefix, level.min(MAX_LEVEL), Vec::new())?;
+    // zstd's time goes to loading the prefix at high levels: large contents
+    // (changelogs of hundreds of KiB) are worth the slow parser.
+    let level = if this.raw.len() * 2 >= prefix.len() {
+        level
+    } else {
+        level.min(MAX_LEVEL)
+    };
+    let frame = crate::encode::compress(&this.raw, &prefix, level, Vec::new())?;
     let parts = Deflate {
         sources,
         new_raw_len: this.raw.len() as u64,

@@ -17,13 +17,14 @@
 //! the reference one cannot drift apart: a serial twin would.
 
 use crate::arrange::{arrange, MAX_MERGED_LEN};
-use crate::content::{deflate_pairs, ContentSummary};
+use crate::content::{deflate_pairs, map_both, ContentSummary};
 use crate::deflate;
 use crate::encode::{encode_cost, encode_segment, EncodeOptions};
 use crate::error::Result;
 use crate::index::BlockIndex;
 use crate::patch::SegmentRef;
 use crate::plan::{plan_segment, DiffOptions};
+use crate::report::{plain_pieces, Piece, Report};
 use crate::reuse::copy_repeats;
 use crate::runner::{alike, split, Runner, Serial};
 use crate::window::{CopiedRuns, WindowLayout};
@@ -62,6 +63,9 @@ pub struct DeltaOptions {
     /// changed ones from their inflated content (deflate segments, format
     /// version 3, see [`crate::content`]); off, every delta is version 2.
     pub deflate: bool,
+    /// Share the payload bytes out over the files of the new image
+    /// ([`Delta::report`], see [`crate::report`]).
+    pub report: bool,
 }
 
 impl Default for DeltaOptions {
@@ -76,6 +80,7 @@ impl Default for DeltaOptions {
             copy_new: true,
             window_list: true,
             deflate: true,
+            report: false,
         }
     }
 }
@@ -95,6 +100,8 @@ pub struct Delta {
     pub signatures: Vec<delta_format::signature::Signature>,
     /// What the container map found and the deflate segments made of it.
     pub content: ContentSummary,
+    /// Where the payload bytes go, by file (with [`DeltaOptions::report`]).
+    pub report: Option<Report>,
 }
 
 impl Delta {
@@ -174,7 +181,27 @@ pub fn generate<R: Runner>(
         || BlockIndex::build(old, options.diff.block_size, runner),
     );
     runner.hashed(&old_digest, &new_digest);
-    let (deflated, mut content) = deflate_segments(old, new, options, runner)?;
+    let mapped = !options.full && (options.deflate || options.report);
+    let (maps, mut content) = if mapped {
+        map_both(old, new)
+    } else {
+        (None, ContentSummary::default())
+    };
+    let pairs = match &maps {
+        Some((old_map, new_map)) if options.deflate => deflate_pairs(old_map, new_map, old, new),
+        _ => Vec::new(),
+    };
+    content.deflate_candidates = pairs.len() as u64;
+    let report_spans = match (&maps, options.report) {
+        (Some((old_map, new_map)), true) => {
+            let old_paths = old_map.files.iter().map(|f| f.path.clone()).collect();
+            Some(crate::report::spans(new_map, &old_paths, &pairs))
+        }
+        (None, true) => Some(Vec::new()),
+        _ => None,
+    };
+    drop(maps);
+    let deflated = deflate_segments(old, new, pairs, options, runner)?;
     let kinds = !deflated.is_empty();
     let holes: Vec<_> = deflated.iter().map(|(range, ..)| range.clone()).collect();
     let units = runner.map(
@@ -232,18 +259,34 @@ pub fn generate<R: Runner>(
                 kinds,
             };
             runner.check(old, new, segment, &payload)?;
-            Ok::<_, R::Error>((range, entry, payload))
+            let pieces = if options.report {
+                plain_pieces(range.start as u64, &plan.ops)
+            } else {
+                Vec::new()
+            };
+            Ok::<_, R::Error>((range, entry, payload, pieces))
         },
     );
     let mut all = encoded.into_iter().collect::<Result<Vec<_>, _>>()?;
     content.deflate_segments = deflated.len() as u64;
     content.deflate_bytes = deflated.iter().map(|(_, e, _)| e.new_len).sum();
     content.deflate_payload = deflated.iter().map(|(_, e, _)| e.payload_len).sum();
-    all.extend(deflated);
+    all.extend(deflated.into_iter().map(|(range, entry, payload)| {
+        let piece = Piece {
+            range: range.start as u64..range.end as u64,
+            how: crate::report::How::Deflate,
+            weight: 1,
+        };
+        (range, entry, payload, vec![piece])
+    }));
     all.sort_by_key(|(range, ..)| range.start);
+    let mut costs = Vec::new();
     let (segments, payloads): (Vec<_>, Vec<_>) = all
         .into_iter()
-        .map(|(_, entry, payload)| (entry, payload))
+        .map(|(_, entry, payload, pieces)| {
+            costs.push((entry.payload_len, pieces));
+            (entry, payload)
+        })
         .unzip();
     let flag = |on: bool, flag| if on { flag } else { 0 };
     let header = Header {
@@ -262,6 +305,10 @@ pub fn generate<R: Runner>(
         apply_memory: segments.iter().map(SegmentEntry::memory).max().unwrap_or(0),
         segment_count: segments.len() as u64,
     };
+    let report = report_spans.map(|spans| {
+        let table = Index::encode(&header, &segments).len() as u64;
+        crate::report::build(content.container.clone(), spans, &costs, table)
+    });
     Ok(Delta {
         header,
         segments,
@@ -269,26 +316,23 @@ pub fn generate<R: Runner>(
         copy_new_len,
         signatures: Vec::new(),
         content,
+        report,
     })
 }
 
 /// A deflate segment: the new range it produces, its entry and payload.
 type Deflated = (Range<usize>, SegmentEntry, Vec<u8>);
 
-/// The deflate segments of the changed gzip and zlib files that the
-/// container maps of both images pair up (none for a full payload or with
-/// `options.deflate` off), each checked by `runner`, in new-image order.
+/// The deflate segments of the candidate gzip and zlib files `pairs` (see
+/// [`deflate_pairs`]) that round-trip and are worth it, each checked by
+/// `runner`, in new-image order.
 fn deflate_segments<R: Runner>(
     old: &[u8],
     new: &[u8],
+    pairs: Vec<deflate::Pair>,
     options: &DeltaOptions,
     runner: &R,
-) -> Result<(Vec<Deflated>, ContentSummary), R::Error> {
-    if !options.deflate || options.full {
-        return Ok((Vec::new(), ContentSummary::default()));
-    }
-    let (pairs, mut content) = deflate_pairs(old, new);
-    content.deflate_candidates = pairs.len() as u64;
+) -> Result<Vec<Deflated>, R::Error> {
     let items = pairs
         .into_iter()
         .map(|pair| (pair.new.len() as u64, pair))
@@ -326,7 +370,7 @@ fn deflate_segments<R: Runner>(
         .into_iter()
         .filter_map(Result::transpose)
         .collect::<Result<_, _>>()?;
-    Ok((deflated, content))
+    Ok(deflated)
 }
 
 /// [`split`] of the new image's `len` bytes into units of `step`, around

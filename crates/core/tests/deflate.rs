@@ -231,6 +231,48 @@ fn ext4_images_rebuild_their_gzip_files_from_content() {
 }
 
 #[test]
+fn the_report_shares_every_payload_byte_out_over_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_tree, new_tree) = trees(5, &[Maker::Gnu(9), Maker::Zlib(6)]);
+    let old = ext4_image(&old_tree, dir.path(), "old");
+    let new = ext4_image(&new_tree, dir.path(), "new");
+    let options = DeltaOptions {
+        report: true,
+        ..options()
+    };
+    let delta = generate(&old, &new, &options, &Serial).unwrap();
+    let report = delta.report.clone().unwrap();
+    let payload: u64 = delta.segments.iter().map(|s| s.payload_len).sum();
+    assert_eq!(report.payload_bytes, payload);
+    assert_eq!(
+        report.files.iter().map(|f| f.delta_bytes).sum::<u64>(),
+        payload
+    );
+    assert_eq!(report.table_bytes + payload, delta.to_vec().len() as u64);
+    let get = |path: &str| report.files.iter().find(|f| f.path == path);
+    let edited = get("/usr/share/doc/pkg0/changelog.gz").unwrap();
+    assert_eq!(edited.how, delta_core::How::Deflate);
+    assert_eq!(
+        edited.partner.as_deref(),
+        Some("/usr/share/doc/pkg0/changelog.gz")
+    );
+    let renamed = get("/usr/share/doc/libfoo0b/NEWS.gz").unwrap();
+    assert_eq!(
+        renamed.partner.as_deref(),
+        Some("/usr/share/doc/libfoo0a/NEWS.gz")
+    );
+    // Costliest first; the moved plain file costs next to nothing.
+    assert!(report
+        .files
+        .windows(2)
+        .all(|w| w[0].delta_bytes >= w[1].delta_bytes));
+    assert!(
+        get("/usr/lib/tool0").is_none_or(|f| f.delta_bytes < 200),
+        "{report:?}"
+    );
+}
+
+#[test]
 fn tar_archives_with_members_reordered() {
     let dir = tempfile::tempdir().unwrap();
     let (old_tree, mut new_tree) = trees(2, &[Maker::Gnu(9), Maker::Zlib(9)]);

@@ -86,6 +86,9 @@ pub struct GenOptions {
     /// See through the gzip and zlib files of ext4 and tar images (deflate
     /// segments, format version 3); off, deltas are version 2.
     pub deflate: bool,
+    /// Share the payload bytes out over the files of the new image
+    /// ([`Summary::report`]).
+    pub report: bool,
     /// Keys that sign the delta (none: unsigned). Each adds a signature of
     /// the table digest; their secret bytes are wiped when dropped.
     pub signing_keys: Vec<delta_core::signature::SecretKey>,
@@ -106,6 +109,7 @@ impl Default for GenOptions {
             copy_new: slice.copy_new,
             window_list: slice.window_list,
             deflate: slice.deflate,
+            report: slice.report,
             signing_keys: Vec::new(),
         }
     }
@@ -126,6 +130,7 @@ impl GenOptions {
             copy_new: self.copy_new,
             window_list: self.window_list,
             deflate: self.deflate,
+            report: self.report,
         }
     }
 
@@ -176,6 +181,8 @@ pub struct Summary {
     pub literal_len: u64,
     /// What the container maps found, and the deflate segments made.
     pub content: delta_core::ContentSummary,
+    /// Where the payload bytes go, by file (with [`GenOptions::report`]).
+    pub report: Option<delta_core::Report>,
 }
 
 /// Generates a delta from the file `old` (None: a full payload) to `new`,
@@ -408,6 +415,11 @@ fn generate_with(
         segments: delta.segments.len() as u64,
         copy_new_len: delta.copy_new_len,
         content: delta.content.clone(),
+        report: delta.report.take().map(|mut report| {
+            // Signatures came after the report was made.
+            report.table_bytes = delta_len - report.payload_bytes;
+            report
+        }),
         ..Summary::default()
     };
     for s in &delta.segments {

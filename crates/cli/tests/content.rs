@@ -1,0 +1,104 @@
+//! `delta gen` on ext4 images with gzip files: the content line, the
+//! costliest files, and `--report FILE.json` adding up to the delta.
+//! Needs `mkfs.ext4` and `gzip` (the test fails without them).
+
+use std::path::Path;
+use std::process::Command;
+
+const DELTA: &str = env!("CARGO_BIN_EXE_delta");
+
+fn changelog(entries: usize) -> String {
+    (0..entries)
+        .map(|i| {
+            format!(
+                "pkg (1.{i}) unstable; urgency=medium\n\n  * Fix bug #{} in module {}.\n\n -- Maintainer <m@example.org>  Mon, {:02} Jan 2024\n\n",
+                i * 7919 % 100_000,
+                i * 31 % 977,
+                i % 28 + 1
+            )
+        })
+        .collect()
+}
+
+fn image(dir: &Path, name: &str, entries: usize) {
+    let tree = dir.join(format!("{name}-tree"));
+    let doc = tree.join("usr/share/doc/pkg");
+    std::fs::create_dir_all(&doc).unwrap();
+    std::fs::write(doc.join("changelog"), changelog(entries)).unwrap();
+    let status = Command::new("gzip")
+        .arg("-9n")
+        .arg(doc.join("changelog"))
+        .status();
+    assert!(status.expect("gzip is needed").success());
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "4096", "-d"])
+        .arg(&tree)
+        .arg(dir.join(name))
+        .arg("8M")
+        .status()
+        .expect("mkfs.ext4 (e2fsprogs) is needed");
+    assert!(status.success());
+}
+
+#[test]
+fn gen_reports_where_the_bytes_go() {
+    let dir = tempfile::tempdir().unwrap();
+    image(dir.path(), "old.img", 3000);
+    image(dir.path(), "new.img", 3001);
+    let out = Command::new(DELTA)
+        .current_dir(dir.path())
+        .args([
+            "gen", "old.img", "new.img", "-o", "d.delta", "--report", "r.json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("content: ext4"), "{stdout}");
+    assert!(stdout.contains("costliest files"), "{stdout}");
+    assert!(
+        stdout.contains("/usr/share/doc/pkg/changelog.gz"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let delta_len = std::fs::metadata(dir.path().join("d.delta")).unwrap().len();
+    assert_eq!(report["delta_bytes"], delta_len);
+    let files = report["files"].as_array().unwrap();
+    let sum: u64 = files
+        .iter()
+        .map(|f| f["delta_bytes"].as_u64().unwrap())
+        .sum::<u64>()
+        + report["outside_files"]["delta_bytes"].as_u64().unwrap();
+    assert_eq!(sum, report["payload_bytes"].as_u64().unwrap());
+    assert_eq!(sum + report["table_bytes"].as_u64().unwrap(), delta_len);
+    let log = files
+        .iter()
+        .find(|f| f["path"] == "/usr/share/doc/pkg/changelog.gz")
+        .unwrap();
+    assert_eq!(log["encoding"], "deflate");
+    assert_eq!(log["partner"], "/usr/share/doc/pkg/changelog.gz");
+    // One changed entry: the deflate segment costs a small part of the file.
+    assert!(
+        log["delta_bytes"].as_u64().unwrap() * 10 < log["new_len"].as_u64().unwrap(),
+        "{log}"
+    );
+    let applied = Command::new(DELTA)
+        .current_dir(dir.path())
+        .args(["apply", "old.img", "d.delta", "-o", "out.img"])
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("out.img")).unwrap(),
+        std::fs::read(dir.path().join("new.img")).unwrap()
+    );
+}
