@@ -10,12 +10,14 @@
 #   roundtrip             2 bytes little-endian split point, then old || new
 #   decode_signatures     a signature block (u32 count, then 72-byte entries)
 #   map_image             an ext4 image (96 KiB, mkfs.ext4) or a tar archive
+#   deflate_segment       flags, [old source], head, tail, corrections, content
+#                         (checks.rs; seeds in testdata/regress/deflate_segment/)
 set -euo pipefail
 fuzz=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$fuzz")
 cd "$root"
 corpus=$fuzz/corpus
-targets=(decode_header decode_ops apply roundtrip decode_signatures map_image)
+targets=(decode_header decode_ops apply roundtrip decode_signatures map_image deflate_segment)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

@@ -547,3 +547,166 @@ pub fn roundtrip(data: &[u8]) {
         }
     }
 }
+
+/// `deflate_segment`: the input describes a deflate segment (see
+/// `delta_format::kind`), which the harness turns into a version 3 delta
+/// over [`OLD`] and applies:
+///
+/// ```text
+/// u8 flags            bit 0: one old-image source follows
+/// [u16 start, u16 len, u16 raw_len]   the source, within OLD
+/// u8 head_len, head   u8 tail_len, tail
+/// u16 corrections_len, corrections
+/// content             the rest: the new content, in a zstd frame
+/// ```
+///
+/// The corrections go to the re-deflater as they are (hostile), and the
+/// source's bytes are whatever OLD holds there. Nothing may panic; a delta
+/// the patcher accepts must produce `head || rebuilt stream || tail`. The
+/// input is also decoded as a raw payload body against a few entries.
+///
+/// preflate-rs 0.7 is not hardened against hostile corrections: it can
+/// panic (arithmetic overflow, indexing) on them, which `delta_core`
+/// catches and reports as a damaged segment, and the fuzzer found inputs
+/// on which it loops for minutes (`fuzz/known/`). So by default the
+/// corrections are not the input's: bit 1 of `flags` clear, the harness
+/// replaces them with preflate's own for a zlib deflate of the content (at
+/// the level in bits 4..8), which reaches the whole applier path with
+/// valid corrections; bit 1 set passes the input's corrections through
+/// (run it by hand, see `fuzz/README.md`: `DELTA_FUZZ_HOSTILE_CORRECTIONS=1`).
+/// libFuzzer's panic hook would abort on the caught panics, so the hook is
+/// silenced while the check runs; a panic that escapes (ours) still aborts.
+pub fn deflate_segment(data: &[u8]) {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let escaped = std::panic::catch_unwind(|| check_deflate_segment(data));
+    std::panic::set_hook(hook);
+    if let Err(panic) = escaped {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn check_deflate_segment(data: &[u8]) {
+    use delta_format::kind::{self, Deflate, Source};
+    for new_len in [1u64, 64, 1 << 20] {
+        let entry = SegmentEntry {
+            new_len,
+            diff_len: new_len,
+            ref_len: u64::from(data.first().copied().unwrap_or(0)),
+            ..SegmentEntry::default()
+        };
+        let _ = Deflate::decode(data, 0, &entry, OLD.len() as u64, 4096);
+    }
+    let mut r = data;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, rest) = (r.get(..n)?, r.get(n..)?);
+        r = rest;
+        Some(head)
+    };
+    let u16_at = |b: &[u8]| u64::from(u16::from_le_bytes([b[0], b[1]]));
+    let Some(&[flags]) = take(1) else { return };
+    let mut sources = Vec::new();
+    if flags & 1 != 0 {
+        let Some(b) = take(6) else { return };
+        let (start, len, raw_len) = (u16_at(&b[0..2]), u16_at(&b[2..4]).max(1), u16_at(&b[4..6]));
+        let start = start % OLD.len() as u64;
+        let end = (start + len).min(OLD.len() as u64);
+        sources.push(Source {
+            new_image: false,
+            ranges: vec![start..end.max(start + 1)],
+            raw_len,
+        });
+    }
+    let Some(&[head_len]) = take(1) else { return };
+    let Some(head) = take(head_len.into()) else {
+        return;
+    };
+    let Some(&[tail_len]) = take(1) else { return };
+    let Some(tail) = take(tail_len.into()) else {
+        return;
+    };
+    let Some(b) = take(2) else { return };
+    let Some(corrections) = take(u16_at(b) as usize) else {
+        return;
+    };
+    let content = r;
+    let hostile = flags & 2 != 0 && std::env::var_os("DELTA_FUZZ_HOSTILE_CORRECTIONS").is_some();
+    let own;
+    let corrections = if hostile {
+        corrections
+    } else {
+        let level = u32::from(flags >> 4).min(9);
+        let Some(made) = own_corrections(content, level) else {
+            return;
+        };
+        own = made;
+        &own[..]
+    };
+    let rebuilt = delta_core::rebuild(content, corrections).ok();
+    let stream_len = rebuilt.as_ref().map_or(1, Vec::len);
+    let Some(frame) = compress(content, &[]) else {
+        return;
+    };
+    let parts = Deflate {
+        sources,
+        new_raw_len: content.len() as u64,
+        head,
+        tail,
+        corrections,
+        frame: &frame,
+    };
+    let mut payload = Vec::new();
+    parts.encode(&mut payload);
+    let new_len = (head.len() + tail.len() + stream_len) as u64;
+    let expected: Vec<u8> = match &rebuilt {
+        Some(stream) => [head, stream, tail].concat(),
+        None => Vec::new(),
+    };
+    let segment = SegmentEntry {
+        new_len,
+        payload_len: payload.len() as u64,
+        stream_len: kind::deflate_stream_len(&parts.sources, parts.new_raw_len, new_len),
+        ref_offset: 0,
+        ref_len: parts.old_len(),
+        diff_len: new_len,
+        payload_digest: *blake3::hash(&payload).as_bytes(),
+        output_digest: *blake3::hash(&expected).as_bytes(),
+        ..SegmentEntry::default()
+    };
+    let header = Header {
+        flags: delta_format::FLAG_SEGMENT_KINDS,
+        old_len: OLD.len() as u64,
+        new_len,
+        old_digest: *blake3::hash(OLD).as_bytes(),
+        new_digest: *blake3::hash(&expected).as_bytes(),
+        max_segment_len: new_len,
+        apply_memory: segment.memory(),
+        segment_count: 1,
+        ..Header::default()
+    };
+    let mut delta = Index::encode(&header, std::slice::from_ref(&segment));
+    delta.extend_from_slice(&payload);
+    let limits = Limits {
+        max_memory: 64 << 20,
+        ..tight_limits()
+    };
+    if let Ok(out) = delta_core::apply_slice(OLD, &delta, &limits) {
+        assert!(
+            rebuilt.is_some(),
+            "accepted a stream the re-deflater refused"
+        );
+        assert_eq!(out, expected, "deflate segment output");
+    }
+}
+
+/// preflate's corrections for a zlib raw deflate of `content` at `level`.
+fn own_corrections(content: &[u8], level: u32) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut deflater =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(level));
+    deflater.write_all(content).ok()?;
+    let stream = deflater.finish().ok()?;
+    let config = preflate_rs::PreflateConfig::default();
+    let (chunk, _) = preflate_rs::preflate_whole_deflate_stream(&stream, &config).ok()?;
+    Some(chunk.corrections)
+}

@@ -1,6 +1,6 @@
 //! Fuzz targets of the delta engine, one per entry point that reads
 //! untrusted bytes: `decode_header`, `decode_ops`, `apply`, `roundtrip`,
-//! `decode_signatures` and `map_image`.
+//! `decode_signatures`, `map_image` and `deflate_segment`.
 //!
 //! The targets in `fuzz_targets/` are one line each; the invariants live in
 //! [`checks`], which `crates/core/tests/regress.rs` also compiles (with

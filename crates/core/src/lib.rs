@@ -55,6 +55,7 @@ pub mod testing;
 mod window;
 
 pub use content::ContentSummary;
+pub use deflate::{inflate_exact, rebuild};
 pub use encode::{encode_segment, EncodeOptions};
 pub use error::{Error, Result};
 pub use hex::{from_hex, to_hex};

@@ -80,3 +80,8 @@ fn fewer_inputs_than_committed_fail() {
 fn decode_signatures() {
     replay("decode_signatures", 2, checks::decode_signatures);
 }
+
+#[test]
+fn deflate_segment() {
+    replay("deflate_segment", 2, checks::deflate_segment);
+}
