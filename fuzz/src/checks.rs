@@ -613,7 +613,7 @@ fn check_deflate_segment(data: &[u8]) {
         let end = (start + len).min(OLD.len() as u64);
         sources.push(Source {
             new_image: false,
-            ranges: vec![start..end.max(start + 1)],
+            ranges: std::iter::once(start..end.max(start + 1)).collect(),
             raw_len,
         });
     }
