@@ -381,7 +381,9 @@ fn print_gen_summary(output: &Path, s: &delta_gen::Summary, elapsed: Duration) {
         percent(s.literal_len, s.new_len)
     );
     let c = &s.content;
-    if !c.container.is_empty() {
+    if let Some(why) = c.container.strip_prefix("none: ") {
+        out!("content: byte path only, the images were not mapped ({why})");
+    } else if !c.container.is_empty() {
         out!(
             "content: {} ({} files); gzip/zlib files rebuilt from their content: {} bytes of new image in {} of {} changed, for {} payload bytes",
             c.container,
