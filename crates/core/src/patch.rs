@@ -83,8 +83,9 @@ pub struct Patcher {
 }
 
 /// Content of rebuilt streams a [`Patcher`] keeps: the generator's
-/// history, plus the largest stream that can overshoot it.
-const REBUILT_KEPT: u64 = deflate::HISTORY + deflate::MAX_NEW_RAW as u64;
+/// history, plus one stream (of at most that size: larger ones are not
+/// kept) that can overshoot it.
+const REBUILT_KEPT: u64 = 2 * deflate::HISTORY;
 
 impl Patcher {
     /// A patcher with empty buffers; they grow to the largest segment seen.
@@ -264,6 +265,10 @@ impl Patcher {
             decode_frame(segment, parts.frame, &prefix, &mut self.stream)
         })();
         self.reference = prefix;
+        // The copy buffer grew to the largest source; plain segments need
+        // only COPY_CHUNK of it.
+        compressed.truncate(COPY_CHUNK);
+        compressed.shrink_to(COPY_CHUNK);
         self.chunk = compressed;
         result?;
         let stream = deflate::rebuild(&self.stream, parts.corrections)
@@ -304,6 +309,10 @@ impl Patcher {
     /// deflate segments: the newest streams that hold [`deflate::HISTORY`]
     /// bytes, as the generator picks them.
     fn keep_rebuilt(&mut self, range: std::ops::Range<u64>) {
+        if self.stream.len() as u64 > deflate::HISTORY {
+            // Read back when named: keeping it would double what is kept.
+            return;
+        }
         self.rebuilt.push_back((range, self.stream.clone()));
         let mut total: u64 = self.rebuilt.iter().map(|(_, raw)| raw.len() as u64).sum();
         while let Some((_, oldest)) = self.rebuilt.front() {
