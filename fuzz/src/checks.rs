@@ -587,7 +587,7 @@ pub fn deflate_segment(data: &[u8]) {
 }
 
 fn check_deflate_segment(data: &[u8]) {
-    use delta_format::kind::{self, Deflate, Source};
+    use delta_format::kind::{Deflate, Source};
     for new_len in [1u64, 64, 1 << 20] {
         let entry = SegmentEntry {
             new_len,
@@ -662,17 +662,7 @@ fn check_deflate_segment(data: &[u8]) {
         Some(stream) => [head, stream, tail].concat(),
         None => Vec::new(),
     };
-    let segment = SegmentEntry {
-        new_len,
-        payload_len: payload.len() as u64,
-        stream_len: kind::deflate_stream_len(&parts.sources, parts.new_raw_len, new_len),
-        ref_offset: 0,
-        ref_len: parts.old_len(),
-        diff_len: new_len,
-        payload_digest: *blake3::hash(&payload).as_bytes(),
-        output_digest: *blake3::hash(&expected).as_bytes(),
-        ..SegmentEntry::default()
-    };
+    let segment = parts.entry(&payload, new_len, *blake3::hash(&expected).as_bytes());
     let header = Header {
         flags: delta_format::FLAG_SEGMENT_KINDS,
         old_len: OLD.len() as u64,

@@ -146,8 +146,6 @@ pub(crate) struct Pair {
 /// A new deflate stream that rebuilds bit-exactly, ready to encode.
 #[derive(Debug)]
 pub(crate) struct Analysis {
-    /// The new file's path.
-    pub path: String,
     /// The new file's bytes in the new image.
     pub new: Range<usize>,
     /// Its stream's place in the file.
@@ -209,7 +207,6 @@ pub(crate) fn analyse(old: &[u8], new: &[u8], pair: Pair) -> Option<Analysis> {
         Some((sub_ranges(&pair.old, part), old_raw))
     });
     Some(Analysis {
-        path: pair.path,
         new: pair.new,
         wrap,
         raw: raw.to_vec(),
@@ -295,35 +292,13 @@ pub(crate) fn encode(
     };
     let mut payload = Vec::new();
     parts.encode(&mut payload);
-    let new_len = file.len() as u64;
-    let entry = SegmentEntry {
-        new_len,
-        payload_len: payload.len() as u64,
-        stream_len: kind::deflate_stream_len(&parts.sources, parts.new_raw_len, new_len),
-        ref_offset: 0,
-        ref_len: parts.old_len(),
-        diff_len: new_len,
-        payload_digest: *blake3::hash(&payload).as_bytes(),
-        output_digest,
-        ..SegmentEntry::default()
-    };
+    let entry = parts.entry(&payload, file.len() as u64, output_digest);
     let worth = payload.len() + delta_format::ENTRY_LEN < file.len();
-    if std::env::var_os("DELTA_DEBUG_DEFLATE").is_some() {
-        eprintln!(
-            "deflate {} gz {} raw {} prefix {} corr {} frame {} old {}",
-            this.path,
-            file.len(),
-            this.raw.len(),
-            prefix.len(),
-            this.corrections.len(),
-            frame.len(),
-            this.old.is_some()
-        );
-    }
     Ok(Some((entry, payload)).filter(|(entry, _)| worth && entry.memory() <= MAX_MEMORY))
 }
 
-/// The old stream's content, inflated as the applier will, or `None`.
+/// The old stream's content, inflated as the applier will ([`inflate_exact`]:
+/// to its stream end, consuming every byte), or `None`.
 fn inflate_old(stream: &[u8]) -> Option<Vec<u8>> {
     let mut raw = Vec::new();
     let mut inflater = flate2::Decompress::new(false);
@@ -344,8 +319,11 @@ fn inflate_old(stream: &[u8]) -> Option<Vec<u8>> {
             _ => return None,
         }
     }
-    let mut check = vec![0; raw.len()];
-    inflate_exact(stream, &mut check).ok()?;
+    // What inflate_exact (the applier) also requires: the stream ends at
+    // its last byte.
+    if inflater.total_in() != stream.len() as u64 {
+        return None;
+    }
     Some(raw)
 }
 

@@ -218,7 +218,7 @@ impl Patcher {
         // Every length below is part of the entry's memory, which was
         // checked against apply_memory and the caller's limit.
         let size = |n: u64| n as usize;
-        let prefix_len = parts.sources.iter().map(|s| s.raw_len).sum::<u64>();
+        let prefix_len = (parts.sources.iter().map(|s| s.raw_len)).fold(0, u64::saturating_add);
         // The prefix goes in the reference buffer, the compressed sources
         // in the copy buffer and the new content in the stream buffer: a
         // deflate segment needs no buffers of its own beyond what the

@@ -52,7 +52,7 @@
 //! [`FLAG_SEGMENT_KINDS`]: crate::FLAG_SEGMENT_KINDS
 
 use crate::error::{Error, Result};
-use crate::header::{SegmentEntry, STREAM_SLACK};
+use crate::header::{Digest, SegmentEntry, STREAM_SLACK};
 use crate::varint;
 use std::ops::Range;
 
@@ -124,7 +124,9 @@ pub struct Source {
 impl Source {
     /// Bytes of the stream.
     pub fn len(&self) -> u64 {
-        self.ranges.iter().map(|r| r.end - r.start).sum()
+        // Saturating: a hostile list cannot wrap it to a small length.
+        let lens = self.ranges.iter().map(|r| r.end - r.start);
+        lens.fold(0, u64::saturating_add)
     }
 
     /// True when it lists no bytes (never in a valid payload).
@@ -178,7 +180,24 @@ impl<'a> Deflate<'a> {
     /// The entry's `ref_len`: bytes of old-image ranges.
     pub fn old_len(&self) -> u64 {
         let old = self.sources.iter().filter(|s| !s.new_image);
-        old.map(Source::len).sum()
+        old.map(Source::len).fold(0, u64::saturating_add)
+    }
+
+    /// The table entry of the segment whose payload is `payload` (these
+    /// parts encoded) and which produces `new_len` bytes with digest
+    /// `output_digest`: every field the rules above fix.
+    pub fn entry(&self, payload: &[u8], new_len: u64, output_digest: Digest) -> SegmentEntry {
+        SegmentEntry {
+            new_len,
+            payload_len: payload.len() as u64,
+            stream_len: deflate_stream_len(&self.sources, self.new_raw_len, new_len),
+            ref_offset: 0,
+            ref_len: self.old_len(),
+            diff_len: new_len,
+            payload_digest: *blake3::hash(payload).as_bytes(),
+            output_digest,
+            ..SegmentEntry::default()
+        }
     }
 
     /// Reads the payload `body` (after its kind byte) of segment `segment`
