@@ -32,6 +32,9 @@ pub enum How {
     Literal,
 }
 
+/// Every [`How`], in declaration order (their `as usize` values).
+const HOWS: [How; 4] = [How::Copy, How::Diff, How::Deflate, How::Literal];
+
 impl How {
     /// Its name in the report.
     pub fn name(self) -> &'static str {
@@ -135,7 +138,8 @@ pub(crate) fn build(
     owner.dedup_by(|b, a| b.0 < a.1);
     let outside = files.len();
     let mut bytes = vec![0u64; files.len() + 1];
-    let mut weight_by_how: Vec<HashMap<How, u64>> = vec![HashMap::new(); files.len() + 1];
+    // Per file, the weight each way of making bytes gave it (index: `How`).
+    let mut weight_by_how = vec![[0u64; HOWS.len()]; files.len() + 1];
     for (payload, pieces) in segments {
         let mut shares: Vec<(usize, How, u64)> = Vec::new();
         for piece in pieces {
@@ -152,7 +156,7 @@ pub(crate) fn build(
             let share = (u128::from(*payload) * u128::from(w) / u128::from(total)) as u64;
             bytes[who] += share;
             given += share;
-            *weight_by_how[who].entry(how).or_default() += w;
+            weight_by_how[who][how as usize] += w;
             if w > shares[largest].2 {
                 largest = k;
             }
@@ -169,10 +173,12 @@ pub(crate) fn build(
             path,
             new_len: size,
             partner,
-            how: weight_by_how[i]
-                .iter()
-                .max_by_key(|&(how, w)| (*w, *how))
-                .map_or(How::Copy, |(how, _)| *how),
+            how: HOWS
+                .into_iter()
+                .zip(weight_by_how[i])
+                .filter(|&(_, w)| w > 0)
+                .max_by_key(|&(how, w)| (w, how))
+                .map_or(How::Copy, |(how, _)| how),
             delta_bytes: bytes[i],
         })
         .collect();
