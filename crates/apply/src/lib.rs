@@ -44,6 +44,9 @@
 mod checkpoint;
 mod checks;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod input;
 pub mod journal;
 pub mod keys;
 pub mod locks;
@@ -57,8 +60,9 @@ mod verify;
 mod writer;
 
 pub use error::{Error, Result};
+pub use input::{DeltaInput, FileInput, ReaderInput, UrlOptions};
 pub use progress::{Progress, ProgressFn, Step};
-pub use verify::{verify, Verified};
+pub use verify::{verify, verify_from, Verified};
 
 use progress::Reporter;
 use run::Run;
@@ -209,12 +213,31 @@ impl Applier {
     }
 
     /// Rebuilds the new image from `old` (None for a full-image payload)
-    /// and `delta` into `target`, verified and committed.
+    /// and the delta file `delta` into `target`, verified and committed.
     ///
     /// # Errors
     /// See [`Error`]; the target path is never left looking complete, and
     /// [`Error::exit_code`] gives the process exit code.
     pub fn apply(&mut self, old: Option<&Path>, delta: &Path, target: &Path) -> Result<Outcome> {
+        let input = open_file(delta)?;
+        self.apply_from(old, input, target)
+    }
+
+    /// As [`Applier::apply`], with the delta read front to back from
+    /// `delta` as it arrives: a pipe ([`ReaderInput`], [`input::stdin`]), a
+    /// download (`http::UrlInput`) or the caller's own transport. Each
+    /// payload is checked against its digest before it is used; a resumed
+    /// run skips what its journal says is written.
+    ///
+    /// # Errors
+    /// As [`Applier::apply`]; a delta cut short is [`Error::Input`], and
+    /// the run can be resumed.
+    pub fn apply_from(
+        &mut self,
+        old: Option<&Path>,
+        delta: Box<dyn DeltaInput>,
+        target: &Path,
+    ) -> Result<Outcome> {
         let _instance = locks::InstanceLock::acquire(&self.options.instance_lock)?;
         let (log, warning) = match &self.options.log_dir {
             Some(dir) => log::UpdateLog::open(dir),
@@ -226,7 +249,7 @@ impl Applier {
             "delta-apply {} old={} delta={} target={} options={:?}",
             env!("CARGO_PKG_VERSION"),
             old.map_or("-".into(), |p| p.display().to_string()),
-            delta.display(),
+            delta.name(),
             target.display(),
             self.options
         ));
@@ -274,27 +297,46 @@ impl Applier {
 /// I/O errors naming the file, or a malformed or over-limit header or
 /// table ([`Error::Header`]).
 pub fn read_delta(path: &Path, limits: &delta_format::Limits) -> Result<delta_format::Index> {
-    open_delta(path, limits).map(|(_, index)| index)
+    let mut input = open_file(path)?;
+    read_index_from(input.as_mut(), limits).map(|(index, _)| index)
 }
 
-fn open_delta(
-    path: &Path,
+/// Opens the delta at `path` as an input (see [`input::open_path`]).
+fn open_file(path: &Path) -> Result<Box<dyn DeltaInput>> {
+    input::open_path(path).map_err(|source| Error::Io {
+        op: "open delta",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads the header, table and signatures at the start of `input` through
+/// the one reader, checked against `limits` and, when the input knows it,
+/// its length. Returns the index and the bytes read.
+///
+/// # Errors
+/// A malformed, truncated or over-limit header or table
+/// ([`Error::Header`]).
+pub fn read_index_from(
+    input: &mut dyn DeltaInput,
     limits: &delta_format::Limits,
-) -> Result<(std::fs::File, delta_format::Index)> {
-    let io = |op, source| Error::Io {
-        op,
-        path: path.to_owned(),
-        source,
+) -> Result<(delta_format::Index, u64)> {
+    let name = PathBuf::from(input.name());
+    let bad = |source| Error::Header { path: name, source };
+    let mut counted = input::Counted {
+        inner: &mut *input,
+        count: 0,
     };
-    let bad = |source| Error::Header {
-        path: path.to_owned(),
-        source,
-    };
-    let (file, file_len) = delta_core::open_image(path).map_err(|e| io("open delta", e))?;
-    let index =
-        delta_format::read_index(&mut std::io::BufReader::new(&file), limits).map_err(bad)?;
-    index.check_file_len(file_len).map_err(bad)?;
-    Ok((file, index))
+    let index = delta_format::read_index(&mut counted, limits);
+    let read = counted.count;
+    match (index, input.known_len()) {
+        (Ok(index), Some(len)) => match index.check_file_len(len) {
+            Ok(()) => Ok((index, read)),
+            Err(e) => Err(bad(e)),
+        },
+        (Ok(index), None) => Ok((index, read)),
+        (Err(e), _) => Err(bad(e)),
+    }
 }
 
 /// The error's message and each cause that the message does not already

@@ -18,7 +18,7 @@ mod keys;
 mod report;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use delta_apply::{Applier, ApplyOptions, Progress};
+use delta_apply::{Applier, ApplyOptions, Progress, UrlOptions};
 use delta_gen::GenOptions;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -184,9 +184,18 @@ enum ProgressMode {
 
 #[derive(clap::Args)]
 struct ApplyArgs {
-    /// OLD DELTA, or DELTA alone for a full-image payload.
+    /// OLD DELTA, or DELTA alone for a full-image payload. DELTA is a file, `-` for stdin, or an http(s):// URL, applied as it arrives.
     #[arg(required = true, num_args = 1..=2, value_names = ["OLD", "DELTA"])]
     inputs: Vec<PathBuf>,
+    /// Failed download attempts in a row before giving up (a URL DELTA).
+    #[arg(long, default_value_t = UrlOptions::default().retries)]
+    retries: u32,
+    /// Seconds to wait for a connection, an answer or the next bytes (a URL DELTA).
+    #[arg(long, default_value_t = UrlOptions::default().timeout.as_secs_f64())]
+    timeout: f64,
+    /// Seconds before the first retry of a download; the wait doubles with each failure in a row, up to 30.
+    #[arg(long, default_value_t = UrlOptions::default().backoff.as_secs_f64())]
+    retry_delay: f64,
     /// The target: a file (written as OUT.partial, renamed when verified) or the inactive partition's block device.
     #[arg(short, long)]
     output: PathBuf,
@@ -314,6 +323,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// Opens the delta an argument names: a path, `-` for stdin, or a URL
+/// (downloaded with the default retries).
+fn open_input(arg: &Path) -> Result<Box<dyn delta_apply::DeltaInput>, String> {
+    delta_apply::input::open(arg.as_os_str(), &UrlOptions::default())
+        .map_err(|e| format!("open delta {}: {e}", arg.display()))
+}
+
 fn usage(message: &str) -> ! {
     use clap::CommandFactory;
     Cli::command()
@@ -396,16 +412,18 @@ fn print_gen_summary(output: &Path, s: &delta_gen::Summary, elapsed: Duration) {
     }
 }
 
+/// `s` seconds given as option `--name`.
+fn seconds(s: f64, name: &str) -> Result<Duration, Failure> {
+    if s.is_finite() && s >= 0.0 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(Failure(format!("--{name} must be a number of seconds"), 2))
+    }
+}
+
 impl ApplyArgs {
     /// The library's options from the command line.
     fn options(&self) -> Result<ApplyOptions, Failure> {
-        let seconds = |s: f64, name: &str| {
-            if s.is_finite() && s >= 0.0 {
-                Ok(Duration::from_secs_f64(s))
-            } else {
-                Err(Failure(format!("--{name} must be a number of seconds"), 2))
-            }
-        };
         Ok(ApplyOptions {
             memory_limit: self.memory_limit,
             verify_source: self.verify_source,
@@ -476,7 +494,15 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         }
         _ => None,
     };
-    let result = applier.apply(old, delta, &args.output);
+    let url = UrlOptions {
+        retries: args.retries,
+        timeout: seconds(args.timeout, "timeout")?,
+        backoff: seconds(args.retry_delay, "retry-delay")?,
+        cancel: Some(applier.cancel_handle()),
+    };
+    let input = delta_apply::input::open(delta.as_os_str(), &url)
+        .map_err(|e| Failure(format!("open delta {}: {e}", delta.display()), 1))?;
+    let result = applier.apply_from(old, input, &args.output);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
