@@ -5,9 +5,13 @@
 //! `If-Range` (the first answer's `ETag`, else its `Last-Modified`), so a
 //! delta that changed on the server is refused, not spliced. A server that
 //! answers 200 to a Range request is read from the start again, its first
-//! N bytes discarded. A 4xx answer is not retried. Proxies come from the
-//! usual environment variables (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
-//! `NO_PROXY`).
+//! N bytes discarded. A 4xx answer, a certificate that does not verify and
+//! a bad URL are not retried. Proxies come from the usual environment
+//! variables (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`).
+//!
+//! Certificates are checked against the device's trust store (as `curl`
+//! does: `SSL_CERT_FILE`, `SSL_CERT_DIR`, `/etc/ssl/certs`, so a fleet's
+//! private CA works), or Mozilla's roots built in where the device has none.
 
 use crate::input::{discard, DeltaInput, UrlOptions, MAX_BACKOFF};
 use std::io::{self, Read};
@@ -86,7 +90,11 @@ impl UrlInput {
     /// the first read.
     pub fn new(url: &str, options: UrlOptions) -> UrlInput {
         let timeout = Some(options.timeout);
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(root_certs())
+            .build();
         let config = ureq::Agent::config_builder()
+            .tls_config(tls)
             .http_status_as_error(false)
             .timeout_connect(timeout)
             .timeout_recv_response(timeout)
@@ -131,7 +139,13 @@ impl UrlInput {
                 request = request.header(header::IF_RANGE, validator.value());
             }
         }
-        let response = request.call().map_err(|e| Attempt::Retry(e.to_string()))?;
+        let response = request.call().map_err(|e| {
+            if is_transient(&e) {
+                Attempt::Retry(e.to_string())
+            } else {
+                Attempt::Fatal(format!("{e}, not retried"))
+            }
+        })?;
         let status = response.status();
         let validator = Validator::of(&response);
         let changed = || {
@@ -234,6 +248,38 @@ impl UrlInput {
             std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
         }
         Ok(())
+    }
+}
+
+/// The device's trust anchors, else Mozilla's.
+fn root_certs() -> ureq::tls::RootCerts {
+    let found = rustls_native_certs::load_native_certs();
+    let certs: Vec<ureq::tls::Certificate<'static>> = found
+        .certs
+        .iter()
+        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    if certs.is_empty() {
+        ureq::tls::RootCerts::WebPki
+    } else {
+        ureq::tls::RootCerts::new_with_certs(&certs)
+    }
+}
+
+/// Whether a failed request is worth another try: the network and the
+/// server's answers, not a certificate, a URL or a proxy setting, which a
+/// retry cannot change.
+fn is_transient(e: &ureq::Error) -> bool {
+    match e {
+        // TLS failures surface as I/O errors of kind InvalidData.
+        ureq::Error::Io(io) => io.kind() != io::ErrorKind::InvalidData,
+        ureq::Error::Timeout(_)
+        | ureq::Error::HostNotFound
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::Protocol(_)
+        | ureq::Error::BodyStalled
+        | ureq::Error::ConnectProxyFailed(_) => true,
+        _ => false,
     }
 }
 

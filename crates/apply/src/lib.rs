@@ -4,10 +4,12 @@
 //! The device agent links this crate and drives an [`Applier`]:
 //!
 //! 1. **preparing** — single-instance lock, delta header and table read with
-//!    two bounded reads and checked against [`ApplyOptions::memory_limit`],
+//!    two bounded reads (from a file, a pipe or a download: see [`input`])
+//!    and checked against [`ApplyOptions::memory_limit`],
 //!    1.x → 2.x `/data` preflight when the delta or the options ask for it,
 //!    old image size (and, with `verify_source`, digest), target safety;
-//! 2. **applying** — segments in order: each payload is read, checked,
+//! 2. **applying** — segments in order: each payload is read as it arrives
+//!    (the delta is read front to back, never stored), checked,
 //!    decompressed and run against the old image (positional reads, no
 //!    mapping), its output digest checked, and written sequentially to the
 //!    target; a [`journal`] checkpoint follows an `fdatasync` every few

@@ -44,7 +44,7 @@ enum Command {
     Apply(Box<ApplyArgs>),
     /// Print a delta's header and what share of the new image is copied, zero, diffed and literal.
     Info {
-        /// The delta file.
+        /// The delta: a file, `-` for stdin, or an http(s):// URL.
         delta: PathBuf,
         /// Print one JSON object.
         #[arg(long)]
@@ -77,7 +77,7 @@ enum Command {
     },
     /// Check a delta's signatures and every payload digest, and with OLD the old image, writing nothing.
     Verify {
-        /// The delta file.
+        /// The delta: a file, `-` for stdin, or an http(s):// URL.
         delta: PathBuf,
         /// The old image, to check too.
         old: Option<PathBuf>,

@@ -779,3 +779,125 @@ fn a_streamed_payload_that_does_not_match_its_digest_is_refused() {
     f.assert_not_committed();
     assert!(!f.path("out.img.partial").exists(), "damaged data kept");
 }
+
+/// `openssl s_server -WWW` serving the fixture's folder over TLS, with a
+/// certificate for 127.0.0.1 signed by a CA made for the test; killed on
+/// drop.
+struct TlsServer {
+    child: Child,
+    port: u16,
+}
+
+impl TlsServer {
+    fn start(dir: &std::path::Path) -> TlsServer {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(dir)
+                .args(args)
+                .output()
+                .expect("openssl(1), installed by .ci/run");
+            assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+        };
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-subj", "/CN=test-ca", "-x509"][..],
+                &key,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req", "-subj", "/CN=127.0.0.1"][..],
+                &key,
+                &["-keyout", "leaf.key", "-out", "leaf.csr"],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ]);
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("openssl")
+            .current_dir(dir)
+            .args([
+                "s_server", "-quiet", "-WWW", "-cert", "leaf.pem", "-key", "leaf.key",
+            ])
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "s_server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsServer { child, port }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn over_https_with_the_devices_trust_store() {
+    let f = Fixture::new(1 << 20, 14);
+    let server = TlsServer::start(f.dir.path());
+    let url = format!("https://127.0.0.1:{}/u.delta", server.port);
+    // A CA the device does not trust: refused at once, not retried.
+    let out = f
+        .command(&["apply", "old.img", &url, "-o", "out.img"])
+        .env("SSL_CERT_FILE", f.path("leaf.ext"))
+        .output()
+        .unwrap();
+    assert_error(&out, &[&url, "invalid peer certificate", "not retried"]);
+    assert!(!f.logs().contains("retry"), "{}", f.logs());
+    f.assert_not_committed();
+    // With the CA in the device's trust store (SSL_CERT_FILE), it applies.
+    let out = f
+        .command(&["apply", "old.img", &url, "-o", "out.img"])
+        .env("SSL_CERT_FILE", f.path("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    f.assert_done();
+}
