@@ -272,10 +272,17 @@ struct Callback {
 unsafe impl Send for Callback {}
 
 impl Callback {
+    /// Passes `p` on, then reads the cancel flag (the callback is where a
+    /// caller often decides to cancel: the applier then stops at its next
+    /// check, without waiting for the watcher).
     fn report(&self, p: &Progress) {
+        self.call(p);
         if self.cancel_flag.is_set() {
             self.cancel.store(true, Ordering::Relaxed);
         }
+    }
+
+    fn call(&self, p: &Progress) {
         let Some(f) = self.f else {
             return;
         };
