@@ -49,7 +49,8 @@
 // A required argument is NULL, or an argument or option is malformed.
 #define DELTA_ERR_INVALID_ARGUMENT 1
 
-// A file operation failed (the message names the operation and file).
+// A file operation failed, or reading the delta did (the message names
+// the operation and file).
 #define DELTA_ERR_IO 2
 
 // The delta is malformed, damaged or over a limit, or a segment failed

@@ -16,7 +16,8 @@ use std::path::Path;
 pub const DELTA_OK: c_int = 0;
 /// A required argument is NULL, or an argument or option is malformed.
 pub const DELTA_ERR_INVALID_ARGUMENT: c_int = 1;
-/// A file operation failed (the message names the operation and file).
+/// A file operation failed, or reading the delta did (the message names
+/// the operation and file).
 pub const DELTA_ERR_IO: c_int = 2;
 /// The delta is malformed, damaged or over a limit, or a segment failed
 /// to apply (which a wrong old image can cause too).
@@ -95,7 +96,7 @@ impl From<delta_apply::Error> for Failure {
     fn from(e: delta_apply::Error) -> Failure {
         use delta_apply::Error as E;
         let code = match &e {
-            E::Io { .. } => DELTA_ERR_IO,
+            E::Io { .. } | E::Input { .. } => DELTA_ERR_IO,
             E::Header { .. } | E::Segment { .. } => DELTA_ERR_BAD_DELTA,
             E::SourceMismatch { .. } | E::NeedsSource { .. } => DELTA_ERR_SOURCE_MISMATCH,
             E::UnsafeTarget { .. } => DELTA_ERR_UNSAFE_TARGET,
