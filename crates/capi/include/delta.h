@@ -296,7 +296,9 @@ void delta_apply_options_default(struct DeltaApplyOptions *options);
 // Rebuilds the new image from `old` (NULL for a full-image payload) and
 // `delta` into `target` (a file, written as `TARGET.partial` and renamed
 // once verified, or the inactive partition's block device), verifies it
-// and commits it, as `delta apply OLD DELTA -o TARGET` does.
+// and commits it, as `delta apply OLD DELTA -o TARGET` does. `delta` is a
+// path, `-` for standard input, or an `http://` or `https://` URL,
+// applied as it downloads (10 retries, 30 s timeout).
 //
 // `options` NULL means the defaults. `progress` (may be NULL) is called
 // with `user_data`. `cancel` (may be NULL) points to an `int` that the

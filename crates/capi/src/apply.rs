@@ -308,7 +308,9 @@ impl Callback {
 /// Rebuilds the new image from `old` (NULL for a full-image payload) and
 /// `delta` into `target` (a file, written as `TARGET.partial` and renamed
 /// once verified, or the inactive partition's block device), verifies it
-/// and commits it, as `delta apply OLD DELTA -o TARGET` does.
+/// and commits it, as `delta apply OLD DELTA -o TARGET` does. `delta` is a
+/// path, `-` for standard input, or an `http://` or `https://` URL,
+/// applied as it downloads (10 retries, 30 s timeout).
 ///
 /// `options` NULL means the defaults. `progress` (may be NULL) is called
 /// with `user_data`. `cancel` (may be NULL) points to an `int` that the
@@ -367,8 +369,19 @@ pub unsafe extern "C" fn delta_apply(
         if callback.f.is_some() || !cancel.is_null() {
             applier = applier.on_progress(move |p| callback.report(p));
         }
+        let url = delta_apply::UrlOptions {
+            cancel: Some(applier.cancel_handle()),
+            ..delta_apply::UrlOptions::default()
+        };
+        let input = delta_apply::input::open(delta.as_os_str(), &url).map_err(|source| {
+            delta_apply::Error::Io {
+                op: "open delta",
+                path: delta.to_owned(),
+                source,
+            }
+        })?;
         let outcome = with_cancel_watcher(CancelFlag(cancel), &mut applier, |applier| {
-            applier.apply(old, delta, target)
+            applier.apply_from(old, input, target)
         })?;
         if !result.is_null() {
             let value = DeltaApplyResult {
