@@ -65,6 +65,7 @@ pub use error::{Error, Result};
 pub use input::{DeltaInput, FileInput, ReaderInput, UrlOptions};
 pub use progress::{Progress, ProgressFn, Step};
 pub use verify::{verify, verify_from, Verified};
+pub use writer::WriteStats;
 
 use progress::Reporter;
 use run::Run;
@@ -171,6 +172,9 @@ pub struct Outcome {
     pub resumed_bytes: u64,
     /// blake3 of the new image, hex.
     pub new_digest: String,
+    /// What this run's writes did on the target: bytes written (flash
+    /// wear), found already in place, zeroed by the device itself.
+    pub writes: WriteStats,
     /// Non-fatal problems (e.g. the update log could not be written).
     pub warnings: Vec<String>,
     /// The update log written, if any.

@@ -183,6 +183,8 @@ pub(crate) struct Run<'o, 'r, 'c> {
     /// What the journal records for this run.
     identity: Record,
     resume: Option<Resume>,
+    /// What this run's writes did on the target.
+    stats: writer::WriteStats,
 }
 
 /// The paths a run is given.
@@ -275,6 +277,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             journal,
             identity,
             resume: None,
+            stats: writer::WriteStats::default(),
         };
         run.resume = run.load_resume()?;
         Ok(run)
@@ -399,12 +402,15 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             new_len,
             (start > 0).then(|| "re-reading written part".into()),
         );
-        let sparse = matches!(self.target, Target::File { .. });
+        let mode = match self.target {
+            Target::File { .. } => writer::Mode::Sparse,
+            Target::Block { .. } => writer::Mode::Device,
+        };
         let writer = TargetWriter::start(
             file,
             self.target.write_path(),
             start,
-            sparse,
+            mode,
             self.report,
             new_len,
         )?;
@@ -477,11 +483,18 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
                 checkpoints.store(&mut writer, i as u64 + 1, 0)?;
             }
         }
-        let digest = writer.finish().map_err(|e| io("write", e))?;
+        let (digest, stats) = writer.finish().map_err(|e| io("write", e))?;
         self.delta.check_end()?;
-        self.report
-            .log
-            .line(format!("wrote {new_len} bytes to {}", write_path.display()));
+        self.report.log.line(format!(
+            "target {}: {new_len} bytes of image; {} written, {} found in place, {} zeroed \
+             by the device, {} read to compare",
+            write_path.display(),
+            stats.written,
+            stats.skipped,
+            stats.zeroed,
+            stats.compared
+        ));
+        self.stats = stats;
         Ok(digest)
     }
 
@@ -518,6 +531,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             segments: header.segment_count,
             resumed_segments: self.resume.map_or(0, |r| r.segments_done),
             resumed_bytes: self.resume.map_or(0, |r| r.offset),
+            writes: self.stats,
             new_digest: hex(&header.new_digest),
             warnings: Vec::new(),
             log_path: None,

@@ -527,6 +527,16 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
             },
             started.elapsed().as_secs_f64()
         );
+        let w = &outcome.writes;
+        if w.skipped + w.zeroed + w.compared > 0 {
+            out!(
+                "target: {} bytes written, {} found in place, {} zeroed by the device, {} read to compare",
+                w.written,
+                w.skipped,
+                w.zeroed,
+                w.compared
+            );
+        }
     }
     Ok(())
 }
