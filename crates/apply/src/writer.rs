@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 /// Hashes bytes `0..len` of `file`, reporting bytes done of `total`.
@@ -390,6 +390,8 @@ pub struct TargetWriter {
     made: usize,
     /// Set by the writer thread when a write failed.
     failed: Arc<AtomicBool>,
+    /// Bytes of the image the writer thread has put.
+    put: Arc<AtomicU64>,
     /// The target, for reading back (COPY_NEW ops).
     reader: File,
     worker: Option<std::thread::JoinHandle<io::Result<(blake3::Hash, WriteStats)>>>,
@@ -432,12 +434,13 @@ impl TargetWriter {
         let (jobs, queue) = mpsc::sync_channel::<Job>(POOL);
         let (give_back, free) = mpsc::sync_channel::<Vec<u8>>(POOL);
         let failed = Arc::new(AtomicBool::new(false));
+        let put = Arc::new(AtomicU64::new(start));
         let placer = Placer::new(file, start, mode, hasher);
         let worker = {
-            let failed = Arc::clone(&failed);
+            let (failed, put) = (Arc::clone(&failed), Arc::clone(&put));
             std::thread::Builder::new()
                 .name("delta-writer".into())
-                .spawn(move || run_placer(placer, &queue, &give_back, &failed))
+                .spawn(move || run_placer(placer, &queue, &give_back, &failed, &put))
                 .map_err(|e| io("start the writer thread for", e))?
         };
         Ok(TargetWriter {
@@ -447,6 +450,7 @@ impl TargetWriter {
             free,
             made: 1,
             failed,
+            put,
             reader,
             worker: Some(worker),
         })
@@ -550,6 +554,7 @@ fn run_placer(
     queue: &mpsc::Receiver<Job>,
     give_back: &mpsc::SyncSender<Vec<u8>>,
     failed: &AtomicBool,
+    put: &AtomicU64,
 ) -> io::Result<(blake3::Hash, WriteStats)> {
     let mut error: Option<io::Error> = None;
     let copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
@@ -582,9 +587,13 @@ fn run_placer(
                 done
             }
         };
-        if let (Err(e), None) = (done, &error) {
-            failed.store(true, Ordering::Relaxed);
-            error = Some(e);
+        match (done, &error) {
+            (Err(e), None) => {
+                failed.store(true, Ordering::Relaxed);
+                error = Some(e);
+            }
+            (Ok(()), None) => put.store(placer.pos, Ordering::Release),
+            _ => {}
         }
     }
     match error {
@@ -627,12 +636,22 @@ impl Sink for TargetWriter {
     /// has put them. A file target may end in a hole that is not yet part
     /// of the file: those bytes read as zeros.
     fn read_back(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        offset
+        let end = offset
             .checked_add(buf.len() as u64)
             .filter(|&end| end <= self.position())
             .ok_or(io::ErrorKind::UnexpectedEof)?;
-        self.flush_buf()?;
-        self.barrier()?;
+        if offset >= self.sent {
+            // Still in the buffer being filled.
+            let from = (offset - self.sent) as usize;
+            buf.copy_from_slice(&self.buf[from..from + buf.len()]);
+            return Ok(());
+        }
+        if end > self.sent {
+            self.flush_buf()?;
+        }
+        if end > self.put.load(Ordering::Acquire) {
+            self.barrier()?;
+        }
         let mut done = 0;
         while done < buf.len() {
             match self.reader.read_at(&mut buf[done..], offset + done as u64) {
