@@ -26,7 +26,17 @@
 //!
 //! Memory: the largest segment's payload + stream + reference (the header's
 //! `apply_memory`, refused up front when over the limit) plus about
-//! [`delta_core::APPLY_OVERHEAD`] of fixed buffers, whatever the image size.
+//! [`delta_core::APPLY_OVERHEAD`] of fixed buffers and the writer's
+//! [`WRITER_MEMORY`], whatever the image size.
+//!
+//! Writing: a writer thread puts and hashes each buffer while the caller's
+//! thread decodes the next. On a block device (the inactive partition
+//! usually holds an earlier release) what the device holds is read first,
+//! in 1 MiB sequential reads, and only the 4 KiB blocks that differ are
+//! written; zero runs go to the device's own zeroing where it has one (no
+//! data sent), or are compared like data. A block found in place is hashed
+//! as it was read, so the image digest is of what the target holds.
+//! [`Outcome::writes`] says what reached the device.
 //!
 //! It never writes to the old image, nor to a device that holds it or the
 //! running root filesystem, and a failed or interrupted run never leaves the
@@ -65,7 +75,7 @@ pub use error::{Error, Result};
 pub use input::{DeltaInput, FileInput, ReaderInput, UrlOptions};
 pub use progress::{Progress, ProgressFn, Step};
 pub use verify::{verify, verify_from, Verified};
-pub use writer::WriteStats;
+pub use writer::{WriteStats, WRITER_MEMORY};
 
 use progress::Reporter;
 use run::Run;
@@ -78,7 +88,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     /// Most buffer memory a delta may need (its header's `apply_memory`),
-    /// in bytes; fixed overhead of about 2 MiB comes on top.
+    /// in bytes; fixed buffers ([`delta_core::APPLY_OVERHEAD`] and
+    /// [`WRITER_MEMORY`]) come on top.
     pub memory_limit: u64,
     /// Hash the whole old image before writing anything.
     pub verify_source: bool,

@@ -371,9 +371,12 @@ enum Job {
 }
 
 /// Buffers of [`WRITE_BUFFER`] bytes in flight between the decoder and the
-/// writer thread (the one being filled, one queued, one being put): what
-/// the pipeline adds to the applier's memory.
+/// writer thread (the one being filled, one queued, one being put).
 const POOL: usize = 3;
+
+/// The writer's memory: its [`POOL`] buffers and the one a block device's
+/// blocks are compared in.
+pub const WRITER_MEMORY: u64 = (POOL as u64 + 1) * WRITE_BUFFER as u64;
 
 /// Writer of the new image, strictly in order: the caller's thread fills
 /// buffers, a writer thread compares, writes and hashes them, so decoding
