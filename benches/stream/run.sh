@@ -2,13 +2,15 @@
 # Peak RSS and wall time of `delta apply` on a 1 GiB image with the delta read three ways:
 # from a file, from a pipe (stdin) and over HTTP from a local server (python3 -m http.server).
 # Runs alternate (file pipe url, file pipe url, ...) and every output is checked with cmp.
-#   M=OUTDIR DELTA=target/release/delta RUNS=3 benches/stream/run.sh [OLD NEW]
-# Without OLD NEW it makes a 1 GiB pair: random bytes with 64 MiB of zeros, and a new image
-# with 200 changed 4 KiB blocks, 96 MiB of new random bytes and a 16 MiB shift.
+#   M=OUTDIR DELTA=target/release/delta RUNS=3 [SIZE=1G] benches/stream/run.sh [OLD NEW]
+# Without OLD NEW it makes a pair of SIZE (default 1G): 960 MiB of random bytes then zeros,
+# and a new image with 200 changed 4 KiB blocks, 96 MiB of new random bytes and a 16 MiB
+# shift. SIZE=4G gives the same data in a 4 GiB image: peak RSS should not change.
 set -euo pipefail
 M=${M:-/tmp/stream-bench}
 DELTA=${DELTA:-target/release/delta}
 RUNS=${RUNS:-3}
+SIZE=${SIZE:-1G}
 mkdir -p "$M"
 if [ $# -eq 2 ]; then
   OLD=$1 NEW=$2
@@ -16,7 +18,7 @@ else
   OLD=$M/old.img NEW=$M/new.img
   if [ ! -f "$NEW" ]; then
     head -c $((960 << 20)) /dev/urandom >"$OLD"
-    truncate -s 1G "$OLD" # the last 64 MiB are zeros
+    truncate -s "$SIZE" "$OLD" # zeros after the first 960 MiB
     cp "$OLD" "$NEW"
     for i in $(seq 1 200); do
       dd if=/dev/urandom of="$NEW" bs=4096 count=1 seek=$((RANDOM * 7 % 262144)) conv=notrunc status=none
