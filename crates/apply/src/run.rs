@@ -404,7 +404,24 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
         );
         let mode = match self.target {
             Target::File { .. } => writer::Mode::Sparse,
-            Target::Block { .. } => writer::Mode::Device,
+            Target::Block { .. } => {
+                let zeroing = file
+                    .metadata()
+                    .map_or(crate::storage::Zeroing::Compare, |meta| {
+                        crate::storage::Sysfs::default().zeroing(&meta)
+                    });
+                self.report.log.line(format!(
+                    "target {} is a block device: blocks compared before writing, zero \
+                     runs {}",
+                    self.target.write_path().display(),
+                    match zeroing {
+                        crate::storage::Zeroing::Discard => "discarded (a loop device)",
+                        crate::storage::Zeroing::WriteZeroes => "zeroed by the device",
+                        crate::storage::Zeroing::Compare => "compared",
+                    }
+                ));
+                writer::Mode::Device(zeroing)
+            }
         };
         let writer = TargetWriter::start(
             file,

@@ -109,6 +109,21 @@ impl Storage {
     }
 }
 
+/// How a block device zeroes a range without the zeros being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zeroing {
+    /// A loop device: a discard punches a hole in its backing file, which
+    /// reads back as zeros (`BLKDISCARD`).
+    Discard,
+    /// The device has a write-zeroes command (NVMe, SCSI, virtio):
+    /// `fallocate(PUNCH_HOLE)` zeroes with it, or with a discard the
+    /// kernel knows reads back as zeros.
+    WriteZeroes,
+    /// Neither (an SD card or eMMC: their discard may read back as 0xFF or
+    /// as the old bytes): zero runs are compared like data.
+    Compare,
+}
+
 /// Deepest stack of partitions, loop devices and dm layers followed.
 const MAX_DEPTH: usize = 16;
 
@@ -151,6 +166,31 @@ impl Sysfs {
                 }],
                 container: self.container(meta.dev()),
             })
+        }
+    }
+
+    /// How the block device whose metadata is `meta` can zero a range
+    /// itself, from its queue limits (a partition's are its disk's).
+    pub fn zeroing(&self, meta: &Metadata) -> Zeroing {
+        let (major, minor) = split(meta.rdev());
+        let Ok(mut dir) =
+            std::fs::canonicalize(self.root.join(format!("dev/block/{major}:{minor}")))
+        else {
+            return Zeroing::Compare;
+        };
+        if dir.join("partition").exists() {
+            match dir.parent() {
+                Some(disk) => dir = disk.to_owned(),
+                None => return Zeroing::Compare,
+            }
+        }
+        let limit = |name: &str| read_u64(&dir.join("queue").join(name)).unwrap_or(0);
+        if dir.join("loop/backing_file").exists() && limit("discard_max_bytes") > 0 {
+            Zeroing::Discard
+        } else if limit("write_zeroes_max_bytes") > 0 {
+            Zeroing::WriteZeroes
+        } else {
+            Zeroing::Compare
         }
     }
 

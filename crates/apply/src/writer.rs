@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::progress::Reporter;
+use crate::storage::Zeroing;
 use delta_core::Sink;
 use std::fs::File;
 use std::io;
@@ -49,7 +50,7 @@ pub(crate) enum Mode {
     /// A block device: what it already holds is compared first, in large
     /// sequential reads, and only the 4 KiB blocks that differ are written;
     /// zero runs are left to the device's own zeroing where it has one.
-    Device,
+    Device(Zeroing),
 }
 
 /// Puts the new image on its target, in order, on the writer thread, and
@@ -136,7 +137,7 @@ impl Placer {
         if bytes.is_empty() {
             return Ok(());
         }
-        if self.mode == Mode::Device && self.pos >= self.compare_from {
+        if matches!(self.mode, Mode::Device(_)) && self.pos >= self.compare_from {
             self.put_compared(bytes)?;
         } else {
             self.file.write_all_at(bytes, self.pos)?;
@@ -258,58 +259,56 @@ impl Placer {
         Ok((self.hasher.finalize(), self.stats))
     }
 
-    /// Puts `len` zero bytes: a hole in a file. On a block device, zero
-    /// runs are compared like data while compares find blocks in place (a
-    /// device holding an earlier release), and left to the device's own
-    /// zeroing for whole blocks otherwise (a zeroed or foreign device);
-    /// a device without its own zeroing (an SD card: its discard need not
-    /// read back as zeros) always compares them, as reading costs less
-    /// than writing.
+    /// Puts `len` zero bytes: a hole in a file. On a block device whose
+    /// own zeroing is known to read back as zeros, the whole blocks go to it
+    /// (no data sent, nothing read); on others (an SD card) zero runs are
+    /// compared like data, as reading costs less than writing.
     fn put_zeros(&mut self, len: u64) -> io::Result<()> {
-        if self.mode == Mode::Sparse {
-            hash_zeros(&mut self.hasher, len);
-            self.pos += len;
-            return Ok(());
-        }
-        let end = self.pos + len;
-        while self.pos < end {
-            let chunk = (end - self.pos).min(WRITE_BUFFER as u64);
-            // Whole blocks only go to the device's zeroing.
-            let head = ((BLOCK - self.pos % BLOCK) % BLOCK).min(chunk);
-            let body = (chunk - head) / BLOCK * BLOCK;
-            let blind = self.pos + head < self.compare_from;
-            if blind && body > 0 && !self.no_device_zeroing {
-                self.put_zero_bytes(head, false)?;
-                if zero_range(&self.file, self.pos, body).is_ok() {
-                    hash_zeros(&mut self.hasher, body);
-                    self.stats.zeroed += body;
-                    self.advance(body);
-                } else {
-                    self.no_device_zeroing = true;
-                    self.put_zero_bytes(body, true)?;
-                }
-            } else {
-                self.put_zero_bytes(head + body, true)?;
+        let zeroing = match self.mode {
+            Mode::Sparse => {
+                hash_zeros(&mut self.hasher, len);
+                self.pos += len;
+                return Ok(());
             }
-            let tail = chunk - head - body;
-            self.put_zero_bytes(tail, true)?;
+            Mode::Device(zeroing) => zeroing,
+        };
+        // Whole blocks only go to the device's zeroing.
+        let head = ((BLOCK - self.pos % BLOCK) % BLOCK).min(len);
+        let body = (len - head) / BLOCK * BLOCK;
+        self.put_zero_bytes(head)?;
+        let mut left = body;
+        while left > 0 {
+            let chunk = left.min(ZERO_CHUNK);
+            if self.no_device_zeroing || zero_range(&self.file, zeroing, self.pos, chunk).is_err() {
+                // Not supported after all: compared from now on.
+                self.no_device_zeroing = true;
+                self.put_zero_bytes(chunk)?;
+            } else {
+                hash_zeros(&mut self.hasher, chunk);
+                self.stats.zeroed += chunk;
+                self.advance(chunk);
+            }
+            left -= chunk;
         }
-        Ok(())
+        self.put_zero_bytes(len - head - body)
     }
 
-    /// Puts `len` zero bytes as data, compared first when `compare`.
-    fn put_zero_bytes(&mut self, len: u64, compare: bool) -> io::Result<()> {
+    /// Puts `len` zero bytes as data, compared first, in pieces.
+    fn put_zero_bytes(&mut self, len: u64) -> io::Result<()> {
         static ZEROS: [u8; WRITE_BUFFER] = [0u8; WRITE_BUFFER];
-        let bytes = &ZEROS[..len as usize];
-        if len == 0 {
-            Ok(())
-        } else if compare {
-            self.put_compared(bytes)?;
-            self.advance(len);
-            Ok(())
-        } else {
-            self.put(bytes)
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(WRITE_BUFFER as u64);
+            let bytes = &ZEROS[..n as usize];
+            if matches!(self.mode, Mode::Device(_)) {
+                self.put_compared(bytes)?;
+                self.advance(n);
+            } else {
+                self.put(bytes)?;
+            }
+            left -= n;
         }
+        Ok(())
     }
 }
 
@@ -348,14 +347,38 @@ fn wrong_block_for_tests() -> Option<u64> {
     })
 }
 
+/// Bytes of a zero run handed to the device's zeroing at a time, so that
+/// progress and checkpoints keep moving.
+const ZERO_CHUNK: u64 = 64 << 20;
+
 /// Asks a block device to zero `len` bytes at `offset` itself, without the
-/// data being sent (`fallocate(PUNCH_HOLE | KEEP_SIZE)`: the kernel uses
-/// the device's write-zeroes or a discard that is known to read back as
-/// zeros, and refuses rather than write the zeros itself).
-fn zero_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    use rustix::fs::FallocateFlags;
-    let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-    rustix::fs::fallocate(file, flags, offset, len).map_err(io::Error::from)
+/// zeros being sent.
+fn zero_range(file: &File, zeroing: Zeroing, offset: u64, len: u64) -> io::Result<()> {
+    match zeroing {
+        Zeroing::Discard => discard(file, offset, len),
+        // The kernel zeroes with the device's write-zeroes, or a discard it
+        // knows reads back as zeros, and refuses rather than write zeros.
+        Zeroing::WriteZeroes => {
+            use rustix::fs::FallocateFlags;
+            let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+            rustix::fs::fallocate(file, flags, offset, len).map_err(io::Error::from)
+        }
+        Zeroing::Compare => Err(io::ErrorKind::Unsupported.into()),
+    }
+}
+
+/// `ioctl(BLKDISCARD)` of `len` bytes at `offset` (both multiples of the
+/// logical block size). rustix has no wrapper for it.
+#[allow(unsafe_code)]
+fn discard(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use rustix::ioctl::{ioctl, opcode, Opcode, Setter};
+    // <linux/fs.h>: #define BLKDISCARD _IO(0x12,119), taking uint64_t[2].
+    const BLKDISCARD: Opcode = opcode::none(0x12, 119);
+    // SAFETY: BLKDISCARD takes a pointer to two u64, the start and the
+    // length of the range, which the kernel only reads; Setter passes a
+    // pointer to exactly that, valid for the call.
+    unsafe { ioctl(file, Setter::<BLKDISCARD, [u64; 2]>::new([offset, len])) }
+        .map_err(io::Error::from)
 }
 
 /// What the writer thread is asked to do, in order.
@@ -668,5 +691,89 @@ impl Sink for TargetWriter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Puts `new` through a writer in `mode` onto a file holding `held`,
+    /// in pieces of 300,000 bytes, all-zero pieces as zero runs; returns
+    /// the file's bytes, the digest and the stats.
+    fn put(mode: Mode, held: &[u8], new: &[u8]) -> (Vec<u8>, blake3::Hash, WriteStats) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        std::fs::write(&path, held).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut callback = None;
+        let mut report = Reporter::new(&mut callback, crate::log::UpdateLog::disabled());
+        let mut writer = TargetWriter::start(file, &path, 0, mode, &mut report, 0).unwrap();
+        for piece in new.chunks(300_000) {
+            if piece.iter().all(|&b| b == 0) {
+                writer.write_zeros(piece.len() as u64).unwrap();
+            } else {
+                writer.write_bytes(piece).unwrap();
+            }
+        }
+        let (digest, stats) = writer.finish().unwrap();
+        (std::fs::read(&path).unwrap(), digest, stats)
+    }
+
+    fn images() -> (Vec<u8>, Vec<u8>) {
+        let mut rng = delta_core::testing::Rng::new(5);
+        let held = rng.bytes(6 << 20);
+        let mut new = held.clone();
+        new[100_000..130_000].copy_from_slice(&rng.bytes(30_000));
+        new[2 << 20..(2 << 20) + 900_000].fill(0);
+        new[5 << 20..(5 << 20) + 4096].copy_from_slice(&rng.bytes(4096));
+        (held, new)
+    }
+
+    #[test]
+    fn a_device_without_zeroing_gets_only_the_blocks_that_differ() {
+        let (held, new) = images();
+        let (out, digest, stats) = put(Mode::Device(Zeroing::Compare), &held, &new);
+        assert!(out == new);
+        assert_eq!(digest, blake3::hash(&new));
+        let differing = held
+            .chunks(4096)
+            .zip(new.chunks(4096))
+            .filter(|(a, b)| a != b)
+            .count() as u64
+            * 4096;
+        assert!(stats.written <= differing, "{stats:?}, {differing} differ");
+        assert_eq!(stats.written + stats.skipped, new.len() as u64, "{stats:?}");
+        assert_eq!(stats.zeroed, 0);
+    }
+
+    #[test]
+    fn a_file_gets_everything_and_holes() {
+        let (_, new) = images();
+        let (out, digest, stats) = put(Mode::Sparse, &[], &new);
+        assert!(out == new);
+        assert_eq!(digest, blake3::hash(&new));
+        assert_eq!(stats.skipped, 0);
+        assert!(
+            stats.written < new.len() as u64,
+            "zero runs are holes: {stats:?}"
+        );
+    }
+
+    #[test]
+    fn a_foreign_device_is_written_blind_after_a_streak() {
+        let mut rng = delta_core::testing::Rng::new(6);
+        let held = rng.bytes(64 << 20);
+        let new = rng.bytes(64 << 20);
+        let (out, digest, stats) = put(Mode::Device(Zeroing::Compare), &held, &new);
+        assert!(out == new);
+        assert_eq!(digest, blake3::hash(&new));
+        assert_eq!(stats.written, new.len() as u64);
+        // Compares stop paying after a streak: far less than all is read.
+        assert!(stats.compared < new.len() as u64 / 2, "{stats:?}");
     }
 }
