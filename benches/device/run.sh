@@ -277,8 +277,8 @@ PY
   prim "blkdiscard -z (BLKZEROOUT, whole device)" blkdiscard -z "$dev"
   prim "fallocate --punch-hole --keep-size (whole device)" fallocate --punch-hole --keep-size -o 0 -l $size "$dev"
   prim "fallocate --zero-range (whole device)" fallocate --zero-range -o 0 -l $size "$dev"
-  prim "dd if=/dev/zero bs=1M oflag=direct (whole device)" dd if=/dev/zero of="$dev" bs=1M oflag=direct status=none
-  prim "dd if=/dev/zero bs=1M buffered, then sync" sh -c "dd if=/dev/zero of=$dev bs=1M status=none && sync"
+  prim "dd if=/dev/zero bs=1M oflag=direct (whole device)" dd if=/dev/zero of="$dev" bs=1M count=$((size >> 20)) oflag=direct status=none
+  prim "dd if=/dev/zero bs=1M buffered, then sync" sh -c "dd if=/dev/zero of=$dev bs=1M count=$((size >> 20)) status=none && sync"
   drop_caches
   measure "$dev" dd if="$dev" of=/dev/null bs=1M iflag=direct status=none
   md "| sequential read, dd bs=1M iflag=direct (whole device) | $M_T | $(mb $M_WR) | $(mb $M_RD) | $(mb $M_DISC) | - |"
