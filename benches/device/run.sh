@@ -32,7 +32,9 @@
 #   exactly what the device holds).
 #   reference (on a zero-sparse target): nonzero = only new.img's non-zero 4 KiB blocks,
 #   written in runs with os.pwrite then fsync; est = their bytes / the write limit;
-#   cp = `cp new.img /dev/loopN && sync`.
+#   cp = `cp new.img /dev/loopN && sync`; and on an old-image target: BLKDISCARD every zero
+#   run of new.img, then write the non-zero blocks (the cheapest way to get new.img there when
+#   discarded ranges read back as zeros, as they do on a loop device).
 # Columns of the results table: apply s (delta apply, wall), sync s (a `sync` after it),
 # wr/rd/disc MB (device bytes written, read, discarded), nz est s / nz meas s (reference
 # non-zero write time, estimated and measured), ratio = apply s / nz meas s, RSS MiB, cmp.
@@ -142,10 +144,14 @@ md() { echo "$*" | tee -a "$RESULTS"; }
 
 # Python helper: non-zero 4 KiB blocks of an image (count) and writing only them.
 NZ_PY='
-import os, sys, time
+import os, sys, time, struct, fcntl
+# count IMG [OLD]        -> non-zero 4 KiB blocks of IMG: count bytes runs [blocks differing from OLD, bytes]
+# write IMG DEV [discard] -> write only the non-zero blocks (runs of up to 1 MiB), fsync; with
+#                           discard, first BLKDISCARD every zero run; prints the seconds taken
 mode, img = sys.argv[1], sys.argv[2]
 B = 4096
 runs, cur, n = [], None, 0
+size = os.path.getsize(img)
 with open(img, "rb") as f:
     off = 0
     zero = bytes(1 << 20)
@@ -166,12 +172,32 @@ with open(img, "rb") as f:
                         runs.append(cur)
         off += len(chunk)
 if mode == "count":
-    print(n, n * B, len(runs))
+    out = [n, n * B, len(runs)]
+    if len(sys.argv) > 3:
+        d = 0
+        with open(img, "rb") as f, open(sys.argv[3], "rb") as g:
+            while True:
+                a, b = f.read(1 << 20), g.read(1 << 20)
+                if not a:
+                    break
+                if a != b[: len(a)]:
+                    d += sum(a[i : i + B] != b[i : i + B] for i in range(0, len(a), B))
+        out += [d, d * B]
+    print(*out)
     sys.exit()
 dev = sys.argv[3]
+discard = len(sys.argv) > 4 and sys.argv[4] == "discard"
 src = os.open(img, os.O_RDONLY)
 t0 = time.monotonic()
 fd = os.open(dev, os.O_WRONLY)
+if discard:
+    BLKDISCARD = 0x1277
+    end = (size + B - 1) // B * B
+    at = 0
+    for o, l in runs + [[end, 0]]:
+        if o > at:
+            fcntl.ioctl(fd, BLKDISCARD, struct.pack("QQ", at, o - at))
+        at = o + l
 for o, l in runs:
     while l:
         k = min(l, 1 << 20)
@@ -293,6 +319,11 @@ PY
 }
 
 # ---------------------------------------------------------------- bench
+old_target() { # OLD FILE SIZE: a full (non-sparse) copy of OLD, padded to SIZE and to 4 KiB
+  cp --sparse=never "$1" "$2"
+  [ "$(stat -c %s "$2")" -ge "$3" ] || truncate -s "$3" "$2"
+  truncate -s "$(round4k "$(stat -c %s "$2")")" "$2"
+}
 bench_pair() { # PAIR
   local pair=$1 dir=$DEVBENCH_CORPUS/$1
   local old=$dir/old.img new=$dir/new.img
@@ -303,9 +334,9 @@ bench_pair() { # PAIR
   local nsize osize size
   nsize=$(stat -c %s "$new"); osize=$(stat -c %s "$old")
   size=$(round4k "$nsize")
-  local nz nzbytes nzruns
-  read -r nz nzbytes nzruns < <(python3 -c "$NZ_PY" count "$new")
-  echo "   new.img $nsize bytes, $nz non-zero 4 KiB blocks ($nzbytes bytes, $nzruns runs); delta $(stat -c %s "$d") bytes"
+  local nz nzbytes nzruns ndiff ndiffbytes
+  read -r nz nzbytes nzruns ndiff ndiffbytes < <(python3 -c "$NZ_PY" count "$new" "$old")
+  echo "   new.img $nsize bytes, $nz non-zero 4 KiB blocks ($nzbytes bytes, $nzruns runs), $ndiff blocks differ from old.img ($ndiffbytes bytes); delta $(stat -c %s "$d") bytes"
   local profile_name rbps wbps riops
   for profile_name in $PROFILES; do
     read -r rbps wbps riops < <(profile "$profile_name")
@@ -315,8 +346,10 @@ bench_pair() { # PAIR
     truncate -s "$size" "$f"
     attach_to dev "$f"; throttle "$dev" "$profile_name"
     drop_caches
-    measure "$dev" python3 -c "$NZ_PY" write "$new" "$dev"
-    nzt=$M_T
+    # python times itself: from opening the device (its counting pass over new.img is
+    # done) to the end of the fsync
+    measure "$dev" sh -c 'python3 -c "$1" write "$2" "$3" >"$4"' nz "$NZ_PY" "$new" "$dev" "$work/nz.t"
+    nzt=$(cat "$work/nz.t")
     local nzwr=$M_WR
     cmp -n "$nsize" "$new" "$f" >/dev/null || die "reference non-zero write: result differs from new.img"
     throttle "$dev" none; detach "$dev"; rm -f "$f"
@@ -327,8 +360,17 @@ bench_pair() { # PAIR
     cpt=$M_T
     local cpwr=$M_WR
     throttle "$dev" none; detach "$dev"; rm -f "$f"
-    echo "   $profile_name: non-zero blocks est ${est}s measured ${nzt}s ($(mb $nzwr) MB written); cp+sync ${cpt}s ($(mb $cpwr) MB)"
-    REFS+=("| $pair | $profile_name | $nz | $(awk -v b="$nzbytes" 'BEGIN{printf "%.1f", b/1e6}') | $est | $nzt | $(mb $nzwr) | $cpt | $(mb $cpwr) |")
+    # reference on an old-image target: BLKDISCARD the new image's zero runs, write the rest
+    old_target "$old" "$f" "$size"
+    attach_to dev "$f"; throttle "$dev" "$profile_name"
+    drop_caches
+    measure "$dev" sh -c 'python3 -c "$1" write "$2" "$3" discard >"$4"' nz "$NZ_PY" "$new" "$dev" "$work/nz.t"
+    local dst; dst=$(cat "$work/nz.t")
+    local dwr=$M_WR ddisc=$M_DISC dok=ok
+    cmp -n "$nsize" "$new" "$f" >/dev/null || dok=DIFFERS
+    throttle "$dev" none; detach "$dev"; rm -f "$f"
+    echo "   $profile_name: non-zero blocks est ${est}s measured ${nzt}s ($(mb $nzwr) MB written); cp+sync ${cpt}s ($(mb $cpwr) MB); old target, discard zero runs + write non-zero ${dst}s ($(mb $dwr) MB written, $(mb $ddisc) MB discarded, $dok)"
+    REFS+=("| $pair | $profile_name | $nz | $(awk -v b="$nzbytes" 'BEGIN{printf "%.1f", b/1e6}') | $(awk -v b="$ndiffbytes" 'BEGIN{printf "%.1f", b/1e6}') | $est | $nzt | $(mb $nzwr) | $cpt | $(mb $cpwr) | $dst | $(mb $dwr) | $(mb $ddisc) | $dok |")
 
     local target
     for target in $TARGETS; do
@@ -337,9 +379,7 @@ bench_pair() { # PAIR
       case $target in
         zero-sparse) truncate -s "$size" "$f" ;;
         zero-alloc) fallocate -l "$size" "$f" ;;
-        old) cp --sparse=never "$old" "$f"
-             [ "$(stat -c %s "$f")" -ge "$size" ] || truncate -s "$size" "$f"
-             truncate -s "$(round4k "$(stat -c %s "$f")")" "$f" ;;
+        old) old_target "$old" "$f" "$size" ;;
         *) die "unknown target $target" ;;
       esac
       attach_to dev "$f"; throttle "$dev" "$profile_name"
@@ -384,10 +424,10 @@ bench() {
   md "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for p in "${ROWS[@]}"; do md "$p"; done
   md ""
-  md "Reference writes (onto a zeroed target):"
+  md "Reference writes (nz and cp onto a zero-sparse target; discard+nz onto an old-image target):"
   md ""
-  md "| pair | profile | non-zero 4 KiB blocks | non-zero MB | nz est s | nz meas s | nz wr MB | cp+sync s | cp wr MB |"
-  md "|---|---|---|---|---|---|---|---|---|"
+  md "| pair | profile | non-zero 4 KiB blocks | non-zero MB | MB differing from old | nz est s | nz meas s | nz wr MB | cp+sync s | cp wr MB | old target: discard+nz s | wr MB | disc MB | cmp |"
+  md "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for p in "${REFS[@]}"; do md "$p"; done
 }
 
