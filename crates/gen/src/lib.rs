@@ -827,6 +827,46 @@ mod tests {
     }
 
     #[test]
+    fn progress_reports_the_phases_and_changes_no_byte() {
+        let mut fixtures = delta_core::testing::fixtures().into_iter().map(|(_, b)| b);
+        let (old, new) = (fixtures.next().unwrap(), fixtures.next().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let options = GenOptions {
+            segment_len: 64 << 10,
+            progress: Some(Arc::new(move |p: &GenProgress| {
+                sink.lock().unwrap().push(*p);
+            })),
+            ..GenOptions::default()
+        };
+        let with = generate_to_vec(&old, &new, &options).unwrap();
+        let without = GenOptions {
+            progress: None,
+            ..options.clone()
+        };
+        assert_eq!(with, generate_to_vec(&old, &new, &without).unwrap());
+        assert!(format!("{options:?}").contains("progress: Some"));
+        let seen = seen.lock().unwrap();
+        let mut phases: Vec<GenPhase> = seen.iter().map(|p| p.phase).collect();
+        phases.dedup();
+        assert_eq!(
+            phases,
+            [
+                GenPhase::Indexing,
+                GenPhase::Planning,
+                GenPhase::Encoding,
+                GenPhase::Writing
+            ]
+        );
+        assert!(seen.iter().all(|p| p.bytes_done <= p.bytes_total));
+        let last = |phase| seen.iter().rfind(|p| p.phase == phase).unwrap();
+        assert_eq!(last(GenPhase::Encoding).bytes_done, new.len() as u64);
+        assert_eq!(last(GenPhase::Writing).bytes_done, with.len() as u64);
+        let encoding = seen.iter().filter(|p| p.phase == GenPhase::Encoding);
+        assert!(encoding.count() > 2, "reported per segment");
+    }
+
+    #[test]
     fn output_does_not_depend_on_threads() {
         let mut fixtures = delta_core::testing::fixtures().into_iter().map(|(_, b)| b);
         let (old, new) = (fixtures.next().unwrap(), fixtures.next().unwrap());
