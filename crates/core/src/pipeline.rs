@@ -10,7 +10,8 @@
 //!
 //! How independent work runs is the caller's: a [`Runner`] maps over items
 //! (chunks of the old image, units, segments), runs two jobs side by side
-//! and hashes images. [`Serial`] does everything on the calling thread (the
+//! and hashes images; it is also told the progress of each phase
+//! ([`Runner::progress`], [`crate::Phase`]). [`Serial`] does everything on the calling thread (the
 //! tests, the fuzz targets, [`diff_slices`]); the `delta-gen` crate runs the
 //! same steps on a rayon pool, most costly segments first, and re-applies
 //! every segment it encodes. One pipeline means the parallel generator and

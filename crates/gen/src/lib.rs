@@ -24,6 +24,10 @@
 //! changes before the delta, written to an unnamed temporary file, is put
 //! in place; an output that is an input or not a regular file is refused.
 //!
+//! [`generate_to`] does the same into any writer (standard output), once
+//! the inputs are found unchanged. [`GenOptions::progress`] is told each
+//! phase ([`GenPhase`]) with bytes done and total, from the worker threads.
+//!
 //! It deliberately does not stream its inputs: a build server has both
 //! images on disk and random access is what finds moved data.
 //!
