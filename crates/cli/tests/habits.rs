@@ -54,6 +54,49 @@ impl Pair {
         p
     }
 
+    /// A tar archive of `files` gzip files of `len` bytes of text each as
+    /// old.img, the same with every text edited as new.img, and its delta.
+    fn gzip_tar(files: usize, len: usize) -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        for (tree, edited) in [("old", false), ("new", true)] {
+            // The same paths in both archives: each file's old version
+            // is found.
+            let folder = dir.path().join(tree).join("data");
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..files {
+                let mut text = Rng::new(i as u64).text(len);
+                if edited {
+                    text.splice(len / 2..len / 2, b"an edit\n".iter().copied());
+                }
+                std::fs::write(folder.join(format!("f{i}.txt")), text).unwrap();
+            }
+            let status = Command::new("sh")
+                .current_dir(dir.path())
+                .arg("-c")
+                .arg(format!(
+                    "gzip -9n {tree}/data/*.txt && tar -cf {tree}.img -C {tree} data"
+                ))
+                .status()
+                .expect("sh, gzip and tar");
+            assert!(status.success());
+        }
+        for sub in ["locks", "logs"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let p = Pair {
+            dir,
+            segment: "4MiB".into(),
+        };
+        let out = p.gen(&["-o", "u.delta"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("content: tar") && !stdout(&out).contains(" in 0 of "),
+            "no deflate segments: {}",
+            stdout(&out)
+        );
+        p
+    }
+
     /// `delta gen old.img new.img` with `u.delta`'s segment sizes and `extra`.
     fn gen(&self, extra: &[&str]) -> Output {
         let mut args = vec!["gen", "old.img", "new.img"];
@@ -294,12 +337,11 @@ fn sigterm_while_waiting_for_a_lock_exits_4_and_a_rerun_resumes() {
 
 #[test]
 fn sigterm_while_applying_checkpoints_exits_4_and_a_rerun_resumes() {
-    // A checkpoint every 4 KiB (an fdatasync and a journal write each)
-    // keeps a 32 MiB apply busy for seconds: SIGTERM comes at the first
-    // report of bytes written (a quarter of a second in).
-    let p = Pair::new(32 << 20, "4MiB");
-    let slow = ["--checkpoint-bytes", "4KiB", "--progress", "json"];
-    let child = p.spawn_apply(&slow);
+    // A tar of gzip files whose texts changed: the applier re-deflates
+    // them (deflate segments), which takes over a second here, so SIGTERM
+    // comes while bytes are being written.
+    let p = Pair::gzip_tar(16, 512 << 10);
+    let child = p.spawn_apply(&["--progress", "json"]);
     let (out, lines) = terminate_when(child, |line| {
         serde_json::from_str::<serde_json::Value>(line)
             .is_ok_and(|v| v["step"] == "applying" && v["bytes_done"].as_u64().unwrap_or(0) > 0)
