@@ -16,8 +16,8 @@ pub struct UpdateLog {
 }
 
 impl UpdateLog {
-    /// Opens `dir/delta-apply.YYYYmmdd_HHMMSS.PID.log` (UTC), a new file
-    /// (see [`create_fresh`]); on failure
+    /// Opens `dir/delta-apply.YYYYmmdd_HHMMSS.PID.log` (UTC), always a new
+    /// file (`O_EXCL`, `.1`, `.2`... added when the name is taken); on failure
     /// returns a log that drops lines and the warning to show.
     pub fn open(dir: &Path) -> (UpdateLog, Option<String>) {
         let stamp = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();
