@@ -228,6 +228,7 @@ impl Sink for SegmentSink<'_, '_, '_> {
 mod tests {
     use super::*;
     use crate::journal::State;
+    use crate::writer::Mode;
 
     struct Fixture {
         dir: tempfile::TempDir,
@@ -277,7 +278,7 @@ mod tests {
             let mut report = Reporter::new(&mut callback, crate::log::UpdateLog::disabled());
             let start = 100 + written;
             let mut writer =
-                TargetWriter::start(file, &path, start, false, &mut report, 0).unwrap();
+                TargetWriter::start(file, &path, start, Mode::Sparse, &mut report, 0).unwrap();
             let mut checkpoints = Checkpoints::new(
                 &self.journal,
                 &path,

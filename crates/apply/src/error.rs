@@ -18,6 +18,17 @@ pub enum Error {
         /// The cause.
         source: io::Error,
     },
+    /// Reading the delta failed, or it ended before its table says (a
+    /// pipe or a download cut short).
+    #[error("delta {path}: reading byte {offset}: {source}")]
+    Input {
+        /// The delta: a path, `stdin` or a URL.
+        path: PathBuf,
+        /// The first byte of the delta not read.
+        offset: u64,
+        /// The cause.
+        source: io::Error,
+    },
     /// The delta's header or table is malformed, or over a limit.
     #[error("delta {path}: {source}")]
     Header {

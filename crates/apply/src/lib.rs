@@ -4,10 +4,12 @@
 //! The device agent links this crate and drives an [`Applier`]:
 //!
 //! 1. **preparing** — single-instance lock, delta header and table read with
-//!    two bounded reads and checked against [`ApplyOptions::memory_limit`],
+//!    two bounded reads (from a file, a pipe or a download: see [`input`])
+//!    and checked against [`ApplyOptions::memory_limit`],
 //!    1.x → 2.x `/data` preflight when the delta or the options ask for it,
 //!    old image size (and, with `verify_source`, digest), target safety;
-//! 2. **applying** — segments in order: each payload is read, checked,
+//! 2. **applying** — segments in order: each payload is read as it arrives
+//!    (the delta is read front to back, never stored), checked,
 //!    decompressed and run against the old image (positional reads, no
 //!    mapping), its output digest checked, and written sequentially to the
 //!    target; a [`journal`] checkpoint follows an `fdatasync` every few
@@ -24,7 +26,17 @@
 //!
 //! Memory: the largest segment's payload + stream + reference (the header's
 //! `apply_memory`, refused up front when over the limit) plus about
-//! [`delta_core::APPLY_OVERHEAD`] of fixed buffers, whatever the image size.
+//! [`delta_core::APPLY_OVERHEAD`] of fixed buffers and the writer's
+//! [`WRITER_MEMORY`], whatever the image size.
+//!
+//! Writing: a writer thread puts and hashes each buffer while the caller's
+//! thread decodes the next. On a block device (the inactive partition
+//! usually holds an earlier release) what the device holds is read first,
+//! in 1 MiB sequential reads, and only the 4 KiB blocks that differ are
+//! written; zero runs go to the device's own zeroing where it has one (no
+//! data sent), or are compared like data. A block found in place is hashed
+//! as it was read, so the image digest is of what the target holds.
+//! [`Outcome::writes`] says what reached the device.
 //!
 //! It never writes to the old image, nor to a device that holds it or the
 //! running root filesystem, and a failed or interrupted run never leaves the
@@ -44,6 +56,9 @@
 mod checkpoint;
 mod checks;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod input;
 pub mod journal;
 pub mod keys;
 pub mod locks;
@@ -57,8 +72,10 @@ mod verify;
 mod writer;
 
 pub use error::{Error, Result, EXIT_CANCELLED};
+pub use input::{DeltaInput, FileInput, ReaderInput, UrlOptions};
 pub use progress::{Progress, ProgressFn, Step};
-pub use verify::{verify, Verified};
+pub use verify::{verify, verify_from, Verified};
+pub use writer::{WriteStats, WRITER_MEMORY};
 
 use progress::Reporter;
 use run::Run;
@@ -71,7 +88,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     /// Most buffer memory a delta may need (its header's `apply_memory`),
-    /// in bytes; fixed overhead of about 2 MiB comes on top.
+    /// in bytes; fixed buffers ([`delta_core::APPLY_OVERHEAD`] and
+    /// [`WRITER_MEMORY`]) come on top.
     pub memory_limit: u64,
     /// Hash the whole old image before writing anything.
     pub verify_source: bool,
@@ -165,6 +183,9 @@ pub struct Outcome {
     pub resumed_bytes: u64,
     /// blake3 of the new image, hex.
     pub new_digest: String,
+    /// What this run's writes did on the target: bytes written (flash
+    /// wear), found already in place, zeroed by the device itself.
+    pub writes: WriteStats,
     /// Non-fatal problems (e.g. the update log could not be written).
     pub warnings: Vec<String>,
     /// The update log written, if any.
@@ -220,12 +241,31 @@ impl Applier {
     }
 
     /// Rebuilds the new image from `old` (None for a full-image payload)
-    /// and `delta` into `target`, verified and committed.
+    /// and the delta file `delta` into `target`, verified and committed.
     ///
     /// # Errors
     /// See [`Error`]; the target path is never left looking complete, and
     /// [`Error::exit_code`] gives the process exit code.
     pub fn apply(&mut self, old: Option<&Path>, delta: &Path, target: &Path) -> Result<Outcome> {
+        let input = open_file(delta)?;
+        self.apply_from(old, input, target)
+    }
+
+    /// As [`Applier::apply`], with the delta read front to back from
+    /// `delta` as it arrives: a pipe ([`ReaderInput`], [`input::stdin`]), a
+    /// download (`http::UrlInput`) or the caller's own transport. Each
+    /// payload is checked against its digest before it is used; a resumed
+    /// run skips what its journal says is written.
+    ///
+    /// # Errors
+    /// As [`Applier::apply`]; a delta cut short is [`Error::Input`], and
+    /// the run can be resumed.
+    pub fn apply_from(
+        &mut self,
+        old: Option<&Path>,
+        delta: Box<dyn DeltaInput>,
+        target: &Path,
+    ) -> Result<Outcome> {
         let _instance = locks::InstanceLock::acquire(&self.options.instance_lock)?;
         let (log, warning) = match &self.options.log_dir {
             Some(dir) => log::UpdateLog::open(dir),
@@ -237,7 +277,7 @@ impl Applier {
             "delta-apply {} old={} delta={} target={} options={:?}",
             env!("CARGO_PKG_VERSION"),
             old.map_or("-".into(), |p| p.display().to_string()),
-            delta.display(),
+            delta.name(),
             target.display(),
             self.options
         ));
@@ -288,27 +328,46 @@ impl Applier {
 /// I/O errors naming the file, or a malformed or over-limit header or
 /// table ([`Error::Header`]).
 pub fn read_delta(path: &Path, limits: &delta_format::Limits) -> Result<delta_format::Index> {
-    open_delta(path, limits).map(|(_, index)| index)
+    let mut input = open_file(path)?;
+    read_index_from(input.as_mut(), limits).map(|(index, _)| index)
 }
 
-fn open_delta(
-    path: &Path,
+/// Opens the delta at `path` as an input (see [`input::open_path`]).
+fn open_file(path: &Path) -> Result<Box<dyn DeltaInput>> {
+    input::open_path(path).map_err(|source| Error::Io {
+        op: "open delta",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads the header, table and signatures at the start of `input` through
+/// the one reader, checked against `limits` and, when the input knows it,
+/// its length. Returns the index and the bytes read.
+///
+/// # Errors
+/// A malformed, truncated or over-limit header or table
+/// ([`Error::Header`]).
+pub fn read_index_from(
+    input: &mut dyn DeltaInput,
     limits: &delta_format::Limits,
-) -> Result<(std::fs::File, delta_format::Index)> {
-    let io = |op, source| Error::Io {
-        op,
-        path: path.to_owned(),
-        source,
+) -> Result<(delta_format::Index, u64)> {
+    let name = PathBuf::from(input.name());
+    let bad = |source| Error::Header { path: name, source };
+    let mut counted = input::Counted {
+        inner: &mut *input,
+        count: 0,
     };
-    let bad = |source| Error::Header {
-        path: path.to_owned(),
-        source,
-    };
-    let (file, file_len) = delta_core::open_image(path).map_err(|e| io("open delta", e))?;
-    let index =
-        delta_format::read_index(&mut std::io::BufReader::new(&file), limits).map_err(bad)?;
-    index.check_file_len(file_len).map_err(bad)?;
-    Ok((file, index))
+    let index = delta_format::read_index(&mut counted, limits);
+    let read = counted.count;
+    match (index, input.known_len()) {
+        (Ok(index), Some(len)) => match index.check_file_len(len) {
+            Ok(()) => Ok((index, read)),
+            Err(e) => Err(bad(e)),
+        },
+        (Ok(index), None) => Ok((index, read)),
+        (Err(e), _) => Err(bad(e)),
+    }
 }
 
 /// The error's message and each cause that the message does not already

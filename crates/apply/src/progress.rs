@@ -48,6 +48,14 @@ pub struct Progress {
     /// Detail, e.g. the lock being waited on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Bytes of the delta received (read, downloaded) so far, once its
+    /// table is read: with a delta from a pipe or a URL, how far the
+    /// download has got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_received: Option<u64>,
+    /// The delta's length, with `delta_received`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_len: Option<u64>,
 }
 
 /// Receives progress reports (at least once a second during long steps).
@@ -65,6 +73,10 @@ pub(crate) struct Reporter<'a> {
     step_started: Instant,
     /// When bytes were last reported.
     last_bytes: Instant,
+    /// The bytes done and total last reported.
+    last: (u64, u64),
+    /// Bytes of the delta received and its length.
+    received: Option<(u64, u64)>,
     /// Non-fatal problems met so far, for the outcome.
     pub(crate) warnings: Vec<String>,
 }
@@ -77,6 +89,8 @@ impl<'a> Reporter<'a> {
             step: Step::Preparing,
             step_started: Instant::now(),
             last_bytes: Instant::now(),
+            last: (0, 0),
+            received: None,
             warnings: Vec::new(),
         }
     }
@@ -102,14 +116,25 @@ impl<'a> Reporter<'a> {
             self.step_started = Instant::now();
         }
         self.last_bytes = Instant::now();
+        self.last = (done, total);
         if let Some(f) = self.callback.as_mut() {
             f(&Progress {
                 step,
                 bytes_done: done,
                 bytes_total: total,
                 message,
+                delta_received: self.received.map(|r| r.0),
+                delta_len: self.received.map(|r| r.1),
             });
         }
+    }
+
+    /// Records `received` bytes of a delta of `len` bytes, reported with
+    /// the current step's bytes at most every [`PROGRESS_EVERY`].
+    pub(crate) fn received(&mut self, received: u64, len: u64) {
+        self.received = Some((received, len));
+        let (done, total) = self.last;
+        self.bytes(done, total);
     }
 
     /// Reports bytes done in the current step, at most every

@@ -6,6 +6,7 @@
 use crate::checkpoint::{Checkpoints, Every, SegmentPlace, SegmentSink, Stop};
 use crate::checks::{check_migration_data, open_source, verify_source};
 use crate::error::{Error, Result};
+use crate::input::DeltaInput;
 use crate::journal::{self, Journal, Record, State};
 use crate::progress::{Reporter, Step};
 use crate::source::FileSource;
@@ -14,30 +15,130 @@ use crate::writer::{self, TargetWriter};
 use crate::{locks, ApplyOptions, Outcome};
 use delta_core::{to_hex as hex, Patcher, SegmentRef};
 use delta_format::{Header, Index, Limits};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// An open delta file with its checked index.
+/// The delta being applied: its checked index, and the stream its
+/// payloads come from.
 struct Delta {
+    /// The input's name, for messages.
     path: PathBuf,
-    file: File,
     index: Index,
+    stream: DeltaStream,
 }
 
+/// The delta's input past its index, read front to back.
+struct DeltaStream {
+    path: PathBuf,
+    input: Box<dyn DeltaInput>,
+    /// Bytes of the delta read or skipped so far.
+    at: u64,
+    /// The delta's length, as its table gives it.
+    len: u64,
+}
+
+/// Bytes read from the delta between progress reports of bytes received.
+const READ_PIECE: usize = 256 << 10;
+
 impl Delta {
-    fn open(path: &Path, limits: &Limits) -> Result<Delta> {
-        let (file, index) = crate::open_delta(path, limits)?;
+    /// Reads the header, table and signatures of `input`, checked against
+    /// `limits` and, when the input knows it, its length.
+    fn open(mut input: Box<dyn DeltaInput>, limits: &Limits) -> Result<Delta> {
+        let path = PathBuf::from(input.name());
+        let (index, at) = crate::read_index_from(input.as_mut(), limits)?;
+        let len = index.file_len;
         Ok(Delta {
-            path: path.to_owned(),
-            file,
+            path: path.clone(),
             index,
+            stream: DeltaStream {
+                path,
+                input,
+                at,
+                len,
+            },
         })
     }
 
     fn header(&self) -> &Header {
         &self.index.header
+    }
+
+    /// Checks that a delta of unknown length ends after its last payload.
+    fn check_end(&mut self) -> Result<()> {
+        let stream = &mut self.stream;
+        if stream.input.known_len().is_some() {
+            return Ok(());
+        }
+        let mut byte = [0u8; 1];
+        let extra = loop {
+            match stream.input.read(&mut byte) {
+                Ok(n) => break n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(stream.error(e)),
+            }
+        };
+        self.index
+            .check_file_len(stream.at + extra)
+            .map_err(|source| Error::Header {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+impl DeltaStream {
+    /// Reads the payload of `seg` into `payload`, skipping the payloads
+    /// before it that a resumed run has written, and reporting the bytes
+    /// received as they arrive.
+    fn read_payload(
+        &mut self,
+        seg: &SegmentRef<'_>,
+        payload: &mut Vec<u8>,
+        report: &mut Reporter<'_>,
+    ) -> Result<()> {
+        if seg.payload_offset > self.at {
+            let skipped = self.input.skip(seg.payload_offset - self.at);
+            self.log_notes(report);
+            skipped.map_err(|e| self.error(e))?;
+            self.at = seg.payload_offset;
+        }
+        // Bounded: payload_len <= apply_memory <= memory_limit.
+        payload.resize(seg.entry.payload_len as usize, 0);
+        for piece in payload.chunks_mut(READ_PIECE) {
+            let read = self.input.read_exact(piece);
+            self.log_notes(report);
+            read.map_err(|e| self.error(e))?;
+            self.at += piece.len() as u64;
+            report.received(self.at, self.len);
+        }
+        Ok(())
+    }
+
+    fn log_notes(&mut self, report: &mut Reporter<'_>) {
+        for note in self.input.take_notes() {
+            report.log.line(note);
+        }
+    }
+
+    /// The error for a failed read at `at`; an early end says how long the
+    /// delta should be.
+    fn error(&self, e: std::io::Error) -> Error {
+        let source = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "the delta ended early: its table says it is {} bytes",
+                    self.len
+                ),
+            )
+        } else {
+            e
+        };
+        Error::Input {
+            path: self.path.clone(),
+            offset: self.at,
+            source,
+        }
     }
 }
 
@@ -82,14 +183,16 @@ pub(crate) struct Run<'o, 'r, 'c> {
     /// What the journal records for this run.
     identity: Record,
     resume: Option<Resume>,
+    /// What this run's writes did on the target.
+    stats: writer::WriteStats,
 }
 
 /// The paths a run is given.
 pub(crate) struct Paths<'p> {
     /// The old image (None for a full-image payload).
     pub(crate) old: Option<&'p Path>,
-    /// The delta file.
-    pub(crate) delta: &'p Path,
+    /// The delta.
+    pub(crate) delta: Box<dyn DeltaInput>,
     /// The target.
     pub(crate) target: &'p Path,
 }
@@ -141,14 +244,14 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             None if header.is_full() => (FileSource::empty(), None),
             None => {
                 return Err(Error::NeedsSource {
-                    path: paths.delta.to_owned(),
+                    path: delta.path.clone(),
                 })
             }
         };
         let journal = Journal::new(journal_path(options, &target));
         let written_names = [target.write_path(), journal.path(), journal.temp_path()];
         target.check_safe(old.as_ref(), &written_names)?;
-        target.check_fits(paths.delta, header.new_len, options.max_image_size)?;
+        target.check_fits(&delta.path, header.new_len, options.max_image_size)?;
         if let (true, Some(path)) = (options.verify_source, old_path) {
             verify_source(report, &source, path, &header)?;
         }
@@ -174,6 +277,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             journal,
             identity,
             resume: None,
+            stats: writer::WriteStats::default(),
         };
         run.resume = run.load_resume()?;
         Ok(run)
@@ -298,12 +402,15 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             new_len,
             (start > 0).then(|| "re-reading written part".into()),
         );
-        let sparse = matches!(self.target, Target::File { .. });
+        let mode = match self.target {
+            Target::File { .. } => writer::Mode::Sparse,
+            Target::Block { .. } => writer::Mode::Device,
+        };
         let writer = TargetWriter::start(
             file,
             self.target.write_path(),
             start,
-            sparse,
+            mode,
             self.report,
             new_len,
         )?;
@@ -357,16 +464,9 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
                 return Err(Error::Cancelled);
             }
             let seg = SegmentRef::of(index, i);
-            // Bounded: payload_len <= apply_memory <= memory_limit.
-            payload.resize(seg.entry.payload_len as usize, 0);
             self.delta
-                .file
-                .read_exact_at(&mut payload, seg.payload_offset)
-                .map_err(|source| Error::Io {
-                    op: "read",
-                    path: self.delta.path.clone(),
-                    source,
-                })?;
+                .stream
+                .read_payload(&seg, &mut payload, self.report)?;
             let place = SegmentPlace {
                 segment: seg.index,
                 start: seg.new_offset,
@@ -388,10 +488,18 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
                 checkpoints.store(&mut writer, i as u64 + 1, 0)?;
             }
         }
-        let digest = writer.finish().map_err(|e| io("write", e))?;
-        self.report
-            .log
-            .line(format!("wrote {new_len} bytes to {}", write_path.display()));
+        let (digest, stats) = writer.finish().map_err(|e| io("write", e))?;
+        self.delta.check_end()?;
+        self.report.log.line(format!(
+            "target {}: {new_len} bytes of image; {} written, {} found in place, {} zeroed \
+             by the device, {} read to compare",
+            write_path.display(),
+            stats.written,
+            stats.skipped,
+            stats.zeroed,
+            stats.compared
+        ));
+        self.stats = stats;
         Ok(digest)
     }
 
@@ -428,6 +536,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             segments: header.segment_count,
             resumed_segments: self.resume.map_or(0, |r| r.segments_done),
             resumed_bytes: self.resume.map_or(0, |r| r.offset),
+            writes: self.stats,
             new_digest: hex(&header.new_digest),
             warnings: Vec::new(),
             log_path: None,

@@ -3,10 +3,11 @@
 //! image, its size and digest.
 
 use crate::error::{Error, Result};
+use crate::input::DeltaInput;
 use delta_core::signature::{self, PublicKey};
 use delta_format::Limits;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 /// What a verification found.
 #[derive(Debug, Clone)]
@@ -27,15 +28,34 @@ pub struct Verified {
 /// The first check that fails, naming the delta (or old image), the
 /// segment and the bytes.
 pub fn verify(path: &Path, old: Option<&Path>, trusted: &[PublicKey]) -> Result<Verified> {
-    let (file, index) = crate::open_delta(path, &Limits::default())?;
+    verify_from(crate::open_file(path)?, old, trusted)
+}
+
+/// As [`verify`], with the delta read front to back from `input` (a pipe,
+/// a download).
+///
+/// # Errors
+/// As [`verify`]; a delta cut short is [`Error::Input`].
+pub fn verify_from(
+    mut input: Box<dyn DeltaInput>,
+    old: Option<&Path>,
+    trusted: &[PublicKey],
+) -> Result<Verified> {
+    let path = PathBuf::from(input.name());
+    let (index, mut at) = crate::read_index_from(input.as_mut(), &Limits::default())?;
     let signed_by = if trusted.is_empty() {
         None
     } else {
         let id = signature::verify(&index, trusted).map_err(|source| Error::Signature {
-            path: path.to_owned(),
+            path: path.clone(),
             source,
         })?;
         Some(delta_core::to_hex(&id))
+    };
+    let read_error = |at: u64, source| Error::Input {
+        path: path.clone(),
+        offset: at,
+        source,
     };
     let mut payload = Vec::new();
     for (i, (entry, &offset)) in index
@@ -44,17 +64,17 @@ pub fn verify(path: &Path, old: Option<&Path>, trusted: &[PublicKey]) -> Result<
         .zip(&index.payload_offsets)
         .enumerate()
     {
+        // Payloads follow one another: the input is at `offset`.
+        debug_assert_eq!(at, offset);
         // Bounded: payload_len <= apply_memory, checked against the limit.
         payload.resize(entry.payload_len as usize, 0);
-        file.read_exact_at(&mut payload, offset)
-            .map_err(|source| Error::Io {
-                op: "read",
-                path: path.to_owned(),
-                source,
-            })?;
+        input
+            .read_exact(&mut payload)
+            .map_err(|source| read_error(at, source))?;
+        at += entry.payload_len;
         if blake3::hash(&payload).as_bytes() != &entry.payload_digest {
             return Err(Error::Segment {
-                path: path.to_owned(),
+                path: path.clone(),
                 source: delta_core::Error::PayloadDigest {
                     segment: i as u64,
                     offset,
@@ -62,6 +82,16 @@ pub fn verify(path: &Path, old: Option<&Path>, trusted: &[PublicKey]) -> Result<
                 },
             });
         }
+    }
+    if input.known_len().is_none() {
+        let extra = std::io::copy(&mut input.by_ref().take(1), &mut std::io::sink())
+            .map_err(|source| read_error(at, source))?;
+        index
+            .check_file_len(at + extra)
+            .map_err(|source| Error::Header {
+                path: path.clone(),
+                source,
+            })?;
     }
     let old_checked = match old {
         Some(old) if !index.header.is_full() => {

@@ -6,9 +6,11 @@ use crate::error::{Error, Result};
 use crate::progress::Reporter;
 use delta_core::Sink;
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 
 /// Hashes bytes `0..len` of `file`, reporting bytes done of `total`.
 ///
@@ -39,20 +41,69 @@ pub(crate) fn hash_prefix(
     Ok(hasher)
 }
 
-/// Sequential writer of the new image that hashes everything it writes.
-pub struct TargetWriter {
+/// How the writer puts the image on its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A new file: everything is written, zero runs become holes.
+    Sparse,
+    /// A block device: what it already holds is compared first, in large
+    /// sequential reads, and only the 4 KiB blocks that differ are written;
+    /// zero runs are left to the device's own zeroing where it has one.
+    Device,
+}
+
+/// Puts the new image on its target, in order, on the writer thread, and
+/// hashes everything the target holds: the bytes it writes, and for a
+/// block it found already in place, the bytes it read there.
+struct Placer {
     file: File,
-    buf: Vec<u8>,
-    /// Position of `buf[0]` in the image.
+    /// The next byte of the image to put.
     pos: u64,
-    sparse: bool,
+    mode: Mode,
+    /// What the device held where `buf` goes, compared block by block.
+    held: Vec<u8>,
+    /// Blind writes (no compare) until this position: the last compares
+    /// found nearly everything different.
+    compare_from: u64,
+    /// How far the next blind stretch reaches after another such compare.
+    blind_len: u64,
+    /// Bytes compared in a row that were nearly all different.
+    streak: u64,
+    /// The device refused its own zeroing: zero runs are compared instead.
+    no_device_zeroing: bool,
     /// Image bytes before this offset have been handed to write-back.
     writeback_start: u64,
     /// Digest of every byte of the image so far (from offset 0).
     hasher: blake3::Hasher,
+    stats: WriteStats,
 }
 
+/// What reached the target, for the summary, the log and the progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Bytes written to the target (what wears the flash).
+    pub written: u64,
+    /// Bytes found already in place on a block device, not written.
+    pub skipped: u64,
+    /// Bytes of zero runs the device zeroed itself (no data sent).
+    pub zeroed: u64,
+    /// Bytes of the target read to compare.
+    pub compared: u64,
+}
+
+/// Bytes buffered before they are compared and written.
 const WRITE_BUFFER: usize = 1 << 20;
+
+/// The unit of comparison on a block device: a page, and the block of
+/// nearly every file system and flash translation layer.
+const BLOCK: u64 = 4096;
+
+/// Blind stretches after compares that found nearly everything different
+/// for [`STREAK`] bytes in a row: the first, and the longest (each next one
+/// doubles while the compare after it finds the same).
+const BLIND_FIRST: u64 = 4 << 20;
+const BLIND_MAX: u64 = 256 << 20;
+const STREAK: u64 = 8 << 20;
 
 /// Written bytes handed to the kernel's write-back at a time. Starting
 /// write-back early keeps the storage busy while segments are being decoded,
@@ -62,66 +113,111 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// it will not read again.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 
-impl std::fmt::Debug for TargetWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TargetWriter")
-            .field("pos", &self.pos)
-            .field("sparse", &self.sparse)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TargetWriter {
-    /// A writer of `file` positioned at `start`: the bytes before it (an
-    /// interrupted run wrote them) are read back into the digest first. A
-    /// `sparse` (file) target is cut or extended to `start`, as its tail
-    /// may be a hole not yet part of the file.
-    ///
-    /// # Errors
-    /// I/O errors naming `path`.
-    pub(crate) fn start(
-        file: File,
-        path: &Path,
-        start: u64,
-        sparse: bool,
-        report: &mut Reporter<'_>,
-        total: u64,
-    ) -> Result<TargetWriter> {
-        let io = |op, source| Error::Io {
-            op,
-            path: path.to_owned(),
-            source,
-        };
-        if sparse && start > 0 {
-            file.set_len(start).map_err(|e| io("truncate", e))?;
-        }
-        let hasher = hash_prefix(&file, path, start, report, total)?;
-        let mut file = file;
-        file.seek(SeekFrom::Start(start))
-            .map_err(|e| io("seek", e))?;
-        Ok(TargetWriter {
+impl Placer {
+    fn new(file: File, start: u64, mode: Mode, hasher: blake3::Hasher) -> Placer {
+        Placer {
             file,
-            buf: Vec::with_capacity(WRITE_BUFFER),
             pos: start,
-            sparse,
+            mode,
+            held: Vec::new(),
+            compare_from: 0,
+            blind_len: BLIND_FIRST,
+            streak: 0,
+            no_device_zeroing: false,
             writeback_start: start,
             hasher,
-        })
+            stats: WriteStats::default(),
+        }
     }
 
-    /// Bytes of the image produced so far.
-    pub fn position(&self) -> u64 {
-        self.pos + self.buf.len() as u64
-    }
-
-    fn flush_buf(&mut self) -> io::Result<()> {
-        self.file.write_all(&self.buf)?;
-        self.advance(self.buf.len() as u64);
-        self.buf.clear();
+    /// Puts `bytes` at the current position: written, or on a block
+    /// device compared first; hashed either way.
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if self.mode == Mode::Device && self.pos >= self.compare_from {
+            self.put_compared(bytes)?;
+        } else {
+            self.file.write_all_at(bytes, self.pos)?;
+            self.hasher.update(bytes);
+            self.stats.written += bytes.len() as u64;
+        }
+        self.advance(bytes.len() as u64);
         Ok(())
     }
 
-    /// Moves past `len` bytes just written, and hands every
+    /// Reads what the device holds where `bytes` go and writes only the
+    /// blocks that differ, in runs. A block found in place is hashed as
+    /// read: the digest is of what the target holds.
+    fn put_compared(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut held = std::mem::take(&mut self.held);
+        held.resize(bytes.len(), 0);
+        if self.file.read_exact_at(&mut held, self.pos).is_err() {
+            // Unreadable (a bad block, past the end): written as it would
+            // be without the compare, which may well mend it.
+            self.held = held;
+            self.file.write_all_at(bytes, self.pos)?;
+            self.hasher.update(bytes);
+            self.stats.written += bytes.len() as u64;
+            return Ok(());
+        }
+        self.stats.compared += bytes.len() as u64;
+        let mut run: Option<usize> = None;
+        let mut at = 0usize;
+        let mut differing = 0u64;
+        let mut result = Ok(());
+        while at < bytes.len() && result.is_ok() {
+            // Blocks are aligned to the device, not to this buffer.
+            let to_boundary = BLOCK - (self.pos + at as u64) % BLOCK;
+            let end = (at + to_boundary as usize).min(bytes.len());
+            let same = skipped_in_place(&held[at..end], &bytes[at..end], self.pos + at as u64);
+            match (same, run) {
+                (false, None) => run = Some(at),
+                (true, Some(from)) => {
+                    result = self.write_run(&bytes[from..at], from);
+                    run = None;
+                }
+                _ => {}
+            }
+            if same {
+                self.hasher.update(&held[at..end]);
+                self.stats.skipped += (end - at) as u64;
+            } else {
+                self.hasher.update(&bytes[at..end]);
+                differing += (end - at) as u64;
+            }
+            at = end;
+        }
+        if let (Ok(()), Some(from)) = (&result, run) {
+            result = self.write_run(&bytes[from..], from);
+        }
+        self.held = held;
+        // Nearly all different for a while (a zeroed or foreign target,
+        // not one changed file): stop paying for reads for a stretch,
+        // longer each time the compare after it finds the same.
+        if differing * 10 >= bytes.len() as u64 * 9 {
+            self.streak += bytes.len() as u64;
+            if self.streak >= STREAK || self.blind_len > BLIND_FIRST {
+                self.compare_from = self.pos + bytes.len() as u64 + self.blind_len;
+                self.blind_len = (self.blind_len * 2).min(BLIND_MAX);
+                self.streak = 0;
+            }
+        } else {
+            self.streak = 0;
+            self.blind_len = BLIND_FIRST;
+        }
+        result
+    }
+
+    /// Writes `run`, which starts `from` bytes past the current position.
+    fn write_run(&mut self, run: &[u8], from: usize) -> io::Result<()> {
+        self.file.write_all_at(run, self.pos + from as u64)?;
+        self.stats.written += run.len() as u64;
+        Ok(())
+    }
+
+    /// Moves past `len` bytes just put, and hands every
     /// [`WRITEBACK_CHUNK`] to write-back.
     fn advance(&mut self, len: u64) {
         self.pos += len;
@@ -143,9 +239,8 @@ impl TargetWriter {
         let _ = rustix::fs::fadvise(&self.file, from, Some(len), rustix::fs::Advice::DontNeed);
     }
 
-    /// Writes buffered bytes and makes them durable (`fdatasync`).
-    pub fn sync(&mut self) -> io::Result<()> {
-        self.flush_buf()?;
+    /// Makes everything put so far durable (`fdatasync`).
+    fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
         // Everything is clean now: let it all leave the page cache.
         self.advise_dont_need(0);
@@ -153,37 +248,381 @@ impl TargetWriter {
         Ok(())
     }
 
-    /// Flushes, sets a file target's length (trailing holes), fsyncs, and
-    /// returns the digest of the whole image.
-    pub fn finish(mut self) -> io::Result<blake3::Hash> {
-        self.flush_buf()?;
-        if self.sparse {
+    /// Sets a file target's length (trailing holes), fsyncs, and returns
+    /// the digest of the whole image and what the writes did.
+    fn finish(self) -> io::Result<(blake3::Hash, WriteStats)> {
+        if self.mode == Mode::Sparse {
             self.file.set_len(self.pos)?;
         }
         self.file.sync_all()?;
-        Ok(self.hasher.finalize())
+        Ok((self.hasher.finalize(), self.stats))
+    }
+
+    /// Puts `len` zero bytes: a hole in a file. On a block device, zero
+    /// runs are compared like data while compares find blocks in place (a
+    /// device holding an earlier release), and left to the device's own
+    /// zeroing for whole blocks otherwise (a zeroed or foreign device);
+    /// a device without its own zeroing (an SD card: its discard need not
+    /// read back as zeros) always compares them, as reading costs less
+    /// than writing.
+    fn put_zeros(&mut self, len: u64) -> io::Result<()> {
+        if self.mode == Mode::Sparse {
+            hash_zeros(&mut self.hasher, len);
+            self.pos += len;
+            return Ok(());
+        }
+        let end = self.pos + len;
+        while self.pos < end {
+            let chunk = (end - self.pos).min(WRITE_BUFFER as u64);
+            // Whole blocks only go to the device's zeroing.
+            let head = ((BLOCK - self.pos % BLOCK) % BLOCK).min(chunk);
+            let body = (chunk - head) / BLOCK * BLOCK;
+            let blind = self.pos + head < self.compare_from;
+            if blind && body > 0 && !self.no_device_zeroing {
+                self.put_zero_bytes(head, false)?;
+                if zero_range(&self.file, self.pos, body).is_ok() {
+                    hash_zeros(&mut self.hasher, body);
+                    self.stats.zeroed += body;
+                    self.advance(body);
+                } else {
+                    self.no_device_zeroing = true;
+                    self.put_zero_bytes(body, true)?;
+                }
+            } else {
+                self.put_zero_bytes(head + body, true)?;
+            }
+            let tail = chunk - head - body;
+            self.put_zero_bytes(tail, true)?;
+        }
+        Ok(())
+    }
+
+    /// Puts `len` zero bytes as data, compared first when `compare`.
+    fn put_zero_bytes(&mut self, len: u64, compare: bool) -> io::Result<()> {
+        static ZEROS: [u8; WRITE_BUFFER] = [0u8; WRITE_BUFFER];
+        let bytes = &ZEROS[..len as usize];
+        if len == 0 {
+            Ok(())
+        } else if compare {
+            self.put_compared(bytes)?;
+            self.advance(len);
+            Ok(())
+        } else {
+            self.put(bytes)
+        }
+    }
+}
+
+/// Hashes `len` zero bytes.
+fn hash_zeros(hasher: &mut blake3::Hasher, mut len: u64) {
+    static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
+    while len > 0 {
+        let n = len.min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..n]);
+        len -= n as u64;
+    }
+}
+
+/// Whether a block found holding `held` may stay: it already holds the
+/// new bytes.
+fn skipped_in_place(held: &[u8], new: &[u8], offset: u64) -> bool {
+    #[cfg(debug_assertions)]
+    if wrong_block_for_tests() == Some(offset) {
+        return true;
+    }
+    let _ = offset;
+    held == new
+}
+
+/// Test hook, in debug builds only: `DELTA_TEST_SKIP_WRONG_BLOCK=OFFSET`
+/// makes the block at OFFSET count as in place even when it differs, as if
+/// the device had read back wrong. The digest, of what the target holds,
+/// must then refuse the image.
+#[cfg(debug_assertions)]
+fn wrong_block_for_tests() -> Option<u64> {
+    static OFFSET: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var("DELTA_TEST_SKIP_WRONG_BLOCK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+/// Asks a block device to zero `len` bytes at `offset` itself, without the
+/// data being sent (`fallocate(PUNCH_HOLE | KEEP_SIZE)`: the kernel uses
+/// the device's write-zeroes or a discard that is known to read back as
+/// zeros, and refuses rather than write the zeros itself).
+fn zero_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use rustix::fs::FallocateFlags;
+    let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+    rustix::fs::fallocate(file, flags, offset, len).map_err(io::Error::from)
+}
+
+/// What the writer thread is asked to do, in order.
+enum Job {
+    /// Put these bytes next (the buffer then comes back to the pool).
+    Bytes(Vec<u8>),
+    /// Put this many zero bytes next.
+    Zeros(u64),
+    /// Answer once everything before is put.
+    Barrier(mpsc::SyncSender<io::Result<()>>),
+    /// Answer once everything before is put and durable.
+    Sync(mpsc::SyncSender<io::Result<()>>),
+}
+
+/// Buffers of [`WRITE_BUFFER`] bytes in flight between the decoder and the
+/// writer thread (the one being filled, one queued, one being put).
+const POOL: usize = 3;
+
+/// The writer's memory: its [`POOL`] buffers and the one a block device's
+/// blocks are compared in.
+pub const WRITER_MEMORY: u64 = (POOL as u64 + 1) * WRITE_BUFFER as u64;
+
+/// Writer of the new image, strictly in order: the caller's thread fills
+/// buffers, a writer thread compares, writes and hashes them, so decoding
+/// the next segment overlaps putting and hashing this one. Memory: [`POOL`]
+/// buffers of [`WRITE_BUFFER`] bytes, plus one for comparing.
+pub struct TargetWriter {
+    buf: Vec<u8>,
+    /// Bytes handed to the writer thread (the image position of `buf[0]`).
+    sent: u64,
+    jobs: Option<mpsc::SyncSender<Job>>,
+    /// Buffers the writer thread is done with.
+    free: mpsc::Receiver<Vec<u8>>,
+    /// Buffers made so far (at most [`POOL`]).
+    made: usize,
+    /// Set by the writer thread when a write failed.
+    failed: Arc<AtomicBool>,
+    /// Bytes of the image the writer thread has put.
+    put: Arc<AtomicU64>,
+    /// The target, for reading back (COPY_NEW ops).
+    reader: File,
+    worker: Option<std::thread::JoinHandle<io::Result<(blake3::Hash, WriteStats)>>>,
+}
+
+impl std::fmt::Debug for TargetWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetWriter")
+            .field("position", &self.position())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TargetWriter {
+    /// A writer of `file` positioned at `start`: the bytes before it (an
+    /// interrupted run wrote them) are read back into the digest first. A
+    /// `Sparse` (file) target is cut or extended to `start`, as its tail
+    /// may be a hole not yet part of the file.
+    ///
+    /// # Errors
+    /// I/O errors naming `path`.
+    pub(crate) fn start(
+        file: File,
+        path: &Path,
+        start: u64,
+        mode: Mode,
+        report: &mut Reporter<'_>,
+        total: u64,
+    ) -> Result<TargetWriter> {
+        let io = |op, source| Error::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        };
+        if mode == Mode::Sparse && start > 0 {
+            file.set_len(start).map_err(|e| io("truncate", e))?;
+        }
+        let hasher = hash_prefix(&file, path, start, report, total)?;
+        let reader = file.try_clone().map_err(|e| io("open target", e))?;
+        let (jobs, queue) = mpsc::sync_channel::<Job>(POOL);
+        let (give_back, free) = mpsc::sync_channel::<Vec<u8>>(POOL);
+        let failed = Arc::new(AtomicBool::new(false));
+        let put = Arc::new(AtomicU64::new(start));
+        let placer = Placer::new(file, start, mode, hasher);
+        let worker = {
+            let (failed, put) = (Arc::clone(&failed), Arc::clone(&put));
+            std::thread::Builder::new()
+                .name("delta-writer".into())
+                .spawn(move || run_placer(placer, &queue, &give_back, &failed, &put))
+                .map_err(|e| io("start the writer thread for", e))?
+        };
+        Ok(TargetWriter {
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            sent: start,
+            jobs: Some(jobs),
+            free,
+            made: 1,
+            failed,
+            put,
+            reader,
+            worker: Some(worker),
+        })
+    }
+
+    /// Bytes of the image produced so far.
+    pub fn position(&self) -> u64 {
+        self.sent + self.buf.len() as u64
+    }
+
+    fn send(&mut self, job: Job) -> io::Result<()> {
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The writer thread is gone: its result says why.
+            _ => Err(self.stop()),
+        }
+    }
+
+    /// Hands the filled buffer to the writer thread and takes an empty one
+    /// (waiting for one when all [`POOL`] are in flight).
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if self.failed.load(Ordering::Relaxed) {
+            return self.barrier();
+        }
+        let next = match self.free.try_recv() {
+            Ok(buf) => buf,
+            Err(_) if self.made < POOL => {
+                self.made += 1;
+                Vec::with_capacity(WRITE_BUFFER)
+            }
+            Err(_) => match self.free.recv() {
+                Ok(buf) => buf,
+                Err(_) => return Err(self.stop()),
+            },
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        self.sent += full.len() as u64;
+        self.send(Job::Bytes(full))
+    }
+
+    /// Waits until everything before is put (or failed).
+    fn barrier(&mut self) -> io::Result<()> {
+        self.ask(Job::Barrier)
+    }
+
+    fn ask(&mut self, job: fn(mpsc::SyncSender<io::Result<()>>) -> Job) -> io::Result<()> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(job(reply))?;
+        answer.recv().unwrap_or_else(|_| Err(self.stop()))
+    }
+
+    /// Ends the writer thread and returns the error that stopped it.
+    fn stop(&mut self) -> io::Error {
+        self.jobs = None;
+        match self.worker.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => io::Error::other("the writer thread panicked"),
+            _ => io::Error::other("the writer thread has stopped"),
+        }
+    }
+
+    /// Writes buffered bytes and makes them durable (`fdatasync`).
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.flush_buf()?;
+        self.ask(Job::Sync)
+    }
+
+    /// Puts everything, sets a file target's length (trailing holes),
+    /// fsyncs, and returns the digest of the whole image and what the
+    /// writes did.
+    pub fn finish(mut self) -> io::Result<(blake3::Hash, WriteStats)> {
+        self.flush_buf()?;
+        self.jobs = None;
+        match self.worker.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the writer thread panicked")),
+            None => Err(io::Error::other("the writer thread has stopped")),
+        }
+    }
+}
+
+impl Drop for TargetWriter {
+    /// Nothing is written after the writer is gone: the thread is joined.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// The writer thread: puts jobs in order until the queue closes. After a
+/// failure it puts nothing more and answers every question with the
+/// failure.
+fn run_placer(
+    mut placer: Placer,
+    queue: &mpsc::Receiver<Job>,
+    give_back: &mpsc::SyncSender<Vec<u8>>,
+    failed: &AtomicBool,
+    put: &AtomicU64,
+) -> io::Result<(blake3::Hash, WriteStats)> {
+    let mut error: Option<io::Error> = None;
+    let copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
+    for job in queue {
+        let done = match job {
+            Job::Bytes(bytes) => {
+                let done = match error {
+                    None => placer.put(&bytes),
+                    Some(_) => Ok(()),
+                };
+                let mut bytes = bytes;
+                bytes.clear();
+                let _ = give_back.try_send(bytes);
+                done
+            }
+            Job::Zeros(len) => match error {
+                None => placer.put_zeros(len),
+                Some(_) => Ok(()),
+            },
+            Job::Barrier(reply) => {
+                let _ = reply.send(error.as_ref().map_or(Ok(()), |e| Err(copy(e))));
+                Ok(())
+            }
+            Job::Sync(reply) => {
+                let done = match &error {
+                    None => placer.sync(),
+                    Some(e) => Err(copy(e)),
+                };
+                let _ = reply.send(done.as_ref().map(|_| ()).map_err(copy));
+                done
+            }
+        };
+        match (done, &error) {
+            (Err(e), None) => {
+                failed.store(true, Ordering::Relaxed);
+                error = Some(e);
+            }
+            (Ok(()), None) => put.store(placer.pos, Ordering::Release),
+            _ => {}
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => placer.finish(),
     }
 }
 
 impl Sink for TargetWriter {
     fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.hasher.update(bytes);
-        if self.buf.len() + bytes.len() > WRITE_BUFFER {
-            self.flush_buf()?;
-        }
-        if bytes.len() >= WRITE_BUFFER {
-            self.file.write_all(bytes)?;
-            self.advance(bytes.len() as u64);
-        } else {
-            self.buf.extend_from_slice(bytes);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if self.buf.len() == WRITE_BUFFER {
+                self.flush_buf()?;
+            }
+            let n = rest.len().min(WRITE_BUFFER - self.buf.len());
+            self.buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
         }
         Ok(())
     }
 
     fn write_zeros(&mut self, len: u64) -> io::Result<()> {
-        if !self.sparse || len < 64 * 1024 {
-            let mut left = len;
+        if len < 64 * 1024 {
             let zeros = [0u8; 16 * 1024];
+            let mut left = len;
             while left > 0 {
                 let n = left.min(zeros.len() as u64) as usize;
                 self.write_bytes(&zeros[..n])?;
@@ -191,33 +630,34 @@ impl Sink for TargetWriter {
             }
             return Ok(());
         }
-        let mut left = len;
-        let zeros = [0u8; 64 * 1024];
-        while left > 0 {
-            let n = left.min(zeros.len() as u64) as usize;
-            self.hasher.update(&zeros[..n]);
-            left -= n as u64;
-        }
         self.flush_buf()?;
-        self.pos += len;
-        self.file.seek(SeekFrom::Start(self.pos))?;
-        Ok(())
+        self.sent += len;
+        self.send(Job::Zeros(len))
     }
 
-    /// Reads bytes written before (COPY_NEW ops), flushing the buffer first
-    /// when the range reaches into it. A file target may end in a hole that
-    /// is not yet part of the file: those bytes read as zeros.
+    /// Reads bytes written before (COPY_NEW ops), once the writer thread
+    /// has put them. A file target may end in a hole that is not yet part
+    /// of the file: those bytes read as zeros.
     fn read_back(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let end = offset
             .checked_add(buf.len() as u64)
             .filter(|&end| end <= self.position())
             .ok_or(io::ErrorKind::UnexpectedEof)?;
-        if end > self.pos {
+        if offset >= self.sent {
+            // Still in the buffer being filled.
+            let from = (offset - self.sent) as usize;
+            buf.copy_from_slice(&self.buf[from..from + buf.len()]);
+            return Ok(());
+        }
+        if end > self.sent {
             self.flush_buf()?;
+        }
+        if end > self.put.load(Ordering::Acquire) {
+            self.barrier()?;
         }
         let mut done = 0;
         while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+            match self.reader.read_at(&mut buf[done..], offset + done as u64) {
                 Ok(0) => {
                     buf[done..].fill(0);
                     break;

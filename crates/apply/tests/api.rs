@@ -134,18 +134,17 @@ fn cancel_stops_at_a_checkpoint_and_the_next_run_resumes_there() {
     let device = Device::new();
     let mut applier = Applier::new(device.options());
     let cancel = applier.cancel_handle();
-    // A slow agent: its first report takes 300 ms, so the next write is
+    // A slow agent: each report before the first write (the step's start,
+    // bytes of the delta received) takes 300 ms, so the next write is
     // reported at once (reports come at most every 250 ms), with bytes
     // done; the cancel then stops the run inside its first segments.
-    let mut slept = false;
     applier = applier.on_progress(move |p: &Progress| {
         if p.step != Step::Applying {
             return;
         }
-        if !slept {
+        if p.bytes_done == 0 {
             std::thread::sleep(Duration::from_millis(300));
-            slept = true;
-        } else if p.bytes_done > 0 {
+        } else {
             cancel.store(true, Ordering::Relaxed);
         }
     });

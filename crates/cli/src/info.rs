@@ -5,10 +5,13 @@ use std::path::Path;
 
 use delta_core::to_hex as hex;
 
-/// Prints what the delta at `path` holds, read as the applier reads it.
-pub fn run(path: &Path, json: bool) -> Result<(), delta_apply::Error> {
+/// Prints what the delta at `path` (or `-`, or a URL) holds, read as the
+/// applier reads it.
+pub fn run(path: &Path, json: bool) -> Result<(), String> {
     let name = path.display().to_string();
-    let index = delta_apply::read_delta(path, &Limits::default())?;
+    let mut input = crate::open_input(path)?;
+    let (index, _) = delta_apply::read_index_from(input.as_mut(), &Limits::default())
+        .map_err(|e| e.to_string())?;
     let file_len = index.file_len;
     let h = &index.header;
     let delta_format::OutputTotals {

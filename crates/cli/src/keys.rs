@@ -90,9 +90,10 @@ pub fn explicit(path: Option<&Path>) -> Result<Vec<PublicKey>, String> {
     })
 }
 
-/// `delta verify DELTA [OLD]`.
+/// `delta verify DELTA [OLD]` (DELTA may be `-` or a URL).
 pub fn verify(delta: &Path, old: Option<&Path>, trusted: &[PublicKey]) -> Result<(), String> {
-    let verified = delta_apply::verify(delta, old, trusted).map_err(|e| e.to_string())?;
+    let input = crate::open_input(delta)?;
+    let verified = delta_apply::verify_from(input, old, trusted).map_err(|e| e.to_string())?;
     say!(
         "{}: {} payload digests verified{}{}",
         delta.display(),

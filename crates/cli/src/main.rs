@@ -35,7 +35,7 @@ mod keys;
 mod report;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use delta_apply::{Applier, ApplyOptions, Progress};
+use delta_apply::{Applier, ApplyOptions, Progress, UrlOptions};
 use delta_gen::{GenOptions, GenProgress};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -137,7 +137,7 @@ enum Command {
     Apply(Box<ApplyArgs>),
     /// Print a delta's header and what share of the new image is copied, zero, diffed and literal.
     Info {
-        /// The delta file.
+        /// The delta: a file, `-` for stdin, or an http(s):// URL.
         delta: PathBuf,
         /// Print one JSON object.
         #[arg(long)]
@@ -170,7 +170,7 @@ enum Command {
     },
     /// Check a delta's signatures and every payload digest, and with OLD the old image, writing nothing.
     Verify {
-        /// The delta file.
+        /// The delta: a file, `-` for stdin, or an http(s):// URL.
         delta: PathBuf,
         /// The old image, to check too.
         old: Option<PathBuf>,
@@ -291,9 +291,18 @@ enum ProgressMode {
 
 #[derive(clap::Args)]
 struct ApplyArgs {
-    /// [OLD] DELTA: the old image and the delta, or DELTA alone for a full-image payload.
+    /// [OLD] DELTA: the old image and the delta, or DELTA alone for a full-image payload. DELTA is a file, `-` for stdin, or an http(s):// URL, applied as it arrives.
     #[arg(required = true, num_args = 1..=2, value_names = ["OLD", "DELTA"])]
     inputs: Vec<PathBuf>,
+    /// Failed download attempts in a row before giving up (a URL DELTA).
+    #[arg(long, default_value_t = UrlOptions::default().retries)]
+    retries: u32,
+    /// Seconds to wait for a connection, an answer or the next bytes (a URL DELTA).
+    #[arg(long, default_value_t = UrlOptions::default().timeout.as_secs_f64())]
+    timeout: f64,
+    /// Seconds before the first retry of a download; the wait doubles with each failure in a row, up to 30.
+    #[arg(long, default_value_t = UrlOptions::default().backoff.as_secs_f64())]
+    retry_delay: f64,
     /// The target, overwritten: a file (written as OUT.partial, renamed over OUT when verified) or the inactive partition's block device.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
@@ -485,6 +494,13 @@ fn main() -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// Opens the delta an argument names: a path, `-` for stdin, or a URL
+/// (downloaded with the default retries).
+fn open_input(arg: &Path) -> Result<Box<dyn delta_apply::DeltaInput>, String> {
+    delta_apply::input::open(arg.as_os_str(), &UrlOptions::default())
+        .map_err(|e| format!("open delta {}: {e}", arg.display()))
 }
 
 /// Exits with code 2, `message` and the usage of `subcommand`.
@@ -699,19 +715,21 @@ fn print_gen_summary(output: &str, s: &delta_gen::Summary, elapsed: Duration) {
     }
 }
 
+/// `s` seconds given as option `--name`.
+fn seconds(s: f64, name: &str) -> Result<Duration, Failure> {
+    if s.is_finite() && s >= 0.0 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(Failure::new(
+            format!("--{name} must be a number of seconds"),
+            2,
+        ))
+    }
+}
+
 impl ApplyArgs {
     /// The library's options from the command line.
     fn options(&self) -> Result<ApplyOptions, Failure> {
-        let seconds = |s: f64, name: &str| {
-            if s.is_finite() && s >= 0.0 {
-                Ok(Duration::from_secs_f64(s))
-            } else {
-                Err(Failure::new(
-                    format!("--{name} must be a number of seconds"),
-                    2,
-                ))
-            }
-        };
         Ok(ApplyOptions {
             memory_limit: self.memory_limit,
             verify_source: self.verify_source,
@@ -786,7 +804,15 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         }
         _ => None,
     };
-    let result = applier.apply(old, delta, &args.output);
+    let url = UrlOptions {
+        retries: args.retries,
+        timeout: seconds(args.timeout, "timeout")?,
+        backoff: seconds(args.retry_delay, "retry-delay")?,
+        cancel: Some(applier.cancel_handle()),
+    };
+    let input = delta_apply::input::open(delta.as_os_str(), &url)
+        .map_err(|e| Failure::new(format!("open delta {}: {e}", delta.display()), 1))?;
+    let result = applier.apply_from(old, input, &args.output);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -834,6 +860,16 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
             },
             took(elapsed)
         );
+        let w = &outcome.writes;
+        if w.skipped + w.zeroed + w.compared > 0 {
+            say!(
+                "target: {} bytes written, {} found in place, {} zeroed by the device, {} read to compare",
+                w.written,
+                w.skipped,
+                w.zeroed,
+                w.compared
+            );
+        }
     }
     Ok(())
 }

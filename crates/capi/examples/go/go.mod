@@ -1,0 +1,3 @@
+module example.invalid/delta-go-example
+
+go 1.19

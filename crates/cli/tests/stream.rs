@@ -1,0 +1,903 @@
+//! Applying while downloading: `delta apply OLD - -o OUT` from a pipe and
+//! `delta apply OLD http://... -o OUT` from a real HTTP server on
+//! 127.0.0.1 that this file starts and stops, which drops connections,
+//! ignores Range, changes the file, fails, trickles, and counts the bytes
+//! it serves.
+
+use delta_core::testing::{mutate, Rng};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const DELTA: &str = env!("CARGO_BIN_EXE_delta");
+
+/// How the test server behaves.
+#[derive(Clone)]
+struct Behaviour {
+    /// Answer Range requests with 206 (else 200 and the whole file).
+    ranges: bool,
+    /// Drop this many responses, each after a random number of body bytes
+    /// in `drop_after`.
+    drops: usize,
+    drop_after: (u64, u64),
+    /// Send the body in pieces of this many bytes with this pause between.
+    trickle: Option<(usize, Duration)>,
+    /// Answer every request with this status.
+    status: Option<u16>,
+    /// After this many requests, serve other bytes under another ETag.
+    change_after: Option<usize>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            ranges: true,
+            drops: 0,
+            drop_after: (100_000, 600_000),
+            trickle: None,
+            status: None,
+            change_after: None,
+        }
+    }
+}
+
+/// One request the server answered.
+#[derive(Debug, Clone)]
+struct Served {
+    range_start: Option<u64>,
+    status: u16,
+}
+
+struct Shared {
+    behaviour: Mutex<Behaviour>,
+    content: Vec<u8>,
+    served_bytes: AtomicU64,
+    log: Mutex<Vec<Served>>,
+    rng: Mutex<Rng>,
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 serving one file, stopped on drop.
+struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(content: Vec<u8>, behaviour: Behaviour) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            behaviour: Mutex::new(behaviour),
+            content,
+            served_bytes: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
+            rng: Mutex::new(Rng::new(addr.port() as u64)),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let shared = Arc::clone(&shared);
+                            std::thread::spawn(move || {
+                                let _ = serve(stream, &shared);
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            })
+        };
+        Server {
+            addr,
+            shared,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/update.delta", self.addr)
+    }
+
+    fn served_bytes(&self) -> u64 {
+        self.shared.served_bytes.load(Ordering::Relaxed)
+    }
+
+    fn requests(&self) -> Vec<Served> {
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    fn set(&self, behaviour: Behaviour) {
+        *self.shared.behaviour.lock().unwrap() = behaviour;
+    }
+
+    fn reset_counts(&self) {
+        self.shared.served_bytes.store(0, Ordering::Relaxed);
+        self.shared.log.lock().unwrap().clear();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answers one request on `stream`, then closes it.
+fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut range_start = None;
+    let mut if_range = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        let lower = trimmed.to_ascii_lowercase();
+        if let Some(value) = lower.strip_prefix("range: bytes=") {
+            range_start = value.trim_end_matches('-').parse::<u64>().ok();
+        }
+        if lower.starts_with("if-range:") {
+            if_range = Some(trimmed["if-range:".len()..].trim().to_owned());
+        }
+    }
+    let behaviour = shared.behaviour.lock().unwrap().clone();
+    let request_number = shared.log.lock().unwrap().len();
+    let changed = behaviour.change_after.is_some_and(|n| request_number >= n);
+    let etag = if changed { "\"v2\"" } else { "\"v1\"" };
+    let changed_content;
+    let content: &[u8] = if changed {
+        changed_content = shared.content.iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>();
+        &changed_content
+    } else {
+        &shared.content
+    };
+    let mut out = stream;
+    if let Some(status) = behaviour.status {
+        shared.log.lock().unwrap().push(Served {
+            range_start,
+            status,
+        });
+        let body = b"no\n";
+        write!(
+            out,
+            "HTTP/1.1 {status} Test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        out.write_all(body)?;
+        return Ok(());
+    }
+    let start = match range_start {
+        Some(start)
+            if behaviour.ranges
+                && if_range.as_deref().is_none_or(|v| v == etag)
+                && start < content.len() as u64 =>
+        {
+            Some(start)
+        }
+        _ => None,
+    };
+    let (status, body) = match start {
+        Some(start) => (206, &content[start as usize..]),
+        None => (200, content),
+    };
+    shared.log.lock().unwrap().push(Served {
+        range_start,
+        status,
+    });
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n",
+        if status == 206 { "Partial Content" } else { "OK" },
+        body.len()
+    );
+    if let Some(start) = start {
+        head.push_str(&format!(
+            "Content-Range: bytes {start}-{}/{}\r\n",
+            content.len() - 1,
+            content.len()
+        ));
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    let drop_at = {
+        let mut b = shared.behaviour.lock().unwrap();
+        if b.drops > 0 {
+            b.drops -= 1;
+            let (low, high) = b.drop_after;
+            Some(low + shared.rng.lock().unwrap().below(high - low))
+        } else {
+            None
+        }
+    };
+    let piece = behaviour.trickle.map_or(64 << 10, |t| t.0);
+    let mut sent = 0u64;
+    for chunk in body.chunks(piece) {
+        let chunk = match drop_at {
+            Some(at) if sent + chunk.len() as u64 >= at => &chunk[..(at - sent) as usize],
+            _ => chunk,
+        };
+        out.write_all(chunk)?;
+        sent += chunk.len() as u64;
+        shared
+            .served_bytes
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if drop_at == Some(sent) {
+            out.flush()?;
+            let _ = out.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        if let Some((_, pause)) = behaviour.trickle {
+            std::thread::sleep(pause);
+        }
+    }
+    Ok(())
+}
+
+/// A temp dir with an image pair and a delta of many segments, most of its
+/// bytes new (so the delta is a few MiB).
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(len: usize, seed: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Rng::new(seed);
+        let old = rng.bytes(len);
+        let mut new = mutate(&old, &mut rng, 30);
+        // A third of the new image is new random bytes: a large delta.
+        let fresh = rng.bytes(len / 3);
+        let at = len / 3;
+        new[at..at + fresh.len()].copy_from_slice(&fresh);
+        std::fs::write(dir.path().join("old.img"), &old).unwrap();
+        std::fs::write(dir.path().join("new.img"), &new).unwrap();
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        let f = Fixture { dir };
+        let out = f.run(&[
+            "gen",
+            "old.img",
+            "new.img",
+            "-o",
+            "u.delta",
+            "--segment-size",
+            "256KiB",
+            "--max-merge",
+            "256KiB",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        f
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn delta(&self) -> Vec<u8> {
+        std::fs::read(self.path("u.delta")).unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(DELTA);
+        cmd.current_dir(self.dir.path()).args(args);
+        for proxy in ["http_proxy", "https_proxy", "all_proxy"] {
+            cmd.env_remove(proxy).env_remove(proxy.to_ascii_uppercase());
+        }
+        if args.first() == Some(&"apply") {
+            cmd.args([
+                "--log-dir",
+                "logs",
+                "--instance-lock",
+                "apply.lock",
+                "--lock-root",
+                "locks",
+                "--supervisor-config",
+                "no-config",
+                "--keyring",
+                "no-keyring",
+                "--state-dir",
+                ".",
+                "--retry-delay",
+                "0.05",
+            ]);
+        }
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// `delta apply old.img DELTA -o out.img` with `extra`.
+    fn apply(&self, delta: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["apply", "old.img", delta, "-o", "out.img"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn spawn_apply(&self, delta: &str, extra: &[&str], stdin: Stdio) -> Child {
+        let mut args = vec!["apply", "old.img", delta, "-o", "out.img"];
+        args.extend_from_slice(extra);
+        self.command(&args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn assert_done(&self) {
+        assert!(
+            std::fs::read(self.path("out.img")).unwrap()
+                == std::fs::read(self.path("new.img")).unwrap(),
+            "out.img differs from new.img"
+        );
+        assert!(!self.path("out.img.partial").exists());
+        assert!(!self.path("out.img.journal").exists());
+    }
+
+    fn assert_not_committed(&self) {
+        assert!(
+            !self.path("out.img").exists(),
+            "a failed apply left a complete-looking target"
+        );
+    }
+
+    /// The text of every update log.
+    fn logs(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(self.path("logs")).unwrap() {
+            text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+        }
+        text
+    }
+
+    /// Offset of segment `i`'s payload in the delta.
+    fn payload_offset(&self, i: usize) -> u64 {
+        let index = delta_format::read_index(
+            &mut std::fs::File::open(self.path("u.delta")).unwrap(),
+            &delta_format::Limits::default(),
+        )
+        .unwrap();
+        index.payload_offsets[i]
+    }
+
+    /// Waits until the journal records `segments` segments done; returns
+    /// how many it records.
+    fn wait_for_journal(&self, child: &mut Child, segments: u64) -> u64 {
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(self.path("out.img.journal")).unwrap_or_default();
+            let done = json_u64(&text, "segments_done");
+            if done >= segments {
+                return done;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "apply ended before {segments} segments were journaled"
+            );
+            assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The number after `"key":` in a JSON text (0 when absent).
+fn json_u64(text: &str, key: &str) -> u64 {
+    let needle = format!("\"{key}\":");
+    text.find(&needle)
+        .map(|at| {
+            text[at + needle.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Asserts exit code 1 with the `error:` line containing each of `needles`.
+fn assert_error(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(err.starts_with("error: "), "stderr: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    }
+}
+
+#[test]
+fn from_stdin_is_exact() {
+    let f = Fixture::new(4 << 20, 1);
+    let mut child = f.spawn_apply("-", &[], Stdio::piped());
+    let delta = f.delta();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&delta));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    f.assert_done();
+}
+
+#[test]
+fn a_pipe_cut_short_is_an_error_that_resumes() {
+    let f = Fixture::new(4 << 20, 2);
+    let delta = f.delta();
+    let cut = delta.len() * 2 / 3;
+    let mut child = f.spawn_apply("-", &["--checkpoint-bytes", "256KiB"], Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&delta[..cut]).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_error(
+        &out,
+        &[
+            "delta stdin",
+            "ended early",
+            &format!("{} bytes", delta.len()),
+        ],
+    );
+    f.assert_not_committed();
+    assert!(
+        f.path("out.img.journal").exists(),
+        "the journal was removed"
+    );
+    // A fresh pipe with the whole delta resumes where the cut one ended.
+    let mut child = f.spawn_apply("-", &[], Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    let whole = delta.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&whole));
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("resumed"), "{}", stdout(&out));
+    f.assert_done();
+}
+
+#[test]
+fn a_pipe_longer_than_the_delta_is_refused() {
+    let f = Fixture::new(1 << 20, 3);
+    let mut delta = f.delta();
+    delta.extend_from_slice(b"trailing");
+    let mut child = f.spawn_apply("-", &[], Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&delta));
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join().unwrap();
+    assert_error(&out, &["delta stdin"]);
+    f.assert_not_committed();
+}
+
+#[test]
+fn kill_9_while_reading_stdin_then_resume_with_a_fresh_pipe() {
+    let f = Fixture::new(6 << 20, 4);
+    let delta = f.delta();
+    let mut child = f.spawn_apply(
+        "-",
+        &[
+            "--checkpoint-bytes",
+            "256KiB",
+            "--checkpoint-seconds",
+            "0.05",
+        ],
+        Stdio::piped(),
+    );
+    // Feed the pipe slowly, so the kill lands in the middle of it.
+    let mut stdin = child.stdin.take().unwrap();
+    let slow = delta.clone();
+    let feeder = std::thread::spawn(move || {
+        for piece in slow.chunks(32 << 10) {
+            if stdin.write_all(piece).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let done = f.wait_for_journal(&mut child, 4);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    feeder.join().unwrap();
+    f.assert_not_committed();
+    let mut child = f.spawn_apply("-", &[], Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&delta));
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("resumed"),
+        "journal said {done} segments done: {}",
+        stdout(&out)
+    );
+    f.assert_done();
+}
+
+#[test]
+fn over_http_with_dropped_connections() {
+    let f = Fixture::new(6 << 20, 5);
+    let delta = f.delta();
+    let server = Server::start(
+        delta.clone(),
+        Behaviour {
+            drops: 4,
+            ..Behaviour::default()
+        },
+    );
+    let out = f.apply(&server.url(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    f.assert_done();
+    let requests = server.requests();
+    assert_eq!(requests.len(), 5, "{requests:?}");
+    assert!(
+        requests[1..].iter().all(|r| r.status == 206),
+        "{requests:?}"
+    );
+    // Every byte was served once: each retry asked for the rest.
+    assert_eq!(server.served_bytes(), delta.len() as u64);
+    let log = f.logs();
+    let retries: Vec<&str> = log.lines().filter(|l| l.contains("retry")).collect();
+    assert_eq!(retries.len(), 4, "{log}");
+    for (line, request) in retries.iter().zip(&requests[1..]) {
+        let at = request.range_start.unwrap();
+        assert!(line.contains(&format!("bytes={at}-")), "{line} / {at}");
+    }
+}
+
+#[test]
+fn over_http_when_the_server_ignores_range() {
+    let f = Fixture::new(4 << 20, 6);
+    let delta = f.delta();
+    let server = Server::start(
+        delta.clone(),
+        Behaviour {
+            ranges: false,
+            drops: 2,
+            ..Behaviour::default()
+        },
+    );
+    let out = f.apply(&server.url(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    f.assert_done();
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert!(requests.iter().all(|r| r.status == 200), "{requests:?}");
+    assert!(f.logs().contains("ignored Range"), "{}", f.logs());
+}
+
+#[test]
+fn over_http_a_delta_that_changes_is_refused() {
+    let f = Fixture::new(4 << 20, 7);
+    let server = Server::start(
+        f.delta(),
+        Behaviour {
+            drops: 1,
+            change_after: Some(1),
+            ..Behaviour::default()
+        },
+    );
+    let out = f.apply(&server.url(), &[]);
+    assert_error(&out, &[&server.url(), "changed on the server"]);
+    f.assert_not_committed();
+    assert_eq!(server.requests().len(), 2, "{:?}", server.requests());
+}
+
+#[test]
+fn over_http_4xx_and_persistent_5xx_fail_with_the_status() {
+    let f = Fixture::new(1 << 20, 8);
+    let server = Server::start(
+        f.delta(),
+        Behaviour {
+            status: Some(404),
+            ..Behaviour::default()
+        },
+    );
+    let out = f.apply(&server.url(), &[]);
+    assert_error(&out, &[&server.url(), "404"]);
+    assert_eq!(server.requests().len(), 1, "a 404 is not retried");
+    f.assert_not_committed();
+
+    server.set(Behaviour {
+        status: Some(500),
+        ..Behaviour::default()
+    });
+    server.reset_counts();
+    let out = f.apply(&server.url(), &["--retries", "3"]);
+    assert_error(&out, &[&server.url(), "500", "giving up after 3 retries"]);
+    assert_eq!(server.requests().len(), 4, "{:?}", server.requests());
+    f.assert_not_committed();
+}
+
+#[test]
+fn over_http_a_trickle_keeps_progress_moving() {
+    let f = Fixture::new(3 << 20, 9);
+    let delta = f.delta();
+    // About 1 MB/s: the download takes a second or more.
+    let server = Server::start(
+        delta.clone(),
+        Behaviour {
+            trickle: Some((8 << 10, Duration::from_millis(8))),
+            ..Behaviour::default()
+        },
+    );
+    let out = f.apply(&server.url(), &["--progress", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    f.assert_done();
+    let received: Vec<u64> = stdout(&out)
+        .lines()
+        .filter(|l| l.contains("\"step\":\"applying\""))
+        .map(|l| json_u64(l, "delta_received"))
+        .collect();
+    let mut distinct = received.clone();
+    distinct.dedup();
+    assert!(
+        distinct.len() >= 4,
+        "progress did not move while downloading: {received:?}"
+    );
+    assert!(received.windows(2).all(|w| w[0] <= w[1]), "{received:?}");
+    assert!(
+        stdout(&out).contains(&format!("\"delta_len\":{}", delta.len())),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn kill_9_during_a_download_then_fetch_only_the_rest() {
+    let f = Fixture::new(8 << 20, 10);
+    let delta = f.delta();
+    let server = Server::start(
+        delta.clone(),
+        Behaviour {
+            trickle: Some((16 << 10, Duration::from_millis(4))),
+            ..Behaviour::default()
+        },
+    );
+    let url = server.url();
+    let mut child = f.spawn_apply(
+        &url,
+        &[
+            "--checkpoint-bytes",
+            "256KiB",
+            "--checkpoint-seconds",
+            "0.05",
+        ],
+        Stdio::null(),
+    );
+    // Kill once the journal is well into the payloads (the first segments
+    // are cheap copies).
+    let mut segments = 1;
+    while f.payload_offset(segments.min(20) as usize) < delta.len() as u64 / 3 {
+        segments = f.wait_for_journal(&mut child, segments) + 1;
+    }
+    f.wait_for_journal(&mut child, segments);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    f.assert_not_committed();
+    let journal = std::fs::read_to_string(f.path("out.img.journal")).unwrap();
+    let done = json_u64(&journal, "segments_done") as usize;
+    let resume_at = f.payload_offset(done);
+    server.reset_counts();
+    let out = f.apply(&url, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("resumed"), "{}", stdout(&out));
+    f.assert_done();
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.range_start == Some(resume_at) && r.status == 206),
+        "no request for the rest at byte {resume_at}: {requests:?}"
+    );
+    // The rest, the index read again, and what the first answer had sent
+    // before it was closed.
+    let rest = delta.len() as u64 - resume_at;
+    let served = server.served_bytes();
+    assert!(
+        served >= rest && served < rest + (512 << 10),
+        "served {served} bytes for a rest of {rest} (delta {} bytes)",
+        delta.len()
+    );
+}
+
+#[test]
+fn verify_and_info_read_a_pipe() {
+    let f = Fixture::new(1 << 20, 12);
+    for args in [
+        &["verify", "-", "--keyring", "no-keyring"][..],
+        &["info", "-"][..],
+    ] {
+        let mut child = f
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let delta = f.delta();
+        let writer = std::thread::spawn(move || stdin.write_all(&delta));
+        let out = child.wait_with_output().unwrap();
+        let _ = writer.join().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let mut damaged = f.delta();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    let mut child = f
+        .command(&["verify", "-", "--keyring", "no-keyring"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&damaged));
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join().unwrap();
+    assert_error(&out, &["delta stdin", "digest"]);
+}
+
+#[test]
+fn a_streamed_payload_that_does_not_match_its_digest_is_refused() {
+    let f = Fixture::new(2 << 20, 13);
+    let mut damaged = f.delta();
+    let last = damaged.len() - 100;
+    damaged[last] ^= 1;
+    let mut child = f.spawn_apply("-", &[], Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&damaged));
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join().unwrap();
+    assert_error(&out, &["delta stdin", "payload digest mismatch"]);
+    f.assert_not_committed();
+    assert!(!f.path("out.img.partial").exists(), "damaged data kept");
+}
+
+/// `openssl s_server -WWW` serving the fixture's folder over TLS, with a
+/// certificate for 127.0.0.1 signed by a CA made for the test; killed on
+/// drop.
+struct TlsServer {
+    child: Child,
+    port: u16,
+}
+
+impl TlsServer {
+    fn start(dir: &std::path::Path) -> TlsServer {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(dir)
+                .args(args)
+                .output()
+                .expect("openssl(1), installed by .ci/run");
+            assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+        };
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-subj", "/CN=test-ca", "-x509"][..],
+                &key,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req", "-subj", "/CN=127.0.0.1"][..],
+                &key,
+                &["-keyout", "leaf.key", "-out", "leaf.csr"],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ]);
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("openssl")
+            .current_dir(dir)
+            .args([
+                "s_server", "-quiet", "-WWW", "-cert", "leaf.pem", "-key", "leaf.key",
+            ])
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "s_server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsServer { child, port }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn over_https_with_the_devices_trust_store() {
+    let f = Fixture::new(1 << 20, 14);
+    let server = TlsServer::start(f.dir.path());
+    let url = format!("https://127.0.0.1:{}/u.delta", server.port);
+    // A CA the device does not trust: refused at once, not retried.
+    let out = f
+        .command(&["apply", "old.img", &url, "-o", "out.img"])
+        .env("SSL_CERT_FILE", f.path("leaf.ext"))
+        .output()
+        .unwrap();
+    assert_error(&out, &[&url, "invalid peer certificate", "not retried"]);
+    assert!(!f.logs().contains("retry"), "{}", f.logs());
+    f.assert_not_committed();
+    // With the CA in the device's trust store (SSL_CERT_FILE), it applies.
+    let out = f
+        .command(&["apply", "old.img", &url, "-o", "out.img"])
+        .env("SSL_CERT_FILE", f.path("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    f.assert_done();
+}
