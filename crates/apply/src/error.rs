@@ -117,7 +117,7 @@ pub enum Error {
         path: PathBuf,
     },
     /// An application held its update lock until the timeout.
-    #[error("application lock {lock} still held after {waited:?}: target verified but not committed; re-run to commit")]
+    #[error("application lock {lock} still held after {}: target verified but not committed; re-run to commit", crate::log::duration(*.waited))]
     LockTimeout {
         /// The held lock.
         lock: PathBuf,
@@ -145,17 +145,23 @@ pub enum Error {
     /// The migration data check could not run.
     #[error("migration data check: {0}")]
     DataCheck(#[from] delta_datacheck::Error),
-    /// The caller cancelled.
+    /// The caller cancelled (e.g. on SIGTERM): the journal holds a
+    /// checkpoint of what was written, so the same run resumes.
     #[error("cancelled; re-run the same command to resume")]
     Cancelled,
 }
 
+/// Exit code of [`Error::Cancelled`]: cancelled, re-run to resume.
+pub const EXIT_CANCELLED: i32 = 4;
+
 impl Error {
     /// Process exit code for this error: 3 when the target is verified but
-    /// the commit waits on an application lock, 1 otherwise.
+    /// the commit waits on an application lock, [`EXIT_CANCELLED`] (4)
+    /// when the run was cancelled (re-run to resume), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::LockTimeout { .. } => 3,
+            Error::Cancelled => EXIT_CANCELLED,
             _ => 1,
         }
     }

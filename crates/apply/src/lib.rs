@@ -71,7 +71,7 @@ pub mod target;
 mod verify;
 mod writer;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, EXIT_CANCELLED};
 pub use input::{DeltaInput, FileInput, ReaderInput, UrlOptions};
 pub use progress::{Progress, ProgressFn, Step};
 pub use verify::{verify, verify_from, Verified};
@@ -197,6 +197,8 @@ pub struct Applier {
     options: ApplyOptions,
     progress: Option<ProgressFn>,
     cancel: Arc<AtomicBool>,
+    /// The update log of the last run, if one was written.
+    log_path: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Applier {
@@ -214,6 +216,7 @@ impl Applier {
             options,
             progress: None,
             cancel: Arc::new(AtomicBool::new(false)),
+            log_path: None,
         }
     }
 
@@ -223,10 +226,18 @@ impl Applier {
         self
     }
 
-    /// A flag that, once set, stops the apply at the next segment or lock
-    /// probe with [`Error::Cancelled`] (the run can be resumed).
+    /// A flag that, once set, stops the apply at the next write, segment
+    /// or lock probe with [`Error::Cancelled`], after a journal checkpoint
+    /// of what was written (the run can be resumed). Setting it from a
+    /// signal handler is safe (`signal_hook::flag::register`).
     pub fn cancel_handle(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.cancel)
+    }
+
+    /// The update log written by the last [`apply`](Applier::apply), if
+    /// any: also after a failure, for the caller to point at.
+    pub fn log_path(&self) -> Option<&Path> {
+        self.log_path.as_deref()
     }
 
     /// Rebuilds the new image from `old` (None for a full-image payload)
@@ -277,24 +288,27 @@ impl Applier {
                 run.write()?;
                 run.commit()
             });
+        let took = log::duration(started.elapsed());
         match &result {
             Ok(outcome) => report.log.line(format!(
-                "result: success, {} bytes, blake3 {}, {} segments ({} resumed), {:.3}s",
-                outcome.new_len,
-                outcome.new_digest,
-                outcome.segments,
-                outcome.resumed_segments,
-                started.elapsed().as_secs_f64()
+                "result: success, {} bytes, blake3 {}, {} segments ({} resumed), {took}",
+                outcome.new_len, outcome.new_digest, outcome.segments, outcome.resumed_segments,
+            )),
+            Err(e @ Error::Cancelled) => report.log.line(format!(
+                "result: cancelled (exit code {}) after {took} in step {}: the journal is \
+                 kept; re-run the same command to resume",
+                e.exit_code(),
+                report.current().label(),
             )),
             Err(e) => report.log.line(format!(
-                "result: failure (exit code {}) after {:.3}s in step {}: {}",
+                "result: failure (exit code {}) after {took} in step {}: {}",
                 e.exit_code(),
-                started.elapsed().as_secs_f64(),
                 report.current().label(),
                 cause_chain(e)
             )),
         }
         let log_path = report.log.path().map(Path::to_owned);
+        self.log_path.clone_from(&log_path);
         let warnings = std::mem::take(&mut report.warnings);
         result.map(|mut outcome| {
             outcome.warnings.extend(warning);

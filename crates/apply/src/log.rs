@@ -1,9 +1,11 @@
 //! The update log: one timestamped file per run, like balenahup's
-//! `/mnt/data/balenahup/<script>.<YYYYmmdd_HHMMSS>.log`.
+//! `/mnt/data/balenahup/<script>.<YYYYmmdd_HHMMSS>.log`, with the process
+//! id added so that two runs in the same second never share a file.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// An append-only log file; when it cannot be written the run carries on
 /// and the problem is reported once as a warning.
@@ -14,7 +16,8 @@ pub struct UpdateLog {
 }
 
 impl UpdateLog {
-    /// Opens `dir/delta-apply.YYYYmmdd_HHMMSS.log` (UTC); on failure
+    /// Opens `dir/delta-apply.YYYYmmdd_HHMMSS.PID.log` (UTC), always a new
+    /// file (`O_EXCL`, `.1`, `.2`... added when the name is taken); on failure
     /// returns a log that drops lines and the warning to show.
     pub fn open(dir: &Path) -> (UpdateLog, Option<String>) {
         let stamp = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();
@@ -62,17 +65,19 @@ impl UpdateLog {
     }
 }
 
-/// Creates `dir/delta-apply.STAMP.log`, or `delta-apply.STAMP.1.log`,
-/// `.2.log`... when a run in the same
-/// second took it: always a new file, never one planted there (a symlink
-/// or a hard link to another file is never appended to).
+/// Creates `dir/delta-apply.STAMP.PID.log`, or `delta-apply.STAMP.PID.1.log`,
+/// `.2.log`... when that name is taken (a run of this process in the same
+/// second, or a reused pid): always a new file (`O_EXCL`), never one
+/// planted there (a symlink or a hard link to another file is never
+/// appended to).
 fn create_fresh(dir: &Path, stamp: &str) -> std::io::Result<(File, PathBuf)> {
     use std::os::unix::fs::OpenOptionsExt;
+    let pid = std::process::id();
     let mut last = None;
     for n in 0..100 {
         let path = match n {
-            0 => dir.join(format!("delta-apply.{stamp}.log")),
-            n => dir.join(format!("delta-apply.{stamp}.{n}.log")),
+            0 => dir.join(format!("delta-apply.{stamp}.{pid}.log")),
+            n => dir.join(format!("delta-apply.{stamp}.{pid}.{n}.log")),
         };
         let opened = OpenOptions::new()
             .append(true)
@@ -86,4 +91,56 @@ fn create_fresh(dir: &Path, stamp: &str) -> std::io::Result<(File, PathBuf)> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::ErrorKind::AlreadyExists.into()))
+}
+
+/// A duration as people read it: "850 ms", "2.0 s", "1 min 3 s",
+/// "2 h 5 min"; the one format of durations in logs, errors and the CLI.
+pub fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if secs < 60 {
+        format!("{:.1} s", d.as_secs_f64())
+    } else if secs < 3600 {
+        format!("{} min {} s", secs / 60, secs % 60)
+    } else {
+        format!("{} h {} min", secs / 3600, secs % 3600 / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let ms = Duration::from_millis;
+        assert_eq!(duration(ms(0)), "0 ms");
+        assert_eq!(duration(ms(850)), "850 ms");
+        assert_eq!(duration(Duration::from_nanos(2_000_231_593)), "2.0 s");
+        assert_eq!(duration(ms(59_940)), "59.9 s");
+        assert_eq!(duration(ms(63_400)), "1 min 3 s");
+        assert_eq!(duration(Duration::from_secs(7500)), "2 h 5 min");
+    }
+
+    #[test]
+    fn two_logs_in_the_same_second_are_two_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = create_fresh(dir.path(), "20260101_000000").unwrap();
+        let (b, _) = create_fresh(dir.path(), "20260101_000000").unwrap();
+        drop((a, b));
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let pid = std::process::id();
+        assert_eq!(
+            names,
+            [
+                format!("delta-apply.20260101_000000.{pid}.1.log"),
+                format!("delta-apply.20260101_000000.{pid}.log"),
+            ]
+        );
+    }
 }

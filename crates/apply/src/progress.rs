@@ -105,9 +105,9 @@ impl<'a> Reporter<'a> {
     pub(crate) fn report(&mut self, step: Step, done: u64, total: u64, message: Option<String>) {
         if step != self.step {
             self.log.line(format!(
-                "step {} finished in {:.3}s",
+                "step {} finished in {}",
                 self.step.label(),
-                self.step_started.elapsed().as_secs_f64()
+                crate::log::duration(self.step_started.elapsed())
             ));
             if step != Step::Done {
                 self.log.line(format!("step {} started", step.label()));

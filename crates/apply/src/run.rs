@@ -473,6 +473,11 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
         let mut payload = Vec::new();
         for i in first..index.segments.len() {
             if self.cancel.load(Ordering::Relaxed) {
+                // Segments before `i` are written: record them, unless
+                // none was written in this run (the journal says so).
+                if i > first {
+                    checkpoints.store(&mut writer, i as u64, 0)?;
+                }
                 return Err(Error::Cancelled);
             }
             let seg = SegmentRef::of(index, i);

@@ -150,7 +150,7 @@ fn cancel_stops_at_a_checkpoint_and_the_next_run_resumes_there() {
     });
     let err = device.apply(&mut applier).unwrap_err();
     assert!(matches!(err, Error::Cancelled), "{err}");
-    assert_eq!(err.exit_code(), 1);
+    assert_eq!(err.exit_code(), delta_apply::EXIT_CANCELLED);
     assert!(
         !device.path("out.img").exists(),
         "a cancelled run committed"

@@ -334,7 +334,8 @@ int delta_apply(const char *old,
 int delta_error_code(const struct DeltaError *error);
 
 // The exit code the `delta` command gives for this error: 3 for
-// `DELTA_ERR_LOCKED`, 2 for a bad argument, 1 otherwise.
+// `DELTA_ERR_LOCKED`, 4 for `DELTA_ERR_CANCELLED`, 2 for a bad argument,
+// 1 otherwise.
 //
 // # Safety
 // As `delta_error_code`.

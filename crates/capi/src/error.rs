@@ -247,7 +247,8 @@ pub unsafe extern "C" fn delta_error_code(error: *const DeltaError) -> c_int {
 }
 
 /// The exit code the `delta` command gives for this error: 3 for
-/// `DELTA_ERR_LOCKED`, 2 for a bad argument, 1 otherwise.
+/// `DELTA_ERR_LOCKED`, 4 for `DELTA_ERR_CANCELLED`, 2 for a bad argument,
+/// 1 otherwise.
 ///
 /// # Safety
 /// As `delta_error_code`.

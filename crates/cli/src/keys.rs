@@ -25,7 +25,7 @@ pub fn keygen(out: &Path) -> Result<(), String> {
     }
     write_new(out, 0o600, secret.to_line().as_bytes())?;
     write_new(&public_path, 0o644, secret.public().to_line().as_bytes())?;
-    out!(
+    say!(
         "wrote secret key {} (mode 0600) and public key {}: key id {}",
         out.display(),
         public_path.display(),
@@ -71,7 +71,7 @@ pub fn sign(delta: &Path, keys: &[PathBuf]) -> Result<(), String> {
         .map(|k| read_secret(k))
         .collect::<Result<Vec<_>, _>>()?;
     let count = delta_gen::sign_file(delta, &secrets).map_err(|e| e.to_string())?;
-    out!(
+    say!(
         "signed {} with key id(s) {}; it holds {count} signature(s)",
         delta.display(),
         secrets
@@ -94,7 +94,7 @@ pub fn explicit(path: Option<&Path>) -> Result<Vec<PublicKey>, String> {
 pub fn verify(delta: &Path, old: Option<&Path>, trusted: &[PublicKey]) -> Result<(), String> {
     let input = crate::open_input(delta)?;
     let verified = delta_apply::verify_from(input, old, trusted).map_err(|e| e.to_string())?;
-    out!(
+    say!(
         "{}: {} payload digests verified{}{}",
         delta.display(),
         verified.payloads,

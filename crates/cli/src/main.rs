@@ -1,8 +1,17 @@
 //! The `delta` command: generate, apply and inspect OS image deltas.
 //!
 //! Exit codes: 0 success; 1 failure (one `error: ...` line on stderr);
-//! 2 usage error; 3 "not now": the target is verified but an application
-//! lock blocked the commit, or `check-data` found the folder over the limit.
+//! 2 usage error (with the subcommand's usage); 3 "not now": the target is
+//! verified but an application lock blocked the commit, or `check-data`
+//! found the folder over the limit; 4 cancelled: `delta apply` got SIGTERM
+//! or SIGINT, stored a journal checkpoint and stopped, and the same command
+//! resumes (a second signal ends it at once, also with 4: the last periodic
+//! checkpoint still lets a re-run resume).
+//!
+//! With `--progress json`, `delta apply` and `delta gen` print one JSON
+//! object per progress event and end with one `{"result": {...}}` or
+//! `{"error": {...}}` object, so that a caller never parses stderr.
+//! `-q` prints errors only, `-v` more detail.
 #![forbid(unsafe_code)]
 
 /// Prints a line on stdout; a closed stdout (e.g. `| head`) is not an error.
@@ -13,25 +22,102 @@ macro_rules! out {
     }};
 }
 
+/// Prints a summary line: on stdout (stderr when stdout carries a delta),
+/// not at all with `-q`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::summary(format_args!($($arg)*))
+    };
+}
+
 mod info;
 mod keys;
 mod report;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use delta_apply::{Applier, ApplyOptions, Progress, UrlOptions};
-use delta_gen::GenOptions;
-use std::io::IsTerminal;
+use delta_gen::{GenOptions, GenProgress};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// `-q`, neither, `-v`.
+static VERBOSITY: AtomicU8 = AtomicU8::new(NORMAL);
+const QUIET: u8 = 0;
+const NORMAL: u8 = 1;
+const VERBOSE: u8 = 2;
+/// Summary lines go to stderr: stdout carries the delta (`gen -o -`).
+static SUMMARY_TO_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// See [`say!`].
+fn summary(line: std::fmt::Arguments<'_>) {
+    if VERBOSITY.load(Ordering::Relaxed) == QUIET {
+        return;
+    }
+    if SUMMARY_TO_STDERR.load(Ordering::Relaxed) {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    } else {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+}
+
+fn verbose() -> bool {
+    VERBOSITY.load(Ordering::Relaxed) == VERBOSE
+}
+
+/// A warning on stderr, unless `-q`.
+fn warn(message: &str) {
+    if VERBOSITY.load(Ordering::Relaxed) != QUIET {
+        eprintln!("warning: {message}");
+    }
+}
+
+/// One JSON object on a line of stdout (stderr when stdout carries a
+/// delta); a closed stream is not an error.
+fn json_line(value: &serde_json::Value) {
+    let line = value.to_string();
+    if SUMMARY_TO_STDERR.load(Ordering::Relaxed) {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    } else {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+}
+
+const EXIT_CODES: &str =
+    "Exit codes: 0 success; 1 failure (one `error:` line on stderr); 2 usage error; \
+3 not now (an application lock kept the verified target from being committed until \
+--lock-timeout: re-run to commit; check-data over the limit); 4 cancelled by SIGTERM or SIGINT \
+(delta apply: journal checkpointed, re-run the same command to resume).";
+
+const APPLY_HELP: &str = "The target is overwritten: a file target is written as OUT.partial and \
+renamed over OUT once verified; a block device is written in place.
+
+SIGTERM or SIGINT stops the run at the next write or lock probe, after a journal \
+checkpoint, with exit code 4 and \"cancelled\" in the update log; the same command \
+resumes. A second signal ends it at once.
+
+With --progress json the last line is {\"result\": {...}} or {\"error\": {...}} (see the README).
+
+Exit codes: 0 success; 1 failure; 2 usage error; 3 not now (application lock held until \
+--lock-timeout; the target is verified, re-run to commit); 4 cancelled (re-run to resume).";
 
 #[derive(Parser)]
 #[command(
     name = "delta",
     version,
-    about = "Block-level deltas for OS images: generate on the build server, apply on the device"
+    about = "Block-level deltas for OS images: generate on the build server, apply on the device",
+    after_help = EXIT_CODES
 )]
 struct Cli {
+    /// Print errors only: no summary lines or warnings.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print more: every file's cost after gen, the update log after apply.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,8 +125,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate a delta from OLD to NEW (or, with --full, a full-image payload of NEW).
+    #[command(
+        override_usage = "delta gen [OPTIONS] OLD NEW -o DELTA\n       delta gen [OPTIONS] --full NEW -o DELTA"
+    )]
     Gen(GenArgs),
     /// Rebuild the new image from OLD and DELTA (or from a full payload alone), verify it, commit it.
+    #[command(
+        override_usage = "delta apply [OPTIONS] [OLD] DELTA -o OUT",
+        after_help = APPLY_HELP
+    )]
     Apply(Box<ApplyArgs>),
     /// Print a delta's header and what share of the new image is copied, zero, diffed and literal.
     Info {
@@ -88,6 +181,14 @@ enum Command {
         #[arg(long, default_value = delta_apply::keys::DEFAULT_KEYRING)]
         keyring: PathBuf,
     },
+    /// Print a completion script for SHELL on stdout (e.g. `delta completions bash > /etc/bash_completion.d/delta`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout: `delta man | man -l -`.
+    #[command(alias = "manpage")]
+    Man,
     /// Generate, apply and verify OLD to NEW in a temporary folder; print sizes, ratio and times.
     Roundtrip {
         /// The old image.
@@ -151,9 +252,15 @@ struct GenArgs {
     /// OLD NEW, or NEW alone with --full.
     #[arg(required = true, num_args = 1..=2, value_names = ["OLD", "NEW"])]
     images: Vec<PathBuf>,
-    /// Output delta file.
-    #[arg(short, long)]
+    /// Output delta file; `-` writes it to stdout (the summary then goes to stderr).
+    #[arg(short, long, value_name = "DELTA")]
     output: PathBuf,
+    /// Replace an existing output file (without: exit 1, the file kept as it is).
+    #[arg(short, long)]
+    force: bool,
+    /// Progress display: the phases (indexing, deflating, planning, encoding, writing, checking) with bytes done.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
     /// Write a full-image payload (applies without an old image).
     #[arg(long)]
     full: bool,
@@ -176,7 +283,7 @@ enum ProgressMode {
     Auto,
     /// A progress bar.
     Bar,
-    /// One JSON object per line on stdout.
+    /// One JSON object per line on stdout (stderr for `gen -o -`), ending with a result or error object.
     Json,
     /// No progress.
     None,
@@ -184,7 +291,7 @@ enum ProgressMode {
 
 #[derive(clap::Args)]
 struct ApplyArgs {
-    /// OLD DELTA, or DELTA alone for a full-image payload. DELTA is a file, `-` for stdin, or an http(s):// URL, applied as it arrives.
+    /// [OLD] DELTA: the old image and the delta, or DELTA alone for a full-image payload. DELTA is a file, `-` for stdin, or an http(s):// URL, applied as it arrives.
     #[arg(required = true, num_args = 1..=2, value_names = ["OLD", "DELTA"])]
     inputs: Vec<PathBuf>,
     /// Failed download attempts in a row before giving up (a URL DELTA).
@@ -196,8 +303,8 @@ struct ApplyArgs {
     /// Seconds before the first retry of a download; the wait doubles with each failure in a row, up to 30.
     #[arg(long, default_value_t = UrlOptions::default().backoff.as_secs_f64())]
     retry_delay: f64,
-    /// The target: a file (written as OUT.partial, renamed when verified) or the inactive partition's block device.
-    #[arg(short, long)]
+    /// The target, overwritten: a file (written as OUT.partial, renamed over OUT when verified) or the inactive partition's block device.
+    #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
     /// Refuse deltas that need more buffer memory than this (bytes or units).
     #[arg(long, value_parser = parse_size, default_value_t = defaults().memory_limit)]
@@ -220,7 +327,7 @@ struct ApplyArgs {
     /// Progress display.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
-    /// Folder of the update log (delta-apply.YYYYmmdd_HHMMSS.log).
+    /// Folder of the update log (delta-apply.YYYYmmdd_HHMMSS.PID.log, one per run).
     #[arg(long, default_value_os_t = defaults().log_dir.expect("a default log folder"))]
     log_dir: PathBuf,
     /// Write no update log.
@@ -282,20 +389,76 @@ fn parse_size(text: &str) -> Result<u64, String> {
     delta_datacheck::parse_size(text).map_err(|e| e.to_string())
 }
 
-/// A failure: message for stderr and exit code.
-struct Failure(String, u8);
+/// A failure: message for stderr, exit code, and for JSON output the
+/// causes and the update log.
+struct Failure {
+    message: String,
+    code: u8,
+    /// Each `source()` of the error, outermost first.
+    causes: Vec<String>,
+    /// The update log of a failed apply.
+    log: Option<PathBuf>,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>, code: u8) -> Failure {
+        Failure {
+            message: message.into(),
+            code,
+            causes: Vec::new(),
+            log: None,
+        }
+    }
+
+    /// The error with its cause chain.
+    fn chain(e: &dyn std::error::Error, code: u8) -> Failure {
+        let mut causes = Vec::new();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        Failure {
+            causes,
+            ..Failure::new(e.to_string(), code)
+        }
+    }
+
+    /// `{"error": {...}}`.
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"error": {
+            "code": self.code,
+            "message": self.message,
+            "causes": self.causes,
+            "log": self.log.as_ref().map(|p| p.display().to_string()),
+        }})
+    }
+}
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Failure {
-        Failure(e.to_string(), 1)
+        Failure::new(e.to_string(), 1)
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let verbosity = match (cli.quiet, cli.verbose) {
+        (true, _) => QUIET,
+        (_, true) => VERBOSE,
+        _ => NORMAL,
+    };
+    VERBOSITY.store(verbosity, Ordering::Relaxed);
+    let mut json = false;
     let result = match cli.command {
-        Command::Gen(args) => gen(args),
-        Command::Apply(args) => apply(*args),
+        Command::Gen(args) => {
+            json = matches!(args.progress, ProgressMode::Json);
+            gen(args)
+        }
+        Command::Apply(args) => {
+            json = matches!(args.progress, ProgressMode::Json);
+            apply(*args)
+        }
         Command::Info { delta, json } => info::run(&delta, json).map_err(Failure::from),
         Command::CheckData { dir, limit, json } => check_data(&dir, limit, json),
         Command::Roundtrip { old, new, tuning } => roundtrip(&old, &new, &tuning),
@@ -313,12 +476,22 @@ fn main() -> ExitCode {
             })
             .and_then(|trusted| keys::verify(&delta, old.as_deref(), &trusted))
             .map_err(Failure::from),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "delta", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(message, code)) => {
-            eprintln!("error: {message}");
-            ExitCode::from(code)
+        Err(failure) => {
+            if json {
+                json_line(&failure.to_json());
+            }
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }
@@ -330,19 +503,42 @@ fn open_input(arg: &Path) -> Result<Box<dyn delta_apply::DeltaInput>, String> {
         .map_err(|e| format!("open delta {}: {e}", arg.display()))
 }
 
-fn usage(message: &str) -> ! {
-    use clap::CommandFactory;
-    Cli::command()
+/// Exits with code 2, `message` and the usage of `subcommand`.
+fn usage(subcommand: &str, message: &str) -> ! {
+    let mut cli = Cli::command();
+    cli.build();
+    let command = cli
+        .find_subcommand_mut(subcommand)
+        .expect("a subcommand of delta");
+    command
         .error(clap::error::ErrorKind::WrongNumberOfValues, message)
         .exit()
+}
+
+/// Where `delta gen` writes the delta.
+enum Output<'a> {
+    File(&'a Path),
+    Stdout,
 }
 
 fn gen(args: GenArgs) -> Result<(), Failure> {
     let (old, new) = match (args.full, args.images.as_slice()) {
         (true, [new]) => (None, new),
         (false, [old, new]) => (Some(old.as_path()), new),
-        (true, _) => usage("with --full, give only NEW"),
-        (false, _) => usage("give OLD and NEW (or --full NEW)"),
+        (true, _) => usage("gen", "with --full, give only NEW"),
+        (false, _) => usage("gen", "give OLD and NEW (or --full NEW)"),
+    };
+    let output = if args.output.as_os_str() == "-" {
+        SUMMARY_TO_STDERR.store(true, Ordering::Relaxed);
+        if std::io::stdout().is_terminal() {
+            return Err(Failure::new(
+                "refusing to write a delta to a terminal; redirect stdout or name a file with -o",
+                1,
+            ));
+        }
+        Output::Stdout
+    } else {
+        Output::File(&args.output)
     };
     let signing_keys = args
         .sign
@@ -350,23 +546,126 @@ fn gen(args: GenArgs) -> Result<(), Failure> {
         .map(|k| keys::read_secret(k))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Failure::from)?;
+    let mode = progress_mode(args.progress);
+    let (progress, bar) = gen_progress(mode);
     let options = GenOptions {
         full: args.full,
         migration: args.migration,
         signing_keys,
         report: true,
-        ..args.tuning.options().map_err(|e| Failure(e, 2))?
+        replace: args.force,
+        progress,
+        ..args.tuning.options().map_err(|e| Failure::new(e, 2))?
     };
     let started = Instant::now();
-    let summary = delta_gen::generate(old, new, &args.output, &options)?;
-    print_gen_summary(&args.output, &summary, started.elapsed());
+    let generated = match output {
+        Output::File(path) => delta_gen::generate(old, new, path, &options),
+        Output::Stdout => {
+            let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            delta_gen::generate_to(old, new, &mut stdout, &options).and_then(|summary| {
+                stdout
+                    .flush()
+                    .map_err(|source| delta_gen::Error::Output { source })?;
+                Ok(summary)
+            })
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let summary = generated.map_err(|e| Failure::chain(&e, 1))?;
+    let elapsed = started.elapsed();
+    let name = match output {
+        Output::File(path) => path.display().to_string(),
+        Output::Stdout => "-".into(),
+    };
+    print_gen_summary(&name, &summary, elapsed);
     if let Some(report) = &summary.report {
-        report::print_costliest(report, 10);
+        report::print_costliest(report, if verbose() { usize::MAX } else { 10 });
         if let Some(path) = &args.report {
             report::write_json(path, report, summary.delta_len).map_err(Failure::from)?;
         }
     }
+    if matches!(mode, ProgressMode::Json) {
+        json_line(&serde_json::json!({"result": {
+            "delta": name,
+            "delta_bytes": summary.delta_len,
+            "old_len": summary.old_len,
+            "new_len": summary.new_len,
+            "segments": summary.segments,
+            "seconds": elapsed.as_secs_f64(),
+        }}));
+    }
     Ok(())
+}
+
+/// `auto` resolved: a bar when stderr is a terminal, else nothing.
+fn progress_mode(mode: ProgressMode) -> ProgressMode {
+    match mode {
+        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+        ProgressMode::Auto => ProgressMode::None,
+        mode => mode,
+    }
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// The generator's progress callback for `mode`, and the bar it drives.
+fn gen_progress(
+    mode: ProgressMode,
+) -> (
+    Option<delta_gen::GenProgressFn>,
+    Option<indicatif::ProgressBar>,
+) {
+    match mode {
+        ProgressMode::Bar => {
+            let bar = progress_bar();
+            let handle = bar.clone();
+            let callback = move |p: &GenProgress| {
+                handle.set_message(p.phase.name());
+                handle.set_length(p.bytes_total);
+                handle.set_position(p.bytes_done);
+            };
+            (Some(Arc::new(callback)), Some(bar))
+        }
+        ProgressMode::Json => {
+            // Workers report at once: a line when a phase starts or ends,
+            // else at most every 100 ms, never going backwards.
+            let last = Mutex::new((None, 0u64, Instant::now()));
+            let callback = move |p: &GenProgress| {
+                let mut last = last
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (phase, done, at) = &mut *last;
+                if *phase == Some(p.phase) {
+                    let ended = p.bytes_done == p.bytes_total;
+                    if p.bytes_done <= *done
+                        || (!ended && at.elapsed() < Duration::from_millis(100))
+                    {
+                        return;
+                    }
+                }
+                (*phase, *done, *at) = (Some(p.phase), p.bytes_done, Instant::now());
+                json_line(&serde_json::json!({
+                    "phase": p.phase.name(),
+                    "bytes_done": p.bytes_done,
+                    "bytes_total": p.bytes_total,
+                }));
+            };
+            (Some(Arc::new(callback)), None)
+        }
+        _ => (None, None),
+    }
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -377,17 +676,21 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn print_gen_summary(output: &Path, s: &delta_gen::Summary, elapsed: Duration) {
-    out!(
-        "wrote {}: {} bytes ({:.3}% of the new image's {} bytes, old {} bytes) in {:.2}s",
-        output.display(),
+/// A duration as people read it ("850 ms", "2.0 s", "1 min 3 s").
+fn took(d: Duration) -> String {
+    delta_apply::log::duration(d)
+}
+
+fn print_gen_summary(output: &str, s: &delta_gen::Summary, elapsed: Duration) {
+    say!(
+        "wrote {output}: {} bytes ({:.3}% of the new image's {} bytes, old {} bytes) in {}",
         s.delta_len,
         percent(s.delta_len, s.new_len),
         s.new_len,
         s.old_len,
-        elapsed.as_secs_f64()
+        took(elapsed)
     );
-    out!(
+    say!(
         "segments {}; new image: copied {:.1}% ({:.1}% from earlier segments), zero {:.1}%, diffed {:.1}%, literal {:.1}%",
         s.segments,
         percent(s.copy_len, s.new_len),
@@ -398,9 +701,9 @@ fn print_gen_summary(output: &Path, s: &delta_gen::Summary, elapsed: Duration) {
     );
     let c = &s.content;
     if let Some(why) = c.container.strip_prefix("none: ") {
-        out!("content: byte path only, the images were not mapped ({why})");
+        say!("content: byte path only, the images were not mapped ({why})");
     } else if !c.container.is_empty() {
-        out!(
+        say!(
             "content: {} ({} files); gzip/zlib files rebuilt from their content: {} bytes of new image in {} of {} changed, for {} payload bytes",
             c.container,
             c.files,
@@ -417,7 +720,10 @@ fn seconds(s: f64, name: &str) -> Result<Duration, Failure> {
     if s.is_finite() && s >= 0.0 {
         Ok(Duration::from_secs_f64(s))
     } else {
-        Err(Failure(format!("--{name} must be a number of seconds"), 2))
+        Err(Failure::new(
+            format!("--{name} must be a number of seconds"),
+            2,
+        ))
     }
 }
 
@@ -456,26 +762,30 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
     let (old, delta) = match args.inputs.as_slice() {
         [delta] => (None, delta),
         [old, delta] => (Some(old.as_path()), delta),
-        _ => usage("give OLD DELTA, or DELTA alone for a full-image payload"),
+        _ => usage(
+            "apply",
+            "give OLD DELTA, or DELTA alone for a full-image payload",
+        ),
     };
     let options = args.options()?;
-    let mode = match args.progress {
-        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
-        ProgressMode::Auto => ProgressMode::None,
-        mode => mode,
-    };
+    let mode = progress_mode(args.progress);
     let started = Instant::now();
     let mut applier = Applier::new(options);
+    // The first SIGTERM or SIGINT cancels (checkpoint, exit 4); a second
+    // one, while the first is being handled, ends the process at once.
+    let cancel = applier.cancel_handle();
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(
+            signal,
+            delta_apply::EXIT_CANCELLED,
+            Arc::clone(&cancel),
+        )
+        .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&cancel)))
+        .map_err(|e| Failure::new(format!("cannot handle signal {signal}: {e}"), 1))?;
+    }
     let bar = match mode {
         ProgressMode::Bar => {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .expect("a valid template")
-                .progress_chars("=> "),
-            );
+            let bar = progress_bar();
             let handle = bar.clone();
             applier = applier.on_progress(move |p: &Progress| {
                 handle.set_message(p.step.label());
@@ -486,8 +796,8 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         }
         ProgressMode::Json => {
             applier = applier.on_progress(|p: &Progress| {
-                if let Ok(line) = serde_json::to_string(p) {
-                    out!("{line}");
+                if let Ok(line) = serde_json::to_value(p) {
+                    json_line(&line);
                 }
             });
             None
@@ -501,23 +811,46 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         cancel: Some(applier.cancel_handle()),
     };
     let input = delta_apply::input::open(delta.as_os_str(), &url)
-        .map_err(|e| Failure(format!("open delta {}: {e}", delta.display()), 1))?;
+        .map_err(|e| Failure::new(format!("open delta {}: {e}", delta.display()), 1))?;
     let result = applier.apply_from(old, input, &args.output);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let outcome = result.map_err(|e| Failure(e.to_string(), e.exit_code() as u8))?;
-    for warning in &outcome.warnings {
-        eprintln!("warning: {warning}");
+    if verbose() {
+        if let Some(log) = applier.log_path() {
+            print_log(log);
+        }
     }
-    if !matches!(mode, ProgressMode::Json) {
-        out!(
-            "applied {}: {} bytes, blake3 {} verified, {} segments{} in {:.2}s",
+    let outcome = result.map_err(|e| Failure {
+        log: applier.log_path().map(Path::to_owned),
+        ..Failure::chain(&e, u8::try_from(e.exit_code()).unwrap_or(1))
+    })?;
+    let elapsed = started.elapsed();
+    for warning in &outcome.warnings {
+        warn(warning);
+    }
+    let resumed = outcome.resumed_bytes > 0 || outcome.resumed_segments > 0;
+    if matches!(mode, ProgressMode::Json) {
+        json_line(&serde_json::json!({"result": {
+            "target": args.output.display().to_string(),
+            "digest": outcome.new_digest,
+            "new_len": outcome.new_len,
+            "segments": outcome.segments,
+            "resumed": resumed,
+            "resumed_bytes": outcome.resumed_bytes,
+            "resumed_segments": outcome.resumed_segments,
+            "warnings": outcome.warnings,
+            "log": outcome.log_path.as_ref().map(|p| p.display().to_string()),
+            "seconds": elapsed.as_secs_f64(),
+        }}));
+    } else {
+        say!(
+            "applied {}: {} bytes, blake3 {} verified, {} segments{} in {}",
             args.output.display(),
             outcome.new_len,
             outcome.new_digest,
             outcome.segments,
-            if outcome.resumed_bytes > 0 {
+            if resumed {
                 format!(
                     " (resumed at byte {}, {} segments done)",
                     outcome.resumed_bytes, outcome.resumed_segments
@@ -525,11 +858,11 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
             } else {
                 String::new()
             },
-            started.elapsed().as_secs_f64()
+            took(elapsed)
         );
         let w = &outcome.writes;
         if w.skipped + w.zeroed + w.compared > 0 {
-            out!(
+            say!(
                 "target: {} bytes written, {} found in place, {} zeroed by the device, {} read to compare",
                 w.written,
                 w.skipped,
@@ -539,6 +872,22 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `-v`: the update log's lines on stderr.
+fn print_log(path: &Path) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            eprintln!("update log {}:", path.display());
+            for line in text.lines() {
+                eprintln!("  {line}");
+            }
+        }
+        Err(e) => warn(&format!(
+            "cannot read the update log {}: {e}",
+            path.display()
+        )),
+    }
 }
 
 fn check_data(dir: &Path, limit: u64, json: bool) -> Result<(), Failure> {
@@ -551,9 +900,10 @@ fn check_data(dir: &Path, limit: u64, json: bool) -> Result<(), Failure> {
         },
     )?;
     for warning in &report.warnings {
-        eprintln!("warning: {warning}");
+        warn(warning);
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
+    let seconds = elapsed.as_secs_f64();
     if json {
         let value = serde_json::json!({
             "dir": dir.display().to_string(),
@@ -566,18 +916,19 @@ fn check_data(dir: &Path, limit: u64, json: bool) -> Result<(), Failure> {
         });
         out!("{value}");
     } else if !report.over_limit {
-        out!(
-            "{}: compresses to {} bytes (tar {} bytes, {} files), under the limit of {} bytes ({seconds:.2}s)",
+        say!(
+            "{}: compresses to {} bytes (tar {} bytes, {} files), under the limit of {} bytes ({})",
             dir.display(),
             report.compressed_bytes,
             report.tar_bytes,
             report.files,
-            report.limit
+            report.limit,
+            took(elapsed)
         );
     }
     // Over the limit: said once, on stderr, as every failure is.
     if report.over_limit {
-        return Err(Failure(
+        return Err(Failure::new(
             format!(
                 "{} compresses to at least {} bytes, over the limit of {} bytes; nothing was modified",
                 dir.display(),
@@ -594,11 +945,11 @@ fn roundtrip(old: &Path, new: &Path, tuning: &Tuning) -> Result<(), Failure> {
     let dir = tempfile::tempdir()?;
     let delta = dir.path().join("update.delta");
     let out = dir.path().join("new.img");
-    let options = tuning.options().map_err(|e| Failure(e, 2))?;
+    let options = tuning.options().map_err(|e| Failure::new(e, 2))?;
     let started = Instant::now();
     let summary = delta_gen::generate(Some(old), new, &delta, &options)?;
     let gen_time = started.elapsed();
-    print_gen_summary(&delta, &summary, gen_time);
+    print_gen_summary(&delta.display().to_string(), &summary, gen_time);
 
     let started = Instant::now();
     let mut applier = Applier::new(ApplyOptions {
@@ -610,7 +961,7 @@ fn roundtrip(old: &Path, new: &Path, tuning: &Tuning) -> Result<(), Failure> {
     });
     let outcome = applier
         .apply(Some(old), &delta, &out)
-        .map_err(|e| Failure(e.to_string(), e.exit_code() as u8))?;
+        .map_err(|e| Failure::chain(&e, u8::try_from(e.exit_code()).unwrap_or(1)))?;
     let apply_time = started.elapsed();
     // Both images hashed as streams: an image is never held in memory.
     let digest = |path: &Path| -> std::io::Result<String> {
@@ -619,21 +970,21 @@ fn roundtrip(old: &Path, new: &Path, tuning: &Tuning) -> Result<(), Failure> {
         Ok(hasher.finalize().to_hex().to_string())
     };
     if digest(&out)? != digest(new)? {
-        return Err(Failure("round trip produced a different image".into(), 1));
+        return Err(Failure::new("round trip produced a different image", 1));
     }
-    out!(
-        "applied and verified: {} bytes, byte-exact with {} (blake3 {}) in {:.2}s",
+    say!(
+        "applied and verified: {} bytes, byte-exact with {} (blake3 {}) in {}",
         outcome.new_len,
         new.display(),
         outcome.new_digest,
-        apply_time.as_secs_f64()
+        took(apply_time)
     );
-    out!(
-        "ratio: delta is {:.3}% of the new image ({:.1}x smaller); gen {:.2}s, apply {:.2}s",
+    say!(
+        "ratio: delta is {:.3}% of the new image ({:.1}x smaller); gen {}, apply {}",
         percent(summary.delta_len, summary.new_len),
         summary.new_len as f64 / summary.delta_len.max(1) as f64,
-        gen_time.as_secs_f64(),
-        apply_time.as_secs_f64()
+        took(gen_time),
+        took(apply_time)
     );
     Ok(())
 }

@@ -15,9 +15,9 @@ pub fn print_costliest(report: &Report, n: usize) {
     if files.is_empty() {
         return;
     }
-    out!("costliest files (delta bytes, how, new size, path):");
+    say!("costliest files (delta bytes, how, new size, path):");
     for f in files {
-        out!(
+        say!(
             "{:>12}  {:<7}  {:>12}  {}",
             f.delta_bytes,
             f.how.name(),
@@ -26,7 +26,7 @@ pub fn print_costliest(report: &Report, n: usize) {
         );
     }
     if let Some(rest) = report.files.iter().find(|f| f.path.is_empty()) {
-        out!(
+        say!(
             "{:>12}  outside files (file-system metadata, free space, unmapped bytes)",
             rest.delta_bytes
         );

@@ -536,10 +536,13 @@ fn update_log_records_steps_and_errors() {
         .collect();
     assert_eq!(logs.len(), 1);
     let name = logs[0].file_name().unwrap().to_string_lossy().into_owned();
+    // delta-apply.YYYYmmdd_HHMMSS.PID.log
+    let parts: Vec<&str> = name.split('.').collect();
     assert!(
-        name.starts_with("delta-apply.")
-            && name.ends_with(".log")
-            && name.len() == "delta-apply.YYYYmmdd_HHMMSS.log".len(),
+        parts.len() == 4
+            && (parts[0], parts[3]) == ("delta-apply", "log")
+            && parts[1].len() == "YYYYmmdd_HHMMSS".len()
+            && parts[2].parse::<u32>().is_ok(),
         "{name}"
     );
     let text = std::fs::read_to_string(&logs[0]).unwrap();
@@ -616,7 +619,11 @@ fn json_progress_reports_every_step() {
     let out = d.apply(&["--progress", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut steps = Vec::new();
-    for line in stdout(&out).lines() {
+    let text = stdout(&out);
+    let (events, last) = text.trim_end().rsplit_once('\n').unwrap();
+    let last: serde_json::Value = serde_json::from_str(last).expect("a final JSON object");
+    assert!(last["result"]["digest"].is_string(), "{last}");
+    for line in events.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
         let step = v["step"].as_str().unwrap().to_owned();
         assert!(

@@ -359,8 +359,8 @@ fn loop_device_input_gives_the_same_delta_as_its_file() {
             &["gen", old_dev, new_dev, "-o", "dev.delta"][..],
         ),
         (
-            &["gen", "--full", "new.img", "-o", "file.delta"],
-            &["gen", "--full", new_dev, "-o", "dev.delta"],
+            &["gen", "--full", "new.img", "-o", "file.delta", "--force"],
+            &["gen", "--full", new_dev, "-o", "dev.delta", "--force"],
         ),
     ] {
         let a = delta(d, files);

@@ -65,7 +65,7 @@ pub use pipeline::{diff_slices, generate, Delta, DeltaOptions};
 pub use plan::{plan_segment, DiffOptions, SegmentPlan};
 pub use report::{FileCost, How, Report};
 pub use reuse::copy_repeats;
-pub use runner::{Runner, Serial};
+pub use runner::{Phase, Progress, Runner, Serial};
 pub use sink::{NullSink, Sink};
 pub use source::{describe_type, open_image, Source};
 pub use window::{CopiedRuns, WindowLayout};

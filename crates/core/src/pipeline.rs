@@ -10,7 +10,8 @@
 //!
 //! How independent work runs is the caller's: a [`Runner`] maps over items
 //! (chunks of the old image, units, segments), runs two jobs side by side
-//! and hashes images. [`Serial`] does everything on the calling thread (the
+//! and hashes images; it is also told the progress of each phase
+//! ([`Runner::progress`], [`crate::Phase`]). [`Serial`] does everything on the calling thread (the
 //! tests, the fuzz targets, [`diff_slices`]); the `delta-gen` crate runs the
 //! same steps on a rayon pool, most costly segments first, and re-applies
 //! every segment it encodes. One pipeline means the parallel generator and
@@ -26,7 +27,7 @@ use crate::patch::SegmentRef;
 use crate::plan::{plan_segment, DiffOptions};
 use crate::report::{plain_pieces, Piece, Report};
 use crate::reuse::copy_repeats;
-use crate::runner::{alike, split, Runner, Serial};
+use crate::runner::{alike, split, Phase, Runner, Serial, Tally};
 use crate::window::{CopiedRuns, WindowLayout};
 use delta_format::{
     Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, FLAG_MIGRATION, FLAG_SEGMENT_KINDS,
@@ -130,6 +131,19 @@ impl Delta {
         Index::encode_with_digest(&self.header, &self.segments).1
     }
 
+    /// The length of the delta file [`write_to`](Delta::write_to) writes,
+    /// in bytes.
+    pub fn file_len(&self) -> u64 {
+        let table = Index::encode(&self.header, &self.segments).len() as u64;
+        let block = if self.header.is_signed() {
+            delta_format::signature::encode_block(&self.signatures).len() as u64
+        } else {
+            0
+        };
+        let payloads: u64 = self.payloads.iter().map(|p| p.len() as u64).sum();
+        table + block + payloads
+    }
+
     /// Writes the delta file (header, table, payloads) to `out` and returns
     /// its length in bytes.
     ///
@@ -176,6 +190,7 @@ pub fn generate<R: Runner>(
     runner: &R,
 ) -> Result<Delta, R::Error> {
     let old = if options.full { &[][..] } else { old };
+    let indexing = Tally::start(runner, Phase::Indexing, (old.len() + new.len()) as u64);
     let ((old_digest, new_digest), index) = runner.join(
         || runner.join(|| runner.digest(old), || runner.digest(new)),
         || BlockIndex::build(old, options.diff.block_size, runner),
@@ -201,16 +216,18 @@ pub fn generate<R: Runner>(
         _ => None,
     };
     drop(maps);
+    indexing.finish();
     let deflated = deflate_segments(old, new, pairs, options, runner)?;
     let kinds = !deflated.is_empty();
     let holes: Vec<_> = deflated.iter().map(|(range, ..)| range.clone()).collect();
-    let units = runner.map(
-        alike(split_around(new.len(), options.segment_len, &holes)),
-        |range| {
-            let plan = plan_segment(old, new, range.clone(), &index, &options.diff);
-            (range, plan)
-        },
-    );
+    let units = alike(split_around(new.len(), options.segment_len, &holes));
+    let planning = Tally::start(runner, Phase::Planning, span(&units));
+    let units = runner.map(units, |range| {
+        let plan = plan_segment(old, new, range.clone(), &index, &options.diff);
+        planning.add(range.len() as u64);
+        (range, plan)
+    });
+    planning.finish();
     drop(index);
     let segments = arrange(
         units,
@@ -232,6 +249,8 @@ pub fn generate<R: Runner>(
     } else {
         WindowLayout::Contiguous
     };
+    let encoding_total = segments.iter().map(|(range, _)| range.len() as u64).sum();
+    let encoding = Tally::start(runner, Phase::Encoding, encoding_total);
     let encoded = runner.map(
         segments
             .into_iter()
@@ -259,6 +278,7 @@ pub fn generate<R: Runner>(
                 kinds,
             };
             runner.check(old, new, segment, &payload)?;
+            encoding.add(range.len() as u64);
             let pieces = if options.report {
                 plain_pieces(range.start as u64, &plan.ops)
             } else {
@@ -268,6 +288,7 @@ pub fn generate<R: Runner>(
         },
     );
     let mut all = encoded.into_iter().collect::<Result<Vec<_>, _>>()?;
+    encoding.finish();
     content.deflate_segments = deflated.len() as u64;
     content.deflate_bytes = deflated.iter().map(|(_, e, _)| e.new_len).sum();
     content.deflate_payload = deflated.iter().map(|(_, e, _)| e.payload_len).sum();
@@ -333,44 +354,71 @@ fn deflate_segments<R: Runner>(
     options: &DeltaOptions,
     runner: &R,
 ) -> Result<Vec<Deflated>, R::Error> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let total = pairs.iter().map(|pair| pair.new.len() as u64).sum();
     let items = pairs
         .into_iter()
         .map(|pair| (pair.new.len() as u64, pair))
         .collect();
+    let deflating = Tally::start(runner, Phase::Deflating, total);
     let analyses: Vec<_> = runner
         .map(items, |pair| deflate::analyse(old, new, pair))
         .into_iter()
         .flatten()
         .collect();
-    let history = options.copy_new;
     let items = (0..analyses.len())
         .map(|i| (analyses[i].raw.len() as u64, i))
         .collect();
     let encoded = runner.map(items, |i| {
-        let range = analyses[i].new.clone();
-        let digest = runner.digest(&new[range.clone()]);
-        let Some((entry, payload)) =
-            deflate::encode(new, &analyses, i, history, digest, options.encode.level)?
-        else {
-            return Ok(None);
-        };
-        let segment = SegmentRef {
-            index: 0,
-            new_offset: range.start as u64,
-            payload_offset: 0,
-            entry: &entry,
-            new_limit: if history { range.start as u64 } else { 0 },
-            window_list: options.window_list,
-            kinds: true,
-        };
-        runner.check(old, new, segment, &payload)?;
-        Ok::<_, R::Error>(Some((range, entry, payload)))
+        let done = analyses[i].new.len() as u64;
+        let encoded = deflate_segment(old, new, &analyses, i, options, runner);
+        deflating.add(done);
+        encoded
     });
+    deflating.finish();
     let deflated: Vec<_> = encoded
         .into_iter()
         .filter_map(Result::transpose)
         .collect::<Result<_, _>>()?;
     Ok(deflated)
+}
+
+/// The deflate segment of `analyses[i]`, checked by `runner`, if it is
+/// worth it.
+fn deflate_segment<R: Runner>(
+    old: &[u8],
+    new: &[u8],
+    analyses: &[deflate::Analysis],
+    i: usize,
+    options: &DeltaOptions,
+    runner: &R,
+) -> Result<Option<Deflated>, R::Error> {
+    let history = options.copy_new;
+    let range = analyses[i].new.clone();
+    let digest = runner.digest(&new[range.clone()]);
+    let Some((entry, payload)) =
+        deflate::encode(new, analyses, i, history, digest, options.encode.level)?
+    else {
+        return Ok(None);
+    };
+    let segment = SegmentRef {
+        index: 0,
+        new_offset: range.start as u64,
+        payload_offset: 0,
+        entry: &entry,
+        new_limit: if history { range.start as u64 } else { 0 },
+        window_list: options.window_list,
+        kinds: true,
+    };
+    runner.check(old, new, segment, &payload)?;
+    Ok(Some((range, entry, payload)))
+}
+
+/// Bytes of new image in `units`.
+fn span(units: &[(u64, Range<usize>)]) -> u64 {
+    units.iter().map(|(_, range)| range.len() as u64).sum()
 }
 
 /// [`split`] of the new image's `len` bytes into units of `step`, around

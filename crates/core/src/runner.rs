@@ -34,6 +34,12 @@ pub trait Runner: Sync {
         *blake3::hash(bytes).as_bytes()
     }
 
+    /// Told how far the pipeline has got: called when each phase starts and
+    /// ends and after each item of a long one (a unit, a segment, a gzip
+    /// file), from any worker thread. Keep it cheap; the output does not
+    /// depend on it.
+    fn progress(&self, _progress: &Progress) {}
+
     /// Told the digests of both images as soon as they are known, before
     /// any step that can fail (the generator compares them with the inputs
     /// again to tell a changed input from a bug).
@@ -53,6 +59,102 @@ pub trait Runner: Sync {
         _payload: &[u8],
     ) -> Result<(), Self::Error> {
         Ok(())
+    }
+}
+
+/// A phase of generation, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Hashing both images, indexing the old one's blocks, mapping their
+    /// files (bytes: old and new image).
+    Indexing,
+    /// Rebuilding changed gzip and zlib files from their content, each
+    /// re-applied (bytes: the candidate files of the new image).
+    Deflating,
+    /// Finding copies, zero runs, diffs and literals for every unit (bytes:
+    /// new image).
+    Planning,
+    /// Compressing every segment and re-applying it against the new image
+    /// (bytes: new image).
+    Encoding,
+    /// Writing the delta file (bytes: the delta); the generator's own phase.
+    Writing,
+    /// Checking that the inputs did not change during the run (bytes:
+    /// inputs hashed again); the generator's own phase.
+    Checking,
+}
+
+impl Phase {
+    /// The name used in progress output: `indexing`, `deflating`,
+    /// `planning`, `encoding`, `writing`, `checking`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Indexing => "indexing",
+            Phase::Deflating => "deflating",
+            Phase::Planning => "planning",
+            Phase::Encoding => "encoding",
+            Phase::Writing => "writing",
+            Phase::Checking => "checking",
+        }
+    }
+}
+
+/// One progress report of generation (see [`Runner::progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The phase running.
+    pub phase: Phase,
+    /// Bytes of this phase done.
+    pub bytes_done: u64,
+    /// Bytes this phase handles in all.
+    pub bytes_total: u64,
+}
+
+/// Counts the bytes of one phase done by many workers and tells the runner.
+pub(crate) struct Tally<'r, R: Runner + ?Sized> {
+    runner: &'r R,
+    phase: Phase,
+    total: u64,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl<'r, R: Runner + ?Sized> Tally<'r, R> {
+    /// Starts `phase` of `total` bytes (reports 0 done).
+    pub(crate) fn start(runner: &'r R, phase: Phase, total: u64) -> Tally<'r, R> {
+        runner.progress(&Progress {
+            phase,
+            bytes_done: 0,
+            bytes_total: total,
+        });
+        Tally {
+            runner,
+            phase,
+            total,
+            done: 0.into(),
+        }
+    }
+
+    /// Adds `bytes` done and reports the sum.
+    pub(crate) fn add(&self, bytes: u64) {
+        let done = self
+            .done
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed)
+            + bytes;
+        self.runner.progress(&Progress {
+            phase: self.phase,
+            bytes_done: done.min(self.total),
+            bytes_total: self.total,
+        });
+    }
+
+    /// Ends the phase: reports all bytes done (once more if they were).
+    pub(crate) fn finish(self) {
+        self.runner.progress(&Progress {
+            phase: self.phase,
+            bytes_done: self.total,
+            bytes_total: self.total,
+        });
     }
 }
 

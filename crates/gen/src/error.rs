@@ -62,6 +62,13 @@ pub enum Error {
         /// What it is.
         kind: &'static str,
     },
+    /// The output exists and [`GenOptions::replace`](crate::GenOptions::replace)
+    /// is off.
+    #[error("refusing to replace {path}: it exists (use --force to replace it)")]
+    OutputExists {
+        /// The output.
+        path: PathBuf,
+    },
     /// The output, or its temporary name, is one of the inputs (same device
     /// and inode, after following symbolic links).
     #[error("refusing to write {path}: it is the {input}")]

@@ -24,6 +24,10 @@
 //! changes before the delta, written to an unnamed temporary file, is put
 //! in place; an output that is an input or not a regular file is refused.
 //!
+//! [`generate_to`] does the same into any writer (standard output), once
+//! the inputs are found unchanged. [`GenOptions::progress`] is told each
+//! phase ([`GenPhase`]) with bytes done and total, from the worker threads.
+//!
 //! It deliberately does not stream its inputs: a build server has both
 //! images on disk and random access is what finds moved data.
 //!
@@ -43,6 +47,7 @@ mod mmap;
 mod output;
 mod sign;
 
+pub use delta_core::{Phase as GenPhase, Progress as GenProgress};
 pub use error::{Error, Result};
 pub use sign::sign_file;
 
@@ -51,10 +56,14 @@ use delta_format::{Digest, SegmentEntry};
 use std::cmp::Reverse;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+/// Receives the generator's progress ([`GenOptions::progress`]), from any
+/// worker thread.
+pub type GenProgressFn = Arc<dyn Fn(&GenProgress) + Send + Sync>;
 
 /// Knobs of the generator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GenOptions {
     /// Worker threads (0: one per core). At most
     /// [`std::thread::available_parallelism`] are started: threads beyond
@@ -92,6 +101,35 @@ pub struct GenOptions {
     /// Keys that sign the delta (none: unsigned). Each adds a signature of
     /// the table digest; their secret bytes are wiped when dropped.
     pub signing_keys: Vec<delta_core::signature::SecretKey>,
+    /// Replace an existing output file (off: [`Error::OutputExists`]
+    /// before any work). Never an input, nor anything but a regular file.
+    pub replace: bool,
+    /// Called as each phase starts and ends and after each unit, segment
+    /// or gzip file of a long one (see [`GenPhase`]), from any worker
+    /// thread; it must be cheap. The delta does not depend on it.
+    pub progress: Option<GenProgressFn>,
+}
+
+impl std::fmt::Debug for GenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenOptions")
+            .field("threads", &self.threads)
+            .field("segment_len", &self.segment_len)
+            .field("block_size", &self.block_size)
+            .field("level", &self.level)
+            .field("max_reference", &self.max_reference)
+            .field("full", &self.full)
+            .field("migration", &self.migration)
+            .field("merge_len", &self.merge_len)
+            .field("copy_new", &self.copy_new)
+            .field("window_list", &self.window_list)
+            .field("deflate", &self.deflate)
+            .field("report", &self.report)
+            .field("signing_keys", &self.signing_keys)
+            .field("replace", &self.replace)
+            .field("progress", &self.progress.as_ref().map(|_| "Fn"))
+            .finish()
+    }
 }
 
 impl Default for GenOptions {
@@ -111,6 +149,8 @@ impl Default for GenOptions {
             deflate: slice.deflate,
             report: slice.report,
             signing_keys: Vec::new(),
+            replace: true,
+            progress: None,
         }
     }
 }
@@ -209,53 +249,124 @@ pub fn generate(
     out: &Path,
     options: &GenOptions,
 ) -> Result<Summary> {
-    let options = GenOptions {
-        full: options.full || old.is_none(),
-        ..options.clone()
-    };
-    let pool = thread_pool(&options)?;
-    // A full payload does not read the old image.
-    let old_input = old
-        .filter(|_| !options.full)
-        .map(|path| mmap::Input::open(path, mmap::Role::Old))
-        .transpose()?;
-    let new_input = mmap::Input::open(new, mmap::Role::New)?;
-    let inputs: Vec<&mmap::Input> = old_input.iter().chain([&new_input]).collect();
-    let target = output::Target::prepare(out, &inputs)?;
+    let run = Inputs::open(old, new, options)?;
+    let inputs = run.list();
+    let target = output::Target::prepare(out, &inputs, options.replace)?;
     let io = |op, source| Error::Io {
         op,
         path: out.to_owned(),
         source,
     };
-    let old_bytes = old_input.as_ref().map_or(&[][..], mmap::Input::bytes);
+    let (delta, workers) = run.build()?;
     let mut writer = BufWriter::with_capacity(1 << 20, target.file());
-    let workers = Workers::new(&pool);
-    let generated = generate_with(
-        &workers,
-        old_bytes,
-        new_input.bytes(),
-        &options,
-        &mut writer,
-    );
-    let digests = workers.digests.get();
-    let summary = generated.map_err(|e| match e {
-        // Write errors name the output file.
-        Error::Output { source } => io("write", source),
-        // A segment not rebuilding its bytes may be an input changing
-        // under the mapping: say so.
-        Error::SelfCheck { .. } => match unchanged(&pool, &inputs, digests) {
-            Err(changed @ Error::Changed { .. }) => changed,
-            _ => e,
-        },
-        e => e,
-    })?;
+    let summary =
+        write_delta(delta, &workers, run.lengths(), &mut writer).map_err(|e| match e {
+            // Write errors name the output file.
+            Error::Output { source } => io("write", source),
+            e => e,
+        })?;
     let file = writer
         .into_inner()
         .map_err(|e| io("write", e.into_error()))?;
     file.sync_all().map_err(|e| io("fsync", e))?;
-    unchanged(&pool, &inputs, digests)?;
+    run.check_unchanged(&workers)?;
     target.commit()?;
     Ok(summary)
+}
+
+/// Generates a delta from the file `old` (None: a full payload) to `new`
+/// and writes it to `out` (e.g. standard output), once the inputs are
+/// found unchanged: [`generate`] without an output file. Nothing is written
+/// when generation or that check fails; a failure while writing leaves a
+/// partial delta in `out`, which the caller must discard.
+///
+/// # Errors
+/// As [`generate`], with [`Error::Output`] when writing to `out` fails.
+pub fn generate_to(
+    old: Option<&Path>,
+    new: &Path,
+    out: &mut dyn Write,
+    options: &GenOptions,
+) -> Result<Summary> {
+    let run = Inputs::open(old, new, options)?;
+    let (delta, workers) = run.build()?;
+    run.check_unchanged(&workers)?;
+    write_delta(delta, &workers, run.lengths(), out)
+}
+
+/// The opened inputs of a file generation, with its options and pool.
+struct Inputs {
+    options: GenOptions,
+    pool: rayon::ThreadPool,
+    old: Option<mmap::Input>,
+    new: mmap::Input,
+}
+
+impl Inputs {
+    fn open(old: Option<&Path>, new: &Path, options: &GenOptions) -> Result<Inputs> {
+        let options = GenOptions {
+            full: options.full || old.is_none(),
+            ..options.clone()
+        };
+        let pool = thread_pool(&options)?;
+        // A full payload does not read the old image.
+        let old = old
+            .filter(|_| !options.full)
+            .map(|path| mmap::Input::open(path, mmap::Role::Old))
+            .transpose()?;
+        let new = mmap::Input::open(new, mmap::Role::New)?;
+        Ok(Inputs {
+            options,
+            pool,
+            old,
+            new,
+        })
+    }
+
+    fn list(&self) -> Vec<&mmap::Input> {
+        self.old.iter().chain([&self.new]).collect()
+    }
+
+    /// Old and new image lengths (old: 0 for a full payload).
+    fn lengths(&self) -> (u64, u64) {
+        (self.old_bytes().len() as u64, self.new.bytes().len() as u64)
+    }
+
+    fn old_bytes(&self) -> &[u8] {
+        self.old.as_ref().map_or(&[][..], mmap::Input::bytes)
+    }
+
+    /// Runs the pipeline; a failed self-check caused by an input changing
+    /// under its mapping is reported as that change.
+    fn build(&self) -> Result<(delta_core::Delta, Workers<'_>)> {
+        let workers = Workers::new(&self.pool, self.options.progress.clone());
+        let built = build_delta(&workers, self.old_bytes(), self.new.bytes(), &self.options);
+        let digests = workers.digests.get();
+        let delta = built.map_err(|e| match e {
+            // A segment not rebuilding its bytes may be an input changing
+            // under the mapping: say so.
+            Error::SelfCheck { .. } => match unchanged(&self.pool, &self.list(), digests) {
+                Err(changed @ Error::Changed { .. }) => changed,
+                _ => e,
+            },
+            e => e,
+        })?;
+        Ok((delta, workers))
+    }
+
+    /// The checking phase: [`unchanged`], with progress.
+    fn check_unchanged(&self, workers: &Workers<'_>) -> Result<()> {
+        let inputs = self.list();
+        let hashed = inputs
+            .iter()
+            .filter(|i| i.block_device().is_some())
+            .map(|i| i.bytes().len() as u64)
+            .sum();
+        workers.report(GenPhase::Checking, 0, hashed);
+        unchanged(&self.pool, &inputs, workers.digests.get())?;
+        workers.report(GenPhase::Checking, hashed, hashed);
+        Ok(())
+    }
 }
 
 /// Checks that every input is still as it was opened: first size and times
@@ -311,7 +422,8 @@ pub fn generate_into(
     out: &mut dyn Write,
 ) -> Result<Summary> {
     let pool = thread_pool(options)?;
-    generate_with(&Workers::new(&pool), old, new, options, out)
+    let workers = Workers::new(&pool, options.progress.clone());
+    generate_with(&workers, old, new, options, out)
 }
 
 /// Checks the options and starts the worker threads: `options.threads`
@@ -338,6 +450,7 @@ struct Digests {
 /// [`map_heaviest_first`]) and re-applies every segment it encodes.
 struct Workers<'a> {
     pool: &'a rayon::ThreadPool,
+    progress: Option<GenProgressFn>,
     /// The digests of both images, which the header records, as soon as
     /// they are computed (before anything can fail), to tell a changed
     /// input from a bug.
@@ -345,11 +458,24 @@ struct Workers<'a> {
 }
 
 impl<'a> Workers<'a> {
-    fn new(pool: &'a rayon::ThreadPool) -> Workers<'a> {
+    fn new(pool: &'a rayon::ThreadPool, progress: Option<GenProgressFn>) -> Workers<'a> {
         Workers {
             pool,
+            progress,
             digests: OnceLock::new(),
         }
+    }
+
+    /// Reports the generator's own phases.
+    fn report(&self, phase: GenPhase, bytes_done: u64, bytes_total: u64) {
+        delta_core::Runner::progress(
+            self,
+            &GenProgress {
+                phase,
+                bytes_done,
+                bytes_total,
+            },
+        );
     }
 }
 
@@ -370,6 +496,12 @@ impl delta_core::Runner for Workers<'_> {
 
     fn digest(&self, bytes: &[u8]) -> Digest {
         self.pool.install(|| digest(bytes))
+    }
+
+    fn progress(&self, progress: &GenProgress) {
+        if let Some(f) = &self.progress {
+            f(progress);
+        }
     }
 
     fn hashed(&self, old: &Digest, new: &Digest) {
@@ -394,6 +526,18 @@ fn generate_with(
     options: &GenOptions,
     out: &mut dyn Write,
 ) -> Result<Summary> {
+    let delta = build_delta(workers, old, new, options)?;
+    let old_len = if options.full { 0 } else { old.len() as u64 };
+    write_delta(delta, workers, (old_len, new.len() as u64), out)
+}
+
+/// The delta of `old` to `new`, checked and signed, in memory.
+fn build_delta(
+    workers: &Workers<'_>,
+    old: &[u8],
+    new: &[u8],
+    options: &GenOptions,
+) -> Result<delta_core::Delta> {
     let old = if options.full { &[][..] } else { old };
     let delta_options = options.delta_options();
     let mut delta = workers
@@ -403,14 +547,34 @@ fn generate_with(
     if !options.signing_keys.is_empty() {
         delta.sign(&options.signing_keys)?;
     }
+    Ok(delta)
+}
 
+/// The writing phase: writes `delta` to `out`, with progress, and sums it
+/// up.
+fn write_delta(
+    mut delta: delta_core::Delta,
+    workers: &Workers<'_>,
+    (old_len, new_len): (u64, u64),
+    out: &mut dyn Write,
+) -> Result<Summary> {
     let write_err = |source| Error::Output { source };
-    let delta_len = delta.write_to(out).map_err(write_err)?;
-    out.flush().map_err(write_err)?;
+    let total = delta.file_len();
+    workers.report(GenPhase::Writing, 0, total);
+    let mut counted = Counted {
+        out,
+        workers,
+        done: 0,
+        reported: 0,
+        total,
+    };
+    let delta_len = delta.write_to(&mut counted).map_err(write_err)?;
+    counted.flush().map_err(write_err)?;
+    workers.report(GenPhase::Writing, delta_len, total);
 
     let mut summary = Summary {
-        old_len: old.len() as u64,
-        new_len: new.len() as u64,
+        old_len,
+        new_len,
         delta_len,
         segments: delta.segments.len() as u64,
         copy_new_len: delta.copy_new_len,
@@ -429,6 +593,32 @@ fn generate_with(
         summary.literal_len += s.literal_len;
     }
     Ok(summary)
+}
+
+/// A writer that reports the writing phase every few MiB.
+struct Counted<'o, 'w, 'p> {
+    out: &'o mut dyn Write,
+    workers: &'w Workers<'p>,
+    done: u64,
+    reported: u64,
+    total: u64,
+}
+
+impl Write for Counted<'_, '_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.done += n as u64;
+        if self.done - self.reported >= 4 << 20 {
+            self.reported = self.done;
+            self.workers
+                .report(GenPhase::Writing, self.done.min(self.total), self.total);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Refuses segments that together reference more old bytes than the
@@ -638,6 +828,46 @@ mod tests {
             err.contains(&format!("over the format's limit of {limit}")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn progress_reports_the_phases_and_changes_no_byte() {
+        let mut fixtures = delta_core::testing::fixtures().into_iter().map(|(_, b)| b);
+        let (old, new) = (fixtures.next().unwrap(), fixtures.next().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let options = GenOptions {
+            segment_len: 64 << 10,
+            progress: Some(Arc::new(move |p: &GenProgress| {
+                sink.lock().unwrap().push(*p);
+            })),
+            ..GenOptions::default()
+        };
+        let with = generate_to_vec(&old, &new, &options).unwrap();
+        let without = GenOptions {
+            progress: None,
+            ..options.clone()
+        };
+        assert_eq!(with, generate_to_vec(&old, &new, &without).unwrap());
+        assert!(format!("{options:?}").contains("progress: Some"));
+        let seen = seen.lock().unwrap();
+        let mut phases: Vec<GenPhase> = seen.iter().map(|p| p.phase).collect();
+        phases.dedup();
+        assert_eq!(
+            phases,
+            [
+                GenPhase::Indexing,
+                GenPhase::Planning,
+                GenPhase::Encoding,
+                GenPhase::Writing
+            ]
+        );
+        assert!(seen.iter().all(|p| p.bytes_done <= p.bytes_total));
+        let last = |phase| seen.iter().rfind(|p| p.phase == phase).unwrap();
+        assert_eq!(last(GenPhase::Encoding).bytes_done, new.len() as u64);
+        assert_eq!(last(GenPhase::Writing).bytes_done, with.len() as u64);
+        let encoding = seen.iter().filter(|p| p.phase == GenPhase::Encoding);
+        assert!(encoding.count() > 2, "reported per segment");
     }
 
     #[test]

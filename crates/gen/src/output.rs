@@ -89,13 +89,15 @@ pub struct Target {
 }
 
 impl Target {
-    /// Checks `out` against the inputs and creates the file the delta is
-    /// written to, in `out`'s folder.
+    /// Checks `out` against the inputs (and, unless `replace`, that it
+    /// does not exist) and creates the file the delta is written to, in
+    /// `out`'s folder.
     ///
     /// # Errors
-    /// [`Error::OutputNotRegular`], [`Error::OutputIsInput`], or an I/O
-    /// error naming the output, its folder or its temporary name.
-    pub fn prepare(out: &Path, inputs: &[&Input]) -> Result<Target> {
+    /// [`Error::OutputNotRegular`], [`Error::OutputIsInput`],
+    /// [`Error::OutputExists`], or an I/O error naming the output, its
+    /// folder or its temporary name.
+    pub fn prepare(out: &Path, inputs: &[&Input], replace: bool) -> Result<Target> {
         let protected = protected(inputs);
         match std::fs::metadata(out) {
             Ok(meta) => {
@@ -106,6 +108,17 @@ impl Target {
                         kind: delta_core::describe_type(meta.file_type()),
                     });
                 }
+                if !replace {
+                    return Err(Error::OutputExists {
+                        path: out.to_owned(),
+                    });
+                }
+            }
+            // A dangling symlink is a name that exists too.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !replace && out.is_symlink() => {
+                return Err(Error::OutputExists {
+                    path: out.to_owned(),
+                });
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error("stat", out, e)),
@@ -275,7 +288,7 @@ mod tests {
         let out = dir.path().join("d.delta");
         std::fs::write(&out, b"old delta").unwrap();
         std::fs::write(temp_path(&out), b"stale").unwrap();
-        let target = Target::prepare(&out, &[]).unwrap();
+        let target = Target::prepare(&out, &[], true).unwrap();
         assert!(!target.named, "this file system has O_TMPFILE");
         use std::io::Write;
         target.file().write_all(b"new delta").unwrap();
@@ -285,10 +298,24 @@ mod tests {
     }
 
     #[test]
+    fn an_existing_output_is_kept_unless_replacing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("d.delta");
+        std::fs::write(&out, b"old delta").unwrap();
+        let err = Target::prepare(&out, &[], false).unwrap_err();
+        assert!(matches!(err, Error::OutputExists { .. }), "{err}");
+        std::os::unix::fs::symlink("nowhere", dir.path().join("dangling")).unwrap();
+        let err = Target::prepare(&dir.path().join("dangling"), &[], false).unwrap_err();
+        assert!(matches!(err, Error::OutputExists { .. }), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"old delta");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
     fn dropped_target_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("d.delta");
-        drop(Target::prepare(&out, &[]).unwrap());
+        drop(Target::prepare(&out, &[], true).unwrap());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

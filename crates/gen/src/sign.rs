@@ -55,7 +55,7 @@ pub fn sign_file(path: &Path, keys: &[SecretKey]) -> Result<usize> {
         });
     }
     let payloads_start = index.payload_offsets.first().copied().unwrap_or(file_len);
-    let target = output::Target::prepare(path, &[])?;
+    let target = output::Target::prepare(path, &[], true)?;
     let mut out = BufWriter::with_capacity(1 << 20, target.file());
     let write = |e| io("write signed copy of", e);
     out.write_all(&table).map_err(write)?;

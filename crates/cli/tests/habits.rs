@@ -1,0 +1,590 @@
+//! Command-line habits of the `delta` binary: machine-readable results,
+//! signals, `-o -`, `--force`, `-q`/`-v`, completions and the man page,
+//! usage errors, update log names.
+
+use delta_core::testing::{mutate, Rng};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DELTA: &str = env!("CARGO_BIN_EXE_delta");
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The JSON objects of `out`'s stdout, one per line.
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    stdout(out)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+/// A temp dir with an image pair of `len` bytes and a delta of it.
+struct Pair {
+    dir: tempfile::TempDir,
+    /// `--segment-size` and `--max-merge` of `u.delta`.
+    segment: String,
+}
+
+impl Pair {
+    fn new(len: usize, segment: &str) -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Rng::new(len as u64 ^ 17);
+        let mut old = rng.text(len / 2);
+        old.extend(rng.bytes(len - len / 2));
+        let new = mutate(&old, &mut rng, 40);
+        std::fs::write(dir.path().join("old.img"), &old).unwrap();
+        std::fs::write(dir.path().join("new.img"), &new).unwrap();
+        for sub in ["locks", "logs"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let p = Pair {
+            dir,
+            segment: segment.into(),
+        };
+        let out = p.gen(&["-o", "u.delta"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        p
+    }
+
+    /// A tar archive of `files` gzip files of `len` bytes of text each as
+    /// old.img, the same with every text edited as new.img, and its delta.
+    fn gzip_tar(files: usize, len: usize) -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        for (tree, edited) in [("old", false), ("new", true)] {
+            // The same paths in both archives: each file's old version
+            // is found.
+            let folder = dir.path().join(tree).join("data");
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..files {
+                let mut text = Rng::new(i as u64).text(len);
+                if edited {
+                    text.splice(len / 2..len / 2, b"an edit\n".iter().copied());
+                }
+                std::fs::write(folder.join(format!("f{i}.txt")), text).unwrap();
+            }
+            let status = Command::new("sh")
+                .current_dir(dir.path())
+                .arg("-c")
+                .arg(format!(
+                    "gzip -9n {tree}/data/*.txt && tar -cf {tree}.img -C {tree} data"
+                ))
+                .status()
+                .expect("sh, gzip and tar");
+            assert!(status.success());
+        }
+        for sub in ["locks", "logs"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let p = Pair {
+            dir,
+            segment: "4MiB".into(),
+        };
+        let out = p.gen(&["-o", "u.delta"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("content: tar") && !stdout(&out).contains(" in 0 of "),
+            "no deflate segments: {}",
+            stdout(&out)
+        );
+        p
+    }
+
+    /// `delta gen old.img new.img` with `u.delta`'s segment sizes and `extra`.
+    fn gen(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["gen", "old.img", "new.img"];
+        args.extend_from_slice(extra);
+        let segment = self.segment.as_str();
+        args.extend_from_slice(&["--segment-size", segment, "--max-merge", segment]);
+        self.run(&args)
+    }
+
+    fn new_len(&self) -> u64 {
+        std::fs::metadata(self.path("new.img")).unwrap().len()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `delta ARGS`, with the device paths of `apply` inside the temp dir.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(DELTA);
+        cmd.current_dir(self.dir.path()).args(args);
+        if args.first() == Some(&"apply") {
+            cmd.args([
+                "--log-dir",
+                "logs",
+                "--instance-lock",
+                "apply.lock",
+                "--lock-root",
+                "locks",
+                "--supervisor-config",
+                "no-config",
+                "--state-dir",
+                ".",
+                "--lock-poll",
+                "0.1",
+            ]);
+        }
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn apply(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["apply", "old.img", "u.delta", "-o", "out.img"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    fn spawn_apply(&self, extra: &[&str]) -> Child {
+        let mut args = vec!["apply", "old.img", "u.delta", "-o", "out.img"];
+        args.extend_from_slice(extra);
+        self.command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn assert_done(&self) {
+        assert!(
+            std::fs::read(self.path("out.img")).unwrap()
+                == std::fs::read(self.path("new.img")).unwrap(),
+            "out.img differs from new.img"
+        );
+        assert!(!self.path("out.img.partial").exists());
+        assert!(!self.path("out.img.journal").exists());
+    }
+
+    /// A child process holding an exclusive flock on an updates.lock.
+    fn hold_lock(&self) -> Child {
+        let dir = self.path("locks/1/main");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = Command::new("flock")
+            .args(["-x", "-o"])
+            .arg(dir.join("updates.lock"))
+            .args(["-c", "echo held; sleep 60"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("flock(1) from util-linux");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "held");
+        child
+    }
+
+    fn logs(&self) -> Vec<PathBuf> {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.path("logs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        logs.sort();
+        logs
+    }
+}
+
+/// Reads `child`'s stdout lines until one satisfies `ready`, then sends
+/// it SIGTERM and collects its output (the lines read included).
+fn terminate_when(mut child: Child, ready: impl Fn(&str) -> bool) -> (Output, Vec<String>) {
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0, "delta ended before it was ready: {seen:?}");
+        let line = line.trim_end().to_owned();
+        let done = ready(&line);
+        seen.push(line);
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {seen:?}");
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    seen.extend(rest.lines().map(str::to_owned));
+    let out = child.wait_with_output().unwrap();
+    (out, seen)
+}
+
+fn last_json(lines: &[String]) -> serde_json::Value {
+    serde_json::from_str(lines.last().expect("some output")).unwrap()
+}
+
+#[test]
+fn json_progress_ends_with_the_result() {
+    let p = Pair::new(1 << 20, "256KiB");
+    let out = p.apply(&["--progress", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert!(lines.len() > 2, "{lines:?}");
+    assert!(lines[..lines.len() - 1]
+        .iter()
+        .all(|v| v.get("step").is_some()));
+    let result = &lines.last().unwrap()["result"];
+    let digest = blake3::hash(&std::fs::read(p.path("new.img")).unwrap());
+    assert_eq!(result["digest"], digest.to_hex().as_str(), "{result}");
+    assert_eq!(result["new_len"], p.new_len());
+    assert!(result["segments"].as_u64().unwrap() >= 4, "{result}");
+    assert_eq!(result["resumed"], false);
+    assert_eq!(result["resumed_bytes"], 0);
+    assert_eq!(result["warnings"], serde_json::json!([]));
+    let log = result["log"].as_str().unwrap();
+    assert!(p.dir.path().join(log).exists(), "{log}");
+    assert!(result["seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(stderr(&out), "");
+    p.assert_done();
+}
+
+#[test]
+fn json_progress_ends_with_the_error() {
+    let p = Pair::new(1 << 20, "256KiB");
+    let mut delta = std::fs::read(p.path("u.delta")).unwrap();
+    let last = delta.len() - 100;
+    delta[last] ^= 0x55;
+    std::fs::write(p.path("bad.delta"), &delta).unwrap();
+    let out = p.run(&[
+        "apply",
+        "old.img",
+        "bad.delta",
+        "-o",
+        "out.img",
+        "--progress",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    let error = &lines.last().unwrap()["error"];
+    assert_eq!(error["code"], 1, "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("bad.delta"), "{message}");
+    assert!(error["causes"].is_array(), "{error}");
+    assert!(error["log"].as_str().is_some(), "{error}");
+    // Still the one error line on stderr.
+    let err = stderr(&out);
+    assert_eq!(err.trim_end(), format!("error: {message}"));
+    assert!(!p.path("out.img").exists());
+}
+
+#[test]
+fn json_error_of_a_lock_timeout_has_code_3() {
+    let p = Pair::new(1 << 20, "256KiB");
+    let mut holder = p.hold_lock();
+    let out = p.apply(&["--progress", "json", "--lock-timeout", "0.3"]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    let error = &lines.last().unwrap()["error"];
+    assert_eq!(error["code"], 3, "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("still held after"), "{message}");
+    // Durations as people read them, not "0.300117s".
+    assert!(
+        message.contains(" ms") || message.contains(" s:"),
+        "{message}"
+    );
+}
+
+#[test]
+fn sigterm_while_waiting_for_a_lock_exits_4_and_a_rerun_resumes() {
+    let p = Pair::new(1 << 20, "256KiB");
+    let mut holder = p.hold_lock();
+    let child = p.spawn_apply(&["--progress", "json"]);
+    let (out, lines) = terminate_when(child, |line| line.contains("waiting_for_lock"));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let error = &last_json(&lines)["error"];
+    assert_eq!(error["code"], 4, "{error}");
+    assert!(
+        stderr(&out).contains("cancelled; re-run the same command to resume"),
+        "{}",
+        stderr(&out)
+    );
+    let logs = p.logs();
+    assert_eq!(logs.len(), 1);
+    let log = std::fs::read_to_string(&logs[0]).unwrap();
+    assert!(log.contains("result: cancelled (exit code 4)"), "{log}");
+    assert!(!p.path("out.img").exists(), "committed despite the lock");
+    let journal = std::fs::read_to_string(p.path("out.img.journal")).unwrap();
+    assert!(journal.contains("\"verified\""), "{journal}");
+
+    let out = p.apply(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("resumed at byte"), "{}", stdout(&out));
+    p.assert_done();
+}
+
+#[test]
+fn sigterm_while_applying_checkpoints_exits_4_and_a_rerun_resumes() {
+    // A tar of gzip files whose texts changed: the applier re-deflates
+    // them (deflate segments), which takes over a second here, so SIGTERM
+    // comes while bytes are being written.
+    let p = Pair::gzip_tar(16, 512 << 10);
+    let child = p.spawn_apply(&["--progress", "json"]);
+    let (out, lines) = terminate_when(child, |line| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .is_ok_and(|v| v["step"] == "applying" && v["bytes_done"].as_u64().unwrap_or(0) > 0)
+    });
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "the apply finished before SIGTERM? {}",
+        stderr(&out)
+    );
+    assert_eq!(last_json(&lines)["error"]["code"], 4);
+    let log = std::fs::read_to_string(&p.logs()[0]).unwrap();
+    assert!(
+        log.contains("result: cancelled (exit code 4)") && log.contains("in step applying"),
+        "{log}"
+    );
+    let journal = std::fs::read_to_string(p.path("out.img.journal")).unwrap();
+    assert!(journal.contains("\"applying\""), "{journal}");
+
+    let out = p.apply(&["--progress", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result = json_lines(&out).pop().unwrap()["result"].take();
+    assert_eq!(result["resumed"], true, "{result}");
+    assert!(result["resumed_bytes"].as_u64().unwrap() > 0, "{result}");
+    p.assert_done();
+}
+
+#[test]
+fn gen_to_stdout_gives_the_same_delta_and_it_applies() {
+    let p = Pair::new(1 << 20, "256KiB");
+    let out = p.gen(&["-o", "-"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        out.stdout == std::fs::read(p.path("u.delta")).unwrap(),
+        "stdout differs from the file delta"
+    );
+    assert!(stderr(&out).contains("wrote -: "), "{}", stderr(&out));
+    std::fs::write(p.path("piped.delta"), &out.stdout).unwrap();
+    let out = p.run(&["apply", "old.img", "piped.delta", "-o", "out.img"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    p.assert_done();
+}
+
+#[test]
+fn existing_output_is_kept_without_force_and_replaced_with_it() {
+    let p = Pair::new(1 << 20, "256KiB");
+    std::fs::write(p.path("keep.delta"), b"precious").unwrap();
+    let out = p.gen(&["-o", "keep.delta"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("keep.delta") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(p.path("keep.delta")).unwrap(), b"precious");
+    for force in ["-f", "--force"] {
+        let out = p.gen(&["-o", "keep.delta", force]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            std::fs::read(p.path("keep.delta")).unwrap()
+                == std::fs::read(p.path("u.delta")).unwrap(),
+            "not replaced by the delta"
+        );
+    }
+}
+
+#[test]
+fn gen_json_progress_reports_phases_and_ends_with_the_result() {
+    let p = Pair::new(1 << 20, "256KiB");
+    let out = p.gen(&["-o", "j.delta", "--progress", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let phases: Vec<&str> = lines.iter().filter_map(|v| v["phase"].as_str()).collect();
+    for phase in ["indexing", "planning", "encoding", "writing", "checking"] {
+        assert!(phases.contains(&phase), "{phase} missing: {phases:?}");
+    }
+    for v in lines.iter().filter(|v| v.get("phase").is_some()) {
+        assert!(
+            v["bytes_done"].as_u64().unwrap() <= v["bytes_total"].as_u64().unwrap(),
+            "{v}"
+        );
+    }
+    let encoding_end = lines.iter().rfind(|v| v["phase"] == "encoding").unwrap();
+    assert_eq!(encoding_end["bytes_done"], p.new_len());
+    let result = &lines.last().unwrap()["result"];
+    let delta_len = std::fs::metadata(p.path("j.delta")).unwrap().len();
+    assert_eq!(result["delta_bytes"], delta_len, "{result}");
+    assert_eq!(result["delta"], "j.delta");
+    assert_eq!(result["new_len"], p.new_len());
+    assert!(result["seconds"].as_f64().is_some());
+    assert!(
+        std::fs::read(p.path("j.delta")).unwrap() == std::fs::read(p.path("u.delta")).unwrap(),
+        "progress changed the delta"
+    );
+
+    let out = p.gen(&["-o", "j.delta", "--progress", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let error = json_lines(&out).pop().unwrap()["error"].take();
+    assert_eq!(error["code"], 1);
+    assert!(
+        error["message"].as_str().unwrap().contains("--force"),
+        "{error}"
+    );
+}
+
+#[test]
+fn completions_and_man_page_name_the_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(DELTA)
+            .current_dir(dir.path())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.len() > 1000, "{shell}: {text}");
+        for sub in ["gen", "apply", "info", "verify"] {
+            assert!(text.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    let out = Command::new(DELTA)
+        .current_dir(dir.path())
+        .arg("man")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = stdout(&out);
+    assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+    assert!(page.contains(".TH delta"), "{page}");
+    for sub in ["gen", "apply", "completions", "check\\-data"] {
+        assert!(page.contains(sub), "man page lacks {sub}");
+    }
+}
+
+#[test]
+fn usage_errors_show_the_subcommands_usage() {
+    let p = Pair::new(64 << 10, "16KiB");
+    let out = p.run(&["gen", "--full", "old.img", "new.img", "-o", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Usage: delta gen [OPTIONS] OLD NEW -o DELTA"),
+        "{err}"
+    );
+    assert!(
+        err.contains("delta gen [OPTIONS] --full NEW -o DELTA"),
+        "{err}"
+    );
+    assert!(!p.path("x").exists());
+    let out = p.run(&["apply", "old.img", "-o", "out.img"]);
+    // One input is a full payload's DELTA: not a usage error but a refusal.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = p.run(&["apply", "-o", "out.img"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("Usage: delta apply [OPTIONS] [OLD] DELTA -o OUT"),
+        "{}",
+        stderr(&out)
+    );
+    let help = stdout(&p.run(&["apply", "--help"]));
+    assert!(help.contains("4 cancelled"), "{help}");
+    assert!(help.contains("overwritten"), "{help}");
+}
+
+#[test]
+fn quiet_prints_nothing_and_verbose_prints_the_log() {
+    let p = Pair::new(256 << 10, "64KiB");
+    let out = p.run(&["-q", "gen", "old.img", "new.img", "-o", "q.delta"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!((stdout(&out), stderr(&out)), (String::new(), String::new()));
+    let out = p.apply(&["--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!((stdout(&out), stderr(&out)), (String::new(), String::new()));
+    std::fs::remove_file(p.path("out.img")).unwrap();
+    let out = p.apply(&["-v"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("applied out.img"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("step applying started") && stderr(&out).contains("result: success"),
+        "{}",
+        stderr(&out)
+    );
+    let out = p.run(&["-q", "-v", "info", "q.delta"]);
+    assert_eq!(out.status.code(), Some(2));
+    // Errors still show with -q.
+    let out = p.run(&["-q", "gen", "old.img", "new.img", "-o", "q.delta"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+}
+
+#[test]
+fn update_logs_of_runs_in_the_same_second_do_not_collide() {
+    let p = Pair::new(256 << 10, "64KiB");
+    // Two runs at once (own instance locks, targets and journals), one log
+    // folder: the same second, two files.
+    let spawn = |target: &str, lock: &str| {
+        Command::new(DELTA)
+            .current_dir(p.dir.path())
+            .args(["apply", "old.img", "u.delta", "-o", target])
+            .args(["--log-dir", "logs", "--instance-lock", lock])
+            .args(["--lock-root", "locks", "--supervisor-config", "no-config"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut a = spawn("a.img", "a.lock");
+    let mut b = spawn("b.img", "b.lock");
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    let logs = p.logs();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for log in &logs {
+        let name = log.file_name().unwrap().to_string_lossy().into_owned();
+        let parts: Vec<&str> = name.split('.').collect();
+        assert_eq!(parts.len(), 4, "delta-apply.STAMP.PID.log: {name}");
+        assert_eq!((parts[0], parts[3]), ("delta-apply", "log"), "{name}");
+        assert_eq!(parts[1].len(), "YYYYmmdd_HHMMSS".len(), "{name}");
+        assert!(parts[2].parse::<u32>().is_ok(), "{name}");
+        let text = std::fs::read_to_string(log).unwrap();
+        assert_eq!(text.matches("result: success").count(), 1, "{text}");
+    }
+    assert_ne!(logs[0], logs[1]);
+}
+
+#[test]
+fn printed_durations_read_as_people_write_them() {
+    let p = Pair::new(256 << 10, "64KiB");
+    let out = p.apply(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out);
+    // "in 12 ms" or "in 1.2 s", never "in 0.01s" or "0.012345678s".
+    let took = line.rsplit(" in ").next().unwrap().trim();
+    assert!(took.ends_with(" ms") || took.ends_with(" s"), "{line}");
+    let log = std::fs::read_to_string(&p.logs()[0]).unwrap();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("finished in"))
+            .all(|l| l.ends_with(" ms") || l.ends_with(" s")),
+        "{log}"
+    );
+}
