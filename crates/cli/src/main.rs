@@ -842,6 +842,10 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
             "warnings": outcome.warnings,
             "log": outcome.log_path.as_ref().map(|p| p.display().to_string()),
             "seconds": elapsed.as_secs_f64(),
+            "bytes_written": outcome.writes.written,
+            "bytes_in_place": outcome.writes.skipped,
+            "bytes_zeroed_by_device": outcome.writes.zeroed,
+            "bytes_compared": outcome.writes.compared,
         }}));
     } else {
         say!(

@@ -222,9 +222,29 @@ fn zero_runs_on_a_zeroed_device_cost_no_data_writes() {
     let Some(dev) = card.device("part.img", &[]) else {
         return;
     };
-    let out = card.apply(&dev, &[]);
+    let out = card
+        .command(&[
+            "apply",
+            "old.img",
+            "u.delta",
+            "-o",
+            dev.path(),
+            "--progress",
+            "json",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     card.assert_holds_new(&dev);
+    // The final JSON object reports what the log does.
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let result: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let reported = result["result"]["bytes_written"].as_u64().unwrap();
+    assert_eq!(reported, logged(&card.log(), "written"), "{last}");
     let nonzero = new
         .chunks(4096)
         .filter(|b| b.iter().any(|&x| x != 0))
