@@ -25,6 +25,8 @@
 #   targets  zero-sparse  loop over a sparse zero file (truncate) of the new image's size
 #            zero-alloc   the same over a fully allocated file (fallocate -l: unwritten extents)
 #            old          the same over a full (non-sparse) copy of old.img, padded
+#            new          the same over a copy of new.img: an update run again, or onto a
+#                         partition laid out like the new image (not in the default set)
 #   delta apply OLD D -o /dev/loopN (OLD is a plain, unthrottled file), then `sync`;
 #   wall time and peak RSS (/usr/bin/time -v); sectors read/written/discarded on the loop
 #   device from /sys/block/loopN/stat (fields 3, 7, 14); the result compared with `cmp`
@@ -380,6 +382,7 @@ bench_pair() { # PAIR
         zero-sparse) truncate -s "$size" "$f" ;;
         zero-alloc) fallocate -l "$size" "$f" ;;
         old) old_target "$old" "$f" "$size" ;;
+        new) old_target "$new" "$f" "$size" ;;
         *) die "unknown target $target" ;;
       esac
       attach_to dev "$f"; throttle "$dev" "$profile_name"
