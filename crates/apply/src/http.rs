@@ -243,7 +243,8 @@ impl UrlInput {
                 .as_ref()
                 .is_some_and(|c| c.load(Ordering::Relaxed))
             {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+                // Not ErrorKind::Interrupted: read_exact would retry that.
+                return Err(io::Error::other("cancelled while waiting to retry"));
             }
             std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
         }

@@ -219,7 +219,14 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             max_segments: (options.memory_limit / 1024).max(1024),
             ..Limits::default()
         };
-        let delta = Delta::open(paths.delta, &limits)?;
+        let delta = Delta::open(paths.delta, &limits).map_err(|e| {
+            // A download waiting to retry gave up for the cancel.
+            if cancel.load(Ordering::Relaxed) {
+                Error::Cancelled
+            } else {
+                e
+            }
+        })?;
         check_authentic(options, report, &delta)?;
         let header = delta.header().clone();
         let target = Target::new(paths.target)?;
@@ -481,9 +488,15 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
                 return Err(Error::Cancelled);
             }
             let seg = SegmentRef::of(index, i);
-            self.delta
+            let read = self
+                .delta
                 .stream
-                .read_payload(&seg, &mut payload, self.report)?;
+                .read_payload(&seg, &mut payload, self.report);
+            if read.is_err() && self.cancel.load(Ordering::Relaxed) {
+                // A download waiting to retry gave up for the cancel.
+                return Err(Error::Cancelled);
+            }
+            read?;
             let place = SegmentPlace {
                 segment: seg.index,
                 start: seg.new_offset,

@@ -316,9 +316,10 @@ impl Fixture {
                 "no-keyring",
                 "--state-dir",
                 ".",
-                "--retry-delay",
-                "0.05",
             ]);
+            if !args.contains(&"--retry-delay") {
+                cmd.args(["--retry-delay", "0.05"]);
+            }
         }
         cmd
     }
@@ -900,4 +901,38 @@ fn over_https_with_the_devices_trust_store() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     f.assert_done();
+}
+
+#[test]
+fn sigterm_while_a_download_waits_to_retry_cancels_at_once() {
+    let f = Fixture::new(4 << 20, 15);
+    let server = Server::start(
+        f.delta(),
+        Behaviour {
+            drops: 100,
+            drop_after: (100_000, 100_001),
+            ..Behaviour::default()
+        },
+    );
+    let mut child = f.spawn_apply(&server.url(), &["--retry-delay", "20"], Stdio::null());
+    let started = Instant::now();
+    while server.requests().is_empty() || started.elapsed() < Duration::from_millis(500) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no request");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let signalled = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        signalled.elapsed()
+    );
+    assert_eq!(server.requests().len(), 1, "{:?}", server.requests());
+    f.assert_not_committed();
 }
