@@ -914,7 +914,7 @@ fn sigterm_while_a_download_waits_to_retry_cancels_at_once() {
             ..Behaviour::default()
         },
     );
-    let mut child = f.spawn_apply(&server.url(), &["--retry-delay", "20"], Stdio::null());
+    let child = f.spawn_apply(&server.url(), &["--retry-delay", "20"], Stdio::null());
     let started = Instant::now();
     while server.requests().is_empty() || started.elapsed() < Duration::from_millis(500) {
         assert!(started.elapsed() < Duration::from_secs(10), "no request");
