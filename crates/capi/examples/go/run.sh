@@ -47,14 +47,14 @@ digest=$(sed -n 's/.*blake3 \([0-9a-f]\{64\}\),.*/\1/p' "$work/info.out")
 [ -n "$digest" ] || fail "info prints no digest"
 grep -q "new image $new_len bytes" "$work/info.out" || fail "info: new image size"
 
-# Cancelled once the applying step starts: nothing in place, exit 1.
+# Cancelled once the applying step starts: nothing in place, exit 4 (cancelled).
 set +e
 "$work/example" apply -cancel-on-step 1 "$work/old.img" "$work/u.delta" "$work/out.img" \
   > "$work/cancel.out" 2> "$work/cancel.err"
 code=$?
 set -e
 cat "$work/cancel.out" "$work/cancel.err"
-[ "$code" = 1 ] || fail "cancel: exit code $code, expected 1"
+[ "$code" = 4 ] || fail "cancel: exit code $code, expected 4 (cancelled, re-run to resume)"
 grep -q "^error: cancelled" "$work/cancel.err" || fail "cancel: message"
 [ -e "$work/out.img" ] && fail "cancel left the target in place"
 
