@@ -114,10 +114,11 @@ pub fn open(name: &std::ffi::OsStr, url: &UrlOptions) -> io::Result<Box<dyn Delt
         return Ok(Box::new(crate::http::UrlInput::new(text, url.clone())));
         #[cfg(not(feature = "http"))]
         {
-            let _ = url;
+            let _ = (url, text);
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                format!("{text}: this build of delta-apply has no http feature"),
+                "this build has no download client (built without the http feature); \
+                 pipe the download to `-` instead",
             ));
         }
     }
