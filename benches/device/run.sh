@@ -44,7 +44,7 @@
 # Environment: DEVBENCH_DELTA (binary; default target/release/delta of this checkout, build it
 # first with `cargo build --release -p delta-cli`), DEVBENCH_CORPUS (default
 # testdata/cache/corpus of this checkout, else of the main worktree), DEVBENCH_SCRATCH,
-# DEVBENCH_PROFILES (default "sd emmc"), DEVBENCH_TARGETS (default "zero-sparse zero-alloc
+# DEVBENCH_APPLY_ARGS (extra `delta apply` options), DEVBENCH_PROFILES (default "sd emmc"), DEVBENCH_TARGETS (default "zero-sparse zero-alloc
 # old"), DEVBENCH_DIO (on|off), DEVBENCH_RESULTS (markdown results, default
 # $DEVBENCH_SCRATCH/results.md, appended to), DEVBENCH_DROP_CACHES (1 = drop the page cache
 # before each timed step; default 1).
@@ -72,6 +72,9 @@ fi
 SCRATCH=${DEVBENCH_SCRATCH:-/tmp/devbench}
 PROFILES=${DEVBENCH_PROFILES:-sd emmc}
 TARGETS=${DEVBENCH_TARGETS:-zero-sparse zero-alloc old}
+# Extra options of `delta apply`, e.g. --compare-zero-runs (what an SD card without safe
+# zeroing gets).
+DEVBENCH_APPLY_ARGS=${DEVBENCH_APPLY_ARGS:-}
 DIO=${DEVBENCH_DIO:-on}
 RESULTS=${DEVBENCH_RESULTS:-$SCRATCH/results.md}
 DROP=${DEVBENCH_DROP_CACHES:-1}
@@ -394,7 +397,7 @@ bench_pair() { # PAIR
       t0=$(now)
       /usr/bin/time -v -o "$work/time.txt" "$DELTA" apply "$old" "$d" -o "$dev" \
         --no-log --progress none --state-dir "$s" --instance-lock "$s/lock" --lock-root "$s/nolocks" \
-        --supervisor-config "$s/nocfg" --keyring "$s/nokeys" >"$work/apply.log" 2>&1 || rc=$?
+        --supervisor-config "$s/nocfg" --keyring "$s/nokeys" $DEVBENCH_APPLY_ARGS >"$work/apply.log" 2>&1 || rc=$?
       t1=$(now)
       sync
       t2=$(now)

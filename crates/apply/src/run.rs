@@ -412,11 +412,12 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
         let mode = match self.target {
             Target::File { .. } => writer::Mode::Sparse,
             Target::Block { .. } => {
-                let zeroing = file
-                    .metadata()
-                    .map_or(crate::storage::Zeroing::Compare, |meta| {
+                let zeroing = match file.metadata() {
+                    Ok(meta) if self.options.device_zeroing => {
                         crate::storage::Sysfs::default().zeroing(&meta)
-                    });
+                    }
+                    _ => crate::storage::Zeroing::Compare,
+                };
                 self.report.log.line(format!(
                     "target {} is a block device: blocks compared before writing, zero \
                      runs {}",

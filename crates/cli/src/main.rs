@@ -324,6 +324,9 @@ struct ApplyArgs {
     /// Check the old image's digest before writing anything.
     #[arg(long)]
     verify_source: bool,
+    /// On a block device, read and compare zero runs like data instead of leaving them to the device's own zeroing (discard on a loop device, write-zeroes), for devices whose zeroing is not to be trusted.
+    #[arg(long)]
+    compare_zero_runs: bool,
     /// Progress display.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
@@ -754,6 +757,7 @@ impl ApplyArgs {
             trusted_keys: keys::explicit(self.trusted_keys.as_deref()).map_err(Failure::from)?,
             keyring: Some(self.keyring.clone()),
             expect_new: self.expect_new,
+            device_zeroing: !self.compare_zero_runs,
         })
     }
 }

@@ -328,3 +328,28 @@ fn a_block_that_reads_back_wrong_after_being_skipped_is_refused_at_verification(
     assert!(out.status.success(), "{}", stderr(&out));
     card.assert_holds_new(&dev);
 }
+
+#[test]
+fn zero_runs_can_be_compared_instead_of_left_to_the_device() {
+    let card = Card::new(5);
+    let Some(dev) = card.device("part.img", &[]) else {
+        return;
+    };
+    let out = card
+        .command(&[
+            "apply",
+            "old.img",
+            "u.delta",
+            "-o",
+            dev.path(),
+            "--compare-zero-runs",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    card.assert_holds_new(&dev);
+    let log = card.log();
+    assert_eq!(logged(&log, "zeroed"), 0, "{log}");
+    // The zeroed device already holds the zero runs: found in place.
+    assert!(logged(&log, "found in place") >= (4 << 20), "{log}");
+}
