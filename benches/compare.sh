@@ -162,7 +162,7 @@ set_cmds() {
   local tool=$1 oldsz=$2 b
   case $tool in
     delta)
-      GEN=("$DELTA_BIN" gen "$OLD" "$NEW" -o "$D")
+      GEN=("$DELTA_BIN" gen --force "$OLD" "$NEW" -o "$D")
       APPLY=("$DELTA_BIN" apply "$OLD" "$D" -o "$OUTF") ;;
     zstd)
       GEN=(zstd -q -f -19 --long=31 "--patch-from=$OLD" "$NEW" -o "$D")

@@ -43,12 +43,12 @@ for p in "${PAIRS[@]}"; do
   # generation: A B A B (ours default, hdiffz) for >100 MB pairs, A B for binary
   for r in $(seq 1 $runs); do
     rm -f $W/$p.ours.d$r; warm
-    measure $p.ours.gen$r "$DELTA" gen "$OLD" "$NEW" -o $W/$p.ours.d$r
+    measure $p.ours.gen$r "$DELTA" gen --force "$OLD" "$NEW" -o $W/$p.ours.d$r
     rm -f $W/$p.hdz.d$r; warm
     measure $p.hdz.gen$r "$HDIFFZ" "${HDP_ARGS[@]}" "$OLD" "$NEW" $W/$p.hdz.d$r
   done
   rm -f $W/$p.nodefl.d; warm
-  measure $p.nodefl.gen "$DELTA" gen --no-deflate "$OLD" "$NEW" -o $W/$p.nodefl.d
+  measure $p.nodefl.gen "$DELTA" gen --force --no-deflate "$OLD" "$NEW" -o $W/$p.nodefl.d
   # sizes must be deterministic across the repeated runs
   if [ $runs = 2 ]; then
     cmp -s $W/$p.ours.d1 $W/$p.ours.d2 && log "$p ours d1==d2" || log "$p ours d1!=d2 (sizes $(stat -c %s $W/$p.ours.d1 $W/$p.ours.d2 | paste -sd' '))"

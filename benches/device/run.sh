@@ -335,7 +335,7 @@ bench_pair() { # PAIR
   [ -f "$old" ] && [ -f "$new" ] || die "no $old / $new"
   local d=$SCRATCH/$pair.delta
   echo "== $pair: delta gen"
-  "$DELTA" gen "$old" "$new" -o "$d" >"$work/gen.log" 2>&1 || { cat "$work/gen.log"; die "delta gen failed"; }
+  "$DELTA" gen --force "$old" "$new" -o "$d" >"$work/gen.log" 2>&1 || { cat "$work/gen.log"; die "delta gen failed"; }
   local nsize osize size
   nsize=$(stat -c %s "$new"); osize=$(stat -c %s "$old")
   size=$(round4k "$nsize")
