@@ -135,6 +135,19 @@ pub fn open_path(path: &Path) -> io::Result<Box<dyn DeltaInput>> {
     Ok(Box::new(FileInput::open(path)?))
 }
 
+/// Bytes left in `input` after what was read (0 or 1: it reads one byte
+/// at most), for a stream of unknown length whose end must be where its
+/// table says. 0 for an input that knows its length (already checked).
+///
+/// # Errors
+/// The input's read errors.
+pub(crate) fn bytes_past(input: &mut dyn DeltaInput) -> io::Result<u64> {
+    if input.known_len().is_some() {
+        return Ok(0);
+    }
+    io::copy(&mut input.take(1), &mut io::sink())
+}
+
 /// A delta file (or a block device holding one).
 #[derive(Debug)]
 pub struct FileInput {

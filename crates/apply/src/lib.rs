@@ -377,10 +377,11 @@ pub fn read_index_from(
 }
 
 /// The error's message and each cause that the message does not already
-/// include (most variants print their cause), one per line.
-fn cause_chain(e: &Error) -> String {
+/// include (most variants print their cause), one per line, as the update
+/// log has them.
+pub fn cause_chain(e: &dyn std::error::Error) -> String {
     let mut chain = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         let text = s.to_string();
         if !chain.contains(&text) {

@@ -66,17 +66,7 @@ impl Delta {
     /// Checks that a delta of unknown length ends after its last payload.
     fn check_end(&mut self) -> Result<()> {
         let stream = &mut self.stream;
-        if stream.input.known_len().is_some() {
-            return Ok(());
-        }
-        let mut byte = [0u8; 1];
-        let extra = loop {
-            match stream.input.read(&mut byte) {
-                Ok(n) => break n as u64,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(stream.error(e)),
-            }
-        };
+        let extra = crate::input::bytes_past(stream.input.as_mut()).map_err(|e| stream.error(e))?;
         self.index
             .check_file_len(stream.at + extra)
             .map_err(|source| Error::Header {
@@ -219,14 +209,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             max_segments: (options.memory_limit / 1024).max(1024),
             ..Limits::default()
         };
-        let delta = Delta::open(paths.delta, &limits).map_err(|e| {
-            // A download waiting to retry gave up for the cancel.
-            if cancel.load(Ordering::Relaxed) {
-                Error::Cancelled
-            } else {
-                e
-            }
-        })?;
+        let delta = Delta::open(paths.delta, &limits).map_err(|e| or_cancelled(cancel, e))?;
         check_authentic(options, report, &delta)?;
         let header = delta.header().clone();
         let target = Target::new(paths.target)?;
@@ -489,15 +472,10 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
                 return Err(Error::Cancelled);
             }
             let seg = SegmentRef::of(index, i);
-            let read = self
-                .delta
+            self.delta
                 .stream
-                .read_payload(&seg, &mut payload, self.report);
-            if read.is_err() && self.cancel.load(Ordering::Relaxed) {
-                // A download waiting to retry gave up for the cancel.
-                return Err(Error::Cancelled);
-            }
-            read?;
+                .read_payload(&seg, &mut payload, self.report)
+                .map_err(|e| or_cancelled(self.cancel, e))?;
             let place = SegmentPlace {
                 segment: seg.index,
                 start: seg.new_offset,
@@ -602,6 +580,16 @@ fn check_authentic(options: &ApplyOptions, report: &mut Reporter<'_>, delta: &De
         }
     }
     Ok(())
+}
+
+/// A failure to read the delta under a cancel is the cancel: a download
+/// waiting to retry gives up when the cancel flag is set.
+fn or_cancelled(cancel: &AtomicBool, e: Error) -> Error {
+    if cancel.load(Ordering::Relaxed) {
+        Error::Cancelled
+    } else {
+        e
+    }
 }
 
 /// Errors after which the partial target is worth nothing: damaged or

@@ -83,16 +83,14 @@ pub fn verify_from(
             });
         }
     }
-    if input.known_len().is_none() {
-        let extra = std::io::copy(&mut input.by_ref().take(1), &mut std::io::sink())
-            .map_err(|source| read_error(at, source))?;
-        index
-            .check_file_len(at + extra)
-            .map_err(|source| Error::Header {
-                path: path.clone(),
-                source,
-            })?;
-    }
+    let extra =
+        crate::input::bytes_past(input.as_mut()).map_err(|source| read_error(at, source))?;
+    index
+        .check_file_len(at + extra)
+        .map_err(|source| Error::Header {
+            path: path.clone(),
+            source,
+        })?;
     let old_checked = match old {
         Some(old) if !index.header.is_full() => {
             let (source, _) = crate::checks::open_source(old, &index.header)?;

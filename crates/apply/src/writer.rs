@@ -293,28 +293,25 @@ impl Placer {
         self.put_zero_bytes(len - head - body)
     }
 
-    /// Puts `len` zero bytes as data, compared first, in pieces.
+    /// Puts `len` zero bytes on a block device as data, compared first, in
+    /// pieces.
     fn put_zero_bytes(&mut self, len: u64) -> io::Result<()> {
-        static ZEROS: [u8; WRITE_BUFFER] = [0u8; WRITE_BUFFER];
         let mut left = len;
         while left > 0 {
             let n = left.min(WRITE_BUFFER as u64);
-            let bytes = &ZEROS[..n as usize];
-            if matches!(self.mode, Mode::Device(_)) {
-                self.put_compared(bytes)?;
-                self.advance(n);
-            } else {
-                self.put(bytes)?;
-            }
+            self.put_compared(&ZEROS[..n as usize])?;
+            self.advance(n);
             left -= n;
         }
         Ok(())
     }
 }
 
+/// Zero bytes to write, compare and hash from.
+static ZEROS: [u8; WRITE_BUFFER] = [0u8; WRITE_BUFFER];
+
 /// Hashes `len` zero bytes.
 fn hash_zeros(hasher: &mut blake3::Hasher, mut len: u64) {
-    static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
     while len > 0 {
         let n = len.min(ZEROS.len() as u64) as usize;
         hasher.update(&ZEROS[..n]);
@@ -643,15 +640,9 @@ impl Sink for TargetWriter {
     }
 
     fn write_zeros(&mut self, len: u64) -> io::Result<()> {
+        // Short runs are bytes (64 KiB < WRITE_BUFFER = ZEROS.len()).
         if len < 64 * 1024 {
-            let zeros = [0u8; 16 * 1024];
-            let mut left = len;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                self.write_bytes(&zeros[..n])?;
-                left -= n as u64;
-            }
-            return Ok(());
+            return self.write_bytes(&ZEROS[..len as usize]);
         }
         self.flush_buf()?;
         self.sent += len;

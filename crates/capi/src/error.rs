@@ -114,7 +114,7 @@ impl From<delta_apply::Error> for Failure {
         Failure {
             code,
             exit_code: e.exit_code(),
-            message: cause_chain(&e),
+            message: delta_apply::cause_chain(&e),
         }
     }
 }
@@ -130,24 +130,8 @@ impl From<delta_gen::Error> for Failure {
             E::OutputNotRegular { .. } | E::OutputIsInput { .. } => DELTA_ERR_UNSAFE_TARGET,
             _ => DELTA_ERR_OTHER,
         };
-        Failure::new(code, cause_chain(&e))
+        Failure::new(code, delta_apply::cause_chain(&e))
     }
-}
-
-/// The error's message and each cause that the message does not already
-/// include, one per line (as the applier's update log has them).
-fn cause_chain(e: &dyn std::error::Error) -> String {
-    let mut chain = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !chain.contains(&text) {
-            chain.push_str("\n  caused by: ");
-            chain.push_str(&text);
-        }
-        source = s.source();
-    }
-    chain
 }
 
 /// Runs `body`, the body of an exported function: a panic becomes a
