@@ -335,6 +335,30 @@ impl Fixture {
         self.run(&args)
     }
 
+    /// Runs `delta` with `args`, `bytes` written to its stdin (a thread
+    /// writes them, so a run that stops reading early does not block it).
+    fn run_piped(&self, args: &[&str], bytes: Vec<u8>) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+        let out = child.wait_with_output().unwrap();
+        let _ = writer.join().unwrap();
+        out
+    }
+
+    /// `delta apply old.img - -o out.img` with `extra`, `bytes` on stdin.
+    fn apply_piped(&self, bytes: Vec<u8>, extra: &[&str]) -> Output {
+        let mut args = vec!["apply", "old.img", "-", "-o", "out.img"];
+        args.extend_from_slice(extra);
+        self.run_piped(&args, bytes)
+    }
+
     fn spawn_apply(&self, delta: &str, extra: &[&str], stdin: Stdio) -> Child {
         let mut args = vec!["apply", "old.img", delta, "-o", "out.img"];
         args.extend_from_slice(extra);
@@ -437,12 +461,7 @@ fn assert_error(out: &Output, needles: &[&str]) {
 #[test]
 fn from_stdin_is_exact() {
     let f = Fixture::new(4 << 20, 1);
-    let mut child = f.spawn_apply("-", &[], Stdio::piped());
-    let delta = f.delta();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&delta));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
+    let out = f.apply_piped(f.delta(), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     f.assert_done();
 }
@@ -452,11 +471,7 @@ fn a_pipe_cut_short_is_an_error_that_resumes() {
     let f = Fixture::new(4 << 20, 2);
     let delta = f.delta();
     let cut = delta.len() * 2 / 3;
-    let mut child = f.spawn_apply("-", &["--checkpoint-bytes", "256KiB"], Stdio::piped());
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&delta[..cut]).unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let out = f.apply_piped(delta[..cut].to_vec(), &["--checkpoint-bytes", "256KiB"]);
     assert_error(
         &out,
         &[
@@ -471,12 +486,7 @@ fn a_pipe_cut_short_is_an_error_that_resumes() {
         "the journal was removed"
     );
     // A fresh pipe with the whole delta resumes where the cut one ended.
-    let mut child = f.spawn_apply("-", &[], Stdio::piped());
-    let mut stdin = child.stdin.take().unwrap();
-    let whole = delta.clone();
-    let writer = std::thread::spawn(move || stdin.write_all(&whole));
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join().unwrap();
+    let out = f.apply_piped(delta, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("resumed"), "{}", stdout(&out));
     f.assert_done();
@@ -487,11 +497,7 @@ fn a_pipe_longer_than_the_delta_is_refused() {
     let f = Fixture::new(1 << 20, 3);
     let mut delta = f.delta();
     delta.extend_from_slice(b"trailing");
-    let mut child = f.spawn_apply("-", &[], Stdio::piped());
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&delta));
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join().unwrap();
+    let out = f.apply_piped(delta, &[]);
     assert_error(&out, &["delta stdin"]);
     f.assert_not_committed();
 }
@@ -526,11 +532,7 @@ fn kill_9_while_reading_stdin_then_resume_with_a_fresh_pipe() {
     child.wait().unwrap();
     feeder.join().unwrap();
     f.assert_not_committed();
-    let mut child = f.spawn_apply("-", &[], Stdio::piped());
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&delta));
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join().unwrap();
+    let out = f.apply_piped(delta, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("resumed"),
@@ -734,34 +736,13 @@ fn verify_and_info_read_a_pipe() {
         &["verify", "-", "--keyring", "no-keyring"][..],
         &["info", "-"][..],
     ] {
-        let mut child = f
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let delta = f.delta();
-        let writer = std::thread::spawn(move || stdin.write_all(&delta));
-        let out = child.wait_with_output().unwrap();
-        let _ = writer.join().unwrap();
+        let out = f.run_piped(args, f.delta());
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
     let mut damaged = f.delta();
     let last = damaged.len() - 1;
     damaged[last] ^= 1;
-    let mut child = f
-        .command(&["verify", "-", "--keyring", "no-keyring"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&damaged));
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join().unwrap();
+    let out = f.run_piped(&["verify", "-", "--keyring", "no-keyring"], damaged);
     assert_error(&out, &["delta stdin", "digest"]);
 }
 
@@ -771,11 +752,7 @@ fn a_streamed_payload_that_does_not_match_its_digest_is_refused() {
     let mut damaged = f.delta();
     let last = damaged.len() - 100;
     damaged[last] ^= 1;
-    let mut child = f.spawn_apply("-", &[], Stdio::piped());
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&damaged));
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join().unwrap();
+    let out = f.apply_piped(damaged, &[]);
     assert_error(&out, &["delta stdin", "payload digest mismatch"]);
     f.assert_not_committed();
     assert!(!f.path("out.img.partial").exists(), "damaged data kept");
