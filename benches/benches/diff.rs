@@ -136,7 +136,7 @@ fn residual_encoding(c: &mut Criterion) {
                 |b, plan| {
                     b.iter(|| {
                         let options = EncodeOptions { level };
-                        encode_segment(&old, &new, digest, black_box(plan), layout, &options)
+                        encode_segment(&old, &new, digest, black_box(plan), layout, &options, None)
                             .unwrap()
                     })
                 },

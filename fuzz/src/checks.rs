@@ -60,6 +60,7 @@ pub fn slice_options(full: bool) -> DeltaOptions {
         copy_new: true,
         window_list: true,
         deflate: true,
+        lzma: true,
         report: true,
     }
 }
@@ -418,6 +419,7 @@ fn fix_delta(data: &[u8], limits: &Limits) -> Option<Vec<u8>> {
             },
             window_list: header.has_window_list(),
             kinds: header.has_segment_kinds(),
+            lzma: header.has_lzma(),
         };
         payload_offset = payload_offset.saturating_add(entry.payload_len);
         let mut sink = CappedSink::default();

@@ -18,8 +18,9 @@ pub struct DeltaGenOptions {
     /// Build a full-image payload (no old image needed to apply); implied
     /// when `old` is NULL.
     pub full: bool,
-    /// See through gzip and zlib files of ext4 and tar images (format
-    /// version 3); off, deltas are version 2.
+    /// See through gzip and zlib files of ext4 and tar images, and
+    /// compress new executables with LZMA2 (format versions 3 and 4); off,
+    /// deltas are version 2.
     pub deflate: bool,
     /// Mark the update as a 1.x → 2.x migration.
     pub migration: bool,
@@ -108,6 +109,7 @@ pub unsafe extern "C" fn delta_generate(
                     .map_err(|e| Failure::argument(format!("options.threads: {e}")))?,
                 full: o.full,
                 deflate: o.deflate,
+                lzma: o.deflate,
                 migration: o.migration,
                 ..d
             },

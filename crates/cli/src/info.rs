@@ -58,10 +58,10 @@ pub fn run(path: &Path, json: bool) -> Result<(), String> {
         "format         version {} ({}{})",
         h.version(),
         value["kind"].as_str().unwrap_or(""),
-        if h.has_segment_kinds() {
-            ", segment kinds: deflate segments rebuild gzip/zlib files"
-        } else {
-            ""
+        match (h.has_segment_kinds(), h.has_lzma()) {
+            (true, true) => ", segment kinds: deflate and LZMA segments",
+            (true, false) => ", segment kinds: deflate segments rebuild gzip/zlib files",
+            _ => "",
         }
     );
     out!("migration      {}", h.is_migration());

@@ -226,6 +226,9 @@ struct Tuning {
     /// Treat gzip and zlib files inside ext4 and tar images as bytes, as version 2 appliers need (by default changed ones are rebuilt from their content: deflate segments, format version 3).
     #[arg(long)]
     no_deflate: bool,
+    /// Compress every segment with zstd, as version 3 appliers need (by default segments of mostly new bytes, such as new executables, are LZMA2-compressed after a branch filter where that is smaller: LZMA segments, format version 4).
+    #[arg(long)]
+    no_lzma: bool,
 }
 
 impl Tuning {
@@ -242,6 +245,7 @@ impl Tuning {
             copy_new: !self.independent_segments,
             window_list: !self.contiguous_windows,
             deflate: !self.no_deflate,
+            lzma: !self.no_lzma,
             ..GenOptions::default()
         })
     }

@@ -40,6 +40,7 @@ mod encode;
 mod error;
 mod hex;
 mod index;
+mod lzma;
 mod patch;
 mod pipeline;
 mod plan;

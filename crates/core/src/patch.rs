@@ -47,6 +47,8 @@ pub struct SegmentRef<'a> {
     /// The payload starts with a kind byte (the header has
     /// `FLAG_SEGMENT_KINDS`).
     pub kinds: bool,
+    /// The segment may be of kind LZMA (the header has `FLAG_LZMA`).
+    pub lzma: bool,
 }
 
 impl<'a> SegmentRef<'a> {
@@ -65,6 +67,7 @@ impl<'a> SegmentRef<'a> {
             },
             window_list: index.header.has_window_list(),
             kinds: index.header.has_segment_kinds(),
+            lzma: index.header.has_lzma(),
         }
     }
 }
@@ -121,25 +124,17 @@ impl Patcher {
                 end: payload_end,
             });
         }
-        let payload = if seg.kinds {
-            let (kind, body) = kind::split(payload, segment)
-                .map_err(|source| Error::Format { segment, source })?;
-            if kind == kind::DEFLATE {
-                return self.apply_deflate(old, seg, body, sink);
-            }
-            body
+        let (kind, payload) = if seg.kinds {
+            kind::split(payload, segment, seg.lzma)
+                .map_err(|source| Error::Format { segment, source })?
         } else {
-            payload
+            (kind::PLAIN, payload)
         };
-        if entry.stream_len > kind::plain_stream_max(entry.new_len) {
-            let source = delta_format::Error::InvalidField {
-                field: format!("segment[{segment}].stream_len"),
-                found: entry.stream_len,
-                expected: format!("at most 2*new_len+{STREAM_SLACK}"),
-            };
-            return Err(Error::Format { segment, source });
+        match kind {
+            kind::DEFLATE => return self.apply_deflate(old, seg, payload, sink),
+            kind::LZMA => self.decompress_lzma(seg, payload)?,
+            _ => self.decompress(old, seg, payload)?,
         }
-        self.decompress(old, seg, payload)?;
 
         let mut run = Run {
             old,
@@ -177,6 +172,14 @@ impl Patcher {
     ) -> Result<()> {
         let entry = seg.entry;
         let segment = seg.index;
+        if entry.stream_len > kind::plain_stream_max(entry.new_len) {
+            let source = delta_format::Error::InvalidField {
+                field: format!("segment[{segment}].stream_len"),
+                found: entry.stream_len,
+                expected: format!("at most 2*new_len+{STREAM_SLACK}"),
+            };
+            return Err(Error::Format { segment, source });
+        }
         // Both lengths were checked against apply_memory and the caller's
         // limit when the table was decoded.
         let too_large = |field: &str, found: u64| Error::Format {
@@ -191,6 +194,7 @@ impl Patcher {
             usize::try_from(entry.ref_len).map_err(|_| too_large("ref_len", entry.ref_len))?;
         let stream_len = usize::try_from(entry.stream_len)
             .map_err(|_| too_large("stream_len", entry.stream_len))?;
+        self.fit(stream_len, ref_len);
         self.reference.resize(ref_len, 0);
         let frame = if seg.window_list {
             self.read_window_list(old, seg, payload)?
@@ -200,6 +204,36 @@ impl Patcher {
         };
         self.stream.resize(stream_len, 0);
         decode_frame(segment, frame, &self.reference, &mut self.stream)
+    }
+
+    /// Gives back buffer memory this segment does not need, so that the
+    /// stream and prefix buffers together hold at most what one segment
+    /// needs (which `apply_memory` bounds), not the largest stream and the
+    /// largest prefix of different segments.
+    fn fit(&mut self, stream_len: usize, ref_len: usize) {
+        if self.stream.capacity() + self.reference.capacity() > stream_len + ref_len {
+            for (buf, len) in [
+                (&mut self.stream, stream_len),
+                (&mut self.reference, ref_len),
+            ] {
+                buf.clear();
+                buf.shrink_to(len);
+            }
+        }
+    }
+
+    /// Decodes an LZMA segment's op stream (see [`delta_format::kind`])
+    /// into the stream buffer.
+    fn decompress_lzma(&mut self, seg: SegmentRef<'_>, body: &[u8]) -> Result<()> {
+        let segment = seg.index;
+        let parts = kind::Lzma::decode(body, segment, seg.entry)
+            .map_err(|source| Error::Format { segment, source })?;
+        // ops_len ≤ MAX_LZMA_STREAM, and it and its dictionary are within
+        // stream_len, which was checked against apply_memory.
+        let ops_len = parts.ops_len as usize;
+        self.fit(ops_len, 0);
+        self.stream.resize(ops_len, 0);
+        crate::lzma::decompress(segment, &parts, &mut self.stream)
     }
 
     /// Applies a deflate segment (see [`delta_format::kind`]): inflates the

@@ -29,9 +29,10 @@ use crate::report::{plain_pieces, Piece, Report};
 use crate::reuse::copy_repeats;
 use crate::runner::{alike, split, Phase, Runner, Serial, Tally};
 use crate::window::{CopiedRuns, WindowLayout};
+use delta_format::kind::BranchFilter;
 use delta_format::{
-    Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, FLAG_MIGRATION, FLAG_SEGMENT_KINDS,
-    FLAG_WINDOW_LIST,
+    Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, FLAG_LZMA, FLAG_MIGRATION,
+    FLAG_SEGMENT_KINDS, FLAG_WINDOW_LIST,
 };
 use std::io::{self, Write};
 use std::ops::Range;
@@ -64,6 +65,11 @@ pub struct DeltaOptions {
     /// changed ones from their inflated content (deflate segments, format
     /// version 3, see [`crate::content`]); off, every delta is version 2.
     pub deflate: bool,
+    /// Compress segments of mostly new bytes with LZMA2 after a branch
+    /// filter chosen from the new image's executables, where that is
+    /// smaller than zstd (LZMA segments, format version 4, see
+    /// [`crate::lzma`]); off, no delta is version 4.
+    pub lzma: bool,
     /// Share the payload bytes out over the files of the new image
     /// ([`Delta::report`], see [`crate::report`]).
     pub report: bool,
@@ -81,6 +87,7 @@ impl Default for DeltaOptions {
             copy_new: true,
             window_list: true,
             deflate: true,
+            lzma: true,
             report: false,
         }
     }
@@ -218,7 +225,10 @@ pub fn generate<R: Runner>(
     drop(maps);
     indexing.finish();
     let deflated = deflate_segments(old, new, pairs, options, runner)?;
-    let kinds = !deflated.is_empty();
+    let lzma = options.lzma.then(|| branch_filter(new));
+    // Kind bytes from the start when LZMA segments may come: whether one
+    // does is known only once all are encoded (see `without_kinds`).
+    let kinds = !deflated.is_empty() || lzma.is_some();
     let holes: Vec<_> = deflated.iter().map(|(range, ..)| range.clone()).collect();
     let units = alike(split_around(new.len(), options.segment_len, &holes));
     let planning = Tally::start(runner, Phase::Planning, span(&units));
@@ -260,10 +270,10 @@ pub fn generate<R: Runner>(
         |(i, (range, plan))| {
             let produced = &new[range.clone()];
             let digest = runner.digest(produced);
-            let (mut entry, mut payload) =
-                encode_segment(old, produced, digest, &plan, layout, &options.encode)?;
+            let (mut entry, mut payload, kind) =
+                encode_segment(old, produced, digest, &plan, layout, &options.encode, lzma)?;
             if kinds {
-                payload.insert(0, delta_format::kind::PLAIN);
+                payload.insert(0, kind);
                 entry.payload_len += 1;
                 entry.payload_digest = *blake3::hash(&payload).as_bytes();
             }
@@ -276,6 +286,7 @@ pub fn generate<R: Runner>(
                 new_limit: if copy_new { range.start as u64 } else { 0 },
                 window_list: options.window_list,
                 kinds,
+                lzma: lzma.is_some(),
             };
             runner.check(old, new, segment, &payload)?;
             encoding.add(range.len() as u64);
@@ -288,6 +299,15 @@ pub fn generate<R: Runner>(
         },
     );
     let mut all = encoded.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let any_lzma = all
+        .iter()
+        .any(|(_, _, payload, _)| payload.first() == Some(&delta_format::kind::LZMA));
+    let kinds = if kinds && deflated.is_empty() && !any_lzma {
+        without_kinds(&mut all, old, new, copy_new, options.window_list, runner)?;
+        false
+    } else {
+        kinds
+    };
     encoding.finish();
     content.deflate_segments = deflated.len() as u64;
     content.deflate_bytes = deflated.iter().map(|(_, e, _)| e.new_len).sum();
@@ -315,7 +335,8 @@ pub fn generate<R: Runner>(
             | flag(copy_new, FLAG_COPY_NEW)
             | flag(options.window_list, FLAG_WINDOW_LIST)
             | flag(options.migration, FLAG_MIGRATION)
-            | flag(kinds, FLAG_SEGMENT_KINDS),
+            | flag(kinds, FLAG_SEGMENT_KINDS)
+            | flag(any_lzma, FLAG_LZMA),
         old_len: old.len() as u64,
         new_len: new.len() as u64,
         old_digest,
@@ -411,9 +432,93 @@ fn deflate_segment<R: Runner>(
         new_limit: if history { range.start as u64 } else { 0 },
         window_list: options.window_list,
         kinds: true,
+        lzma: false,
     };
     runner.check(old, new, segment, &payload)?;
     Ok(Some((range, entry, payload)))
+}
+
+/// An encoded plain segment: the new range, entry, payload and report
+/// pieces.
+type Encoded = (Range<usize>, SegmentEntry, Vec<u8>, Vec<Piece>);
+
+/// Takes the kind bytes off payloads that are all plain (no deflate or
+/// LZMA segment came of them), so that the delta stays version 2, and has
+/// `runner` check each segment again as it now is.
+fn without_kinds<R: Runner>(
+    all: &mut Vec<Encoded>,
+    old: &[u8],
+    new: &[u8],
+    copy_new: bool,
+    window_list: bool,
+    runner: &R,
+) -> Result<(), R::Error> {
+    for (_, entry, payload, _) in all.iter_mut() {
+        payload.remove(0);
+        entry.payload_len -= 1;
+        entry.payload_digest = *blake3::hash(payload).as_bytes();
+    }
+    let checked = runner.map(
+        all.iter()
+            .enumerate()
+            .map(|(i, item)| (item.1.new_len, (i, item)))
+            .collect(),
+        |(i, (range, entry, payload, _))| {
+            let segment = SegmentRef {
+                index: i as u64,
+                new_offset: range.start as u64,
+                payload_offset: 0,
+                entry,
+                new_limit: if copy_new { range.start as u64 } else { 0 },
+                window_list,
+                kinds: false,
+                lzma: false,
+            };
+            runner.check(old, new, segment, payload)
+        },
+    );
+    checked.into_iter().collect()
+}
+
+/// The branch filter for LZMA segments of `new`: that of the machine most
+/// ELF headers found at 512-byte boundaries name (where ext4 and tar
+/// files start), or none.
+fn branch_filter(new: &[u8]) -> BranchFilter {
+    const EM_386: u16 = 3;
+    const EM_ARM: u16 = 40;
+    const EM_X86_64: u16 = 62;
+    const EM_AARCH64: u16 = 183;
+    let mut votes = [0u64; 4];
+    for header in new.chunks_exact(512) {
+        // Magic, 32- or 64-bit, little-endian, version 1.
+        if header[..4] != *b"\x7fELF"
+            || !matches!(header[4], 1 | 2)
+            || header[5] != 1
+            || header[6] != 1
+        {
+            continue;
+        }
+        let machine = u16::from_le_bytes([header[18], header[19]]);
+        let filter = match machine {
+            EM_386 | EM_X86_64 => BranchFilter::X86,
+            EM_AARCH64 => BranchFilter::Arm64,
+            EM_ARM => BranchFilter::ArmThumb,
+            _ => BranchFilter::None,
+        };
+        votes[filter as usize] += 1;
+    }
+    let filters = [
+        BranchFilter::None,
+        BranchFilter::X86,
+        BranchFilter::Arm64,
+        BranchFilter::ArmThumb,
+    ];
+    let best = (1..4).max_by_key(|&i| votes[i]).unwrap_or(0);
+    if votes[best] > 0 {
+        filters[best]
+    } else {
+        BranchFilter::None
+    }
 }
 
 /// Bytes of new image in `units`.

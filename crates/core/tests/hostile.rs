@@ -36,6 +36,7 @@ fn apply_as(
         new_limit: 0,
         window_list,
         kinds: false,
+        lzma: false,
     };
     Patcher::new().apply_segment(old, seg, payload, &mut out)?;
     Ok(out)

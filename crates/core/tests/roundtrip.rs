@@ -23,6 +23,7 @@ fn options(block_size: usize, segment_len: usize) -> DeltaOptions {
         copy_new: true,
         window_list: true,
         deflate: true,
+        lzma: true,
         report: true,
     }
 }

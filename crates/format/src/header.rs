@@ -15,9 +15,11 @@ use crate::error::{Error, Result};
 /// transfers that mangle binary files).
 pub const MAGIC: [u8; 8] = [0x89, b'D', b'L', b'T', b'\r', b'\n', 0x1a, b'\n'];
 /// The newest format version this build reads and writes: a delta is
-/// version 3 exactly when it has [`FLAG_SEGMENT_KINDS`], else version 2
-/// (so deltas that need nothing new stay readable by version 2 appliers).
-pub const VERSION: u32 = 3;
+/// version 4 exactly when it has [`FLAG_LZMA`], else version 3 exactly when
+/// it has [`FLAG_SEGMENT_KINDS`], else version 2 (so deltas that need
+/// nothing new stay readable by older appliers, and an older applier
+/// refuses a delta it cannot apply before it writes anything).
+pub const VERSION: u32 = 4;
 /// The oldest format version this build reads.
 pub const MIN_VERSION: u32 = 2;
 /// Bytes of the fixed header.
@@ -70,12 +72,27 @@ pub const FLAG_SIGNED: u32 = 16;
 /// [`kind`](crate::kind)), so a segment may be made other than by ops,
 /// e.g. a deflate stream re-compressed from its inflated content.
 pub const FLAG_SEGMENT_KINDS: u32 = 32;
+/// Header flag (version 4, only with [`FLAG_SEGMENT_KINDS`]): segments of
+/// kind [`LZMA`](crate::kind::LZMA) may occur.
+pub const FLAG_LZMA: u32 = 64;
 const KNOWN_FLAGS: u32 = FLAG_FULL
     | FLAG_MIGRATION
     | FLAG_COPY_NEW
     | FLAG_WINDOW_LIST
     | FLAG_SIGNED
-    | FLAG_SEGMENT_KINDS;
+    | FLAG_SEGMENT_KINDS
+    | FLAG_LZMA;
+
+/// The version a header with `flags` is written as (see [`VERSION`]).
+fn version_of(flags: u32) -> u32 {
+    if flags & FLAG_LZMA != 0 {
+        VERSION
+    } else if flags & FLAG_SEGMENT_KINDS != 0 {
+        3
+    } else {
+        MIN_VERSION
+    }
+}
 
 /// The fixed-size header at the start of every delta file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -191,14 +208,16 @@ impl Header {
         self.flags & FLAG_SEGMENT_KINDS != 0
     }
 
-    /// The format version this header is written as: 3 with
-    /// [`FLAG_SEGMENT_KINDS`], else 2.
+    /// True when segments of kind [`LZMA`](crate::kind::LZMA) may occur
+    /// (version 4).
+    pub fn has_lzma(&self) -> bool {
+        self.flags & FLAG_LZMA != 0
+    }
+
+    /// The format version this header is written as: 4 with [`FLAG_LZMA`],
+    /// 3 with [`FLAG_SEGMENT_KINDS`] alone, else 2.
     pub fn version(&self) -> u32 {
-        if self.has_segment_kinds() {
-            VERSION
-        } else {
-            MIN_VERSION
-        }
+        version_of(self.flags)
     }
 
     /// True when the update is marked as a 1.x → 2.x migration.
@@ -298,13 +317,20 @@ impl Header {
                 known: KNOWN_FLAGS,
             });
         }
-        let kinds = flags & FLAG_SEGMENT_KINDS != 0;
-        if kinds != (version == VERSION) {
+        if flags & FLAG_LZMA != 0 && flags & FLAG_SEGMENT_KINDS == 0 {
+            return Err(invalid(
+                "flags",
+                flags.into(),
+                format!("LZMA ({FLAG_LZMA:#x}) only with SEGMENT_KINDS ({FLAG_SEGMENT_KINDS:#x})"),
+            ));
+        }
+        if version != version_of(flags) {
             return Err(invalid(
                 "version",
                 version.into(),
                 format!(
-                    "{VERSION} exactly when flag SEGMENT_KINDS ({FLAG_SEGMENT_KINDS:#x}) is set, else {MIN_VERSION}"
+                    "{VERSION} exactly when flag LZMA ({FLAG_LZMA:#x}) is set, else 3 exactly when \
+                     flag SEGMENT_KINDS ({FLAG_SEGMENT_KINDS:#x}) is set, else {MIN_VERSION}"
                 ),
             ));
         }

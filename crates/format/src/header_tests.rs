@@ -192,8 +192,15 @@ fn version_follows_the_segment_kinds_flag() {
     big[0].stream_len = 10_000;
     header.apply_memory = big[0].memory();
     assert!(decode_all(&Index::encode(&header, &big)).is_ok());
-    // Either version with the other's flags is refused.
-    for (flags, version) in [(0, 3u8), (FLAG_SEGMENT_KINDS, 2)] {
+    // LZMA segments make it version 4.
+    header.flags |= FLAG_LZMA;
+    let bytes = Index::encode(&header, &big);
+    assert_eq!(bytes[8], 4);
+    assert_eq!(decode_all(&bytes).unwrap().header, header);
+    // Any version with another's flags is refused.
+    let kinds = FLAG_SEGMENT_KINDS;
+    let lzma = FLAG_SEGMENT_KINDS | FLAG_LZMA;
+    for (flags, version) in [(0, 3u8), (kinds, 2), (kinds, 4), (lzma, 3), (0, 4)] {
         let mut bytes = Index::encode(
             &Header {
                 flags,
@@ -207,4 +214,15 @@ fn version_follows_the_segment_kinds_flag() {
             .to_string();
         assert!(err.contains("invalid version"), "{err}");
     }
+    // The LZMA flag needs segment kinds.
+    let mut bytes = Index::encode(
+        &Header {
+            flags: FLAG_LZMA,
+            ..header.clone()
+        },
+        &segments,
+    );
+    bytes[8] = 4;
+    let err = Header::decode(&bytes, &Limits::default()).unwrap_err();
+    assert!(err.to_string().contains("only with SEGMENT_KINDS"), "{err}");
 }

@@ -42,9 +42,9 @@ pub mod window;
 pub use error::{Error, Result};
 pub use header::{
     max_reference_total, Digest, Header, Index, Limits, OutputTotals, SegmentEntry, DIGEST_LEN,
-    ENTRY_LEN, FLAG_COPY_NEW, FLAG_FULL, FLAG_MIGRATION, FLAG_SEGMENT_KINDS, FLAG_SIGNED,
-    FLAG_WINDOW_LIST, HEADER_LEN, MAGIC, MIN_VERSION, REFERENCE_FACTOR, REFERENCE_SLACK,
-    STREAM_SLACK, VERSION,
+    ENTRY_LEN, FLAG_COPY_NEW, FLAG_FULL, FLAG_LZMA, FLAG_MIGRATION, FLAG_SEGMENT_KINDS,
+    FLAG_SIGNED, FLAG_WINDOW_LIST, HEADER_LEN, MAGIC, MIN_VERSION, REFERENCE_FACTOR,
+    REFERENCE_SLACK, STREAM_SLACK, VERSION,
 };
 pub use reader::read_index;
 pub use stream::{Instruction, Op, Totals};

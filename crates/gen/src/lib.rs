@@ -95,6 +95,10 @@ pub struct GenOptions {
     /// See through the gzip and zlib files of ext4 and tar images (deflate
     /// segments, format version 3); off, deltas are version 2.
     pub deflate: bool,
+    /// Compress segments of mostly new bytes (new executables) with LZMA2
+    /// after a branch filter where that is smaller (LZMA segments, format
+    /// version 4); off, no delta is version 4.
+    pub lzma: bool,
     /// Share the payload bytes out over the files of the new image
     /// ([`Summary::report`]).
     pub report: bool,
@@ -124,6 +128,7 @@ impl std::fmt::Debug for GenOptions {
             .field("copy_new", &self.copy_new)
             .field("window_list", &self.window_list)
             .field("deflate", &self.deflate)
+            .field("lzma", &self.lzma)
             .field("report", &self.report)
             .field("signing_keys", &self.signing_keys)
             .field("replace", &self.replace)
@@ -147,6 +152,7 @@ impl Default for GenOptions {
             copy_new: slice.copy_new,
             window_list: slice.window_list,
             deflate: slice.deflate,
+            lzma: slice.lzma,
             report: slice.report,
             signing_keys: Vec::new(),
             replace: true,
@@ -170,6 +176,7 @@ impl GenOptions {
             copy_new: self.copy_new,
             window_list: self.window_list,
             deflate: self.deflate,
+            lzma: self.lzma,
             report: self.report,
         }
     }
