@@ -446,7 +446,7 @@ type Encoded = (Range<usize>, SegmentEntry, Vec<u8>, Vec<Piece>);
 /// LZMA segment came of them), so that the delta stays version 2, and has
 /// `runner` check each segment again as it now is.
 fn without_kinds<R: Runner>(
-    all: &mut Vec<Encoded>,
+    all: &mut [Encoded],
     old: &[u8],
     new: &[u8],
     copy_new: bool,
