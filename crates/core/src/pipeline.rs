@@ -252,7 +252,7 @@ pub fn generate<R: Runner>(
     };
     // Deflate segments read the streams before them back from the new
     // image (see `deflate::encode`) when COPY_NEW is allowed.
-    let copy_new = copy_new_len > 0 || (kinds && options.copy_new);
+    let copy_new = copy_new_len > 0 || (!deflated.is_empty() && options.copy_new);
     let copied = CopiedRuns::from_plans(segments.iter().map(|(_, plan)| plan));
     let layout = if options.window_list {
         WindowLayout::Gathered(&copied)
@@ -299,9 +299,11 @@ pub fn generate<R: Runner>(
         },
     );
     let mut all = encoded.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let any_lzma = all
-        .iter()
-        .any(|(_, _, payload, _)| payload.first() == Some(&delta_format::kind::LZMA));
+    // (Without LZMA there are no kind bytes to look at.)
+    let any_lzma = lzma.is_some()
+        && all
+            .iter()
+            .any(|(_, _, payload, _)| payload.first() == Some(&delta_format::kind::LZMA));
     let kinds = if kinds && deflated.is_empty() && !any_lzma {
         without_kinds(&mut all, old, new, copy_new, options.window_list, runner)?;
         false
