@@ -12,12 +12,13 @@
 #   map_image             an ext4 image (96 KiB, mkfs.ext4) or a tar archive
 #   deflate_segment       flags, [old source], head, tail, corrections, content
 #                         (checks.rs; seeds in testdata/regress/deflate_segment/)
+#   lzma_segment          mode (filter, hostile bit), [ops_len], LZMA2 data or op stream
 set -euo pipefail
 fuzz=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$fuzz")
 cd "$root"
 corpus=$fuzz/corpus
-targets=(decode_header decode_ops apply roundtrip decode_signatures map_image deflate_segment)
+targets=(decode_header decode_ops apply roundtrip decode_signatures map_image deflate_segment lzma_segment)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -61,6 +62,15 @@ le16() { printf "$(printf '\\x%02x' $(( $1 & 255 )) $(( $1 >> 8 & 255 )))"; }
 { le16 "$(wc -c <"$old")"; cat "$old" "$new"; } | put roundtrip
 { le16 0; cat "$new"; } | put roundtrip
 { le16 1000; head -c 1000 "$old"; head -c 1200 "$new"; } | put roundtrip
+
+# LZMA segments: the op stream with one op of each kind above, for the
+# harness to compress (x86 filter); and raw LZMA2 data (x86 filter) of the
+# new file's first 5000 bytes, as hostile data claiming 5000 bytes.
+{ printf '\x01\x04\x0b\x03\x05'; printf '\x00\x0a\xc8\x01\x01\x07\x02\x05\x03\x03\x00'
+  printf '\x01\x02\x03'; printf 'hello'; } | put lzma_segment
+if command -v xz >/dev/null; then
+  { printf '\x05'; le16 5000; head -c 5000 "$new" | xz --format=raw --x86 --lzma2=preset=1,dict=8KiB -c; } | put lzma_segment
+fi
 
 # Signature blocks of one and two entries.
 { printf '\x01\x00\x00\x00'; head -c 72 /dev/zero; } | put decode_signatures

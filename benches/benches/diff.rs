@@ -100,7 +100,7 @@ fn repeat_copies(c: &mut Criterion) {
             |b, segments| {
                 b.iter_batched(
                     || segments.clone(),
-                    |segments| copy_repeats(segments, black_box(&new), &Serial),
+                    |segments| copy_repeats(segments, black_box(&new), &[], &Serial),
                     BatchSize::LargeInput,
                 )
             },

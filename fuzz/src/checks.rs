@@ -702,3 +702,193 @@ fn own_corrections(content: &[u8], level: u32) -> Option<Vec<u8>> {
     let (chunk, _) = preflate_rs::preflate_whole_deflate_stream(&stream, &config).ok()?;
     Some(chunk.corrections)
 }
+
+/// `lzma_segment`: the input describes an LZMA segment (see
+/// `delta_format::kind`), which the harness turns into a version 4 delta
+/// over [`OLD`] and applies:
+///
+/// ```text
+/// u8 mode     bits 0..2: branch filter (4..7 are invalid filters);
+///             bit 2: the rest is hostile raw LZMA2 data, else an op stream
+///             the harness compresses
+/// u16 ops_len (hostile data only) the op stream it claims to decode to
+/// rest        the LZMA2 data, or the op stream
+/// ```
+///
+/// Hostile data reaches liblzma's raw decoder as it is: nothing may panic,
+/// and whatever the patcher accepts must be the stream's stated output.
+/// Compressed op streams (decoded as a plain segment's ops against OLD) must
+/// apply exactly as the same stream in a plain segment does. The input is
+/// also decoded as a raw payload body against a few entries.
+pub fn lzma_segment(data: &[u8]) {
+    use delta_format::kind::{self, BranchFilter, Lzma};
+    for new_len in [1u64, 64, 1 << 20] {
+        let ops_len = data.len().max(1) as u64;
+        let entry = SegmentEntry {
+            new_len,
+            stream_len: kind::lzma_stream_len(ops_len),
+            ..SegmentEntry::default()
+        };
+        let _ = Lzma::decode(data, 0, &entry);
+    }
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let filter_byte = mode & 3 | (mode >> 5 & 4);
+    let hostile = mode & 4 != 0;
+    let (ops_len, body) = if hostile {
+        let Some(b) = rest.get(..2) else { return };
+        (
+            u64::from(u16::from_le_bytes([b[0], b[1]])).max(1),
+            &rest[2..],
+        )
+    } else {
+        (rest.len() as u64, rest)
+    };
+    let stream;
+    let lzma_data = if hostile {
+        body
+    } else {
+        let Some(filter) = BranchFilter::from_byte(filter_byte) else {
+            return;
+        };
+        if body.is_empty() {
+            return;
+        }
+        let Some(made) = lzma_compress(body, filter) else {
+            return;
+        };
+        stream = made;
+        &stream[..]
+    };
+    // What the stream's ops make, when it is one: the expected output.
+    let plain = if hostile { None } else { plain_output(body) };
+    let (new_len, expected) = match &plain {
+        Some((_, out)) => (out.len() as u64, out.clone()),
+        None => (64, vec![0; 64]),
+    };
+    let mut payload = vec![kind::LZMA, filter_byte];
+    let mut varint = Vec::new();
+    delta_format::varint::put(&mut varint, ops_len);
+    payload.extend_from_slice(&varint);
+    payload.extend_from_slice(lzma_data);
+    let mut segment = SegmentEntry {
+        new_len,
+        payload_len: payload.len() as u64,
+        stream_len: kind::lzma_stream_len(ops_len),
+        payload_digest: *blake3::hash(&payload).as_bytes(),
+        output_digest: *blake3::hash(&expected).as_bytes(),
+        literal_len: new_len,
+        ..SegmentEntry::default()
+    };
+    if let Some((counts, _)) = &plain {
+        segment.copy_len = counts.copy;
+        segment.zero_len = counts.zero;
+        segment.diff_len = counts.diff;
+        segment.literal_len = counts.literal;
+    }
+    let header = Header {
+        flags: delta_format::FLAG_SEGMENT_KINDS | delta_format::FLAG_LZMA,
+        old_len: OLD.len() as u64,
+        new_len,
+        old_digest: *blake3::hash(OLD).as_bytes(),
+        new_digest: *blake3::hash(&expected).as_bytes(),
+        max_segment_len: new_len,
+        apply_memory: segment.memory(),
+        segment_count: 1,
+        ..Header::default()
+    };
+    let mut delta = Index::encode(&header, std::slice::from_ref(&segment));
+    delta.extend_from_slice(&payload);
+    let limits = Limits {
+        max_memory: 256 << 20,
+        ..tight_limits()
+    };
+    match delta_core::apply_slice(OLD, &delta, &limits) {
+        Ok(out) => assert_eq!(out, expected, "lzma segment output"),
+        Err(err) => assert!(plain.is_none(), "a valid LZMA segment was refused: {err}"),
+    }
+}
+
+/// The raw LZMA2 data of `ops` after `filter`, as `delta gen` makes it.
+fn lzma_compress(ops: &[u8], filter: delta_format::kind::BranchFilter) -> Option<Vec<u8>> {
+    use delta_format::kind::{lzma_dict_size, BranchFilter};
+    use liblzma::stream::{Action, Filters, LzmaOptions, Status, Stream};
+    let mut options = LzmaOptions::new_preset(1).ok()?;
+    options.dict_size(lzma_dict_size(ops.len() as u64) as u32);
+    let mut filters = Filters::new();
+    match filter {
+        BranchFilter::None => {}
+        BranchFilter::X86 => {
+            filters.x86();
+        }
+        BranchFilter::Arm64 => {
+            filters.arm64();
+        }
+        BranchFilter::ArmThumb => {
+            filters.arm_thumb();
+        }
+    }
+    filters.lzma2(&options);
+    let mut encoder = Stream::new_raw_encoder(&filters).ok()?;
+    let mut out = Vec::with_capacity(ops.len() + 1024);
+    loop {
+        let consumed = encoder.total_in() as usize;
+        if out.len() == out.capacity() {
+            out.reserve(4096);
+        }
+        if encoder
+            .process_vec(&ops[consumed..], &mut out, Action::Finish)
+            .ok()?
+            == Status::StreamEnd
+        {
+            return Some(out);
+        }
+    }
+}
+
+/// What op stream `ops` makes when applied as a plain segment against
+/// [`OLD`] (with its op counts), or `None` when it is not a valid stream.
+fn plain_output(ops: &[u8]) -> Option<(delta_format::Totals, Vec<u8>)> {
+    let mut decoder = Decoder::new(ops, OLD.len() as u64).ok()?;
+    while decoder.next_instruction().ok()?.is_some() {}
+    let totals = decoder.finish().ok()?;
+    let out_len = [totals.copy, totals.zero, totals.diff, totals.literal]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add)?;
+    if out_len == 0 || out_len > 1 << 20 {
+        return None;
+    }
+    let mut payload = vec![delta_format::kind::PLAIN];
+    payload.extend_from_slice(&compress(ops, &[])?);
+    let segment = SegmentEntry {
+        new_len: out_len,
+        payload_len: payload.len() as u64,
+        stream_len: ops.len() as u64,
+        copy_len: totals.copy,
+        zero_len: totals.zero,
+        diff_len: totals.diff,
+        literal_len: totals.literal,
+        payload_digest: *blake3::hash(&payload).as_bytes(),
+        ..SegmentEntry::default()
+    };
+    let seg = delta_core::SegmentRef {
+        index: 0,
+        new_offset: 0,
+        payload_offset: 0,
+        entry: &segment,
+        new_limit: 0,
+        window_list: false,
+        kinds: true,
+        lzma: false,
+    };
+    let mut out = Vec::new();
+    // The output digest is not known yet: the patcher's digest check is
+    // the only error expected from a valid stream.
+    match delta_core::Patcher::new().apply_segment(OLD, seg, &payload, &mut out) {
+        Ok(_) | Err(delta_core::Error::OutputDigest { .. }) if out.len() as u64 == out_len => {
+            Some((totals, out))
+        }
+        _ => None,
+    }
+}

@@ -376,6 +376,27 @@ pub fn read_index_from(
     }
 }
 
+/// Makes the C allocator hand buffers of 1 MiB or more back to the system
+/// when they are freed, so that the applier's peak memory stays what
+/// `apply_memory` and its fixed overhead say. Call it once, early, in a
+/// process that applies deltas (`delta apply` does; it changes a setting
+/// of the whole process).
+///
+/// glibc otherwise raises its mmap threshold each time a large buffer is
+/// freed, up to 32 MiB, and then serves large buffers from a heap that
+/// fragments: segments whose buffers differ in size (zstd windows, LZMA
+/// dictionaries) took the alt-major apply from 26.5 MiB to 33.6 MiB of
+/// peak RSS. Elsewhere (musl) it does nothing.
+pub fn bound_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: mallopt changes one malloc tunable; it takes no pointers and
+    // glibc serialises it against allocations.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// The error's message and each cause that the message does not already
 /// include (most variants print their cause), one per line, as the update
 /// log has them.

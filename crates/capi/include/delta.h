@@ -200,8 +200,9 @@ typedef struct DeltaGenOptions {
   // Build a full-image payload (no old image needed to apply); implied
   // when `old` is NULL.
   bool full;
-  // See through gzip and zlib files of ext4 and tar images (format
-  // version 3); off, deltas are version 2.
+  // See through gzip and zlib files of ext4 and tar images, and
+  // compress new executables with LZMA2 (format versions 3 and 4); off,
+  // deltas are version 2.
   bool deflate;
   // Mark the update as a 1.x → 2.x migration.
   bool migration;
@@ -306,7 +307,9 @@ void delta_apply_options_default(struct DeltaApplyOptions *options);
 // `atomic_store`, `__atomic_store_n`, Go's `atomic.StoreInt32`), to stop
 // the apply with `DELTA_ERR_CANCELLED`; it
 // must stay valid until this function returns. On success `*result` (may
-// be NULL) is filled.
+// be NULL) is filled. Under glibc it sets the process's mmap threshold to
+// 1 MiB (`mallopt(M_MMAP_THRESHOLD)`), so that freed buffers leave the
+// process and peak memory stays within what the delta states.
 //
 // # Errors
 // A `DELTA_ERR_*` code and `*err` (see `DeltaError`); the target

@@ -318,7 +318,9 @@ impl Callback {
 /// `atomic_store`, `__atomic_store_n`, Go's `atomic.StoreInt32`), to stop
 /// the apply with `DELTA_ERR_CANCELLED`; it
 /// must stay valid until this function returns. On success `*result` (may
-/// be NULL) is filled.
+/// be NULL) is filled. Under glibc it sets the process's mmap threshold to
+/// 1 MiB (`mallopt(M_MMAP_THRESHOLD)`), so that freed buffers leave the
+/// process and peak memory stays within what the delta states.
 ///
 /// # Errors
 /// A `DELTA_ERR_*` code and `*err` (see `DeltaError`); the target
@@ -342,6 +344,7 @@ pub unsafe extern "C" fn delta_apply(
     result: *mut DeltaApplyResult,
     err: *mut *mut DeltaError,
 ) -> c_int {
+    delta_apply::bound_allocator();
     let outcome = catch(|| {
         // SAFETY: each pointer is NULL or valid during the call, by
         // this function's contract.

@@ -464,6 +464,7 @@ fn main() -> ExitCode {
         }
         Command::Apply(args) => {
             json = matches!(args.progress, ProgressMode::Json);
+            delta_apply::bound_allocator();
             apply(*args)
         }
         Command::Info { delta, json } => info::run(&delta, json).map_err(Failure::from),

@@ -246,7 +246,7 @@ pub fn generate<R: Runner>(
         old.len() as u64,
     );
     let (segments, copy_new_len) = if options.copy_new && !options.full {
-        copy_repeats(segments, new, runner)
+        copy_repeats(segments, new, &holes, runner)
     } else {
         (segments, 0)
     };

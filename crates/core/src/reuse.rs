@@ -34,17 +34,21 @@ const REUSE_BLOCK: usize = 32;
 const MIN_REPEAT: usize = 48;
 
 /// Replaces literal bytes that repeat literal blocks of earlier segments
-/// with COPY_NEW ops, and returns the segments and the bytes replaced.
+/// (or bytes of `also`) with COPY_NEW ops, and returns the segments and the
+/// bytes replaced.
 ///
 /// `segments` are the merged plans in order, with the ranges of `new` they
-/// produce; `runner` maps over them. Every COPY_NEW reads only bytes before
-/// its own segment.
+/// produce; `also` are other ranges of `new` that other segments produce
+/// (the gzip files that deflate segments rebuild: a second copy of one is
+/// not rebuilt again); `runner` maps over the segments. Every COPY_NEW
+/// reads only bytes before its own segment.
 pub fn copy_repeats<R: Runner>(
     segments: Vec<(Range<usize>, SegmentPlan)>,
     new: &[u8],
+    also: &[Range<usize>],
     runner: &R,
 ) -> (Vec<(Range<usize>, SegmentPlan)>, u64) {
-    let index = repeat_index(&segments, new);
+    let index = repeat_index(&segments, new, also);
     // The search rolls over every literal byte.
     let items = segments
         .into_iter()
@@ -61,18 +65,25 @@ pub fn copy_repeats<R: Runner>(
     )
 }
 
-/// Index of the literal blocks on the [`REUSE_BLOCK`] grid of `new`, first
-/// occurrence winning.
-fn repeat_index(segments: &[(Range<usize>, SegmentPlan)], new: &[u8]) -> BlockIndex {
+/// Index of the blocks on the [`REUSE_BLOCK`] grid of `new` in the literal
+/// runs of `segments` and in `also`, first occurrence winning.
+fn repeat_index(
+    segments: &[(Range<usize>, SegmentPlan)],
+    new: &[u8],
+    also: &[Range<usize>],
+) -> BlockIndex {
     let grid = |run: Range<usize>| {
         (run.start.next_multiple_of(REUSE_BLOCK)..run.end.saturating_sub(REUSE_BLOCK - 1))
             .step_by(REUSE_BLOCK)
     };
-    let runs = || {
-        segments
-            .iter()
-            .flat_map(|(range, plan)| literal_runs(range.start, plan))
-    };
+    // In image order, so that the first occurrence is the earliest.
+    let mut all: Vec<Range<usize>> = segments
+        .iter()
+        .flat_map(|(range, plan)| literal_runs(range.start, plan))
+        .chain(also.iter().cloned())
+        .collect();
+    all.sort_by_key(|run| run.start);
+    let runs = || all.iter().cloned();
     let count = runs().map(|run| grid(run).len()).sum();
     let blocks = runs()
         .flat_map(grid)
@@ -237,7 +248,7 @@ mod tests {
         new[(1 << 16) + 8192..(1 << 16) + 18_192].copy_from_slice(&file);
         new[(2 << 16) + 4096..(2 << 16) + 14_096].copy_from_slice(&file);
         new[(2 << 16) + 20_480..(2 << 16) + 30_480].copy_from_slice(&file);
-        let (segments, replaced) = copy_repeats(literal_segments(&new), &new, &Serial);
+        let (segments, replaced) = copy_repeats(literal_segments(&new), &new, &[], &Serial);
         // Segment 0 keeps its literal; 1 and 2 copy all three repeats.
         assert_eq!(replaced, 3 * 10_000);
         assert_eq!(segments[0].1.ops.len(), 1);
@@ -267,7 +278,7 @@ mod tests {
         new[(1 << 16) + 1001..(1 << 16) + 10_001].copy_from_slice(&file);
         new[(1 << 16) + 30_001..(1 << 16) + 34_001].copy_from_slice(&file[..4000]);
         new[(1 << 16) + 50_001..(1 << 16) + 50_041].copy_from_slice(&file[..40]);
-        let (segments, replaced) = copy_repeats(literal_segments(&new), &new, &Serial);
+        let (segments, replaced) = copy_repeats(literal_segments(&new), &new, &[], &Serial);
         // The file and its first 4000 bytes (a random neighbour byte may
         // match as well).
         assert!((13_000..13_008).contains(&replaced), "{replaced}");
