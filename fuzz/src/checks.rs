@@ -708,11 +708,12 @@ fn own_corrections(content: &[u8], level: u32) -> Option<Vec<u8>> {
 /// over [`OLD`] and applies:
 ///
 /// ```text
-/// u8 mode     bits 0..2: branch filter (4..7 are invalid filters);
-///             bit 2: the rest is hostile raw LZMA2 data, else an op stream
+/// u8 mode     bits 0..2 and 7: branch filter (4..7 are invalid filters);
+///             bit 2: the rest is hostile raw LZMA2 data; else bit 3: the
+///             rest is an op stream, else the bytes of one literal op, which
 ///             the harness compresses
 /// u16 ops_len (hostile data only) the op stream it claims to decode to
-/// rest        the LZMA2 data, or the op stream
+/// rest        the LZMA2 data, the op stream, or the literal bytes
 /// ```
 ///
 /// Hostile data reaches liblzma's raw decoder as it is: nothing may panic,
@@ -736,14 +737,21 @@ pub fn lzma_segment(data: &[u8]) {
     };
     let filter_byte = mode & 3 | (mode >> 5 & 4);
     let hostile = mode & 4 != 0;
+    let literal;
     let (ops_len, body) = if hostile {
         let Some(b) = rest.get(..2) else { return };
         (
             u64::from(u16::from_le_bytes([b[0], b[1]])).max(1),
             &rest[2..],
         )
-    } else {
+    } else if mode & 8 != 0 {
         (rest.len() as u64, rest)
+    } else {
+        let op = delta_format::Op::Literal {
+            len: rest.len() as u64,
+        };
+        literal = delta_format::stream::encode(&[op], &[], rest);
+        (literal.len() as u64, &literal[..])
     };
     let stream;
     let lzma_data = if hostile {

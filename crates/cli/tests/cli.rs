@@ -258,8 +258,8 @@ fn wrong_magic() {
 fn unknown_version() {
     let f = Fixture::new();
     let mut bad = f.delta_bytes();
-    // A version 1 delta (ops stored by row) and a future version 4.
-    for version in [1u8, 4] {
+    // A version 1 delta (ops stored by row) and a future version 5.
+    for version in [1u8, 5] {
         bad[8] = version;
         f.write_delta("bad.delta", &bad);
         assert_fails(
@@ -268,14 +268,16 @@ fn unknown_version() {
             &format!("unsupported format version {version}"),
         );
     }
-    // Version 3 without segment kinds says something it does not hold.
-    bad[8] = 3;
-    f.write_delta("bad.delta", &bad);
-    assert_fails(
-        &f.apply("old.bin", "bad.delta"),
-        f.path(),
-        "invalid version: 3, expected 3 exactly when flag SEGMENT_KINDS",
-    );
+    // Versions 3 and 4 without their flags say something they do not hold.
+    for version in [3u8, 4] {
+        bad[8] = version;
+        f.write_delta("bad.delta", &bad);
+        assert_fails(
+            &f.apply("old.bin", "bad.delta"),
+            f.path(),
+            &format!("invalid version: {version}, expected 4 exactly when flag LZMA"),
+        );
+    }
 }
 
 #[test]

@@ -102,3 +102,73 @@ fn gen_reports_where_the_bytes_go() {
         std::fs::read(dir.path().join("new.img")).unwrap()
     );
 }
+
+/// An ext4 image of `tree` (a folder under `dir`) at `dir/name`.
+fn ext4(dir: &Path, tree: &Path, name: &str) {
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "4096", "-d"])
+        .arg(tree)
+        .arg(dir.join(name))
+        .arg("32M")
+        .status()
+        .expect("mkfs.ext4 (e2fsprogs) is needed");
+    assert!(status.success());
+}
+
+fn run(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(DELTA)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "delta {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_new_executable_makes_a_version_4_delta_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
+    std::fs::write(tree.join("usr/bin/readme"), changelog(200)).unwrap();
+    ext4(dir.path(), &tree, "old.img");
+    // A new executable: the first 3 MiB of this machine's `delta` binary.
+    let exe = std::fs::read(DELTA).unwrap();
+    std::fs::write(tree.join("usr/bin/tool"), &exe[..exe.len().min(3 << 20)]).unwrap();
+    ext4(dir.path(), &tree, "new.img");
+
+    run(dir.path(), &["gen", "old.img", "new.img", "-o", "v4.delta"]);
+    let info = run(dir.path(), &["info", "v4.delta"]);
+    assert!(info.contains("version 4"), "{info}");
+    assert!(info.contains("LZMA segments"), "{info}");
+    run(
+        dir.path(),
+        &["apply", "old.img", "v4.delta", "-o", "out.img"],
+    );
+    let (out, new) = (dir.path().join("out.img"), dir.path().join("new.img"));
+    assert!(std::fs::read(out).unwrap() == std::fs::read(new).unwrap());
+
+    let args = [
+        "gen",
+        "old.img",
+        "new.img",
+        "-o",
+        "v2.delta",
+        "--no-lzma",
+        "--no-deflate",
+    ];
+    run(dir.path(), &args);
+    let info = run(dir.path(), &["info", "v2.delta"]);
+    assert!(info.contains("version 2"), "{info}");
+    let len = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().len();
+    assert!(
+        len("v4.delta") < len("v2.delta"),
+        "LZMA segments {} bytes, without {}",
+        len("v4.delta"),
+        len("v2.delta")
+    );
+}

@@ -85,3 +85,8 @@ fn decode_signatures() {
 fn deflate_segment() {
     replay("deflate_segment", 2, checks::deflate_segment);
 }
+
+#[test]
+fn lzma_segment() {
+    replay("lzma_segment", 4, checks::lzma_segment);
+}
