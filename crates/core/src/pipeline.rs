@@ -226,9 +226,6 @@ pub fn generate<R: Runner>(
     indexing.finish();
     let deflated = deflate_segments(old, new, pairs, options, runner)?;
     let lzma = options.lzma.then(|| branch_filter(new));
-    // Kind bytes from the start when LZMA segments may come: whether one
-    // does is known only once all are encoded (see `without_kinds`).
-    let kinds = !deflated.is_empty() || lzma.is_some();
     let holes: Vec<_> = deflated.iter().map(|(range, ..)| range.clone()).collect();
     let units = alike(split_around(new.len(), options.segment_len, &holes));
     let planning = Tally::start(runner, Phase::Planning, span(&units));
@@ -264,52 +261,47 @@ pub fn generate<R: Runner>(
     let encoded = runner.map(
         segments
             .into_iter()
-            .enumerate()
-            .map(|(i, (range, plan))| (encode_cost(&range, &plan, layout), (i, (range, plan))))
+            .map(|(range, plan)| (encode_cost(&range, &plan, layout), (range, plan)))
             .collect(),
-        |(i, (range, plan))| {
+        |(range, plan)| {
             let produced = &new[range.clone()];
             let digest = runner.digest(produced);
-            let (mut entry, mut payload, kind) =
+            let (entry, payload, kind) =
                 encode_segment(old, produced, digest, &plan, layout, &options.encode, lzma)?;
-            if kinds {
-                payload.insert(0, kind);
-                entry.payload_len += 1;
-                entry.payload_digest = *blake3::hash(&payload).as_bytes();
-            }
-            let segment = SegmentRef {
-                index: i as u64,
-                new_offset: range.start as u64,
-                payload_offset: 0,
-                entry: &entry,
-                // COPY_NEW ops read what the segments before wrote.
-                new_limit: if copy_new { range.start as u64 } else { 0 },
-                window_list: options.window_list,
-                kinds,
-                lzma: lzma.is_some(),
-            };
-            runner.check(old, new, segment, &payload)?;
             encoding.add(range.len() as u64);
             let pieces = if options.report {
                 plain_pieces(range.start as u64, &plan.ops)
             } else {
                 Vec::new()
             };
-            Ok::<_, R::Error>((range, entry, payload, pieces))
+            Ok::<_, R::Error>(((range, entry, payload, pieces), kind))
         },
     );
-    let mut all = encoded.into_iter().collect::<Result<Vec<_>, _>>()?;
-    // (Without LZMA there are no kind bytes to look at.)
-    let any_lzma = lzma.is_some()
-        && all
-            .iter()
-            .any(|(_, _, payload, _)| payload.first() == Some(&delta_format::kind::LZMA));
-    let kinds = if kinds && deflated.is_empty() && !any_lzma {
-        without_kinds(&mut all, old, new, copy_new, options.window_list, runner)?;
-        false
-    } else {
-        kinds
+    let encoded = encoded.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // Kind bytes only where a segment is not plain: otherwise the delta
+    // stays version 2.
+    let any_lzma = encoded
+        .iter()
+        .any(|(_, kind)| *kind == delta_format::kind::LZMA);
+    let kinds = !deflated.is_empty() || any_lzma;
+    let mut all: Vec<Encoded> = encoded
+        .into_iter()
+        .map(|((range, mut entry, mut payload, pieces), kind)| {
+            if kinds {
+                payload.insert(0, kind);
+                entry.payload_len += 1;
+                entry.payload_digest = *blake3::hash(&payload).as_bytes();
+            }
+            (range, entry, payload, pieces)
+        })
+        .collect();
+    let checks = SegmentChecks {
+        copy_new,
+        window_list: options.window_list,
+        kinds,
+        lzma: any_lzma,
     };
+    checks.run(&all, old, new, runner)?;
     encoding.finish();
     content.deflate_segments = deflated.len() as u64;
     content.deflate_bytes = deflated.iter().map(|(_, e, _)| e.new_len).sum();
@@ -444,42 +436,46 @@ fn deflate_segment<R: Runner>(
 /// pieces.
 type Encoded = (Range<usize>, SegmentEntry, Vec<u8>, Vec<Piece>);
 
-/// Takes the kind bytes off payloads that are all plain (no deflate or
-/// LZMA segment came of them), so that the delta stays version 2, and has
-/// `runner` check each segment again as it now is.
-fn without_kinds<R: Runner>(
-    all: &mut [Encoded],
-    old: &[u8],
-    new: &[u8],
+/// How the plain and LZMA segments are read: what [`SegmentRef`] needs
+/// besides each one's place.
+struct SegmentChecks {
     copy_new: bool,
     window_list: bool,
-    runner: &R,
-) -> Result<(), R::Error> {
-    for (_, entry, payload, _) in all.iter_mut() {
-        payload.remove(0);
-        entry.payload_len -= 1;
-        entry.payload_digest = *blake3::hash(payload).as_bytes();
+    kinds: bool,
+    lzma: bool,
+}
+
+impl SegmentChecks {
+    /// Has `runner` check every encoded segment, as the delta holds it.
+    fn run<R: Runner>(
+        &self,
+        all: &[Encoded],
+        old: &[u8],
+        new: &[u8],
+        runner: &R,
+    ) -> Result<(), R::Error> {
+        let checked = runner.map(
+            all.iter()
+                .enumerate()
+                .map(|(i, item)| (item.1.new_len, (i, item)))
+                .collect(),
+            |(i, (range, entry, payload, _))| {
+                let segment = SegmentRef {
+                    index: i as u64,
+                    new_offset: range.start as u64,
+                    payload_offset: 0,
+                    entry,
+                    // COPY_NEW ops read what the segments before wrote.
+                    new_limit: if self.copy_new { range.start as u64 } else { 0 },
+                    window_list: self.window_list,
+                    kinds: self.kinds,
+                    lzma: self.lzma,
+                };
+                runner.check(old, new, segment, payload)
+            },
+        );
+        checked.into_iter().collect()
     }
-    let checked = runner.map(
-        all.iter()
-            .enumerate()
-            .map(|(i, item)| (item.1.new_len, (i, item)))
-            .collect(),
-        |(i, (range, entry, payload, _))| {
-            let segment = SegmentRef {
-                index: i as u64,
-                new_offset: range.start as u64,
-                payload_offset: 0,
-                entry,
-                new_limit: if copy_new { range.start as u64 } else { 0 },
-                window_list,
-                kinds: false,
-                lzma: false,
-            };
-            runner.check(old, new, segment, payload)
-        },
-    );
-    checked.into_iter().collect()
 }
 
 /// The branch filter for LZMA segments of `new`: that of the machine most
