@@ -85,7 +85,8 @@ pub fn encode_segment(
     // zero long runs, which cost the stream little): new executables,
     // which LZMA2 after a branch filter codes smaller than zstd.
     let mostly_literal = plan.literal.len() * 2 >= stream.len();
-    let mut lzma = lzma.filter(|_| mostly_literal && !random && stream.len() >= LZMA_MIN);
+    let size_fits = (LZMA_MIN as u64..=kind::MAX_LZMA_STREAM).contains(&(stream.len() as u64));
+    let mut lzma = lzma.filter(|_| mostly_literal && !random && size_fits);
     if let Some(filter) = lzma.filter(|_| stream.len() >= LZMA_PROBED) {
         // Each way costs seconds on such a stream (both about 2 MB/s): a
         // quick probe of the window decides which to try.
