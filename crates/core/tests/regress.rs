@@ -46,7 +46,7 @@ fn replay(target: &str, at_least: usize, check: fn(&[u8])) {
 
 #[test]
 fn decode_header() {
-    replay("decode_header", 3, checks::decode_header);
+    replay("decode_header", 4, checks::decode_header);
 }
 
 #[test]
