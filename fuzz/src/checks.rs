@@ -669,19 +669,12 @@ fn check_deflate_segment(data: &[u8]) {
         None => Vec::new(),
     };
     let segment = parts.entry(&payload, new_len, *blake3::hash(&expected).as_bytes());
-    let header = Header {
-        flags: delta_format::FLAG_SEGMENT_KINDS,
-        old_len: OLD.len() as u64,
-        new_len,
-        old_digest: *blake3::hash(OLD).as_bytes(),
-        new_digest: *blake3::hash(&expected).as_bytes(),
-        max_segment_len: new_len,
-        apply_memory: segment.memory(),
-        segment_count: 1,
-        ..Header::default()
-    };
-    let mut delta = Index::encode(&header, std::slice::from_ref(&segment));
-    delta.extend_from_slice(&payload);
+    let delta = one_segment_delta(
+        delta_format::FLAG_SEGMENT_KINDS,
+        &segment,
+        &payload,
+        &expected,
+    );
     let limits = Limits {
         max_memory: 64 << 20,
         ..tight_limits()
@@ -767,7 +760,7 @@ pub fn lzma_segment(data: &[u8]) {
         if body.is_empty() {
             return;
         }
-        let Some(made) = lzma_compress(body, filter) else {
+        let Ok(made) = delta_core::compress_lzma(body, filter) else {
             return;
         };
         stream = made;
@@ -799,19 +792,8 @@ pub fn lzma_segment(data: &[u8]) {
         segment.diff_len = counts.diff;
         segment.literal_len = counts.literal;
     }
-    let header = Header {
-        flags: delta_format::FLAG_SEGMENT_KINDS | delta_format::FLAG_LZMA,
-        old_len: OLD.len() as u64,
-        new_len,
-        old_digest: *blake3::hash(OLD).as_bytes(),
-        new_digest: *blake3::hash(&expected).as_bytes(),
-        max_segment_len: new_len,
-        apply_memory: segment.memory(),
-        segment_count: 1,
-        ..Header::default()
-    };
-    let mut delta = Index::encode(&header, std::slice::from_ref(&segment));
-    delta.extend_from_slice(&payload);
+    let flags = delta_format::FLAG_SEGMENT_KINDS | delta_format::FLAG_LZMA;
+    let delta = one_segment_delta(flags, &segment, &payload, &expected);
     let limits = Limits {
         max_memory: 256 << 20,
         ..tight_limits()
@@ -822,41 +804,28 @@ pub fn lzma_segment(data: &[u8]) {
     }
 }
 
-/// The raw LZMA2 data of `ops` after `filter`, as `delta gen` makes it.
-fn lzma_compress(ops: &[u8], filter: delta_format::kind::BranchFilter) -> Option<Vec<u8>> {
-    use delta_format::kind::{lzma_dict_size, BranchFilter};
-    use liblzma::stream::{Action, Filters, LzmaOptions, Status, Stream};
-    let mut options = LzmaOptions::new_preset(1).ok()?;
-    options.dict_size(lzma_dict_size(ops.len() as u64) as u32);
-    let mut filters = Filters::new();
-    match filter {
-        BranchFilter::None => {}
-        BranchFilter::X86 => {
-            filters.x86();
-        }
-        BranchFilter::Arm64 => {
-            filters.arm64();
-        }
-        BranchFilter::ArmThumb => {
-            filters.arm_thumb();
-        }
-    }
-    filters.lzma2(&options);
-    let mut encoder = Stream::new_raw_encoder(&filters).ok()?;
-    let mut out = Vec::with_capacity(ops.len() + 1024);
-    loop {
-        let consumed = encoder.total_in() as usize;
-        if out.len() == out.capacity() {
-            out.reserve(4096);
-        }
-        if encoder
-            .process_vec(&ops[consumed..], &mut out, Action::Finish)
-            .ok()?
-            == Status::StreamEnd
-        {
-            return Some(out);
-        }
-    }
+/// A delta over [`OLD`] with `flags` and one segment, `segment` with
+/// `payload`, that makes `expected`.
+fn one_segment_delta(
+    flags: u32,
+    segment: &SegmentEntry,
+    payload: &[u8],
+    expected: &[u8],
+) -> Vec<u8> {
+    let header = Header {
+        flags,
+        old_len: OLD.len() as u64,
+        new_len: segment.new_len,
+        old_digest: *blake3::hash(OLD).as_bytes(),
+        new_digest: *blake3::hash(expected).as_bytes(),
+        max_segment_len: segment.new_len,
+        apply_memory: segment.memory(),
+        segment_count: 1,
+        ..Header::default()
+    };
+    let mut delta = Index::encode(&header, std::slice::from_ref(segment));
+    delta.extend_from_slice(payload);
+    delta
 }
 
 /// What op stream `ops` makes when applied as a plain segment against

@@ -102,9 +102,10 @@ impl Card {
         LoopDevice::attach(&backing, false, "DELTA_REQUIRE_DEVICES")
     }
 
-    fn apply(&self, dev: &LoopDevice, env: &[(&str, &str)]) -> Output {
+    /// `delta apply old.img u.delta -o DEV` with `args` after it.
+    fn apply(&self, dev: &LoopDevice, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = self.command(&["apply", "old.img", "u.delta", "-o", dev.path()]);
-        cmd.envs(env.iter().copied());
+        cmd.args(args).envs(env.iter().copied());
         cmd.output().unwrap()
     }
 
@@ -197,7 +198,7 @@ fn a_device_holding_the_old_image_gets_only_the_blocks_that_differ() {
         return;
     };
     let before = sectors_written(&dev);
-    let out = card.apply(&dev, &[]);
+    let out = card.apply(&dev, &[], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     card.assert_holds_new(&dev);
     let written = (sectors_written(&dev) - before) * 512;
@@ -222,18 +223,7 @@ fn zero_runs_on_a_zeroed_device_cost_no_data_writes() {
     let Some(dev) = card.device("part.img", &[]) else {
         return;
     };
-    let out = card
-        .command(&[
-            "apply",
-            "old.img",
-            "u.delta",
-            "-o",
-            dev.path(),
-            "--progress",
-            "json",
-        ])
-        .output()
-        .unwrap();
+    let out = card.apply(&dev, &["--progress", "json"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     card.assert_holds_new(&dev);
     // The final JSON object reports what the log does.
@@ -291,7 +281,7 @@ fn kill_9_while_writing_a_device_then_resume() {
             child.wait().unwrap();
         }
         assert!(kills >= 5, "{state}: only {kills} kills landed");
-        let out = card.apply(&dev, &[]);
+        let out = card.apply(&dev, &[], &[]);
         assert!(out.status.success(), "{state}: {}", stderr(&out));
         card.assert_holds_new(&dev);
         assert!(!card.journal(&dev).exists(), "{state}: journal left");
@@ -315,7 +305,11 @@ fn a_block_that_reads_back_wrong_after_being_skipped_is_refused_at_verification(
     let Some(dev) = card.device("part.img", &old) else {
         return;
     };
-    let out = card.apply(&dev, &[("DELTA_TEST_SKIP_WRONG_BLOCK", &block.to_string())]);
+    let out = card.apply(
+        &dev,
+        &[],
+        &[("DELTA_TEST_SKIP_WRONG_BLOCK", &block.to_string())],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("does not match the digest"),
@@ -324,7 +318,7 @@ fn a_block_that_reads_back_wrong_after_being_skipped_is_refused_at_verification(
     );
     assert!(!card.log().contains("state verified"), "{}", card.log());
     // Without the fault the same device is mended.
-    let out = card.apply(&dev, &[]);
+    let out = card.apply(&dev, &[], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     card.assert_holds_new(&dev);
 }
@@ -335,17 +329,7 @@ fn zero_runs_can_be_compared_instead_of_left_to_the_device() {
     let Some(dev) = card.device("part.img", &[]) else {
         return;
     };
-    let out = card
-        .command(&[
-            "apply",
-            "old.img",
-            "u.delta",
-            "-o",
-            dev.path(),
-            "--compare-zero-runs",
-        ])
-        .output()
-        .unwrap();
+    let out = card.apply(&dev, &["--compare-zero-runs"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     card.assert_holds_new(&dev);
     let log = card.log();

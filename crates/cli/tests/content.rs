@@ -30,14 +30,7 @@ fn image(dir: &Path, name: &str, entries: usize) {
         .arg(doc.join("changelog"))
         .status();
     assert!(status.expect("gzip is needed").success());
-    let status = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-b", "4096", "-d"])
-        .arg(&tree)
-        .arg(dir.join(name))
-        .arg("8M")
-        .status()
-        .expect("mkfs.ext4 (e2fsprogs) is needed");
-    assert!(status.success());
+    ext4(dir, &tree, name, "8M");
 }
 
 #[test]
@@ -103,13 +96,13 @@ fn gen_reports_where_the_bytes_go() {
     );
 }
 
-/// An ext4 image of `tree` (a folder under `dir`) at `dir/name`.
-fn ext4(dir: &Path, tree: &Path, name: &str) {
+/// An ext4 image of `size` of `tree` at `dir/name`.
+fn ext4(dir: &Path, tree: &Path, name: &str, size: &str) {
     let status = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-b", "4096", "-d"])
         .arg(tree)
         .arg(dir.join(name))
-        .arg("32M")
+        .arg(size)
         .status()
         .expect("mkfs.ext4 (e2fsprogs) is needed");
     assert!(status.success());
@@ -135,11 +128,11 @@ fn a_new_executable_makes_a_version_4_delta_unless_told_not_to() {
     let tree = dir.path().join("tree");
     std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
     std::fs::write(tree.join("usr/bin/readme"), changelog(200)).unwrap();
-    ext4(dir.path(), &tree, "old.img");
+    ext4(dir.path(), &tree, "old.img", "32M");
     // A new executable: the first 3 MiB of this machine's `delta` binary.
     let exe = std::fs::read(DELTA).unwrap();
     std::fs::write(tree.join("usr/bin/tool"), &exe[..exe.len().min(3 << 20)]).unwrap();
-    ext4(dir.path(), &tree, "new.img");
+    ext4(dir.path(), &tree, "new.img", "32M");
 
     run(dir.path(), &["gen", "old.img", "new.img", "-o", "v4.delta"]);
     let info = run(dir.path(), &["info", "v4.delta"]);

@@ -327,35 +327,32 @@ impl<'a> Window<'a> {
 /// and chain tables of 4M entries.
 fn probe(data: &[u8], reference: &[u8]) -> Result<Vec<u8>> {
     use zstd_safe::CParameter;
-    let fail = |code| Error::Compress {
-        reason: zstd_safe::get_error_name(code),
-    };
-    let mut cctx = zstd_safe::CCtx::create();
-    for parameter in [
+    let parameters = [
         CParameter::CompressionLevel(3),
         CParameter::HashLog(22),
         CParameter::ChainLog(22),
-    ] {
-        cctx.set_parameter(parameter).map_err(fail)?;
-    }
-    if !reference.is_empty() {
-        let span = (reference.len() + data.len()) as u64;
-        let window_log = (64 - span.saturating_sub(1).leading_zeros()).clamp(10, 30);
-        cctx.set_parameter(CParameter::WindowLog(window_log))
-            .map_err(fail)?;
-        cctx.ref_prefix(reference).map_err(fail)?;
-    }
-    let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
-    cctx.compress2(&mut out, data).map_err(fail)?;
-    Ok(out)
+    ];
+    compress_with(data, reference, &parameters, Vec::new())
 }
 
 /// One zstd frame of `data`, with `reference` as raw-content prefix,
 /// appended to `out`.
-pub(crate) fn compress(
+pub(crate) fn compress(data: &[u8], reference: &[u8], level: i32, out: Vec<u8>) -> Result<Vec<u8>> {
+    use zstd_safe::CParameter;
+    let parameters = [
+        CParameter::CompressionLevel(level),
+        CParameter::ChecksumFlag(false),
+        CParameter::DictIdFlag(false),
+        CParameter::ContentSizeFlag(true),
+    ];
+    compress_with(data, reference, &parameters, out)
+}
+
+/// [`compress`] with zstd `parameters`.
+fn compress_with(
     data: &[u8],
     reference: &[u8],
-    level: i32,
+    parameters: &[zstd_safe::CParameter],
     mut out: Vec<u8>,
 ) -> Result<Vec<u8>> {
     use zstd_safe::CParameter;
@@ -363,14 +360,9 @@ pub(crate) fn compress(
         reason: zstd_safe::get_error_name(code),
     };
     let mut cctx = zstd_safe::CCtx::create();
-    cctx.set_parameter(CParameter::CompressionLevel(level))
-        .map_err(fail)?;
-    cctx.set_parameter(CParameter::ChecksumFlag(false))
-        .map_err(fail)?;
-    cctx.set_parameter(CParameter::DictIdFlag(false))
-        .map_err(fail)?;
-    cctx.set_parameter(CParameter::ContentSizeFlag(true))
-        .map_err(fail)?;
+    for &parameter in parameters {
+        cctx.set_parameter(parameter).map_err(fail)?;
+    }
     if !reference.is_empty() {
         // The window must reach back over the whole prefix.
         let span = (reference.len() + data.len()) as u64;

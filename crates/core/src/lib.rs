@@ -61,6 +61,7 @@ pub use encode::{encode_segment, EncodeOptions};
 pub use error::{Error, Result};
 pub use hex::{from_hex, to_hex};
 pub use index::BlockIndex;
+pub use lzma::compress as compress_lzma;
 pub use patch::{apply_slice, Patcher, SegmentRef, APPLY_OVERHEAD};
 pub use pipeline::{diff_slices, generate, Delta, DeltaOptions};
 pub use plan::{plan_segment, DiffOptions, SegmentPlan};

@@ -48,11 +48,12 @@ fn options(ops_len: u64, preset: u32) -> Result<LzmaOptions> {
     Ok(options)
 }
 
-/// The raw LZMA2 data of op stream `ops`, after `filter`.
+/// The raw LZMA2 data of op stream `ops`, after `filter`, as an LZMA
+/// segment holds it (`delta_core::compress_lzma`).
 ///
 /// # Errors
 /// [`Error::Compress`] when liblzma fails (out of memory).
-pub(crate) fn compress(ops: &[u8], filter: BranchFilter) -> Result<Vec<u8>> {
+pub fn compress(ops: &[u8], filter: BranchFilter) -> Result<Vec<u8>> {
     let fail = |_| Error::Compress {
         reason: "liblzma failed to compress",
     };

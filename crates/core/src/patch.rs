@@ -211,7 +211,11 @@ impl Patcher {
     /// needs (which `apply_memory` bounds), not the largest stream and the
     /// largest prefix of different segments.
     fn fit(&mut self, stream_len: usize, ref_len: usize) {
-        if self.stream.capacity() + self.reference.capacity() > stream_len + ref_len {
+        let held = self
+            .stream
+            .capacity()
+            .saturating_add(self.reference.capacity());
+        if held > stream_len.saturating_add(ref_len) {
             for (buf, len) in [
                 (&mut self.stream, stream_len),
                 (&mut self.reference, ref_len),
