@@ -64,6 +64,7 @@ pub mod keys;
 pub mod locks;
 pub mod log;
 mod progress;
+pub mod redeflate;
 mod run;
 mod source;
 pub mod storage;

@@ -17,6 +17,7 @@ use delta_core::{to_hex as hex, Patcher, SegmentRef};
 use delta_format::{Header, Index, Limits};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// The delta being applied: its checked index, and the stream its
 /// payloads come from.
@@ -163,7 +164,7 @@ impl Resume {
 /// One run of the applier, between its preparation and its commit.
 pub(crate) struct Run<'o, 'r, 'c> {
     options: &'o ApplyOptions,
-    cancel: &'o AtomicBool,
+    cancel: &'o Arc<AtomicBool>,
     report: &'r mut Reporter<'c>,
     delta: Delta,
     source: FileSource,
@@ -196,7 +197,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
     /// Anything that makes the apply unsafe or impossible.
     pub(crate) fn prepare(
         options: &'o ApplyOptions,
-        cancel: &'o AtomicBool,
+        cancel: &'o Arc<AtomicBool>,
         report: &'r mut Reporter<'c>,
         paths: Paths<'_>,
     ) -> Result<Run<'o, 'r, 'c>> {
@@ -460,7 +461,8 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             },
             writer.position(),
         );
-        let mut patcher = Patcher::new();
+        let sandbox = crate::redeflate::Sandboxed::with_cancel(Arc::clone(self.cancel));
+        let mut patcher = Patcher::new().with_redeflate(Arc::new(sandbox));
         let mut payload = Vec::new();
         for i in first..index.segments.len() {
             if self.cancel.load(Ordering::Relaxed) {

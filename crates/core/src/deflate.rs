@@ -69,22 +69,64 @@ pub fn inflate_exact(input: &[u8], out: &mut [u8]) -> Result<(), String> {
     }
 }
 
-/// Re-deflates `raw` as `corrections` say (preflate's reconstruction data).
+/// Re-deflates `raw` as `corrections` say (preflate's reconstruction data),
+/// in this process and without bounds: for corrections this process made
+/// (the generator's own proof). preflate-rs is not hardened against hostile
+/// corrections: on some it loops while its memory grows, so an applier of
+/// untrusted deltas gives its [`Patcher`](crate::Patcher) a [`Redeflate`]
+/// that bounds it (`delta_apply`'s runs it in a child process with limits).
 ///
 /// # Errors
 /// A message when the corrections are damaged or do not fit `raw`.
 pub fn rebuild(raw: &[u8], corrections: &[u8]) -> Result<Vec<u8>, String> {
-    // preflate is not hardened against hostile corrections: a panic inside
-    // it is a damaged delta, not a crash of the applier.
+    // A panic inside preflate is a damaged delta, not a crash of the caller.
     let rebuilt =
         std::panic::catch_unwind(|| preflate_rs::recreate_whole_deflate_stream(raw, corrections));
     match rebuilt {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(format!(
             "the corrections do not rebuild it: {}",
-            e.message()
+            first_line(e.message())
         )),
         Err(_) => Err("the corrections do not rebuild it (the re-deflater failed)".into()),
+    }
+}
+
+/// The first line of a dependency's message: preflate appends the source
+/// paths of its build machine on the lines after it.
+pub fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or("").trim_end()
+}
+
+/// How a [`Patcher`](crate::Patcher) turns a deflate segment's content and
+/// corrections back into the deflate stream.
+pub trait Redeflate: std::fmt::Debug + Send + Sync {
+    /// The stream `corrections` rebuild from `raw`; it must be exactly
+    /// `stream_len` bytes (an implementation may stop as soon as it is
+    /// longer).
+    ///
+    /// # Errors
+    /// One line saying what failed.
+    fn redeflate(
+        &self,
+        raw: &[u8],
+        corrections: &[u8],
+        stream_len: usize,
+    ) -> Result<Vec<u8>, String>;
+}
+
+/// [`rebuild`] in this process: unbounded, for trusted deltas only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InProcess;
+
+impl Redeflate for InProcess {
+    fn redeflate(
+        &self,
+        raw: &[u8],
+        corrections: &[u8],
+        _stream_len: usize,
+    ) -> Result<Vec<u8>, String> {
+        rebuild(raw, corrections)
     }
 }
 

@@ -56,13 +56,13 @@ pub mod testing;
 mod window;
 
 pub use content::ContentSummary;
-pub use deflate::{inflate_exact, rebuild};
+pub use deflate::{first_line, inflate_exact, rebuild, InProcess, Redeflate};
 pub use encode::{encode_segment, EncodeOptions};
 pub use error::{Error, Result};
 pub use hex::{from_hex, to_hex};
 pub use index::BlockIndex;
 pub use lzma::compress as compress_lzma;
-pub use patch::{apply_slice, Patcher, SegmentRef, APPLY_OVERHEAD};
+pub use patch::{apply_slice, apply_slice_with, Patcher, SegmentRef, APPLY_OVERHEAD};
 pub use pipeline::{diff_slices, generate, Delta, DeltaOptions};
 pub use plan::{plan_segment, DiffOptions, SegmentPlan};
 pub use report::{FileCost, How, Report};

@@ -8,7 +8,7 @@
 //! frame that would expand past `stream_len` fails inside zstd as soon as it
 //! runs out of room, which cuts decompression bombs off at the declared size.
 
-use crate::deflate;
+use crate::deflate::{self, InProcess, Redeflate};
 use crate::error::{Error, Result};
 use crate::sink::{Sink, ZEROS};
 use crate::source::Source;
@@ -16,6 +16,7 @@ use delta_format::kind::{self, Deflate};
 use delta_format::{
     stream, window, Digest, Instruction, Limits, SegmentEntry, Totals, STREAM_SLACK,
 };
+use std::sync::Arc;
 
 /// Bytes of old image read per `read_at` call while copying.
 pub const COPY_CHUNK: usize = 256 * 1024;
@@ -73,8 +74,10 @@ impl<'a> SegmentRef<'a> {
 }
 
 /// Reusable buffers for applying segments one at a time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Patcher {
+    /// What re-deflates deflate segments (see [`Patcher::with_redeflate`]).
+    redeflate: Arc<dyn Redeflate>,
     stream: Vec<u8>,
     reference: Vec<u8>,
     chunk: Vec<u8>,
@@ -90,10 +93,31 @@ pub struct Patcher {
 /// kept) that can overshoot it.
 const REBUILT_KEPT: u64 = 2 * deflate::HISTORY;
 
+impl Default for Patcher {
+    fn default() -> Patcher {
+        Patcher::new()
+    }
+}
+
 impl Patcher {
     /// A patcher with empty buffers; they grow to the largest segment seen.
+    /// It re-deflates in this process ([`InProcess`], unbounded): an
+    /// applier of deltas it did not make itself sets a bounded
+    /// [`Redeflate`] with [`Patcher::with_redeflate`].
     pub fn new() -> Patcher {
-        Patcher::default()
+        Patcher {
+            redeflate: Arc::new(InProcess),
+            stream: Vec::new(),
+            reference: Vec::new(),
+            chunk: Vec::new(),
+            rebuilt: Default::default(),
+        }
+    }
+
+    /// This patcher, re-deflating deflate segments with `redeflate`.
+    pub fn with_redeflate(mut self, redeflate: Arc<dyn Redeflate>) -> Patcher {
+        self.redeflate = redeflate;
+        self
     }
 
     /// Produces the bytes of one segment into `sink` and returns their
@@ -309,9 +333,11 @@ impl Patcher {
         compressed.shrink_to(COPY_CHUNK);
         self.chunk = compressed;
         result?;
-        let stream = deflate::rebuild(&self.stream, parts.corrections)
-            .map_err(|reason| Error::Deflate { segment, reason })?;
         let expected = entry.new_len - (parts.head.len() + parts.tail.len()) as u64;
+        let stream = self
+            .redeflate
+            .redeflate(&self.stream, parts.corrections, expected as usize)
+            .map_err(|reason| Error::Deflate { segment, reason })?;
         if stream.len() as u64 != expected {
             return Err(Error::Deflate {
                 segment,
@@ -583,6 +609,20 @@ impl<S: Source + ?Sized> Run<'_, S> {
 /// # Errors
 /// Any format, digest or length error.
 pub fn apply_slice(old: &[u8], delta: &[u8], limits: &Limits) -> Result<Vec<u8>> {
+    apply_slice_with(Patcher::new(), old, delta, limits)
+}
+
+/// [`apply_slice`] with `patcher` (a bounded [`Redeflate`] for untrusted
+/// deltas).
+///
+/// # Errors
+/// As [`apply_slice`].
+pub fn apply_slice_with(
+    mut patcher: Patcher,
+    old: &[u8],
+    delta: &[u8],
+    limits: &Limits,
+) -> Result<Vec<u8>> {
     let index = delta_format::read_index(&mut &delta[..], limits).map_err(Error::Header)?;
     if index.header.old_len != old.len() as u64 && !index.header.is_full() {
         return Err(Error::OldLength {
@@ -595,7 +635,6 @@ pub fn apply_slice(old: &[u8], delta: &[u8], limits: &Limits) -> Result<Vec<u8>>
         .check_file_len(delta.len() as u64)
         .map_err(Error::Header)?;
     let mut out = Vec::new();
-    let mut patcher = Patcher::new();
     for i in 0..index.segments.len() {
         let seg = SegmentRef::of(&index, i);
         // In bounds: the table's payload ranges add up to the delta's length.
