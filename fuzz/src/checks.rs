@@ -3,7 +3,7 @@
 //! Each public function takes arbitrary bytes, calls the public API of
 //! `delta-format` / `delta-core` and panics only when an invariant breaks:
 //! an `Err` from the library is a normal outcome for hostile input. The fuzz
-//! targets call these functions, and `crates/core/tests/regress.rs` includes
+//! targets call these functions, and `crates/apply/tests/regress.rs` includes
 //! this file with `#[path]` to replay `testdata/regress/<target>/*`, so both
 //! check exactly the same things.
 //!
@@ -16,6 +16,7 @@
 //! (tight [`Limits`], [`OUTPUT_CAP`], inputs bounded by libFuzzer's
 //! `-max_len`).
 
+use delta_apply::redeflate::Sandboxed;
 use delta_core::{DeltaOptions, DiffOptions, EncodeOptions, Patcher, SegmentRef, Sink};
 use delta_format::stream::Decoder;
 use delta_format::{
@@ -23,6 +24,14 @@ use delta_format::{
     ENTRY_LEN, HEADER_LEN, STREAM_SLACK,
 };
 use std::io;
+use std::sync::Arc;
+
+/// Applies `delta` as the device's applier does: deflate segments are
+/// re-deflated in a bounded child process, so hostile corrections end.
+fn apply_slice(old: &[u8], delta: &[u8], limits: &Limits) -> delta_core::Result<Vec<u8>> {
+    let patcher = Patcher::new().with_redeflate(Arc::new(Sandboxed::default()));
+    delta_core::apply_slice_with(patcher, old, delta, limits)
+}
 
 /// Old image the `apply` target patches (full deltas ignore it): the small
 /// fixture pair's old file, so that a delta made from `testdata/small/` is a
@@ -360,7 +369,7 @@ pub fn apply(data: &[u8]) {
 }
 
 fn check_apply(delta: &[u8], limits: &Limits) {
-    let Ok(out) = delta_core::apply_slice(OLD, delta, limits) else {
+    let Ok(out) = apply_slice(OLD, delta, limits) else {
         return;
     };
     let header = Header::decode(delta, limits).expect("apply_slice accepted the header");
@@ -538,7 +547,7 @@ pub fn roundtrip(data: &[u8]) {
             .expect("diff_slices fails on a small input");
         check_index(&delta, &limits).expect("generated index does not decode");
         let base = if full { &[][..] } else { old };
-        match delta_core::apply_slice(base, &delta, &limits) {
+        match apply_slice(base, &delta, &limits) {
             Ok(out) => assert!(
                 out == new,
                 "round trip differs (full: {full}, old {} bytes, new {} bytes)",
@@ -566,20 +575,19 @@ pub fn roundtrip(data: &[u8]) {
 /// content             the rest: the new content, in a zstd frame
 /// ```
 ///
-/// The corrections go to the re-deflater as they are (hostile), and the
-/// source's bytes are whatever OLD holds there. Nothing may panic; a delta
-/// the patcher accepts must produce `head || rebuilt stream || tail`. The
-/// input is also decoded as a raw payload body against a few entries.
+/// The corrections go to the re-deflater as they are (hostile) when bit 1
+/// of `flags` is set; else the harness replaces them with preflate's own
+/// for a zlib deflate of the content (at the level in bits 4..8), which
+/// reaches the whole applier path with valid corrections. Source bytes are
+/// whatever OLD holds there. Nothing may panic or hang; a delta the patcher
+/// accepts must produce `head || rebuilt stream || tail`. The input is also
+/// decoded as a raw payload body against a few entries.
 ///
-/// preflate-rs 0.7 is not hardened against hostile corrections: it can
-/// panic (arithmetic overflow, indexing) on them, which `delta_core`
-/// catches and reports as a damaged segment, and the fuzzer found inputs
-/// on which it loops for minutes (`fuzz/known/`). So by default the
-/// corrections are not the input's: bit 1 of `flags` clear, the harness
-/// replaces them with preflate's own for a zlib deflate of the content (at
-/// the level in bits 4..8), which reaches the whole applier path with
-/// valid corrections; bit 1 set passes the input's corrections through
-/// (run it by hand, see `fuzz/README.md`: `DELTA_FUZZ_HOSTILE_CORRECTIONS=1`).
+/// preflate-rs 0.7 is not hardened against hostile corrections: it panics
+/// on some and loops with growing memory on others
+/// (`testdata/regress/deflate_segment/preflate-hang-hostile-corrections`).
+/// The applier runs it in a child process with limits
+/// (`delta_apply::redeflate`), and so does this harness.
 /// libFuzzer's panic hook would abort on the caught panics, so the hook is
 /// silenced while the check runs; a panic that escapes (ours) still aborts.
 pub fn deflate_segment(data: &[u8]) {
@@ -636,7 +644,7 @@ fn check_deflate_segment(data: &[u8]) {
         return;
     };
     let content = r;
-    let hostile = flags & 2 != 0 && std::env::var_os("DELTA_FUZZ_HOSTILE_CORRECTIONS").is_some();
+    let hostile = flags & 2 != 0;
     let own;
     let corrections = if hostile {
         corrections
@@ -648,7 +656,11 @@ fn check_deflate_segment(data: &[u8]) {
         own = made;
         &own[..]
     };
-    let rebuilt = delta_core::rebuild(content, corrections).ok();
+    // More than any deflate stream of the content (15-bit codes at worst).
+    let most = 2 * content.len() + 1024;
+    let rebuilt = Sandboxed::default()
+        .rebuild_at_most(content, corrections, most)
+        .ok();
     let stream_len = rebuilt.as_ref().map_or(1, Vec::len);
     let Some(frame) = compress(content, &[]) else {
         return;
@@ -679,7 +691,7 @@ fn check_deflate_segment(data: &[u8]) {
         max_memory: 64 << 20,
         ..tight_limits()
     };
-    if let Ok(out) = delta_core::apply_slice(OLD, &delta, &limits) {
+    if let Ok(out) = apply_slice(OLD, &delta, &limits) {
         assert!(
             rebuilt.is_some(),
             "accepted a stream the re-deflater refused"
@@ -798,7 +810,7 @@ pub fn lzma_segment(data: &[u8]) {
         max_memory: 256 << 20,
         ..tight_limits()
     };
-    match delta_core::apply_slice(OLD, &delta, &limits) {
+    match apply_slice(OLD, &delta, &limits) {
         Ok(out) => assert_eq!(out, expected, "lzma segment output"),
         Err(err) => assert!(plain.is_none(), "a valid LZMA segment was refused: {err}"),
     }

@@ -3,7 +3,7 @@
 //! `decode_signatures`, `map_image` and `deflate_segment`.
 //!
 //! The targets in `fuzz_targets/` are one line each; the invariants live in
-//! [`checks`], which `crates/core/tests/regress.rs` also compiles (with
+//! [`checks`], which `crates/apply/tests/regress.rs` also compiles (with
 //! `#[path]`) to replay `testdata/regress/<target>/*` as a regular test.
 #![forbid(unsafe_code)]
 

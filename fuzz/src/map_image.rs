@@ -1,7 +1,7 @@
 //! Invariants of the `map_image` target, shared with the regression test.
 //!
 //! This file uses only `delta-fsmap`, so that `crates/fsmap/tests/regress.rs`
-//! can include it with `#[path]` (as `crates/core/tests/regress.rs` does
+//! can include it with `#[path]` (as `crates/apply/tests/regress.rs` does
 //! with `checks.rs`) without the fuzz crate's other dependencies.
 //!
 //! Memory: mapping allocates at most about twice the input's length

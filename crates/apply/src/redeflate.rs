@@ -104,9 +104,32 @@ impl Redeflate for Sandboxed {
         corrections: &[u8],
         stream_len: usize,
     ) -> Result<Vec<u8>, String> {
-        let budget = Budget::of(raw.len(), stream_len);
+        let stream = self.rebuild_at_most(raw, corrections, stream_len)?;
+        if stream.len() != stream_len {
+            return Err(format!(
+                "rebuilt {} stream bytes, the segment holds {stream_len}",
+                stream.len()
+            ));
+        }
+        Ok(stream)
+    }
+}
+
+impl Sandboxed {
+    /// The stream `corrections` rebuild from `raw`, if it is at most
+    /// `most` bytes long, within the [`Budget`] of those lengths.
+    ///
+    /// # Errors
+    /// One line saying what failed or which limit stopped the rebuild.
+    pub fn rebuild_at_most(
+        &self,
+        raw: &[u8],
+        corrections: &[u8],
+        most: usize,
+    ) -> Result<Vec<u8>, String> {
+        let budget = Budget::of(raw.len(), most);
         let cancel = self.cancel.as_deref();
-        rebuild_in_child(raw, corrections, stream_len, budget, cancel, preflate)
+        rebuild_in_child(raw, corrections, most, budget, cancel, preflate)
     }
 }
 
@@ -124,7 +147,8 @@ const SENT_STREAM: u8 = 0;
 const SENT_ERROR: u8 = 1;
 const SENT_PANIC: u8 = 2;
 
-/// Runs `rebuild` in a forked child under `budget`.
+/// Runs `rebuild` in a forked child under `budget`: the stream, of at
+/// most `stream_len` bytes.
 fn rebuild_in_child(
     raw: &[u8],
     corrections: &[u8],
@@ -136,6 +160,8 @@ fn rebuild_in_child(
     let (mut from_child, to_child) =
         std::io::pipe().map_err(|e| format!("cannot make a pipe for the re-deflater: {e}"))?;
     let child = Child::fork(|| run_child(raw, corrections, budget, rebuild, to_child))?;
+    let too_long =
+        || format!("the corrections rebuild more than the {stream_len} stream bytes stated");
     let mut received = Vec::new();
     let most = 1 + stream_len.max(MAX_MESSAGE);
     let started = Instant::now();
@@ -167,9 +193,7 @@ fn rebuild_in_child(
             break;
         }
         if received.len() + n > most {
-            return Err(format!(
-                "the corrections rebuild more than the {stream_len} stream bytes stated"
-            ));
+            return Err(too_long());
         }
         if received.is_empty() {
             received.reserve_exact(most.min(1 + stream_len));
@@ -179,11 +203,8 @@ fn rebuild_in_child(
     let ended = child.wait(budget)?;
     match received.split_first() {
         Some((&SENT_STREAM, stream)) if ended.is_ok() => {
-            if stream.len() != stream_len {
-                return Err(format!(
-                    "rebuilt {} stream bytes, the segment holds {stream_len}",
-                    stream.len()
-                ));
+            if stream.len() > stream_len {
+                return Err(too_long());
             }
             received.remove(0);
             Ok(received)

@@ -83,7 +83,7 @@ fn decode_signatures() {
 
 #[test]
 fn deflate_segment() {
-    replay("deflate_segment", 2, checks::deflate_segment);
+    replay("deflate_segment", 3, checks::deflate_segment);
 }
 
 #[test]
