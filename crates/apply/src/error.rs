@@ -116,6 +116,18 @@ pub enum Error {
         /// The instance lock file.
         path: PathBuf,
     },
+    /// Another apply is writing the same target (it holds the target's
+    /// lock, whatever path or instance lock it was started with).
+    #[error(
+        "target {target}: another apply is writing it (it holds the lock on {locked}); \
+         wait for it to end, or stop it"
+    )]
+    TargetInUse {
+        /// The target named by the caller.
+        target: PathBuf,
+        /// The file or device whose lock is held.
+        locked: PathBuf,
+    },
     /// An application held its update lock until the timeout.
     #[error("application lock {lock} still held after {}: target verified but not committed; re-run to commit", crate::log::duration(*.waited))]
     LockTimeout {

@@ -10,7 +10,7 @@ use crate::input::DeltaInput;
 use crate::journal::{self, Journal, Record, State};
 use crate::progress::{Reporter, Step};
 use crate::source::FileSource;
-use crate::target::{self, OldImage, Target};
+use crate::target::{self, OldImage, Target, TargetLock};
 use crate::writer::{self, TargetWriter};
 use crate::{locks, ApplyOptions, Outcome};
 use delta_core::{to_hex as hex, Patcher, SegmentRef};
@@ -168,6 +168,9 @@ pub(crate) struct Run<'o, 'r, 'c> {
     report: &'r mut Reporter<'c>,
     delta: Delta,
     source: FileSource,
+    /// The run's hold on its target, from before the journal is read to
+    /// the end of the commit.
+    lock: TargetLock,
     old: Option<OldImage>,
     target: Target,
     journal: Journal,
@@ -257,6 +260,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             segment_bytes: 0,
             state: State::Applying,
         };
+        let lock = target.lock()?;
         let mut run = Run {
             options,
             cancel,
@@ -265,6 +269,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             source,
             old,
             target,
+            lock,
             journal,
             identity,
             resume: None,
@@ -332,7 +337,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
     fn holds_new_image(&mut self) -> Result<bool> {
         let header = self.delta.header();
         let new_len = header.new_len;
-        let file = self.target.open(false, self.old.as_ref(), 0)?;
+        let file = self.target.open(&self.lock, false, self.old.as_ref(), 0)?;
         self.report.report(Step::Verifying, 0, new_len, None);
         let hasher = writer::hash_prefix(
             &file,
@@ -374,6 +379,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
         let new_len = header.new_len;
         let zero_len: u64 = self.delta.index.segments.iter().map(|s| s.zero_len).sum();
         let file = self.target.open(
+            &self.lock,
             self.resume.is_none(),
             self.old.as_ref(),
             new_len.saturating_sub(zero_len),
@@ -485,15 +491,25 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
                 total: new_len,
             };
             let mut sink = SegmentSink::new(&mut writer, &mut checkpoints, self.report, place);
-            patcher
-                .apply_segment(&self.source, seg, &payload, &mut sink)
-                .map_err(|e| match Stop::from_segment_error(e) {
-                    Ok(stopped) => stopped,
-                    Err(source) => Error::Segment {
+            let applied = patcher.apply_segment(&self.source, seg, &payload, &mut sink);
+            match applied.map_err(Stop::from_segment_error) {
+                Ok(_) => {}
+                Err(Ok(stopped)) => return Err(stopped),
+                Err(Err(_)) if self.cancel.load(Ordering::Relaxed) => {
+                    // Stopped by the cancel (a re-deflater is killed at
+                    // once): the run that resumes does this segment again.
+                    if i > first {
+                        checkpoints.store(&mut writer, i as u64, 0)?;
+                    }
+                    return Err(Error::Cancelled);
+                }
+                Err(Err(source)) => {
+                    return Err(Error::Segment {
                         path: self.delta.path.clone(),
                         source,
-                    },
-                })?;
+                    })
+                }
+            }
             let last = i + 1 == index.segments.len();
             if !last && checkpoints.due(writer.position()) {
                 checkpoints.store(&mut writer, i as u64 + 1, 0)?;
@@ -533,6 +549,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
                 .line(format!("commit hook `{command}` succeeded"));
         }
         if let Target::File { path, partial } = &self.target {
+            self.lock.check_commit(path, partial)?;
             std::fs::rename(partial, path).map_err(|source| Error::Io {
                 op: "rename into place",
                 path: path.clone(),

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::storage::{self, Storage, Sysfs};
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions, TryLockError};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -264,18 +264,102 @@ impl Target {
         Ok(())
     }
 
-    /// Opens the write path: `fresh` replaces whatever a file target's
-    /// partial name holds with a new file (never following a planted
-    /// symlink), otherwise the partial file an earlier run wrote is opened
-    /// again; a block device is opened exclusively (the kernel refuses
+    /// Takes this run's hold on the target: an exclusive `flock` on the
+    /// partial file's inode (made empty if there is none; a symlink planted
+    /// there is removed, never followed) or on the device node. It is keyed
+    /// by the inode, not by the path: another apply to the same target,
+    /// whatever path or instance lock it names, is refused until this one
+    /// ends, and the commit renames only the inode locked here.
+    ///
+    /// # Errors
+    /// [`Error::TargetInUse`] when another run holds it, or I/O errors.
+    pub fn lock(&self) -> Result<TargetLock> {
+        let path = self.write_path();
+        let io = |op, source| Error::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        };
+        // Each turn fails only when another run replaced the name between
+        // the open and the lock: a few turns settle it.
+        for _ in 0..16 {
+            let existed = std::fs::symlink_metadata(path).is_ok();
+            let file = match self {
+                Target::File { .. } => {
+                    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+                    let opened = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .custom_flags(flags.bits() as i32)
+                        .open(path);
+                    match opened {
+                        Err(e) if e.raw_os_error() == Some(libc_flags::ELOOP) => {
+                            remove_stale(path)?;
+                            continue;
+                        }
+                        opened => opened.map_err(|e| io("open target", e))?,
+                    }
+                }
+                Target::Block { .. } => File::open(path).map_err(|e| io("open target", e))?,
+            };
+            let meta = file.metadata().map_err(|e| io("stat target", e))?;
+            if matches!(self, Target::File { .. }) && !meta.is_file() {
+                return Err(Error::UnsafeTarget {
+                    target: path.to_owned(),
+                    reason: format!(
+                        "it is {}, expected a regular file",
+                        delta_core::describe_type(meta.file_type())
+                    ),
+                });
+            }
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::TargetInUse {
+                        target: self.path().to_owned(),
+                        locked: path.to_owned(),
+                    })
+                }
+                Err(TryLockError::Error(e)) => return Err(io("lock target", e)),
+            }
+            let lock = TargetLock {
+                file,
+                dev: meta.dev(),
+                ino: meta.ino(),
+                path: path.to_owned(),
+                made: !existed,
+            };
+            if lock.names_it(path, matches!(self, Target::Block { .. })) {
+                return Ok(lock);
+            }
+        }
+        Err(io(
+            "lock target",
+            io::Error::other("another process keeps replacing it"),
+        ))
+    }
+
+    /// Opens the write path that `lock` holds: `fresh` empties a file
+    /// target's partial file, otherwise the partial file an earlier run
+    /// wrote is opened again (never through a symlink, and only the inode
+    /// locked); a block device is opened exclusively (the kernel refuses
     /// while it is mounted). The opened file is compared with the old image
     /// once more. `data_len` is the part of the new image that is not zero
     /// runs: a file target needs that much room, the rest becomes holes.
     ///
     /// # Errors
     /// I/O errors naming the path, a file system without room for
-    /// `data_len` bytes, or an opened file that is the old image.
-    pub fn open(&self, fresh: bool, old: Option<&OldImage>, data_len: u64) -> Result<File> {
+    /// `data_len` bytes, an opened file that is the old image, or one that
+    /// is not the inode locked.
+    pub fn open(
+        &self,
+        lock: &TargetLock,
+        fresh: bool,
+        old: Option<&OldImage>,
+        data_len: u64,
+    ) -> Result<File> {
         let path = self.write_path();
         let io = |op, source| Error::Io {
             op,
@@ -291,10 +375,6 @@ impl Target {
         match self {
             Target::File { .. } => {
                 self.check_room(fresh, data_len)?;
-                if fresh {
-                    remove_stale(path)?;
-                    options.create_new(true);
-                }
                 options.custom_flags(libc_flags::NOFOLLOW);
             }
             Target::Block { .. } => {
@@ -335,6 +415,14 @@ impl Target {
                     old.path.display()
                 )));
             }
+        }
+        if (meta.dev(), meta.ino()) != (lock.dev, lock.ino) {
+            return Err(refuse(
+                "another process replaced it while this run held its lock".into(),
+            ));
+        }
+        if fresh && matches!(self, Target::File { .. }) {
+            file.set_len(0).map_err(|e| io("empty target", e))?;
         }
         Ok(file)
     }
@@ -387,6 +475,59 @@ impl Target {
             });
         }
         Ok(())
+    }
+}
+
+/// A run's exclusive hold on its target (see [`Target::lock`]), released
+/// when dropped.
+#[derive(Debug)]
+pub struct TargetLock {
+    /// The open file whose `flock` is held.
+    file: File,
+    dev: u64,
+    ino: u64,
+    path: PathBuf,
+    /// The lock made the (empty) partial file.
+    made: bool,
+}
+
+impl TargetLock {
+    /// Whether `path` names the inode locked (for a file target, the name
+    /// itself, not what a symlink there points to).
+    fn names_it(&self, path: &Path, follow: bool) -> bool {
+        let meta = if follow {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        };
+        meta.is_ok_and(|m| (m.dev(), m.ino()) == (self.dev, self.ino))
+    }
+
+    /// Refuses a commit of anything but the inode locked (and verified).
+    ///
+    /// # Errors
+    /// [`Error::UnsafeTarget`] when `partial` names another file.
+    pub fn check_commit(&self, target: &Path, partial: &Path) -> Result<()> {
+        if self.names_it(partial, false) {
+            return Ok(());
+        }
+        Err(Error::UnsafeTarget {
+            target: target.to_owned(),
+            reason: format!(
+                "{} is no longer the file this run wrote and verified; nothing was committed",
+                partial.display()
+            ),
+        })
+    }
+}
+
+impl Drop for TargetLock {
+    /// A partial file the lock made and nothing was written to is removed.
+    fn drop(&mut self) {
+        let empty = self.file.metadata().is_ok_and(|m| m.len() == 0);
+        if self.made && empty && self.names_it(&self.path, false) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -277,3 +277,50 @@ fn trusted_keys_in_the_options_refuse_an_unsigned_or_foreign_delta_before_writin
         .unwrap();
     device.assert_done();
 }
+
+/// Two applies to one target, each with its own instance lock: while the
+/// first holds its verified target and waits for an application's update
+/// lock, the second is refused, by whatever path it names the target, and
+/// the first commits the image it verified.
+#[test]
+fn a_second_apply_to_a_target_being_written_is_refused() {
+    let device = Device::new();
+    let service = device.path("locks/1/main");
+    std::fs::create_dir_all(&service).unwrap();
+    let update_lock = std::fs::File::create(service.join("updates.lock")).unwrap();
+    update_lock.lock().unwrap();
+    let (seen, callback) = recorder();
+    let mut first = Applier::new(ApplyOptions {
+        lock_timeout: Some(Duration::from_secs(60)),
+        ..device.options()
+    })
+    .on_progress(callback);
+    let first = std::thread::scope(|scope| {
+        let running = scope.spawn(|| device.apply(&mut first));
+        while !seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.step == Step::WaitingForLock)
+        {
+            assert!(!running.is_finished(), "the first apply ended early");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::os::unix::fs::symlink(device.dir.path(), device.path("same-folder")).unwrap();
+        for target in [device.path("out.img"), device.path("same-folder/out.img")] {
+            let mut second = Applier::new(ApplyOptions {
+                instance_lock: device.path("another-instance.lock"),
+                ..device.options()
+            });
+            let err = second
+                .apply(None, &device.path("full.delta"), &target)
+                .unwrap_err();
+            assert!(matches!(err, Error::TargetInUse { .. }), "{err}");
+            assert!(err.to_string().contains("out.img.partial"), "{err}");
+        }
+        drop(update_lock);
+        running.join().unwrap()
+    });
+    first.unwrap();
+    device.assert_done();
+}

@@ -536,7 +536,12 @@ fn gen(args: GenArgs) -> Result<(), Failure> {
         (true, _) => usage("gen", "with --full, give only NEW"),
         (false, _) => usage("gen", "give OLD and NEW (or --full NEW)"),
     };
-    let output = if args.output.as_os_str() == "-" {
+    // `-o /dev/stdout` is stdout, as `-`: that name is a symlink, which
+    // the generator never replaces.
+    let to_stdout = ["-", "/dev/stdout", "/proc/self/fd/1", "/dev/fd/1"]
+        .iter()
+        .any(|name| args.output.as_os_str() == *name);
+    let output = if to_stdout {
         SUMMARY_TO_STDERR.store(true, Ordering::Relaxed);
         if std::io::stdout().is_terminal() {
             return Err(Failure::new(

@@ -235,9 +235,12 @@ fn output_that_is_not_a_regular_file_is_refused_and_left_alone() {
     // not be put at risk by a build without the fix.
     std::os::unix::fs::symlink("/proc/self/fd/1", d.join("stdout")).unwrap();
     std::fs::create_dir(d.join("folder")).unwrap();
-    let mut cases = vec![("stdout", "a FIFO (named pipe)"), ("folder", "a directory")];
+    let mut cases = vec![
+        ("stdout", "a symbolic link (to /proc/self/fd/1)"),
+        ("folder", "a directory, not a regular file"),
+    ];
     if mkfifo(&d.join("pipe")) {
-        cases.push(("pipe", "a FIFO (named pipe)"));
+        cases.push(("pipe", "a FIFO (named pipe), not a regular file"));
     }
     let null = Command::new("mknod")
         .arg(d.join("null"))
@@ -245,23 +248,41 @@ fn output_that_is_not_a_regular_file_is_refused_and_left_alone() {
         .status()
         .is_ok_and(|s| s.success());
     if null {
-        cases.push(("null", "a character device"));
+        cases.push(("null", "a character device, not a regular file"));
     } else {
         eprintln!("mknod unavailable: character device output not tried");
     }
     for (name, kind) in cases {
         let before = std::fs::symlink_metadata(d.join(name)).unwrap().file_type();
-        let out = delta_within(d, 20, &["gen", "old.bin", "new.bin", "-o", name]);
-        assert_refused(
-            &out,
-            &[&format!(
-                "refusing to write {name}: it is {kind}, not a regular file"
-            )],
-        );
+        let out = delta_within(d, 20, &["gen", "old.bin", "new.bin", "-o", name, "-f"]);
+        assert_refused(&out, &[&format!("refusing to write {name}: it is {kind}")]);
         let after = std::fs::symlink_metadata(d.join(name)).unwrap().file_type();
         assert_eq!(before, after, "{name} was replaced");
         assert_eq!(temp_files(d), Vec::<String>::new(), "{name}");
     }
+}
+
+/// `-o /dev/stdout` writes the delta to stdout, as `-o -` does, and never
+/// replaces the machine's `/dev/stdout` link, `-f` or not.
+#[test]
+fn output_dev_stdout_is_stdout() {
+    let dir = small_pair();
+    let d = dir.path();
+    let dash = delta(d, &["gen", "old.bin", "new.bin", "-o", "-"]);
+    assert!(dash.status.success(), "{}", stderr(&dash));
+    let before = std::fs::symlink_metadata("/dev/stdout").map(|m| m.file_type());
+    for extra in [&[][..], &["-f"][..]] {
+        let mut args = vec!["gen", "old.bin", "new.bin", "-o", "/dev/stdout"];
+        args.extend_from_slice(extra);
+        let out = delta(d, &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            out.stdout == dash.stdout,
+            "-o /dev/stdout wrote another delta"
+        );
+    }
+    let after = std::fs::symlink_metadata("/dev/stdout").map(|m| m.file_type());
+    assert_eq!(before.ok(), after.ok(), "/dev/stdout was replaced");
 }
 
 #[test]

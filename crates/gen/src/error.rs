@@ -62,6 +62,18 @@ pub enum Error {
         /// What it is.
         kind: &'static str,
     },
+    /// The output is a symbolic link: renaming the delta over it would
+    /// replace the link (`/dev/stdout` among them), with `--force` or not.
+    #[error(
+        "refusing to write {path}: it is a symbolic link (to {to}); name the file itself, \
+         or - for stdout"
+    )]
+    OutputIsSymlink {
+        /// The output.
+        path: PathBuf,
+        /// Where the link points.
+        to: String,
+    },
     /// The output exists and [`GenOptions::replace`](crate::GenOptions::replace)
     /// is off.
     #[error("refusing to replace {path}: it exists (use --force to replace it)")]

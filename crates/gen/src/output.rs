@@ -11,8 +11,9 @@
 //! killed run can leave that `OUT.tmp`.
 //!
 //! `OUT` itself is only ever replaced by rename, never opened, so an
-//! existing `OUT` must be a regular file (a device, FIFO or directory is
-//! refused, as `/dev/stdout` would otherwise be replaced by a file) and
+//! existing `OUT` must be a regular file (a symlink, such as `/dev/stdout`,
+//! a device, FIFO or directory is refused, as it would otherwise be
+//! replaced by a file) and
 //! must not be an input (same device and inode after following symbolic
 //! links, or the backing file of a loop device input).
 
@@ -71,6 +72,22 @@ fn loop_backing_file(rdev: u64) -> Option<(u64, u64)> {
         .map(|meta| (meta.dev(), meta.ino()))
 }
 
+/// Refuses an output that is a symbolic link: renaming the delta over it
+/// would replace the link, whatever it points to.
+fn refuse_symlink(out: &Path) -> Result<()> {
+    if !out.is_symlink() {
+        return Ok(());
+    }
+    let to = std::fs::read_link(out).map_or_else(
+        |_| "an unreadable target".into(),
+        |to| to.display().to_string(),
+    );
+    Err(Error::OutputIsSymlink {
+        path: out.to_owned(),
+        to,
+    })
+}
+
 fn is_errno(e: &io::Error, errno: Errno) -> bool {
     e.raw_os_error() == Some(errno.raw_os_error())
 }
@@ -102,6 +119,7 @@ impl Target {
         match std::fs::metadata(out) {
             Ok(meta) => {
                 check(&protected, out, &meta)?;
+                refuse_symlink(out)?;
                 if !meta.is_file() {
                     return Err(Error::OutputNotRegular {
                         path: out.to_owned(),
@@ -114,13 +132,8 @@ impl Target {
                     });
                 }
             }
-            // A dangling symlink is a name that exists too.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !replace && out.is_symlink() => {
-                return Err(Error::OutputExists {
-                    path: out.to_owned(),
-                });
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // A dangling symlink.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => refuse_symlink(out)?,
             Err(e) => return Err(io_error("stat", out, e)),
         }
         let tmp = temp_path(out);
@@ -304,11 +317,27 @@ mod tests {
         std::fs::write(&out, b"old delta").unwrap();
         let err = Target::prepare(&out, &[], false).unwrap_err();
         assert!(matches!(err, Error::OutputExists { .. }), "{err}");
-        std::os::unix::fs::symlink("nowhere", dir.path().join("dangling")).unwrap();
-        let err = Target::prepare(&dir.path().join("dangling"), &[], false).unwrap_err();
-        assert!(matches!(err, Error::OutputExists { .. }), "{err}");
         assert_eq!(std::fs::read(&out).unwrap(), b"old delta");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    /// A symlink is never replaced, `--force` or not, dangling or not:
+    /// `/dev/stdout` is one.
+    #[test]
+    fn a_symlink_output_is_refused_even_when_replacing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("d.delta");
+        std::fs::write(&out, b"old delta").unwrap();
+        std::os::unix::fs::symlink(&out, dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("nowhere", dir.path().join("dangling")).unwrap();
+        for name in ["link", "dangling"] {
+            for replace in [false, true] {
+                let err = Target::prepare(&dir.path().join(name), &[], replace).unwrap_err();
+                assert!(matches!(err, Error::OutputIsSymlink { .. }), "{err}");
+            }
+        }
+        assert!(dir.path().join("link").is_symlink());
+        assert_eq!(std::fs::read(&out).unwrap(), b"old delta");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
     }
 
     #[test]
