@@ -60,6 +60,14 @@ pub enum Error {
         /// zstd's error name.
         reason: &'static str,
     },
+    /// The LZMA2 data of an LZMA segment cannot be decoded.
+    #[error("segment {segment} (LZMA): bad LZMA2 data: {reason}")]
+    Lzma {
+        /// Index of the segment.
+        segment: u64,
+        /// What liblzma or the length checks found.
+        reason: &'static str,
+    },
     /// A deflate segment's old stream does not inflate as stated, or its
     /// new stream cannot be rebuilt from its corrections.
     #[error("segment {segment}: deflate stream: {reason}")]

@@ -80,11 +80,11 @@ pub fn compress(ops: &[u8], filter: BranchFilter) -> Result<Vec<u8>> {
 /// exactly at its end marker.
 ///
 /// # Errors
-/// [`Error::Decompress`] for data liblzma refuses, that ends early, or
+/// [`Error::Lzma`] for data liblzma refuses, that ends early, or
 /// that holds bytes after its end; [`Error::StreamLength`] for data that
 /// decodes to more or fewer bytes than `out`.
 pub(crate) fn decompress(segment: u64, parts: &Lzma<'_>, out: &mut [u8]) -> Result<()> {
-    let bad = |reason| Error::Decompress { segment, reason };
+    let bad = |reason| Error::Lzma { segment, reason };
     let options = options(parts.ops_len, PRESET)?;
     let mut decoder = Stream::new_raw_decoder(&chain(parts.filter, &options))
         .map_err(|_| bad("liblzma refused the filter chain"))?;
@@ -93,12 +93,12 @@ pub(crate) fn decompress(segment: u64, parts: &Lzma<'_>, out: &mut [u8]) -> Resu
         let (read, written) = (decoder.total_in() as usize, decoder.total_out() as usize);
         let status = decoder
             .process(&data[read..], &mut out[written..], Action::Finish)
-            .map_err(|_| bad("damaged LZMA2 data"))?;
+            .map_err(|_| bad("liblzma finds it damaged"))?;
         let (now_read, now_written) = (decoder.total_in() as usize, decoder.total_out() as usize);
         match status {
             Status::StreamEnd => {
                 if now_read != data.len() {
-                    return Err(bad("payload holds bytes after its LZMA2 data"));
+                    return Err(bad("the payload holds bytes after its end"));
                 }
                 if now_written != out.len() {
                     return Err(Error::StreamLength {
@@ -118,7 +118,7 @@ pub(crate) fn decompress(segment: u64, parts: &Lzma<'_>, out: &mut [u8]) -> Resu
                 });
             }
             _ if now_read == read && now_written == written => {
-                return Err(bad("LZMA2 data ends before its end marker"));
+                return Err(bad("it ends before its end marker"));
             }
             _ => {}
         }

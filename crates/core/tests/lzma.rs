@@ -117,6 +117,10 @@ fn a_damaged_lzma_payload_is_refused_with_its_segment() {
         .unwrap_err()
         .to_string();
     assert!(err.contains(&format!("segment {i}")), "{err}");
+    assert!(!err.contains("zstd") && !err.contains('\n'), "{err}");
+    if err.contains("bad") {
+        assert!(err.contains("(LZMA): bad LZMA2 data"), "{err}");
+    }
 }
 
 #[test]
