@@ -277,6 +277,22 @@ impl Patcher {
         let (entry, segment) = (seg.entry, seg.index);
         let parts = Deflate::decode(body, segment, entry, old.len(), seg.new_limit)
             .map_err(|source| Error::Format { segment, source })?;
+        // The re-deflater's memory grows with these: no generator makes
+        // more, so more is refused before anything is decoded.
+        let stream_len = entry.new_len - (parts.head.len() + parts.tail.len()) as u64;
+        for (field, found, most) in [
+            ("new_raw_len", parts.new_raw_len, deflate::MAX_NEW_RAW),
+            ("deflate stream length", stream_len, deflate::MAX_NEW_STREAM),
+        ] {
+            if found > most as u64 {
+                let source = delta_format::Error::InvalidField {
+                    field: format!("segment[{segment}].{field}"),
+                    found,
+                    expected: format!("at most {most} bytes (deflate segments' limit)"),
+                };
+                return Err(Error::Format { segment, source });
+            }
+        }
         // Every length below is part of the entry's memory, which was
         // checked against apply_memory and the caller's limit.
         let size = |n: u64| n as usize;
@@ -333,7 +349,7 @@ impl Patcher {
         compressed.shrink_to(COPY_CHUNK);
         self.chunk = compressed;
         result?;
-        let expected = entry.new_len - (parts.head.len() + parts.tail.len()) as u64;
+        let expected = stream_len;
         let stream = self
             .redeflate
             .redeflate(&self.stream, parts.corrections, expected as usize)

@@ -266,3 +266,41 @@ fn window_lists_past_the_old_image_or_its_ref_len_are_refused() {
         );
     }
 }
+
+/// A deflate segment whose content or stream is over what any generator
+/// makes is refused before anything is decoded: the re-deflater's memory
+/// grows with them (8 MiB of text took the applier to 36.7 MiB).
+#[test]
+fn deflate_content_over_the_limit_is_refused_before_decoding() {
+    use delta_format::kind::Deflate;
+    let text = vec![b'a'; 3 << 20];
+    let frame = zstd::bulk::compress(&text, 3).unwrap();
+    let parts = Deflate {
+        sources: Vec::new(),
+        new_raw_len: text.len() as u64,
+        head: b"",
+        tail: b"",
+        corrections: b"not read",
+        frame: &frame,
+    };
+    let mut payload = Vec::new();
+    parts.encode(&mut payload);
+    let entry = parts.entry(&payload, 64 << 10, [0; 32]);
+    let mut out = Vec::new();
+    let seg = SegmentRef {
+        index: 3,
+        new_offset: 0,
+        payload_offset: 500,
+        entry: &entry,
+        new_limit: 0,
+        window_list: false,
+        kinds: true,
+        lzma: false,
+    };
+    let err = Patcher::new()
+        .apply_segment(&[][..], seg, &payload, &mut out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("segment[3].new_raw_len"), "{err}");
+    assert!(out.is_empty());
+}
