@@ -1,18 +1,30 @@
-//! The applier's steps of a deflate segment, on a changelog-like text of
-//! 1 MiB compressed with zlib at level 9: inflating a source stream
-//! (`inflate_exact`) and re-deflating the content bit-exactly from its
-//! preflate corrections (`rebuild`); throughput in bytes of stream.
+//! The applier's steps of a deflate segment, on changelog-like texts of
+//! 1 MiB and 16 KiB (most Debian changelogs are smaller) compressed with
+//! zlib at level 9: inflating a source stream (`inflate_exact`) and
+//! re-deflating the content bit-exactly from its preflate corrections, in
+//! this process (`rebuild`, what the generator does) and in the applier's
+//! bounded child process (`rebuild_sandboxed`: a fork, the kernel limits,
+//! the stream through a pipe); throughput in bytes of stream.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use delta_apply::redeflate::Sandboxed;
 use delta_core::testing::Rng;
+use delta_core::Redeflate;
 use std::hint::black_box;
 use std::io::Write;
 
 fn bench(c: &mut Criterion) {
+    for (name, len) in [("1MiB", 1 << 20), ("16KiB", 16 << 10)] {
+        bench_text(c, name, &changelog(len));
+    }
+}
+
+/// A changelog-like text of at least `len` bytes.
+fn changelog(len: usize) -> Vec<u8> {
     let mut rng = Rng::new(7);
     let mut text = Vec::new();
     let mut entry = 0u64;
-    while text.len() < 1 << 20 {
+    while text.len() < len {
         entry += 1;
         let line = rng.text(200);
         text.extend_from_slice(
@@ -21,15 +33,20 @@ fn bench(c: &mut Criterion) {
         text.extend_from_slice(&line);
         text.extend_from_slice(b"\n\n -- Maintainer <m@example.org>  Mon, 01 Jan 2024\n\n");
     }
+    text
+}
+
+fn bench_text(c: &mut Criterion, name: &str, text: &[u8]) {
     let mut deflater = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    deflater.write_all(&text).unwrap();
+    deflater.write_all(text).unwrap();
     let stream = deflater.finish().unwrap();
     let (chunk, _) =
         preflate_rs::preflate_whole_deflate_stream(&stream, &Default::default()).unwrap();
     let corrections = chunk.corrections;
-    assert_eq!(delta_core::rebuild(&text, &corrections).unwrap(), stream);
+    assert_eq!(delta_core::rebuild(text, &corrections).unwrap(), stream);
+    let sandbox = Sandboxed::default();
 
-    let mut group = c.benchmark_group("deflate");
+    let mut group = c.benchmark_group(format!("deflate/{name}"));
     group.throughput(Throughput::Bytes(stream.len() as u64));
     group.sample_size(20);
     let mut out = vec![0; text.len()];
@@ -37,7 +54,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| delta_core::inflate_exact(black_box(&stream), &mut out).unwrap())
     });
     group.bench_function("rebuild", |b| {
-        b.iter(|| delta_core::rebuild(black_box(&text), black_box(&corrections)).unwrap())
+        b.iter(|| delta_core::rebuild(black_box(text), black_box(&corrections)).unwrap())
+    });
+    group.bench_function("rebuild_sandboxed", |b| {
+        b.iter(|| {
+            sandbox
+                .redeflate(black_box(text), black_box(&corrections), stream.len())
+                .unwrap()
+        })
     });
     group.finish();
 }
