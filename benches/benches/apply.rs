@@ -19,7 +19,10 @@ fn apply_segments(c: &mut Criterion) {
     let unrelated = rng.text(len);
     let zeros = vec![0u8; len];
     let options = DeltaOptions {
-        encode: EncodeOptions { level: 3 },
+        encode: EncodeOptions {
+            level: 3,
+            ..EncodeOptions::default()
+        },
         ..DeltaOptions::default()
     };
     for (name, new) in [

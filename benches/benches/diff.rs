@@ -135,7 +135,10 @@ fn residual_encoding(c: &mut Criterion) {
                 &plan,
                 |b, plan| {
                     b.iter(|| {
-                        let options = EncodeOptions { level };
+                        let options = EncodeOptions {
+                            level,
+                            ..EncodeOptions::default()
+                        };
                         encode_segment(&old, &new, digest, black_box(plan), layout, &options, None)
                             .unwrap()
                     })

@@ -49,6 +49,7 @@ pub fn tight_limits() -> Limits {
     Limits {
         max_segments: 64,
         max_memory: 1 << 20,
+        memory_overhead: 0,
         max_output: OUTPUT_CAP as u64,
     }
 }
@@ -61,7 +62,10 @@ pub fn slice_options(full: bool) -> DeltaOptions {
             block_size: 64,
             max_reference: 4096,
         },
-        encode: EncodeOptions { level: 1 },
+        encode: EncodeOptions {
+            level: 1,
+            ..EncodeOptions::default()
+        },
         segment_len: 4096,
         full,
         migration: false,

@@ -25,14 +25,15 @@
 //!    file target's `.partial` is renamed into place and its folder fsynced.
 //!
 //! Memory: the largest segment's payload + stream + reference (the header's
-//! `apply_memory`, refused up front when over the limit) plus about
-//! [`delta_core::APPLY_OVERHEAD`] of fixed buffers and the writer's
-//! [`WRITER_MEMORY`], whatever the image size.
+//! `apply_memory`) plus [`FIXED_MEMORY`] (fixed buffers, the re-deflater's
+//! child and the writer's buffers), whatever the image size; a delta whose
+//! sum is over [`ApplyOptions::memory_limit`] (24 MiB by default) is
+//! refused before anything is written.
 //!
 //! Writing: a writer thread puts and hashes each buffer while the caller's
 //! thread decodes the next. On a block device (the inactive partition
 //! usually holds an earlier release) what the device holds is read first,
-//! in 1 MiB sequential reads, and only the 4 KiB blocks that differ are
+//! in 512 KiB sequential reads, and only the 4 KiB blocks that differ are
 //! written; zero runs go to the device's own zeroing where it has one (no
 //! data sent), or are compared like data. A block found in place is hashed
 //! as it was read, so the image digest is of what the target holds.
@@ -78,6 +79,12 @@ pub use progress::{Progress, ProgressFn, Step};
 pub use verify::{verify, verify_from, Verified};
 pub use writer::{WriteStats, WRITER_MEMORY};
 
+/// The applier's memory besides a delta's buffers (`apply_memory`): its
+/// fixed buffers and the re-deflater ([`delta_core::APPLY_OVERHEAD`]) and
+/// the writer's ([`WRITER_MEMORY`]). Counted against
+/// [`ApplyOptions::memory_limit`].
+pub const FIXED_MEMORY: u64 = delta_core::APPLY_OVERHEAD + WRITER_MEMORY;
+
 use progress::Reporter;
 use run::Run;
 use std::path::{Path, PathBuf};
@@ -88,9 +95,11 @@ use std::time::{Duration, Instant};
 /// Knobs of the applier. Paths default to balenaOS locations.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// Most buffer memory a delta may need (its header's `apply_memory`),
-    /// in bytes; fixed buffers ([`delta_core::APPLY_OVERHEAD`] and
-    /// [`WRITER_MEMORY`]) come on top.
+    /// Most memory the apply may take, in bytes, in all: a delta whose
+    /// header's `apply_memory` plus the applier's [`FIXED_MEMORY`] is over
+    /// it is refused before anything is written. Default 24 MiB
+    /// ([`delta_core::DEFAULT_MAX_MEMORY`]), which every delta the
+    /// generator makes by default fits.
     pub memory_limit: u64,
     /// Hash the whole old image before writing anything.
     pub verify_source: bool,
@@ -147,7 +156,7 @@ pub struct ApplyOptions {
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
-            memory_limit: 24 << 20,
+            memory_limit: delta_core::DEFAULT_MAX_MEMORY,
             verify_source: false,
             lock_root: "/tmp/balena-supervisor/services".into(),
             lock_poll: Duration::from_secs(5),
@@ -197,6 +206,11 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// The update log written, if any.
     pub log_path: Option<PathBuf>,
+    /// Peak resident memory of the apply, in bytes: of this process, or of
+    /// a re-deflater child at its peak (which counts the pages it shares
+    /// with this process), whichever is higher; 0 where `/proc` does not
+    /// tell. In a library it is the host process's peak.
+    pub peak_memory: u64,
 }
 
 /// Applies deltas and full-image payloads onto a target.
@@ -417,6 +431,12 @@ pub fn cause_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every delta the generator makes by default fits the default cap.
+    #[test]
+    fn default_deltas_fit_the_default_memory_cap() {
+        assert!(delta_core::SEGMENT_MEMORY + FIXED_MEMORY <= ApplyOptions::default().memory_limit);
+    }
 
     #[test]
     fn the_log_names_each_cause_once() {

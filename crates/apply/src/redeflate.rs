@@ -28,7 +28,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::process::{kill_process, waitpid, Pid, Resource, Rlimit, Signal, WaitOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,9 +82,11 @@ impl Budget {
 
 /// A [`Redeflate`] that runs preflate in a child process with a [`Budget`],
 /// and kills it when `cancel` is set.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Sandboxed {
     cancel: Option<Arc<AtomicBool>>,
+    /// Highest peak resident memory of a child, in bytes.
+    peak: AtomicU64,
 }
 
 impl Sandboxed {
@@ -93,8 +95,30 @@ impl Sandboxed {
     pub fn with_cancel(cancel: Arc<AtomicBool>) -> Sandboxed {
         Sandboxed {
             cancel: Some(cancel),
+            peak: AtomicU64::new(0),
         }
     }
+
+    /// The highest peak resident memory of the children so far, in bytes
+    /// (0 before the first rebuild). A child's resident memory counts the
+    /// applier's pages it shares, so this is about the applier's and the
+    /// child's memory together at that child's peak.
+    pub fn peak_memory(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// This process's peak resident memory (`VmHWM`), in bytes; 0 where
+/// `/proc` does not tell.
+pub fn peak_memory_of_self() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
 }
 
 impl Redeflate for Sandboxed {
@@ -129,7 +153,9 @@ impl Sandboxed {
     ) -> Result<Vec<u8>, String> {
         let budget = Budget::of(raw.len(), most);
         let cancel = self.cancel.as_deref();
-        rebuild_in_child(raw, corrections, most, budget, cancel, preflate)
+        let (stream, peak) = rebuild_in_child(raw, corrections, most, budget, cancel, preflate)?;
+        self.peak.fetch_max(peak, Ordering::Relaxed);
+        Ok(stream)
     }
 }
 
@@ -142,13 +168,15 @@ fn preflate(raw: &[u8], corrections: &[u8]) -> Result<Vec<u8>, String> {
 /// The rebuild a child runs.
 type Rebuild = fn(&[u8], &[u8]) -> Result<Vec<u8>, String>;
 
-/// What the child sends first: the stream follows, or a message.
+/// What the child sends first: one of these bytes, its peak resident
+/// memory (u64, little-endian), then the stream or a message.
+const HEAD: usize = 9;
 const SENT_STREAM: u8 = 0;
 const SENT_ERROR: u8 = 1;
 const SENT_PANIC: u8 = 2;
 
 /// Runs `rebuild` in a forked child under `budget`: the stream, of at
-/// most `stream_len` bytes.
+/// most `stream_len` bytes, and the child's peak resident memory.
 fn rebuild_in_child(
     raw: &[u8],
     corrections: &[u8],
@@ -156,14 +184,14 @@ fn rebuild_in_child(
     budget: Budget,
     cancel: Option<&AtomicBool>,
     rebuild: Rebuild,
-) -> Result<Vec<u8>, String> {
+) -> Result<(Vec<u8>, u64), String> {
     let (mut from_child, to_child) =
         std::io::pipe().map_err(|e| format!("cannot make a pipe for the re-deflater: {e}"))?;
     let child = Child::fork(|| run_child(raw, corrections, budget, rebuild, to_child))?;
     let too_long =
         || format!("the corrections rebuild more than the {stream_len} stream bytes stated");
     let mut received = Vec::new();
-    let most = 1 + stream_len.max(MAX_MESSAGE);
+    let most = HEAD + stream_len.max(MAX_MESSAGE);
     let started = Instant::now();
     let mut chunk = vec![0u8; 64 << 10];
     loop {
@@ -196,29 +224,41 @@ fn rebuild_in_child(
             return Err(too_long());
         }
         if received.is_empty() {
-            received.reserve_exact(most.min(1 + stream_len));
+            received.reserve_exact(most.min(HEAD + stream_len));
         }
         received.extend_from_slice(&chunk[..n]);
     }
     let ended = child.wait(budget)?;
-    match received.split_first() {
-        Some((&SENT_STREAM, stream)) if ended.is_ok() => {
-            if stream.len() > stream_len {
+    let (what, peak) = match received.get(..HEAD) {
+        Some(head) => {
+            let peak = u64::from_le_bytes(head[1..HEAD].try_into().expect("8 bytes"));
+            (head[0], peak)
+        }
+        None => {
+            return Err(ended
+                .err()
+                .unwrap_or_else(|| "the re-deflater ended without sending a stream".to_string()))
+        }
+    };
+    let body = &received[HEAD..];
+    match what {
+        SENT_STREAM if ended.is_ok() => {
+            if body.len() > stream_len {
                 return Err(too_long());
             }
-            received.remove(0);
-            Ok(received)
+            received.drain(..HEAD);
+            Ok((received, peak))
         }
-        Some((&SENT_ERROR, message)) => Err(format!(
+        SENT_ERROR => Err(format!(
             "the corrections do not rebuild it: {}",
-            String::from_utf8_lossy(message)
+            String::from_utf8_lossy(body)
         )),
-        Some((&SENT_PANIC, _)) => {
+        SENT_PANIC => {
             Err("the corrections do not rebuild it (the re-deflater failed a check)".into())
         }
         _ => Err(ended
             .err()
-            .unwrap_or_else(|| "the re-deflater ended without sending a stream".to_string())),
+            .unwrap_or_else(|| "the re-deflater sent an unknown answer".to_string())),
     }
 }
 
@@ -241,7 +281,7 @@ fn run_child(
         .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .map(|pages| pages * rustix::param::page_size() as u64);
     let Some(mapped) = mapped else {
-        let _ = out.write_all(&[SENT_ERROR]);
+        let _ = out.write_all(&head(SENT_ERROR));
         let _ = out.write_all(b"cannot read /proc/self/statm to limit the re-deflater");
         return;
     };
@@ -258,22 +298,29 @@ fn run_child(
     if let Err(e) = limit(Resource::As, mapped.saturating_add(budget.memory))
         .and_then(|()| limit(Resource::Cpu, budget.cpu_seconds))
     {
-        let _ = out.write_all(&[SENT_ERROR]);
+        let _ = out.write_all(&head(SENT_ERROR));
         let _ = write!(out, "cannot limit the re-deflater: {e}");
         return;
     }
     let rebuilt = std::panic::catch_unwind(|| rebuild(raw, corrections));
     let _ = match rebuilt {
         Ok(Ok(stream)) => out
-            .write_all(&[SENT_STREAM])
+            .write_all(&head(SENT_STREAM))
             .and_then(|()| out.write_all(&stream)),
         Ok(Err(message)) => {
             let message = &message.as_bytes()[..message.len().min(MAX_MESSAGE)];
-            out.write_all(&[SENT_ERROR])
+            out.write_all(&head(SENT_ERROR))
                 .and_then(|()| out.write_all(message))
         }
-        Err(_) => out.write_all(&[SENT_PANIC]),
+        Err(_) => out.write_all(&head(SENT_PANIC)),
     };
+}
+
+/// The first bytes the child sends: `what`, and its peak memory so far.
+fn head(what: u8) -> [u8; HEAD] {
+    let mut head = [what; HEAD];
+    head[1..].copy_from_slice(&peak_memory_of_self().to_le_bytes());
+    head
 }
 
 /// A forked child, killed and reaped when dropped before [`Child::wait`].

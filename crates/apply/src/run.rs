@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::input::DeltaInput;
 use crate::journal::{self, Journal, Record, State};
 use crate::progress::{Reporter, Step};
+use crate::redeflate::{peak_memory_of_self, Sandboxed};
 use crate::source::FileSource;
 use crate::target::{self, OldImage, Target, TargetLock};
 use crate::writer::{self, TargetWriter};
@@ -171,6 +172,8 @@ pub(crate) struct Run<'o, 'r, 'c> {
     /// The run's hold on its target, from before the journal is read to
     /// the end of the commit.
     lock: TargetLock,
+    /// Re-deflates deflate segments in bounded child processes.
+    sandbox: Arc<Sandboxed>,
     old: Option<OldImage>,
     target: Target,
     journal: Journal,
@@ -210,6 +213,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
         // enough for images of 96 GiB even at 4 MiB per segment, unmerged).
         let limits = Limits {
             max_memory: options.memory_limit,
+            memory_overhead: crate::FIXED_MEMORY,
             max_segments: (options.memory_limit / 1024).max(1024),
             ..Limits::default()
         };
@@ -270,6 +274,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             old,
             target,
             lock,
+            sandbox: Arc::new(Sandboxed::with_cancel(Arc::clone(cancel))),
             journal,
             identity,
             resume: None,
@@ -467,8 +472,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             },
             writer.position(),
         );
-        let sandbox = crate::redeflate::Sandboxed::with_cancel(Arc::clone(self.cancel));
-        let mut patcher = Patcher::new().with_redeflate(Arc::new(sandbox));
+        let mut patcher = Patcher::new().with_redeflate(self.sandbox.clone());
         let mut payload = Vec::new();
         for i in first..index.segments.len() {
             if self.cancel.load(Ordering::Relaxed) {
@@ -568,6 +572,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             new_digest: hex(&header.new_digest),
             warnings: Vec::new(),
             log_path: None,
+            peak_memory: peak_memory_of_self().max(self.sandbox.peak_memory()),
         })
     }
 }

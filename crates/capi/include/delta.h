@@ -110,8 +110,9 @@ typedef struct DeltaError DeltaError;
 // then change fields. A string field is a path owned by the caller (valid
 // during the call) or NULL for the library's default.
 typedef struct DeltaApplyOptions {
-  // Most buffer memory a delta may need (its header's `apply_memory`),
-  // in bytes; about 2 MiB of fixed buffers come on top.
+  // Most memory the apply may take, in bytes, in all: a delta whose
+  // header's `apply_memory` plus the applier's fixed 12 MiB is over it
+  // is refused before anything is written (default 24 MiB).
   uint64_t memory_limit;
   // Largest new image written to a file target, in bytes (a block
   // device target is bounded by its size).
@@ -252,8 +253,8 @@ typedef struct DeltaInfo {
   uint64_t segment_count;
   // Largest segment, bytes of new image.
   uint64_t max_segment_len;
-  // Buffer memory the applier needs (checked against
-  // `DeltaApplyOptions::memory_limit`), bytes.
+  // Buffer memory the applier needs, bytes (with the applier's fixed
+  // 12 MiB, checked against `DeltaApplyOptions::memory_limit`).
   uint64_t apply_memory;
   // BLAKE3 of the old image: 64 hex digits and a NUL.
   char old_digest[DELTA_DIGEST_HEX_SIZE];

@@ -59,8 +59,9 @@ pub type DeltaProgressFn = Option<
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct DeltaApplyOptions {
-    /// Most buffer memory a delta may need (its header's `apply_memory`),
-    /// in bytes; about 2 MiB of fixed buffers come on top.
+    /// Most memory the apply may take, in bytes, in all: a delta whose
+    /// header's `apply_memory` plus the applier's fixed 12 MiB is over it
+    /// is refused before anything is written (default 24 MiB).
     pub memory_limit: u64,
     /// Largest new image written to a file target, in bytes (a block
     /// device target is bounded by its size).

@@ -310,8 +310,8 @@ struct ApplyArgs {
     /// The target, overwritten: a file (written as OUT.partial, renamed over OUT when verified) or the inactive partition's block device.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
-    /// Refuse deltas that need more buffer memory than this (bytes or units).
-    #[arg(long, value_parser = parse_size, default_value_t = defaults().memory_limit)]
+    /// Most memory the apply may take, in all (bytes or units): a delta needing more (its buffers plus the applier's fixed 12 MiB) is refused before anything is written.
+    #[arg(long = "max-memory", alias = "memory-limit", value_parser = parse_size, default_value_t = defaults().memory_limit)]
     memory_limit: u64,
     /// Largest new image written to a file target (bytes or units); a block device target is bounded by its size.
     #[arg(long, value_parser = parse_size, default_value_t = defaults().max_image_size)]
@@ -860,6 +860,7 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
             "bytes_in_place": outcome.writes.skipped,
             "bytes_zeroed_by_device": outcome.writes.zeroed,
             "bytes_compared": outcome.writes.compared,
+            "peak_memory": outcome.peak_memory,
         }}));
     } else {
         say!(

@@ -364,7 +364,7 @@ fn memory_limit_refused() {
             "d.delta",
             "-o",
             "out.img",
-            "--memory-limit",
+            "--max-memory",
             "1KiB",
         ],
     );
@@ -398,7 +398,7 @@ fn usage_errors_exit_2() {
         &["gen", "only-one", "-o", "x"],
         &["gen", "--full", "a", "b", "-o", "x"],
         &["frobnicate"],
-        &["apply", "a", "b", "-o", "x", "--memory-limit", "lots"],
+        &["apply", "a", "b", "-o", "x", "--max-memory", "lots"],
     ] {
         let out = Command::new(DELTA)
             .current_dir(dir.path())

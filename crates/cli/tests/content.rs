@@ -165,3 +165,86 @@ fn a_new_executable_makes_a_version_4_delta_unless_told_not_to() {
         len("v2.delta")
     );
 }
+
+/// The applier's peak memory, as `delta apply --progress json` reports it
+/// (this process's `VmHWM`, or a re-deflater child's, whichever is higher),
+/// stays under 24 MiB on an ext4 pair of gzip changelogs (one of 1.5 MB of
+/// text) and 48 MiB of rebuilt binary data, where segments take their whole
+/// reference window.
+#[test]
+fn apply_peak_memory_stays_under_24_mib() {
+    use delta_core::testing::{mutate, Rng};
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(11);
+    let data: Vec<Vec<u8>> = (0..6).map(|_| rng.bytes(8 << 20)).collect();
+    for (name, edited) in [("old.img", false), ("new.img", true)] {
+        let tree = dir.path().join(format!("{name}-tree"));
+        let doc = tree.join("usr/share/doc");
+        for (i, entries) in [15_000, 3000, 800, 200, 50].into_iter().enumerate() {
+            let pkg = doc.join(format!("pkg{i}"));
+            std::fs::create_dir_all(&pkg).unwrap();
+            let text = changelog(entries + usize::from(edited));
+            std::fs::write(pkg.join("changelog"), text).unwrap();
+            let status = Command::new("gzip")
+                .arg("-9n")
+                .arg(pkg.join("changelog"))
+                .status();
+            assert!(status.expect("gzip is needed").success());
+        }
+        let lib = tree.join("usr/lib");
+        std::fs::create_dir_all(&lib).unwrap();
+        for (i, bytes) in data.iter().enumerate() {
+            let bytes = if edited {
+                // Rebuilt code: scattered edits, and every fourth 64 KiB
+                // new, so segments carry literal bytes and diffs at once.
+                let mut rng = Rng::new(i as u64);
+                let mut bytes = mutate(bytes, &mut rng, 40);
+                for block in bytes.chunks_mut(256 << 10) {
+                    let fresh = rng.bytes(64 << 10);
+                    let n = fresh.len().min(block.len());
+                    block[..n].copy_from_slice(&fresh[..n]);
+                }
+                bytes
+            } else {
+                bytes.clone()
+            };
+            std::fs::write(lib.join(format!("data{i}.bin")), bytes).unwrap();
+        }
+        ext4(dir.path(), &tree, name, "96M");
+    }
+    run(dir.path(), &["gen", "old.img", "new.img", "-o", "d.delta"]);
+    let info = run(dir.path(), &["info", "--json", "d.delta"]);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let apply_memory = info["apply_memory"].as_u64().unwrap();
+    assert!(
+        apply_memory > 8 << 20,
+        "segments this small prove little: {info}"
+    );
+    let out = run(
+        dir.path(),
+        &[
+            "apply",
+            "old.img",
+            "d.delta",
+            "-o",
+            "out.img",
+            "--progress",
+            "json",
+        ],
+    );
+    let result: serde_json::Value = out
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|v| v.get("result").cloned())
+        .expect("a result line");
+    let peak = result["peak_memory"].as_u64().unwrap();
+    assert!(peak > 1 << 20, "peak memory not measured: {result}");
+    assert!(
+        peak < 24 << 20,
+        "peak memory {peak} bytes, apply_memory {apply_memory}"
+    );
+    assert!(
+        std::fs::read(dir.path().join("out.img")).unwrap()
+            == std::fs::read(dir.path().join("new.img")).unwrap()
+    );
+}

@@ -4,9 +4,10 @@
 //! it must either rebuild the new image or refuse without committing a
 //! wrong one. kill -9 keeps the page cache; a power cut does not.
 //!
-//! `DELTA_CRASH_STATES` raises the number of states tried (the CI default
-//! keeps the test near a minute on 2 cores); `DELTA_CRASH_FILES` and
-//! `DELTA_CRASH_FILE_KIB` make the image larger (`scripts/crash-states.sh`).
+//! `DELTA_CRASH_STATES` raises the number of states tried per test (400 by
+//! default: about every distinct state of the CI image, in seconds);
+//! `DELTA_CRASH_FILES` and `DELTA_CRASH_FILE_KIB` make the image larger
+//! (`scripts/crash-states.sh`).
 
 #[path = "common/crash.rs"]
 mod crash;
@@ -54,6 +55,18 @@ fn env_number(name: &str, default: usize) -> usize {
     })
 }
 
+/// A new temp dir, on /dev/shm where there is one: each re-run fsyncs
+/// dozens of times, free on a tmpfs, slow and uneven on a shared disk.
+fn scratch() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    let parent = if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    };
+    tempfile::tempdir_in(parent).unwrap()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -68,11 +81,11 @@ struct Pair {
 
 impl Pair {
     /// A tar of `files` gzip files of `len` bytes of text (edited in the
-    /// new image: deflate segments) and a binary file (edited: diffed
-    /// segments).
+    /// new image: deflate segments) and a binary file as large as the texts
+    /// (edited: diffed segments, cheaper to apply, so more checkpoints).
     fn new(files: usize, len: usize) -> Pair {
-        let root = tempfile::tempdir().unwrap();
-        let mut blob = Rng::new(7).bytes(len);
+        let root = scratch();
+        let mut blob = Rng::new(7).bytes(files * len);
         for (tree, edited) in [("old", false), ("new", true)] {
             let folder = root.path().join(tree).join("data");
             std::fs::create_dir_all(&folder).unwrap();
@@ -161,7 +174,11 @@ fn record(pair: &Pair) -> Recording {
     let out_img = std::fs::read(pair.run_dir().join("out.img")).unwrap();
     assert!(out_img == pair.new, "the recorded run made a wrong image");
     let log = std::fs::read_to_string(log).unwrap();
-    crash::record(start, &log, tracked)
+    let rec = crash::record(start, &log, tracked);
+    let ops = rec.describe(0..rec.ops.len());
+    let checkpoints = ops.matches("-> out.img.journal\n").count();
+    assert!(checkpoints > 2, "no journal checkpoints mid-run:\n{ops}");
+    rec
 }
 
 /// What a run may leave at out.img: the new image, or what was there
@@ -185,6 +202,12 @@ impl Expect<'_> {
         if std::fs::read(dir.join("old.img")).ok().as_deref() != Some(self.old) {
             return Err(format!("old.img changed; {what}"));
         }
+        let leftovers = ["out.img.partial", "out.img.journal"].map(|f| dir.join(f).exists());
+        if out.status.success() && leftovers.contains(&true) {
+            return Err(format!(
+                "succeeded but left {leftovers:?} (partial, journal); {what}"
+            ));
+        }
         let target = std::fs::read(dir.join("out.img")).ok();
         match target.as_deref() {
             Some(bytes) if bytes == self.new => Ok(out.status.success()),
@@ -200,6 +223,8 @@ impl Expect<'_> {
 #[derive(Default)]
 struct Tally {
     tried: usize,
+    /// Folders tried that each kind of state leaves (a folder may count
+    /// for several kinds).
     by_kind: std::collections::BTreeMap<Kind, usize>,
     refused: usize,
     refused_twice: usize,
@@ -209,9 +234,11 @@ struct Tally {
 /// Materializes `state`, re-runs the command on it, and once more if it
 /// refused; records any wrong outcome with the operations before the cut.
 fn try_state(rec: &Recording, state: &CrashState, expect: &Expect, tally: &mut Tally) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch();
     rec.materialize(state).write(dir.path());
-    *tally.by_kind.entry(state.kind).or_default() += 1;
+    for kind in &state.kinds {
+        *tally.by_kind.entry(*kind).or_default() += 1;
+    }
     tally.tried += 1;
     let outcome = expect.run(dir.path()).and_then(|done| {
         if done {
@@ -236,7 +263,7 @@ fn try_state(rec: &Recording, state: &CrashState, expect: &Expect, tally: &mut T
 /// Records a run over `before` (out.img's earlier content, if any), then
 /// tries up to `cap` crash states of it.
 fn power_cuts(before: Option<&[u8]>, cap: usize) {
-    let files = env_number("DELTA_CRASH_FILES", 4);
+    let files = env_number("DELTA_CRASH_FILES", 6);
     let len = env_number("DELTA_CRASH_FILE_KIB", 128) << 10;
     let pair = Pair::new(files, len);
     if let Some(bytes) = before {
@@ -278,10 +305,62 @@ fn power_cuts(before: Option<&[u8]>, cap: usize) {
 
 #[test]
 fn power_cuts_during_apply_never_commit_a_wrong_image() {
-    power_cuts(None, 200);
+    power_cuts(None, 400);
 }
 
 #[test]
 fn power_cuts_over_an_existing_target_leave_it_or_the_new_image() {
-    power_cuts(Some(b"the image installed before".as_slice()), 100);
+    power_cuts(Some(b"the image installed before".as_slice()), 400);
+}
+
+/// A log of a thread writing, a forked child reusing fd 3 for /dev/null,
+/// a dup by fcntl and a rename, as `strace -f -xx` writes it.
+const SMALL_LOG: &str = r#"100  openat(AT_FDCWD, "\x61", O_RDWR|O_CREAT|O_CLOEXEC, 0666) = 3
+100  clone3({flags=CLONE_VM|CLONE_FILES|CLONE_THREAD, exit_signal=0}, 88 <unfinished ...>
+101  pwrite64(3, "\x31\x32", 2, 0)     = 2
+100  <... clone3 resumed>)             = 101
+100  clone(child_stack=NULL, flags=CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7f) = 102
+102  close(3)                          = 0
+102  openat(AT_FDCWD, "\x2f\x64\x65\x76\x2f\x6e\x75\x6c\x6c", O_WRONLY) = 3
+102  write(3, "\x00", 1)               = 1
+100  --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED, si_pid=102} ---
+100  fdatasync(3)                      = 0
+100  fcntl(3, F_DUPFD_CLOEXEC, 3)      = 4
+100  write(4, "\x33\x34\x35\x36", 4)   = 4
+100  unlink("\x63")                    = -1 ENOENT (No such file or directory)
+100  rename("\x61", "\x62")            = 0
+"#;
+
+#[test]
+fn the_model_follows_threads_forks_and_dups_and_cuts_power() {
+    let empty = tempfile::tempdir().unwrap();
+    let rec = crash::record(Fs::read(empty.path()), SMALL_LOG, |_| true);
+    assert_eq!(
+        rec.describe(0..rec.ops.len()),
+        "  0: create a\n  1: write a [0, +2)\n  2: fsync/fdatasync a\n  \
+         3: write a [0, +4)\n  4: rename a -> b"
+    );
+    let (states, _) = rec.crash_states(1000);
+    let built: Vec<Fs> = states.iter().map(|s| rec.materialize(s)).collect();
+    let folders: Vec<_> = built
+        .iter()
+        .map(|fs| (fs.file("a"), fs.file("b")))
+        .collect();
+    // No barrier for the names: every folder a cut after the rename may
+    // leave, torn writes and a lost write among them.
+    for expected in [
+        (None, None),
+        (Some(&b""[..]), None),
+        (Some(&b"12"[..]), None),
+        (Some(&b"3456"[..]), None),
+        (None, Some(&b"3456"[..])),
+        (None, Some(&b"12"[..])),
+        (None, Some(&b"34"[..])),
+        (None, Some(&b"345"[..])),
+    ] {
+        assert!(
+            folders.contains(&expected),
+            "{expected:?} not in {folders:?}"
+        );
+    }
 }

@@ -31,9 +31,11 @@ pub(crate) fn arrange(
 /// checkpoint (it checkpoints inside segments), so only the stream limit
 /// below bounds a merge.
 pub const MAX_MERGED_LEN: usize = usize::MAX;
-/// Most stream bytes (ops, diff and literal bytes) of one merged segment:
-/// with the default 4 MiB units and 8 MiB reference, the applier's buffers
-/// (stream, payload and reference) stay under 24 MiB.
+/// Most stream bytes (ops, diff and literal bytes) of one merged segment.
+/// Random-looking literal bytes (which compress to their own size) are
+/// merged only while twice their stream fits the applier's
+/// [`SEGMENT_MEMORY`](crate::SEGMENT_MEMORY): the payload and the stream
+/// are held at once, and merging them saves nothing.
 const MAX_MERGED_STREAM: usize = 8 << 20;
 /// Literal bytes that two neighbours may always share a segment with,
 /// whatever their reference windows.
@@ -63,12 +65,19 @@ pub fn merge_plans(
     let max_reference = max_reference as u64;
     let weight = |plan: &SegmentPlan| plan.ops.len() * 12 + plan.diff.len() + plan.literal.len();
     let mut out: Vec<(Range<usize>, SegmentPlan)> = Vec::with_capacity(units.len());
+    // Whether the last segment's literal bytes are all random-looking
+    // (compressed or encrypted data): its payload is then as large as its
+    // stream, and the applier holds both.
+    let mut last_random = false;
     for (range, plan) in units {
+        let random = crate::encode::looks_random(&plan.literal);
         if let Some((last_range, last)) = out.last_mut() {
             let joint = joint_reference(&last.reference, &plan.reference, max_reference);
+            let stream = weight(last) + weight(&plan);
             if last_range.end == range.start
                 && range.end - last_range.start <= max_len
-                && weight(last) + weight(&plan) <= MAX_MERGED_STREAM
+                && stream <= MAX_MERGED_STREAM
+                && !(last_random && random && 2 * stream as u64 > crate::patch::SEGMENT_MEMORY)
                 && (last.literal.len() + plan.literal.len() <= MAX_MERGED_LITERAL
                     || joint.is_some()
                     || overlap(&last.reference, &plan.reference)
@@ -90,10 +99,12 @@ pub fn merge_plans(
                 append_ops(&mut last.ops, plan.ops);
                 last.diff.extend(plan.diff);
                 last.literal.extend(plan.literal);
+                last_random &= random;
                 continue;
             }
         }
         out.push((range, plan));
+        last_random = random;
     }
     out
 }

@@ -30,9 +30,9 @@ pub const MAX_NEW_RAW: usize = 2 << 20;
 /// See [`MAX_NEW_RAW`].
 pub const MAX_NEW_STREAM: usize = 1 << 20;
 /// Most applier memory (the entry's `payload_len + stream_len + ref_len`)
-/// a deflate segment may need: below what a plain segment needs at most, so
-/// deflate segments never raise a delta's `apply_memory` much.
-pub const MAX_MEMORY: u64 = 20 << 20;
+/// a deflate segment may need: what any segment may
+/// ([`SEGMENT_MEMORY`](crate::SEGMENT_MEMORY)).
+pub const MAX_MEMORY: u64 = crate::patch::SEGMENT_MEMORY;
 /// Memory of preflate's re-deflater on top of the buffers an applier
 /// keeps: its copy of the content ([`MAX_NEW_RAW`]), its output (twice
 /// [`MAX_NEW_STREAM`] at worst) and its hash chains and tables (measured

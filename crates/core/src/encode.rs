@@ -13,11 +13,17 @@ use std::ops::Range;
 pub struct EncodeOptions {
     /// zstd level (1..=22); random-looking streams get at most 3.
     pub level: i32,
+    /// Most memory a segment may need to apply (payload, stream and
+    /// window at once): a window that would take a segment past it is cut.
+    pub max_memory: u64,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { level: 19 }
+        EncodeOptions {
+            level: 19,
+            max_memory: crate::patch::SEGMENT_MEMORY,
+        }
     }
 }
 
@@ -80,7 +86,9 @@ pub fn encode_segment(
     } else {
         options.level
     };
+    let keep_all = CopiedRuns::default();
     let mut best = Window::new(old, &plan.reference, layout);
+    let mut best_span = (plan.reference.clone(), layout);
     // Literal bytes are most of the stream (merged segments also copy and
     // zero long runs, which cost the stream little): new executables,
     // which LZMA2 after a branch filter codes smaller than zstd.
@@ -95,13 +103,16 @@ pub fn encode_segment(
             lzma = None;
         } else if gain < WINDOW_USELESS {
             let payload = lzma_body(&stream, filter)?;
-            return Ok(lzma_segment(
-                produced,
-                output_digest,
-                plan,
-                &stream,
-                payload,
-            ));
+            if lzma_memory(&stream, &payload) <= options.max_memory {
+                return Ok(lzma_segment(
+                    produced,
+                    output_digest,
+                    plan,
+                    &stream,
+                    payload,
+                ));
+            }
+            lzma = None;
         }
     }
     let mut payload = best.compress(&stream, level)?;
@@ -109,7 +120,6 @@ pub fn encode_segment(
         // Small streams (a few edits) try every alternative window and, with
         // a window list, every window whole as well: edits may resemble the
         // old bytes that their neighbours copy.
-        let keep_all = CopiedRuns::default();
         let mut trials: Vec<_> = plan
             .alternatives
             .iter()
@@ -128,13 +138,36 @@ pub fn encode_segment(
             if trial.len() < payload.len() {
                 payload = trial;
                 best = window;
+                best_span = (span.clone(), layout);
             }
         }
+    }
+    // Within the applier's memory: payload, stream and window are held at
+    // once. A window that takes the segment past it is cut to what is
+    // left, around its middle, until it fits (at worst, no window).
+    for _ in 0..4 {
+        let needed = (payload.len() + stream.len() + best.bytes.len()) as u64;
+        if needed <= options.max_memory || best.bytes.is_empty() {
+            break;
+        }
+        let left = options
+            .max_memory
+            .saturating_sub((payload.len() + stream.len()) as u64);
+        let (span, layout) = &best_span;
+        let cut = middle(span, left.min(best.bytes.len() as u64 / 2));
+        best = Window::new(old, &cut, *layout);
+        payload = best.compress(&stream, level)?;
+        best_span = (cut, *layout);
+    }
+    let needed = (payload.len() + stream.len() + best.bytes.len()) as u64;
+    if needed > options.max_memory && !best.bytes.is_empty() {
+        best = Window::new(old, &(0..0), WindowLayout::Contiguous);
+        payload = best.compress(&stream, level)?;
     }
 
     if let Some(filter) = lzma {
         let body = lzma_body(&stream, filter)?;
-        if body.len() < payload.len() {
+        if body.len() < payload.len() && lzma_memory(&stream, &body) <= options.max_memory {
             return Ok(lzma_segment(produced, output_digest, plan, &stream, body));
         }
     }
@@ -150,6 +183,22 @@ pub fn encode_segment(
     };
     count_ops(&mut entry, plan);
     Ok((entry, payload, kind::PLAIN))
+}
+
+/// Memory an LZMA segment of op stream `stream` and payload `body` needs
+/// to apply: the payload, the stream and liblzma's dictionary.
+fn lzma_memory(stream: &[u8], body: &[u8]) -> u64 {
+    (body.len() as u64).saturating_add(kind::lzma_stream_len(stream.len() as u64))
+}
+
+/// The `len` bytes in the middle of `span` (all of it when shorter).
+fn middle(span: &Range<u64>, len: u64) -> Range<u64> {
+    let total = span.end - span.start;
+    if len >= total {
+        return span.clone();
+    }
+    let start = span.start + (total - len) / 2;
+    start..start + len
 }
 
 /// The entry and payload of an LZMA segment of `plan`, whose op stream is
@@ -242,7 +291,7 @@ const RANDOM_STREAM_LEVEL: i32 = 3;
 /// an order-0 entropy of at least 7.95 bits per byte, where no byte-level
 /// coding can save more than 0.6%. The OS image pairs' streams stay under
 /// 7.6 bits.
-fn looks_random(stream: &[u8]) -> bool {
+pub(crate) fn looks_random(stream: &[u8]) -> bool {
     if stream.len() < 256 << 10 {
         return false;
     }
@@ -451,7 +500,10 @@ mod tests {
         );
         let mut produced = noise.clone();
         produced.extend_from_slice(&text);
-        let options = EncodeOptions { level: 19 };
+        let options = EncodeOptions {
+            level: 19,
+            ..EncodeOptions::default()
+        };
         let (entry, payload) = encode_contiguous(&old, &produced, plan, &options).unwrap();
         assert_eq!(entry.ref_offset, 1 << 20);
         let without = SegmentPlan {
@@ -486,8 +538,16 @@ mod tests {
             literal: vec![7; 5000],
             ..SegmentPlan::default()
         };
-        let (entry, payload) =
-            encode_contiguous(&[], &produced, &plan, &EncodeOptions { level: 1 }).unwrap();
+        let (entry, payload) = encode_contiguous(
+            &[],
+            &produced,
+            &plan,
+            &EncodeOptions {
+                level: 1,
+                ..EncodeOptions::default()
+            },
+        )
+        .unwrap();
         assert!(entry.stream_len <= 2 * 10_000 + delta_format::STREAM_SLACK);
         assert_eq!(entry.literal_len, 10_000);
         assert_eq!(apply_one(&[], &entry, &payload, false), produced);
@@ -536,7 +596,10 @@ mod tests {
         let copied = crate::window::CopiedRuns::from_plans([&plan]);
         let layout = WindowLayout::Gathered(&copied);
         let digest = *blake3::hash(&produced).as_bytes();
-        let options = EncodeOptions { level: 19 };
+        let options = EncodeOptions {
+            level: 19,
+            ..EncodeOptions::default()
+        };
         let (entry, payload, _) =
             encode_segment(old, &produced, digest, &plan, layout, &options, None).unwrap();
         (produced, entry, payload)

@@ -62,7 +62,10 @@ pub use error::{Error, Result};
 pub use hex::{from_hex, to_hex};
 pub use index::BlockIndex;
 pub use lzma::compress as compress_lzma;
-pub use patch::{apply_slice, apply_slice_with, Patcher, SegmentRef, APPLY_OVERHEAD};
+pub use patch::{
+    apply_slice, apply_slice_with, Patcher, SegmentRef, APPLY_OVERHEAD, DEFAULT_MAX_MEMORY,
+    SEGMENT_MEMORY,
+};
 pub use pipeline::{diff_slices, generate, Delta, DeltaOptions};
 pub use plan::{plan_segment, DiffOptions, SegmentPlan};
 pub use report::{FileCost, How, Report};

@@ -10,7 +10,10 @@ fn options(block_size: usize, segment_len: usize) -> DeltaOptions {
             block_size,
             max_reference: 64 * 1024,
         },
-        encode: EncodeOptions { level: 3 },
+        encode: EncodeOptions {
+            level: 3,
+            ..EncodeOptions::default()
+        },
         segment_len,
         full: false,
         migration: false,

@@ -165,8 +165,12 @@ impl SegmentEntry {
 pub struct Limits {
     /// Most segments accepted.
     pub max_segments: u64,
-    /// Most buffer memory (see [`Header::apply_memory`]) accepted, in bytes.
+    /// Most memory accepted, in bytes: the header's
+    /// [`apply_memory`](Header::apply_memory) plus `memory_overhead`.
     pub max_memory: u64,
+    /// Memory the caller needs besides a delta's buffers (an applier's
+    /// fixed buffers), counted against `max_memory`.
+    pub memory_overhead: u64,
     /// Largest new image accepted, in bytes: the work and (for in-memory
     /// appliers) the allocation a delta may ask for.
     pub max_output: u64,
@@ -177,6 +181,7 @@ impl Default for Limits {
         Limits {
             max_segments: 1 << 24,
             max_memory: 1 << 30,
+            memory_overhead: 0,
             max_output: 1 << 40,
         }
     }
@@ -381,10 +386,20 @@ impl Header {
                 limit: limits.max_output,
             });
         }
-        if self.apply_memory > limits.max_memory {
+        let needed = self.apply_memory.saturating_add(limits.memory_overhead);
+        if needed > limits.max_memory {
+            let what = if limits.memory_overhead == 0 {
+                "memory needed to apply (header apply_memory)".into()
+            } else {
+                format!(
+                    "memory needed to apply (header apply_memory {} + {} bytes the applier \
+                     needs besides)",
+                    self.apply_memory, limits.memory_overhead
+                )
+            };
             return Err(Error::OverLimit {
-                what: "memory needed to apply (header apply_memory)".into(),
-                found: self.apply_memory,
+                what,
+                found: needed,
                 limit: limits.max_memory,
             });
         }

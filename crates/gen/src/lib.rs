@@ -168,7 +168,10 @@ impl GenOptions {
                 block_size: self.block_size,
                 max_reference: self.max_reference,
             },
-            encode: EncodeOptions { level: self.level },
+            encode: EncodeOptions {
+                level: self.level,
+                ..EncodeOptions::default()
+            },
             segment_len: self.segment_len,
             full: self.full,
             migration: self.migration,

@@ -9,7 +9,8 @@
 //! the page cache survives a killed process but not a power cut.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -126,6 +127,11 @@ impl Fs {
         }
     }
 
+    /// The contents of file `name`, if it is one.
+    pub fn file(&self, name: &str) -> Option<&[u8]> {
+        self.files.get(self.names.get(name)?).map(Vec::as_slice)
+    }
+
     /// A digest of the names and contents: equal folders, equal digests.
     fn digest(&self) -> blake3::Hash {
         let mut hasher = blake3::Hasher::new();
@@ -193,7 +199,8 @@ struct Open {
 
 /// A run's operations on its folder, read from an strace log.
 pub struct Recording {
-    pub start: Fs,
+    /// The folder before the run.
+    start: Fs,
     pub ops: Vec<Op>,
     /// The parent folder of each name an operation changed.
     folder_of_name: HashMap<String, Inode>,
@@ -234,7 +241,7 @@ pub fn record(start: Fs, log: &str, tracked: impl Fn(&str) -> bool) -> Recording
         };
         for path in paths {
             let parent = path.rsplit_once('/').map_or(".", |(p, _)| p);
-            folder_of_name.insert(path.clone(), start_or(&rec.fs, &start, parent));
+            folder_of_name.insert(path.clone(), folder_inode(&rec.fs, &start, parent));
         }
     }
     Recording {
@@ -246,7 +253,7 @@ pub fn record(start: Fs, log: &str, tracked: impl Fn(&str) -> bool) -> Recording
 }
 
 /// The inode of folder `name`, which the run may have made.
-fn start_or(end: &Fs, start: &Fs, name: &str) -> Inode {
+fn folder_inode(end: &Fs, start: &Fs, name: &str) -> Inode {
     *start
         .names
         .get(name)
@@ -452,13 +459,13 @@ impl Recorder<'_> {
             "mkdirat" if a[0] == "AT_FDCWD" => self.mkdir(&hex_string(&a[1])),
             // Flags of a descriptor (F_GETFD, F_SETFL, ...) change no file.
             "fcntl" | "clone" | "clone3" | "fork" | "vfork" => {}
-            other => self.refuse(pid, other, a),
+            other => self.reject_unknown(pid, other, a),
         }
     }
 
     /// Panics on a call the model does not follow if it touches a tracked
     /// file (a descriptor or a path argument).
-    fn refuse(&mut self, pid: u32, name: &str, args: &[String]) {
+    fn reject_unknown(&mut self, pid: u32, name: &str, args: &[String]) {
         let on_fd = args.first().and_then(|a| self.tracked_fd(pid, a)).is_some();
         let on_path = args
             .iter()
@@ -582,10 +589,11 @@ fn relative(path: &[u8]) -> Option<String> {
     })
 }
 
-/// How a crash state treats the operations not yet durable at its crash
-/// point.
+/// How a crash state treats the operations not yet durable at its cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
+    /// Nothing was pending: the cut came right after a barrier.
+    Synced,
     /// (a) all lost.
     AllLost,
     /// (b) all kept.
@@ -597,12 +605,18 @@ pub enum Kind {
     Torn,
 }
 
+/// The kinds of states that lose or keep something not yet durable.
 pub const KINDS: [Kind; 4] = [Kind::AllLost, Kind::AllKept, Kind::OneLost, Kind::Torn];
 
 /// One folder a power cut may leave.
 #[derive(Clone, Debug)]
 pub struct CrashState {
+    /// The kind of the first state found that leaves this folder.
     pub kind: Kind,
+    /// Every kind of state that leaves it: cuts at different points can
+    /// leave the same folder (losing all that is pending is the folder of
+    /// an earlier cut; keeping it all, that of a later one).
+    pub kinds: BTreeSet<Kind>,
     /// The number of operations made before the cut.
     pub cut: usize,
     /// What was lost or torn, in words.
@@ -673,22 +687,30 @@ impl Recording {
             .collect()
     }
 
-    /// Every distinct folder a power cut may leave (the first state found
-    /// of each), then at most `cap` of them, spread over the kinds and the
-    /// run.
+    /// Every distinct folder a power cut may leave, then at most `cap` of
+    /// them, spread over the kinds and the run; and the number of distinct
+    /// folders.
     pub fn crash_states(&self, cap: usize) -> (Vec<CrashState>, usize) {
         let durable = self.durable_at();
-        let mut seen = HashSet::new();
-        let mut by_kind: BTreeMap<Kind, Vec<CrashState>> = BTreeMap::new();
-        for cut in 0..=self.ops.len() {
-            for state in self.states_at(cut, &durable) {
-                if seen.insert(self.materialize(&state).digest()) {
-                    by_kind.entry(state.kind).or_default().push(state);
+        let mut distinct: Vec<CrashState> = Vec::new();
+        let mut index: HashMap<blake3::Hash, usize> = HashMap::new();
+        for state in (0..=self.ops.len()).flat_map(|cut| self.states_at(cut, &durable)) {
+            match index.entry(self.materialize(&state).digest()) {
+                Entry::Occupied(seen) => {
+                    distinct[*seen.get()].kinds.insert(state.kind);
+                }
+                Entry::Vacant(new) => {
+                    new.insert(distinct.len());
+                    distinct.push(state);
                 }
             }
         }
-        let distinct = seen.len();
-        (spread(by_kind, cap), distinct)
+        let count = distinct.len();
+        let mut by_kind: BTreeMap<Kind, Vec<CrashState>> = BTreeMap::new();
+        for state in distinct {
+            by_kind.entry(state.kind).or_default().push(state);
+        }
+        (spread(by_kind, cap), count)
     }
 
     /// The states of a cut after `cut` operations.
@@ -707,10 +729,18 @@ impl Recording {
         };
         let state = |kind, lost: String, applied| CrashState {
             kind,
+            kinds: BTreeSet::from([kind]),
             cut,
             lost,
             applied,
         };
+        if pending.is_empty() {
+            return vec![state(
+                Kind::Synced,
+                "nothing pending".into(),
+                with(&[], None),
+            )];
+        }
         let mut states = vec![
             state(Kind::AllLost, format!("lost {pending:?}"), with(&[], None)),
             state(Kind::AllKept, "nothing lost".into(), with(&pending, None)),
@@ -721,15 +751,12 @@ impl Recording {
                 states.push(state(Kind::OneLost, format!("lost {p}"), with(&rest, None)));
             }
         }
-        if let Some(&last) = pending
-            .iter()
-            .rev()
-            .find(|&&i| matches!(&self.ops[i], Op::Write { data, .. } if data.len() > 1))
-        {
-            let Op::Write { data, .. } = &self.ops[last] else {
-                unreachable!()
-            };
-            for keep in [data.len() / 2, 4096.min(data.len() - 1)] {
+        let last_write = pending.iter().rev().find_map(|&i| match &self.ops[i] {
+            Op::Write { data, .. } if data.len() > 1 => Some((i, data.len())),
+            _ => None,
+        });
+        if let Some((last, len)) = last_write {
+            for keep in [len / 2, 4096.min(len - 1)] {
                 let lost = format!("{last} torn after {keep} bytes");
                 states.push(state(Kind::Torn, lost, with(&pending, Some((last, keep)))));
             }
@@ -738,25 +765,17 @@ impl Recording {
     }
 }
 
-/// At most `cap` states, taken in turn from each kind, evenly over each.
+/// At most `cap` states: each kind gets an even share of what the kinds
+/// with fewer states left over, taken evenly over its states (over the run).
 fn spread(by_kind: BTreeMap<Kind, Vec<CrashState>>, cap: usize) -> Vec<CrashState> {
-    let total: usize = by_kind.values().map(Vec::len).sum();
-    if total <= cap {
-        return by_kind.into_values().flatten().collect();
-    }
-    let mut share = cap / by_kind.len().max(1);
-    let mut out = Vec::new();
     let mut kinds: Vec<Vec<CrashState>> = by_kind.into_values().collect();
     kinds.sort_by_key(Vec::len);
-    let mut left = kinds.len();
-    for states in kinds {
-        let take = share.min(states.len());
+    let mut out = Vec::new();
+    let count = kinds.len();
+    for (done, states) in kinds.into_iter().enumerate() {
+        let take = ((cap - out.len()) / (count - done)).min(states.len());
         let step = states.len() as f64 / take.max(1) as f64;
         out.extend((0..take).map(|k| states[(k as f64 * step) as usize].clone()));
-        left -= 1;
-        if left > 0 {
-            share = (cap - out.len()) / left;
-        }
     }
     out
 }
