@@ -51,13 +51,16 @@ const NORMAL: u8 = 1;
 const VERBOSE: u8 = 2;
 /// Summary lines go to stderr: stdout carries the delta (`gen -o -`).
 static SUMMARY_TO_STDERR: AtomicBool = AtomicBool::new(false);
+/// `--progress json`: stdout carries JSON lines only, so summary text goes
+/// to stderr.
+static JSON_ON_STDOUT: AtomicBool = AtomicBool::new(false);
 
 /// See [`say!`].
 fn summary(line: std::fmt::Arguments<'_>) {
     if VERBOSITY.load(Ordering::Relaxed) == QUIET {
         return;
     }
-    if SUMMARY_TO_STDERR.load(Ordering::Relaxed) {
+    if SUMMARY_TO_STDERR.load(Ordering::Relaxed) || JSON_ON_STDOUT.load(Ordering::Relaxed) {
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     } else {
         let _ = writeln!(std::io::stdout().lock(), "{line}");
@@ -460,10 +463,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gen(args) => {
             json = matches!(args.progress, ProgressMode::Json);
+            JSON_ON_STDOUT.store(json, Ordering::Relaxed);
             gen(args)
         }
         Command::Apply(args) => {
             json = matches!(args.progress, ProgressMode::Json);
+            JSON_ON_STDOUT.store(json, Ordering::Relaxed);
             delta_apply::bound_allocator();
             apply(*args)
         }

@@ -251,6 +251,8 @@ fn json_progress_ends_with_the_result() {
     let log = result["log"].as_str().unwrap();
     assert!(p.dir.path().join(log).exists(), "{log}");
     assert!(result["seconds"].as_f64().unwrap() >= 0.0);
+    let peak = result["peak_memory"].as_u64().unwrap();
+    assert!(peak > 1 << 20 && peak < 24 << 20, "{result}");
     assert_eq!(stderr(&out), "");
     p.assert_done();
 }
@@ -413,11 +415,13 @@ fn gen_json_progress_reports_phases_and_ends_with_the_result() {
     let p = Pair::new(1 << 20, "256KiB");
     let out = p.gen(&["-o", "j.delta", "--progress", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Only JSON on stdout, one object a line, so an agent can parse it;
+    // the text summary goes to stderr.
     let lines: Vec<serde_json::Value> = stdout(&out)
         .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
+    assert!(stderr(&out).contains("wrote j.delta"), "{}", stderr(&out));
     let phases: Vec<&str> = lines.iter().filter_map(|v| v["phase"].as_str()).collect();
     for phase in ["indexing", "planning", "encoding", "writing", "checking"] {
         assert!(phases.contains(&phase), "{phase} missing: {phases:?}");
