@@ -115,11 +115,15 @@ pub struct ApplyOptions {
     pub supervisor_config: PathBuf,
     /// Shell command run once the locks are clear, before the commit.
     pub commit_hook: Option<String>,
-    /// Folder of the update logs (None: no log).
+    /// Folder of the update logs (None: no log). Default: the device's
+    /// `/mnt/data/balenahup` for root, else `logs` in the user's state
+    /// folder (`$XDG_STATE_HOME/delta` or `~/.local/state/delta`).
     pub log_dir: Option<PathBuf>,
-    /// Folder of the journal for block-device targets.
+    /// Folder of the journal for block-device targets. Default:
+    /// `/mnt/data/balenahup` for root, else the user's state folder.
     pub state_dir: PathBuf,
-    /// Single-instance lock file.
+    /// Single-instance lock file. Default: `/var/lock/delta-apply.lock`
+    /// for root, else `apply.lock` in the user's state folder.
     pub instance_lock: PathBuf,
     /// Treat the update as a 1.x → 2.x migration even if the delta does not
     /// say so.
@@ -153,8 +157,54 @@ pub struct ApplyOptions {
     pub device_zeroing: bool,
 }
 
+/// Where an apply keeps its journal, update logs and instance lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Places {
+    state: PathBuf,
+    logs: PathBuf,
+    instance_lock: PathBuf,
+}
+
+impl Places {
+    /// The device's paths for root (balenaOS: `/mnt/data/balenahup` and
+    /// `/var/lock`); for any other user, the user's state folder
+    /// (`$XDG_STATE_HOME/delta`, else `~/.local/state/delta`), so that
+    /// `delta apply old.img update.delta -o new.img` works without
+    /// privileges.
+    fn for_this_user() -> Places {
+        let device = Places {
+            state: "/mnt/data/balenahup".into(),
+            logs: "/mnt/data/balenahup".into(),
+            instance_lock: "/var/lock/delta-apply.lock".into(),
+        };
+        if rustix::process::geteuid().is_root() {
+            return device;
+        }
+        let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+        let state_home = std::env::var_os("XDG_STATE_HOME")
+            .and_then(absolute)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .and_then(absolute)
+                    .map(|h| h.join(".local/state"))
+            });
+        match state_home {
+            Some(home) => {
+                let base = home.join("delta");
+                Places {
+                    state: base.clone(),
+                    logs: base.join("logs"),
+                    instance_lock: base.join("apply.lock"),
+                }
+            }
+            None => device,
+        }
+    }
+}
+
 impl Default for ApplyOptions {
     fn default() -> Self {
+        let places = Places::for_this_user();
         ApplyOptions {
             memory_limit: delta_core::DEFAULT_MAX_MEMORY,
             verify_source: false,
@@ -164,9 +214,9 @@ impl Default for ApplyOptions {
             override_lock: false,
             supervisor_config: "/tmp/balena-supervisor/target-state-config".into(),
             commit_hook: None,
-            log_dir: Some("/mnt/data/balenahup".into()),
-            state_dir: "/mnt/data/balenahup".into(),
-            instance_lock: "/var/lock/delta-apply.lock".into(),
+            log_dir: Some(places.logs),
+            state_dir: places.state,
+            instance_lock: places.instance_lock,
             migration: false,
             data_dir: "/mnt/data/resin-data".into(),
             data_limit: delta_datacheck::DEFAULT_LIMIT,

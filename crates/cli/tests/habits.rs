@@ -592,3 +592,76 @@ fn printed_durations_read_as_people_write_them() {
         "{log}"
     );
 }
+
+/// The README's apply command, with no path options, works for a user
+/// who is not root: journal, update log and instance lock go to the
+/// user's state folder (`~/.local/state/delta`), not to the device's
+/// `/mnt/data` and `/var/lock`. As root the test runs itself as `nobody`
+/// through `setpriv` (and fails where setpriv is missing).
+#[test]
+fn the_readme_apply_works_as_a_user_who_is_not_root() {
+    const CHILD: &str = "DELTA_TEST_NOT_ROOT_DIR";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        apply_with_defaults(&PathBuf::from(dir));
+        return;
+    }
+    let p = Pair::new(1 << 20, "256KiB");
+    let dir = p.dir.path();
+    assert!(p.gen(&["-o", "update.delta"]).status.success());
+    let home = dir.join("home");
+    std::fs::create_dir(&home).unwrap();
+    if !rustix::process::geteuid().is_root() {
+        apply_with_defaults(dir);
+        p.assert_done();
+        return;
+    }
+    assert!(
+        Command::new("setpriv").arg("--version").output().is_ok(),
+        "running as root and setpriv is missing: install util-linux"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for folder in [dir, &home] {
+        std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let me = std::env::current_exe().unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&me)
+        .args([
+            "--exact",
+            "the_readme_apply_works_as_a_user_who_is_not_root",
+        ])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(CHILD, dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && stdout(&out).contains("1 passed"),
+        "as nobody:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    p.assert_done();
+}
+
+/// `delta apply old.img update.delta -o out.img` in `dir`, with `HOME` at
+/// `dir/home` and no other setting.
+fn apply_with_defaults(dir: &std::path::Path) {
+    let home = dir.join("home");
+    let out = Command::new(DELTA)
+        .current_dir(dir)
+        .env_clear()
+        .env("HOME", &home)
+        .args(["apply", "old.img", "update.delta", "-o", "out.img"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let state = home.join(".local/state/delta");
+    assert!(
+        state.join("apply.lock").is_file(),
+        "no instance lock in {}",
+        state.display()
+    );
+    let logs = std::fs::read_dir(state.join("logs")).unwrap().count();
+    assert_eq!(logs, 1, "one update log");
+}
