@@ -119,6 +119,9 @@ pub struct ApplyOptions {
     /// `/mnt/data/balenahup` for root, else `logs` in the user's state
     /// folder (`$XDG_STATE_HOME/delta` or `~/.local/state/delta`).
     pub log_dir: Option<PathBuf>,
+    /// Update logs kept in `log_dir`, this run's counted: older ones are
+    /// removed when a run starts (default 10).
+    pub keep_logs: usize,
     /// Folder of the journal for block-device targets. Default:
     /// `/mnt/data/balenahup` for root, else the user's state folder.
     pub state_dir: PathBuf,
@@ -215,6 +218,7 @@ impl Default for ApplyOptions {
             supervisor_config: "/tmp/balena-supervisor/target-state-config".into(),
             commit_hook: None,
             log_dir: Some(places.logs),
+            keep_logs: 10,
             state_dir: places.state,
             instance_lock: places.instance_lock,
             migration: false,
@@ -339,7 +343,7 @@ impl Applier {
     ) -> Result<Outcome> {
         let _instance = locks::InstanceLock::acquire(&self.options.instance_lock)?;
         let (log, warning) = match &self.options.log_dir {
-            Some(dir) => log::UpdateLog::open(dir),
+            Some(dir) => log::UpdateLog::open(dir, self.options.keep_logs),
             None => (log::UpdateLog::disabled(), None),
         };
         let mut report = Reporter::new(&mut self.progress, log);

@@ -17,9 +17,11 @@ pub struct UpdateLog {
 
 impl UpdateLog {
     /// Opens `dir/delta-apply.YYYYmmdd_HHMMSS.PID.log` (UTC), always a new
-    /// file (`O_EXCL`, `.1`, `.2`... added when the name is taken); on failure
-    /// returns a log that drops lines and the warning to show.
-    pub fn open(dir: &Path) -> (UpdateLog, Option<String>) {
+    /// file (`O_EXCL`, `.1`, `.2`... added when the name is taken), and
+    /// removes the oldest update logs there past the newest `keep` (this
+    /// one counted); on failure returns a log that drops lines and the
+    /// warning to show.
+    pub fn open(dir: &Path, keep: usize) -> (UpdateLog, Option<String>) {
         let stamp = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();
         let opened = std::fs::create_dir_all(dir).and_then(|()| create_fresh(dir, &stamp));
         match opened {
@@ -28,7 +30,9 @@ impl UpdateLog {
                     file: Some(file),
                     path: Some(path),
                 },
-                None,
+                remove_old_logs(dir, keep.max(1))
+                    .err()
+                    .map(|e| format!("cannot remove old update logs in {}: {e}", dir.display())),
             ),
             Err(e) => (
                 UpdateLog::disabled(),
@@ -93,6 +97,28 @@ fn create_fresh(dir: &Path, stamp: &str) -> std::io::Result<(File, PathBuf)> {
     Err(last.unwrap_or_else(|| std::io::ErrorKind::AlreadyExists.into()))
 }
 
+/// Removes the update logs of `dir` (regular files named
+/// `delta-apply.*.log`; nothing else is touched) but the newest `keep`:
+/// their names start with the time they were made, so they sort by age.
+fn remove_old_logs(dir: &Path, keep: usize) -> std::io::Result<()> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.starts_with("delta-apply.")
+                && name.ends_with(".log")
+                && entry.file_type().is_ok_and(|t| t.is_file())
+        })
+        .map(|entry| entry.path())
+        .collect();
+    logs.sort();
+    let old = logs.len().saturating_sub(keep);
+    for path in &logs[..old] {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
+}
+
 /// A duration as people read it: "850 ms", "2.0 s", "1 min 3 s",
 /// "2 h 5 min"; the one format of durations in logs, errors and the CLI.
 pub fn duration(d: Duration) -> String {
@@ -121,6 +147,48 @@ mod tests {
         assert_eq!(duration(ms(59_940)), "59.9 s");
         assert_eq!(duration(ms(63_400)), "1 min 3 s");
         assert_eq!(duration(Duration::from_secs(7500)), "2 h 5 min");
+    }
+
+    /// balenahup keeps its logs; we keep the newest few: 180 piled up in
+    /// one folder before.
+    #[test]
+    fn old_update_logs_past_the_newest_kept_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for day in 10..25 {
+            std::fs::write(
+                d.join(format!("delta-apply.202601{day}_000000.7.log")),
+                b"x",
+            )
+            .unwrap();
+        }
+        std::fs::write(d.join("notes.log"), b"mine").unwrap();
+        std::fs::create_dir(d.join("delta-apply.20250101_000000.1.log")).unwrap();
+        std::os::unix::fs::symlink("notes.log", d.join("delta-apply.20250102_000000.1.log"))
+            .unwrap();
+        let (log, warning) = UpdateLog::open(d, 5);
+        assert_eq!(warning, None);
+        let mut logs: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        logs.sort();
+        let mut expected: Vec<String> = (21..25)
+            .map(|day| format!("delta-apply.202601{day}_000000.7.log"))
+            .collect();
+        expected.extend([
+            "delta-apply.20250101_000000.1.log".into(),
+            "delta-apply.20250102_000000.1.log".into(),
+            log.path()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+            "notes.log".into(),
+        ]);
+        expected.sort();
+        assert_eq!(logs, expected);
     }
 
     #[test]

@@ -340,6 +340,9 @@ struct ApplyArgs {
     /// Folder of the update log (delta-apply.YYYYmmdd_HHMMSS.PID.log, one per run).
     #[arg(long, default_value_os_t = defaults().log_dir.expect("a default log folder"))]
     log_dir: PathBuf,
+    /// Update logs kept in the log folder, this run's counted: older ones are removed as a run starts.
+    #[arg(long, default_value_t = defaults().keep_logs)]
+    keep_logs: usize,
     /// Write no update log.
     #[arg(long)]
     no_log: bool,
@@ -761,6 +764,7 @@ impl ApplyArgs {
             supervisor_config: self.supervisor_config.clone(),
             commit_hook: self.commit_hook.clone(),
             log_dir: (!self.no_log).then(|| self.log_dir.clone()),
+            keep_logs: self.keep_logs,
             state_dir: self.state_dir.clone(),
             instance_lock: self.instance_lock.clone(),
             migration: self.migration,
