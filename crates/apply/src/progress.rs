@@ -73,7 +73,8 @@ pub(crate) struct Reporter<'a> {
     step_started: Instant,
     /// When bytes were last reported.
     last_bytes: Instant,
-    /// The bytes done and total last reported.
+    /// The current step's bytes done and total, as last told (reported
+    /// or not): a report of received bytes carries them.
     last: (u64, u64),
     /// Bytes of the delta received and its length.
     received: Option<(u64, u64)>,
@@ -140,6 +141,7 @@ impl<'a> Reporter<'a> {
     /// Reports bytes done in the current step, at most every
     /// [`PROGRESS_EVERY`].
     pub(crate) fn bytes(&mut self, done: u64, total: u64) {
+        self.last = (done, total);
         if self.last_bytes.elapsed() >= PROGRESS_EVERY {
             self.report(self.step, done, total, None);
         }

@@ -631,14 +631,50 @@ fn progress_mode(mode: ProgressMode) -> ProgressMode {
 
 fn progress_bar() -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
+    bar.set_style(bar_style(true));
     bar
+}
+
+/// A bar with bytes done of a total, or (`counting` false: a step with
+/// no bytes to count, such as a lock wait) the step and the time spent.
+fn bar_style(counting: bool) -> indicatif::ProgressStyle {
+    let template = if counting {
+        "{msg:28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{msg} ({elapsed})"
+    };
+    indicatif::ProgressStyle::with_template(template)
+        .expect("a valid template")
+        .progress_chars("=> ")
+}
+
+/// Shows an apply's progress on the bar: the step, what it waits on, the
+/// bytes of the delta received while it is still arriving, and the bytes
+/// done of the step's total (never past it; no bar for a step without
+/// bytes).
+fn show_apply_progress(bar: &indicatif::ProgressBar, counting: &mut bool, p: &Progress) {
+    use indicatif::HumanBytes;
+    let mut message = p.step.label().to_string();
+    if let Some(detail) = &p.message {
+        message = format!("{message}: {detail}");
+    }
+    if let (Some(received), Some(len)) = (p.delta_received, p.delta_len) {
+        if received < len {
+            message = format!(
+                "{message}, received {}/{}",
+                HumanBytes(received),
+                HumanBytes(len)
+            );
+        }
+    }
+    let counts = p.bytes_total > 0;
+    if counts != *counting {
+        bar.set_style(bar_style(counts));
+        *counting = counts;
+    }
+    bar.set_message(message);
+    bar.set_length(p.bytes_total);
+    bar.set_position(p.bytes_done.min(p.bytes_total));
 }
 
 /// The generator's progress callback for `mode`, and the bar it drives.
@@ -652,10 +688,19 @@ fn gen_progress(
         ProgressMode::Bar => {
             let bar = progress_bar();
             let handle = bar.clone();
+            let counting = Mutex::new(true);
             let callback = move |p: &GenProgress| {
+                let counts = p.bytes_total > 0;
+                let mut was = counting
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if counts != *was {
+                    handle.set_style(bar_style(counts));
+                    *was = counts;
+                }
                 handle.set_message(p.phase.name());
                 handle.set_length(p.bytes_total);
-                handle.set_position(p.bytes_done);
+                handle.set_position(p.bytes_done.min(p.bytes_total));
             };
             (Some(Arc::new(callback)), Some(bar))
         }
@@ -810,10 +855,9 @@ fn apply(args: ApplyArgs) -> Result<(), Failure> {
         ProgressMode::Bar => {
             let bar = progress_bar();
             let handle = bar.clone();
+            let mut counting = true;
             applier = applier.on_progress(move |p: &Progress| {
-                handle.set_message(p.step.label());
-                handle.set_length(p.bytes_total);
-                handle.set_position(p.bytes_done);
+                show_apply_progress(&handle, &mut counting, p);
             });
             Some(bar)
         }

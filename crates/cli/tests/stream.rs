@@ -913,3 +913,74 @@ fn sigterm_while_a_download_waits_to_retry_cancels_at_once() {
     assert_eq!(server.requests().len(), 1, "{:?}", server.requests());
     f.assert_not_committed();
 }
+
+/// A delta streamed through a slow pipe (about 300 KiB/s), as a device
+/// downloads it: `--progress json` sends an event at least every second
+/// while bytes arrive, never reports more done than total, walks the steps
+/// in order, and shows both the bytes received and the bytes written
+/// moving.
+#[test]
+fn streamed_progress_never_looks_stuck() {
+    let f = Fixture::new(6 << 20, 41);
+    let delta = f.delta();
+    assert!(delta.len() > 1 << 20, "a delta this small streams too fast");
+    let mut child = f.spawn_apply("-", &["--progress", "json"], Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for chunk in delta.chunks(16 << 10) {
+            stdin.write_all(chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Instant::now()
+    });
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let events: Vec<(Instant, serde_json::Value)> = stdout
+        .lines()
+        .map(|line| {
+            let line = line.unwrap();
+            let value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            (Instant::now(), value)
+        })
+        .collect();
+    let last_byte = writer.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    f.assert_done();
+
+    let progress: Vec<&(Instant, serde_json::Value)> = events
+        .iter()
+        .filter(|(_, v)| v.get("step").is_some())
+        .collect();
+    for pair in progress.windows(2) {
+        let (at, _) = pair[0];
+        let (next, value) = pair[1];
+        if *next <= last_byte {
+            let gap = *next - *at;
+            assert!(
+                gap <= Duration::from_secs(1),
+                "{gap:?} without an event before {value}"
+            );
+        }
+    }
+    let order = ["preparing", "applying", "verifying", "committing", "done"];
+    let mut seen: Vec<&str> = Vec::new();
+    for (_, v) in &progress {
+        assert!(v["bytes_done"].as_u64() <= v["bytes_total"].as_u64(), "{v}");
+        let step = v["step"].as_str().unwrap();
+        if seen.last() != Some(&step) {
+            seen.push(step);
+        }
+    }
+    assert_eq!(seen, order, "steps out of order or missing");
+    let applying: Vec<&serde_json::Value> = progress
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["step"] == "applying")
+        .collect();
+    let moved = |key: &str| {
+        let values: Vec<u64> = applying.iter().filter_map(|v| v[key].as_u64()).collect();
+        values.windows(2).filter(|w| w[1] > w[0]).count()
+    };
+    assert!(moved("delta_received") >= 3, "bytes received did not move");
+    assert!(moved("bytes_done") >= 3, "bytes written did not move");
+    assert!(events.last().unwrap().1.get("result").is_some());
+}
