@@ -660,11 +660,17 @@ fn check_deflate_segment(data: &[u8]) {
         own = made;
         &own[..]
     };
-    // More than any deflate stream of the content (15-bit codes at worst).
-    let most = 2 * content.len() + 1024;
-    let rebuilt = Sandboxed::default()
-        .rebuild_at_most(content, corrections, most)
-        .ok();
+    // Hostile corrections are rebuilt as the device's applier does, in a
+    // bounded child process; preflate's own are rebuilt in this process
+    // (a fork per input would slow the fuzzer down a hundredfold).
+    let sandbox = Sandboxed::default();
+    let rebuilt = if hostile {
+        // More than any deflate stream of the content (15-bit codes at worst).
+        let most = 2 * content.len() + 1024;
+        sandbox.rebuild_at_most(content, corrections, most).ok()
+    } else {
+        delta_core::rebuild(content, corrections).ok()
+    };
     let stream_len = rebuilt.as_ref().map_or(1, Vec::len);
     let Some(frame) = compress(content, &[]) else {
         return;
@@ -695,7 +701,12 @@ fn check_deflate_segment(data: &[u8]) {
         max_memory: 64 << 20,
         ..tight_limits()
     };
-    if let Ok(out) = apply_slice(OLD, &delta, &limits) {
+    let applied = if hostile {
+        apply_slice(OLD, &delta, &limits)
+    } else {
+        delta_core::apply_slice(OLD, &delta, &limits)
+    };
+    if let Ok(out) = applied {
         assert!(
             rebuilt.is_some(),
             "accepted a stream the re-deflater refused"

@@ -43,7 +43,7 @@ pub struct Budget {
 
 /// Fixed memory of a rebuild: preflate's hash chains and tables (measured
 /// 1.0 MiB) and the allocator's slack, with room to spare.
-const BASE_MEMORY: u64 = 16 << 20;
+const BASE_MEMORY: u64 = 8 << 20;
 /// Memory per byte of content: preflate's copy of it, and its tokens
 /// (measured 4.6 bytes a byte on changelogs).
 const MEMORY_PER_RAW: u64 = 8;
