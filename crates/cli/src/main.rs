@@ -189,9 +189,13 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff) on stdout: `delta man | man -l -`.
+    /// Print the manual page (roff) on stdout: `delta man | man -l -`; with --dir, write it and the subcommands' pages it names (delta-gen.1, ...) there, e.g. /usr/local/share/man/man1.
     #[command(alias = "manpage")]
-    Man,
+    Man {
+        /// Write delta.1 and a page per subcommand into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Generate, apply and verify OLD to NEW in a temporary folder; print sizes, ratio and times.
     Roundtrip {
         /// The old image.
@@ -313,7 +317,7 @@ struct ApplyArgs {
     /// The target, overwritten: a file (written as OUT.partial, renamed over OUT when verified) or the inactive partition's block device.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
-    /// Most memory the apply may take, in all (bytes or units): a delta needing more (its buffers plus the applier's fixed 12 MiB) is refused before anything is written.
+    /// Most memory the apply may take, in all (bytes or units): a delta needing more (its buffers plus the applier's fixed 10 MiB) is refused before anything is written.
     #[arg(long = "max-memory", alias = "memory-limit", value_parser = parse_size, default_value_t = defaults().memory_limit)]
     memory_limit: u64,
     /// Largest new image written to a file target (bytes or units); a block device target is bounded by its size.
@@ -496,9 +500,15 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "delta", &mut std::io::stdout());
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .map_err(Failure::from),
+        // Without `help`, as `generate_to` writes them: the page names
+        // only subcommands that have a page.
+        Command::Man { dir: None } => {
+            clap_mangen::Man::new(Cli::command().disable_help_subcommand(true))
+                .render(&mut std::io::stdout())
+                .map_err(Failure::from)
+        }
+        Command::Man { dir: Some(dir) } => clap_mangen::generate_to(Cli::command(), &dir)
+            .map_err(|e| Failure::new(format!("write manual pages in {}: {e}", dir.display()), 1)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

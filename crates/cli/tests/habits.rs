@@ -483,6 +483,24 @@ fn completions_and_man_page_name_the_subcommands() {
     for sub in ["gen", "apply", "completions", "check\\-data"] {
         assert!(page.contains(sub), "man page lacks {sub}");
     }
+    // The pages the main page names (delta-gen(1), ...) exist: `--dir`
+    // writes them all.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(DELTA)
+        .arg("man")
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for named in page.lines().filter_map(|l| l.strip_suffix("(1)")) {
+        let file = format!("{}.1", named.replace("\\-", "-"));
+        let text = std::fs::read_to_string(dir.path().join(&file))
+            .unwrap_or_else(|e| panic!("{file}, named by the main page: {e}"));
+        assert!(text.contains(".TH"), "{file}");
+    }
+    assert!(dir.path().join("delta.1").is_file());
+    assert!(dir.path().join("delta-apply.1").is_file());
 }
 
 #[test]
