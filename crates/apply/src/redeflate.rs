@@ -5,39 +5,45 @@
 //! and it is not hardened against hostile corrections: on some, its block
 //! loop never ends while its memory grows (a 14.7 KB delta took 3.3 GB in
 //! 3.5 minutes). Its loops cannot be reached from outside the crate, so the
-//! applier runs each rebuild in a forked child ([`Sandboxed`]) and bounds
-//! the child instead:
+//! applier runs the rebuilds in a forked worker process ([`Sandboxed`]) and
+//! bounds the worker instead, for each rebuild:
 //!
-//! - **memory**: the child's address space may grow by [`Budget::memory`]
-//!   past what it shares with the applier at the fork (`RLIMIT_AS`); past
-//!   it an allocation fails and the child ends;
+//! - **memory**: the worker's address space may grow by [`Budget::memory`]
+//!   past what it has mapped when the rebuild starts (`RLIMIT_AS`); past it
+//!   an allocation fails and the worker ends;
 //! - **CPU**: at most [`Budget::cpu_seconds`] of CPU (`RLIMIT_CPU`), a
 //!   stated multiple of the content's length;
-//! - **output**: the stream comes back through a pipe, and the applier
-//!   stops the child as soon as it sends more than the segment states;
+//! - **output**: the applier reads at most the stream length the segment
+//!   states, and stops the worker when it says it has more;
 //! - **time and cancels**: the applier looks every 100 ms, and kills the
-//!   child at a cancel or past a wall-clock deadline of four times its
+//!   worker at a cancel or past a wall-clock deadline of four times its
 //!   CPU budget.
 //!
-//! The child shares the applier's pages copy-on-write: the content and the
-//! corrections are not copied, and the child's own memory is preflate's.
-//! One fork per deflate segment costs about 0.1 ms here.
+//! One worker serves the deflate segments of an apply, and the segments
+//! of other kinds between them up to [`WORKER_ROOM`] of buffers: a fork
+//! costs 1-3 ms on some machines, and a fork per gzip file made an apply
+//! of an OS image 1.4 times slower. A segment needing more ends the worker
+//! ([`Redeflate::idle`]), so that it never holds memory beside the largest
+//! segments; between rebuilds it gives its free heap back. It is forked
+//! from the applier, so its resident memory counts the pages it shares
+//! with it; it reports what it adds beyond them ([`Sandboxed::peak_memory`]).
 
 use delta_core::{first_line, Redeflate};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::process::{kill_process, waitpid, Pid, Resource, Rlimit, Signal, WaitOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Limits of one rebuild, from the lengths of its content and stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
-    /// Bytes the child's address space may grow by.
+    /// Bytes the worker's address space may grow by.
     pub memory: u64,
-    /// CPU seconds the child may use.
+    /// CPU seconds the rebuild may use.
     pub cpu_seconds: u64,
 }
 
@@ -48,7 +54,7 @@ const BASE_MEMORY: u64 = 8 << 20;
 /// (measured 4.6 bytes a byte on changelogs).
 const MEMORY_PER_RAW: u64 = 8;
 /// Memory per byte of stream: its output buffer (twice the stream at
-/// worst, as it grows) and the pipe's copy.
+/// worst, as it grows) and the socket's copy.
 const MEMORY_PER_STREAM: u64 = 4;
 /// Content one CPU second must rebuild: preflate does about 25 MB/s of
 /// content here, and a device's core is 3-5 times slower, so this is
@@ -56,9 +62,14 @@ const MEMORY_PER_STREAM: u64 = 4;
 const RAW_PER_CPU_SECOND: u64 = 256 << 10;
 /// CPU seconds every rebuild may take (`RLIMIT_CPU` counts whole seconds).
 const BASE_CPU_SECONDS: u64 = 2;
-/// Longest error message the child sends.
+/// Buffers of a segment of another kind that the worker may stay beside
+/// (the copies and small edits between two gzip files); a segment needing
+/// more ends it, so that the worker never holds memory beside the largest
+/// segments, which the applier's memory limit is set by.
+const WORKER_ROOM: u64 = 4 << 20;
+/// Longest error message the worker sends.
 const MAX_MESSAGE: usize = 4096;
-/// How often the applier looks at the child, its deadline and a cancel.
+/// How often the applier looks at the worker, its deadline and a cancel.
 const TICK: Duration = Duration::from_millis(100);
 
 impl Budget {
@@ -73,52 +84,134 @@ impl Budget {
         }
     }
 
-    /// Wall-clock time after which the applier kills the child: the child
-    /// may be waiting for a core.
+    /// Wall-clock time after which the applier kills the worker: it may be
+    /// waiting for a core.
     fn deadline(self) -> Duration {
         Duration::from_secs(4 * self.cpu_seconds + 2)
     }
 }
 
-/// A [`Redeflate`] that runs preflate in a child process with a [`Budget`],
-/// and kills it when `cancel` is set.
-#[derive(Debug, Default)]
+/// What a worker runs: preflate's rebuild, its error as one line.
+fn preflate(raw: &[u8], corrections: &[u8]) -> Result<Vec<u8>, String> {
+    preflate_rs::recreate_whole_deflate_stream(raw, corrections)
+        .map_err(|e| first_line(e.message()).to_string())
+}
+
+/// The rebuild a worker runs.
+type Rebuild = fn(&[u8], &[u8]) -> Result<Vec<u8>, String>;
+
+/// A [`Redeflate`] that runs preflate in a worker process with a
+/// [`Budget`] for each rebuild, and kills it when `cancel` is set.
+#[derive(Debug)]
 pub struct Sandboxed {
     cancel: Option<Arc<AtomicBool>>,
-    /// Highest peak resident memory of a child, in bytes.
+    rebuild: Rebuild,
+    /// The worker serving the current run of deflate segments.
+    worker: Mutex<Option<Worker>>,
+    /// Highest memory of this process and a worker together at the end of
+    /// a rebuild, in bytes.
     peak: AtomicU64,
+    /// The most a worker held of its own between rebuilds, in bytes.
+    residual: AtomicU64,
+}
+
+/// A worker's own memory (beyond the pages it shares with the applier).
+#[derive(Debug, Clone, Copy)]
+struct Own {
+    /// The most it has had.
+    peak: u64,
+    /// What it holds after a rebuild, its heap trimmed.
+    now: u64,
+}
+
+impl Default for Sandboxed {
+    fn default() -> Sandboxed {
+        Sandboxed::running(preflate, None)
+    }
 }
 
 impl Sandboxed {
     /// A sandbox that also stops a rebuild within 100 ms of `cancel` being
     /// set.
     pub fn with_cancel(cancel: Arc<AtomicBool>) -> Sandboxed {
+        Sandboxed::running(preflate, Some(cancel))
+    }
+
+    fn running(rebuild: Rebuild, cancel: Option<Arc<AtomicBool>>) -> Sandboxed {
         Sandboxed {
-            cancel: Some(cancel),
+            cancel,
+            rebuild,
+            worker: Mutex::new(None),
             peak: AtomicU64::new(0),
+            residual: AtomicU64::new(0),
         }
     }
 
-    /// The highest peak resident memory of the children so far, in bytes
-    /// (0 before the first rebuild). A child's resident memory counts the
-    /// applier's pages it shares, so this is about the applier's and the
-    /// child's memory together at that child's peak.
+    /// The peak memory of this process and the worker together while the
+    /// worker lived, in bytes, counted high: at each rebuild, this
+    /// process's resident memory plus the most the worker has had of its
+    /// own; at each other segment, this process's resident memory plus
+    /// that segment's buffers plus what the worker held of its own
+    /// between rebuilds. (This process alone: [`peak_memory_of_self`].)
     pub fn peak_memory(&self) -> u64 {
         self.peak.load(Ordering::Relaxed)
     }
+
+    /// The stream `corrections` rebuild from `raw`, if it is at most
+    /// `most` bytes long, within the [`Budget`] of those lengths.
+    ///
+    /// # Errors
+    /// One line saying what failed or which limit stopped the rebuild.
+    pub fn rebuild_at_most(
+        &self,
+        raw: &[u8],
+        corrections: &[u8],
+        most: usize,
+    ) -> Result<Vec<u8>, String> {
+        let budget = Budget::of(raw.len(), most);
+        let mut slot = self.worker.lock().unwrap_or_else(|e| e.into_inner());
+        let worker = match slot.take() {
+            Some(worker) => worker,
+            None => Worker::spawn(self.rebuild)?,
+        };
+        let cancel = self.cancel.as_deref();
+        let mut worker = worker;
+        match worker.rebuild(raw, corrections, most, budget, cancel) {
+            Ok((answer, own)) => {
+                let together = proc_status_bytes("VmRSS:").saturating_add(own.peak);
+                self.peak.fetch_max(together, Ordering::Relaxed);
+                self.residual.fetch_max(own.now, Ordering::Relaxed);
+                *slot = Some(worker);
+                answer
+            }
+            Err(stop) => Err(stop.message(worker, budget, most)),
+        }
+    }
+
+    /// Ends the worker, if one is running.
+    pub fn end_worker(&self) {
+        let mut slot = self.worker.lock().unwrap_or_else(|e| e.into_inner());
+        drop(slot.take());
+    }
+}
+
+/// A memory figure of this process from `/proc/self/status` (`VmHWM:`,
+/// `VmRSS:`), in bytes; 0 where `/proc` does not tell.
+fn proc_status_bytes(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
 }
 
 /// This process's peak resident memory (`VmHWM`), in bytes; 0 where
 /// `/proc` does not tell.
 pub fn peak_memory_of_self() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(0)
+    proc_status_bytes("VmHWM:")
 }
 
 impl Redeflate for Sandboxed {
@@ -137,193 +230,351 @@ impl Redeflate for Sandboxed {
         }
         Ok(stream)
     }
-}
 
-impl Sandboxed {
-    /// The stream `corrections` rebuild from `raw`, if it is at most
-    /// `most` bytes long, within the [`Budget`] of those lengths.
-    ///
-    /// # Errors
-    /// One line saying what failed or which limit stopped the rebuild.
-    pub fn rebuild_at_most(
-        &self,
-        raw: &[u8],
-        corrections: &[u8],
-        most: usize,
-    ) -> Result<Vec<u8>, String> {
-        let budget = Budget::of(raw.len(), most);
-        let cancel = self.cancel.as_deref();
-        let (stream, peak) = rebuild_in_child(raw, corrections, most, budget, cancel, preflate)?;
-        self.peak.fetch_max(peak, Ordering::Relaxed);
-        Ok(stream)
+    fn idle(&self, memory: u64) {
+        let slot = self.worker.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            return;
+        }
+        drop(slot);
+        if memory > WORKER_ROOM {
+            self.end_worker();
+        } else {
+            // This segment's buffers come on top of what this process
+            // holds now, beside what the worker holds between rebuilds.
+            let together = proc_status_bytes("VmRSS:")
+                .saturating_add(memory)
+                .saturating_add(self.residual.load(Ordering::Relaxed));
+            self.peak.fetch_max(together, Ordering::Relaxed);
+        }
     }
 }
 
-/// What the child runs: preflate's rebuild, its error as one line.
-fn preflate(raw: &[u8], corrections: &[u8]) -> Result<Vec<u8>, String> {
-    preflate_rs::recreate_whole_deflate_stream(raw, corrections)
-        .map_err(|e| first_line(e.message()).to_string())
-}
-
-/// The rebuild a child runs.
-type Rebuild = fn(&[u8], &[u8]) -> Result<Vec<u8>, String>;
-
-/// What the child sends first: one of these bytes, its peak resident
-/// memory (u64, little-endian), then the stream or a message.
-const HEAD: usize = 9;
+/// What the worker answers first: one of these bytes, the most memory it
+/// has had of its own and what it holds of its own now, after the rebuild
+/// (u64 each, little-endian), the body's length (u64), then the stream or
+/// a message.
+const HEAD: usize = 25;
 const SENT_STREAM: u8 = 0;
 const SENT_ERROR: u8 = 1;
 const SENT_PANIC: u8 = 2;
+/// A request: content length, corrections length, memory budget and CPU
+/// budget (u64 each), then the content and the corrections.
+const REQUEST: usize = 32;
 
-/// Runs `rebuild` in a forked child under `budget`: the stream, of at
-/// most `stream_len` bytes, and the child's peak resident memory.
-fn rebuild_in_child(
-    raw: &[u8],
-    corrections: &[u8],
-    stream_len: usize,
-    budget: Budget,
-    cancel: Option<&AtomicBool>,
-    rebuild: Rebuild,
-) -> Result<(Vec<u8>, u64), String> {
-    let (mut from_child, to_child) =
-        std::io::pipe().map_err(|e| format!("cannot make a pipe for the re-deflater: {e}"))?;
-    let child = Child::fork(|| run_child(raw, corrections, budget, rebuild, to_child))?;
-    let too_long =
-        || format!("the corrections rebuild more than the {stream_len} stream bytes stated");
-    let mut received = Vec::new();
-    let most = HEAD + stream_len.max(MAX_MESSAGE);
-    let started = Instant::now();
-    let mut chunk = vec![0u8; 64 << 10];
-    loop {
-        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err("cancelled while re-deflating".into());
-        }
-        if started.elapsed() > budget.deadline() {
-            return Err(format!(
+/// Why a rebuild got no answer.
+#[derive(Debug)]
+enum Stop {
+    Cancelled,
+    Deadline,
+    TooLong,
+    /// The worker hung up: it ended (a limit), or the socket failed.
+    Lost(std::io::Error),
+}
+
+impl Stop {
+    /// The message of a rebuild that `worker` did not answer (it is ended
+    /// here: after a stop its state is not known).
+    fn message(self, worker: Worker, budget: Budget, most: usize) -> String {
+        match self {
+            Stop::Cancelled => "cancelled while re-deflating".into(),
+            Stop::Deadline => format!(
                 "the re-deflater took more than {} s; the corrections are damaged",
                 budget.deadline().as_secs()
-            ));
-        }
-        let mut fds = [PollFd::new(&from_child, PollFlags::IN)];
-        let tick = Timespec::try_from(TICK).expect("100 ms is a timespec");
-        match poll(&mut fds, Some(&tick)) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(format!("waiting for the re-deflater: {e}")),
-        }
-        let n = match from_child.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading from the re-deflater: {e}")),
-        };
-        if n == 0 {
-            break;
-        }
-        if received.len() + n > most {
-            return Err(too_long());
-        }
-        if received.is_empty() {
-            received.reserve_exact(most.min(HEAD + stream_len));
-        }
-        received.extend_from_slice(&chunk[..n]);
-    }
-    let ended = child.wait(budget)?;
-    let (what, peak) = match received.get(..HEAD) {
-        Some(head) => {
-            let peak = u64::from_le_bytes(head[1..HEAD].try_into().expect("8 bytes"));
-            (head[0], peak)
-        }
-        None => {
-            return Err(ended
-                .err()
-                .unwrap_or_else(|| "the re-deflater ended without sending a stream".to_string()))
-        }
-    };
-    let body = &received[HEAD..];
-    match what {
-        SENT_STREAM if ended.is_ok() => {
-            if body.len() > stream_len {
-                return Err(too_long());
+            ),
+            Stop::TooLong => {
+                format!("the corrections rebuild more than the {most} stream bytes stated")
             }
-            received.drain(..HEAD);
-            Ok((received, peak))
+            Stop::Lost(e) => worker
+                .end_status(budget)
+                .unwrap_or_else(|| format!("the re-deflater stopped answering: {e}")),
         }
-        SENT_ERROR => Err(format!(
-            "the corrections do not rebuild it: {}",
-            String::from_utf8_lossy(body)
-        )),
-        SENT_PANIC => {
-            Err("the corrections do not rebuild it (the re-deflater failed a check)".into())
-        }
-        _ => Err(ended
-            .err()
-            .unwrap_or_else(|| "the re-deflater sent an unknown answer".to_string())),
     }
 }
 
-/// The child's side: limits itself, rebuilds, sends the outcome, exits.
-fn run_child(
-    raw: &[u8],
-    corrections: &[u8],
-    budget: Budget,
-    rebuild: Rebuild,
-    mut out: std::io::PipeWriter,
-) {
-    // Nothing the child meets reaches the applier's terminal: not a panic
-    // message, nor the allocator's message when the limit is reached.
+/// A worker process and the applier's end of its socket (non-blocking).
+#[derive(Debug)]
+struct Worker {
+    child: Child,
+    socket: UnixStream,
+}
+
+impl Worker {
+    /// Forks a worker serving rebuilds with `rebuild`.
+    fn spawn(rebuild: Rebuild) -> Result<Worker, String> {
+        let (socket, theirs) = UnixStream::pair()
+            .map_err(|e| format!("cannot make a socket for the re-deflater: {e}"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot set up the re-deflater's socket: {e}"))?;
+        // The worker closes the applier's end (so that it sees the
+        // applier hang up); the applier closes the worker's end when the
+        // closure is dropped.
+        let mine = std::cell::RefCell::new(Some(socket));
+        let ours = &mine;
+        let child = Child::fork(move || {
+            drop(ours.borrow_mut().take());
+            serve(theirs, rebuild)
+        })?;
+        let socket = mine.into_inner().expect("the applier keeps its end");
+        Ok(Worker { child, socket })
+    }
+
+    /// Sends one rebuild and reads its answer: the worker's outcome and its
+    /// own memory.
+    #[allow(clippy::type_complexity)]
+    fn rebuild(
+        &mut self,
+        raw: &[u8],
+        corrections: &[u8],
+        most: usize,
+        budget: Budget,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<(Result<Vec<u8>, String>, Own), Stop> {
+        let deadline = Instant::now() + budget.deadline();
+        let mut request = Vec::with_capacity(REQUEST);
+        for n in [
+            raw.len() as u64,
+            corrections.len() as u64,
+            budget.memory,
+            budget.cpu_seconds,
+        ] {
+            request.extend_from_slice(&n.to_le_bytes());
+        }
+        let mut io = Io {
+            socket: &mut self.socket,
+            deadline,
+            cancel,
+        };
+        for part in [&request[..], raw, corrections] {
+            io.send(part)?;
+        }
+        let mut head = [0u8; HEAD];
+        io.receive(&mut head)?;
+        let field = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"));
+        let own = Own {
+            peak: field(1),
+            now: field(9),
+        };
+        let len = field(17);
+        let allowed = if head[0] == SENT_STREAM {
+            most
+        } else {
+            MAX_MESSAGE
+        };
+        if len > allowed as u64 {
+            return Err(Stop::TooLong);
+        }
+        let mut body = vec![0u8; len as usize];
+        io.receive(&mut body)?;
+        let answer = match head[0] {
+            SENT_STREAM => Ok(body),
+            SENT_ERROR => Err(format!(
+                "the corrections do not rebuild it: {}",
+                String::from_utf8_lossy(&body)
+            )),
+            SENT_PANIC => {
+                Err("the corrections do not rebuild it (the re-deflater failed a check)".into())
+            }
+            other => Err(format!("the re-deflater sent an unknown answer {other}")),
+        };
+        Ok((answer, own))
+    }
+
+    /// How the worker ended, once it has hung up: which limit stopped it.
+    fn end_status(mut self, budget: Budget) -> Option<String> {
+        let status = self.child.wait()?;
+        if status.exited() {
+            return None;
+        }
+        let signal = status.terminating_signal().unwrap_or(0);
+        Some(if signal == libc::SIGXCPU || signal == libc::SIGKILL {
+            format!(
+                "the re-deflater used its {} s of CPU; the corrections are damaged",
+                budget.cpu_seconds
+            )
+        } else if signal == libc::SIGABRT || signal == libc::SIGSEGV {
+            format!(
+                "the re-deflater ran out of its {} MiB of memory; the corrections are damaged",
+                budget.memory >> 20
+            )
+        } else {
+            format!("the re-deflater was stopped by signal {signal}")
+        })
+    }
+}
+
+/// The applier's side of one exchange: sends and receives on the
+/// non-blocking socket, looking at the deadline and the cancel flag every
+/// [`TICK`].
+struct Io<'a> {
+    socket: &'a mut UnixStream,
+    deadline: Instant,
+    cancel: Option<&'a AtomicBool>,
+}
+
+impl Io<'_> {
+    /// Waits until the socket is ready for `flags`, or a stop.
+    fn wait(&self, flags: PollFlags) -> Result<(), Stop> {
+        loop {
+            if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(Stop::Cancelled);
+            }
+            if Instant::now() > self.deadline {
+                return Err(Stop::Deadline);
+            }
+            let mut fds = [PollFd::new(&*self.socket, flags)];
+            let tick = Timespec::try_from(TICK).expect("100 ms is a timespec");
+            match poll(&mut fds, Some(&tick)) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(Stop::Lost(e.into())),
+            }
+        }
+    }
+
+    fn send(&mut self, mut bytes: &[u8]) -> Result<(), Stop> {
+        while !bytes.is_empty() {
+            self.wait(PollFlags::OUT)?;
+            // MSG_NOSIGNAL: a worker that died is an error, not a SIGPIPE
+            // that would end the host process.
+            match rustix::net::send(&*self.socket, bytes, rustix::net::SendFlags::NOSIGNAL) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Stop::Lost(e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self, mut into: &mut [u8]) -> Result<(), Stop> {
+        while !into.is_empty() {
+            self.wait(PollFlags::IN)?;
+            match self.socket.read(into) {
+                Ok(0) => {
+                    return Err(Stop::Lost(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(n) => into = &mut into[n..],
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(Stop::Lost(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The worker: answers rebuilds until the applier hangs up, each under
+/// its budget's limits.
+fn serve(mut socket: UnixStream, rebuild: Rebuild) {
+    // Nothing the worker meets reaches the applier's terminal: not a panic
+    // message, nor the allocator's message when a limit is reached.
     std::panic::set_hook(Box::new(|_| {}));
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = rustix::stdio::dup2_stderr(null.as_fd());
     }
-    let mapped = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|pages| pages * rustix::param::page_size() as u64);
-    let Some(mapped) = mapped else {
-        let _ = out.write_all(&head(SENT_ERROR));
-        let _ = out.write_all(b"cannot read /proc/self/statm to limit the re-deflater");
-        return;
-    };
-    let limit = |resource, value: u64| {
-        let value = Some(value);
+    let shared = proc_status_bytes("VmRSS:");
+    loop {
+        let mut request = [0u8; REQUEST];
+        if socket.read_exact(&mut request).is_err() {
+            return;
+        }
+        let field =
+            |i: usize| u64::from_le_bytes(request[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let (raw_len, corrections_len) = (field(0) as usize, field(1) as usize);
+        let budget = Budget {
+            memory: field(2),
+            cpu_seconds: field(3),
+        };
+        let mut raw = vec![0u8; raw_len];
+        let mut corrections = vec![0u8; corrections_len];
+        if socket.read_exact(&mut raw).is_err() || socket.read_exact(&mut corrections).is_err() {
+            return;
+        }
+        let answer = match limit(budget) {
+            Ok(()) => std::panic::catch_unwind(|| rebuild(&raw, &corrections))
+                .unwrap_or_else(|_| Err(String::new())),
+            Err(e) => Err(format!("cannot limit the re-deflater: {e}")),
+        };
+        drop((raw, corrections));
+        trim_heap();
+        let own_peak = proc_status_bytes("VmHWM:").saturating_sub(shared);
+        let own_now = proc_status_bytes("VmRSS:").saturating_sub(shared);
+        let (what, body) = match &answer {
+            Ok(stream) => (SENT_STREAM, &stream[..]),
+            Err(message) if message.is_empty() => (SENT_PANIC, &[][..]),
+            Err(message) => (
+                SENT_ERROR,
+                &message.as_bytes()[..message.len().min(MAX_MESSAGE)],
+            ),
+        };
+        let mut head = [what; HEAD];
+        head[1..9].copy_from_slice(&own_peak.to_le_bytes());
+        head[9..17].copy_from_slice(&own_now.to_le_bytes());
+        head[17..25].copy_from_slice(&(body.len() as u64).to_le_bytes());
+        if socket
+            .write_all(&head)
+            .and_then(|()| socket.write_all(body))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Gives the heap's free memory back to the system: the worker holds
+/// little between rebuilds, when the applier may hold its largest buffers.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim takes no pointers; glibc serialises it against
+    // allocations.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Limits the worker for one rebuild: its address space may grow by
+/// `budget.memory` from now, its CPU time by `budget.cpu_seconds`.
+fn limit(budget: Budget) -> std::io::Result<()> {
+    let mapped = std::fs::read_to_string("/proc/self/statm")?
+        .split_whitespace()
+        .next()
+        .and_then(|pages| pages.parse::<u64>().ok())
+        .map(|pages| pages * rustix::param::page_size() as u64)
+        .ok_or_else(|| std::io::Error::other("/proc/self/statm unreadable"))?;
+    let cpu = std::fs::read_to_string("/proc/self/stat")?;
+    // utime and stime, fields 14 and 15, after the command name's ')'.
+    let ticks: u64 = cpu
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum();
+    let used = ticks.div_ceil(rustix::param::clock_ticks_per_second().max(1));
+    for (resource, value) in [
+        (Resource::As, mapped.saturating_add(budget.memory)),
+        (Resource::Cpu, used.saturating_add(budget.cpu_seconds)),
+    ] {
+        let hard = rustix::process::getrlimit(resource).maximum;
+        let soft = hard.map_or(value, |hard| value.min(hard));
         rustix::process::setrlimit(
             resource,
             Rlimit {
-                current: value,
-                maximum: value,
+                current: Some(soft),
+                maximum: hard,
             },
-        )
-    };
-    if let Err(e) = limit(Resource::As, mapped.saturating_add(budget.memory))
-        .and_then(|()| limit(Resource::Cpu, budget.cpu_seconds))
-    {
-        let _ = out.write_all(&head(SENT_ERROR));
-        let _ = write!(out, "cannot limit the re-deflater: {e}");
-        return;
+        )?;
     }
-    let rebuilt = std::panic::catch_unwind(|| rebuild(raw, corrections));
-    let _ = match rebuilt {
-        Ok(Ok(stream)) => out
-            .write_all(&head(SENT_STREAM))
-            .and_then(|()| out.write_all(&stream)),
-        Ok(Err(message)) => {
-            let message = &message.as_bytes()[..message.len().min(MAX_MESSAGE)];
-            out.write_all(&head(SENT_ERROR))
-                .and_then(|()| out.write_all(message))
-        }
-        Err(_) => out.write_all(&head(SENT_PANIC)),
-    };
-}
-
-/// The first bytes the child sends: `what`, and its peak memory so far.
-fn head(what: u8) -> [u8; HEAD] {
-    let mut head = [what; HEAD];
-    head[1..].copy_from_slice(&peak_memory_of_self().to_le_bytes());
-    head
+    Ok(())
 }
 
 /// A forked child, killed and reaped when dropped before [`Child::wait`].
+#[derive(Debug)]
 struct Child {
     pid: Option<Pid>,
 }
@@ -360,36 +611,28 @@ impl Child {
         }
     }
 
-    /// Waits for the child to end (it has closed its pipe): `Ok` when it
-    /// exited, or a message saying which limit stopped it.
-    fn wait(mut self, budget: Budget) -> Result<Result<(), String>, String> {
-        let Some(pid) = self.pid.take() else {
-            return Ok(Err("the re-deflater was not started".into()));
-        };
-        let status = loop {
-            match waitpid(Some(pid), WaitOptions::empty()) {
-                Ok(Some((_, status))) => break status,
-                Ok(None) | Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(format!("waiting for the re-deflater: {e}")),
+    /// Waits for the child to end (it has hung up; one that has not is
+    /// killed first) and returns how it ended.
+    fn wait(&mut self) -> Option<rustix::process::WaitStatus> {
+        let pid = self.pid.take()?;
+        // A worker that hung up has ended or is ending; one stuck half-way
+        // is not waited for.
+        let ended = Instant::now() + Duration::from_secs(1);
+        loop {
+            match waitpid(Some(pid), WaitOptions::NOHANG) {
+                Ok(Some((_, status))) => return Some(status),
+                Ok(None) if Instant::now() < ended => std::thread::sleep(Duration::from_millis(5)),
+                Ok(None) => {
+                    let _ = kill_process(pid, Signal::KILL);
+                    return waitpid(Some(pid), WaitOptions::empty())
+                        .ok()
+                        .flatten()
+                        .map(|(_, s)| s);
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return None,
             }
-        };
-        if status.exited() {
-            return Ok(Ok(()));
         }
-        let signal = status.terminating_signal().unwrap_or(0);
-        Ok(Err(if signal == libc::SIGXCPU || signal == libc::SIGKILL {
-            format!(
-                "the re-deflater used its {} s of CPU; the corrections are damaged",
-                budget.cpu_seconds
-            )
-        } else if signal == libc::SIGABRT || signal == libc::SIGSEGV {
-            format!(
-                "the re-deflater ran out of its {} MiB of memory; the corrections are damaged",
-                budget.memory >> 20
-            )
-        } else {
-            format!("the re-deflater was stopped by signal {signal}")
-        }))
     }
 }
 
@@ -475,29 +718,56 @@ mod tests {
         Ok(vec![7u8; 1 << 20])
     }
 
-    /// A child that never ends is stopped by the CPU limit, one that grows
-    /// without end by the memory limit, and one that sends too much by the
-    /// applier; none takes the test down.
+    /// A worker that never ends is stopped by the CPU limit, one that
+    /// grows without end by the memory limit, and one that sends too much
+    /// by the applier; none takes the test down, and a new worker serves
+    /// the next rebuild.
     #[test]
-    fn the_limits_stop_a_runaway_child() {
-        let budget = Budget {
-            memory: 64 << 20,
-            cpu_seconds: 1,
-        };
-        let err = rebuild_in_child(&[], &[], 10, budget, None, spin).unwrap_err();
+    fn the_limits_stop_a_runaway_worker() {
+        let err = Sandboxed::running(spin, None)
+            .rebuild_at_most(&[], &[], 10)
+            .unwrap_err();
         assert!(err.contains("CPU"), "{err}");
-        let err = rebuild_in_child(&[], &[], 10, budget, None, grow).unwrap_err();
+        let err = Sandboxed::running(grow, None)
+            .rebuild_at_most(&[], &[], 10)
+            .unwrap_err();
         assert!(err.contains("memory"), "{err}");
-        let err = rebuild_in_child(&[], &[], 10, budget, None, endless).unwrap_err();
+        let sandbox = Sandboxed::running(endless, None);
+        let err = sandbox.rebuild_at_most(&[], &[], 10).unwrap_err();
         assert!(err.contains("more than the 10"), "{err}");
+        assert_eq!(
+            sandbox.rebuild_at_most(&[], &[], 1 << 20).unwrap().len(),
+            1 << 20
+        );
+    }
+
+    fn pid(_: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(std::process::id().to_le_bytes().to_vec())
+    }
+
+    /// One worker serves consecutive rebuilds and small segments of other
+    /// kinds between them; a larger one ends it, and the next rebuild forks
+    /// a new one.
+    #[test]
+    fn a_worker_serves_a_run_of_rebuilds_and_ends_when_idle() {
+        let sandbox = Sandboxed::running(pid, None);
+        let first = sandbox.rebuild_at_most(&[1; 100], &[2; 10], 4).unwrap();
+        sandbox.idle(64 << 10);
+        let again = sandbox.rebuild_at_most(&[3; 5000], &[], 4).unwrap();
+        assert_eq!(first, again, "a second worker for the second rebuild");
+        assert_ne!(
+            first,
+            std::process::id().to_le_bytes(),
+            "rebuilt in this process"
+        );
+        sandbox.idle(WORKER_ROOM + 1);
+        let next = sandbox.rebuild_at_most(&[], &[], 4).unwrap();
+        assert_ne!(first, next, "the worker outlived idle()");
+        assert!(sandbox.peak_memory() > 0);
     }
 
     #[test]
-    fn a_cancel_stops_the_child_within_a_tick() {
-        let budget = Budget {
-            memory: 64 << 20,
-            cpu_seconds: 60,
-        };
+    fn a_cancel_stops_the_worker_within_a_tick() {
         let cancel = Arc::new(AtomicBool::new(false));
         let setter = Arc::clone(&cancel);
         let t = std::thread::spawn(move || {
@@ -505,10 +775,12 @@ mod tests {
             setter.store(true, Ordering::Relaxed);
         });
         let started = Instant::now();
-        let err = rebuild_in_child(&[], &[], 10, budget, Some(&cancel), spin).unwrap_err();
+        let err = Sandboxed::running(spin, Some(cancel))
+            .rebuild_at_most(&[], &[], 10)
+            .unwrap_err();
         t.join().unwrap();
         assert!(err.contains("cancelled"), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     /// The corrections of `testdata/regress/deflate_segment/

@@ -94,8 +94,14 @@ impl DeltaStream {
             skipped.map_err(|e| self.error(e))?;
             self.at = seg.payload_offset;
         }
-        // Bounded: payload_len <= apply_memory <= memory_limit.
-        payload.resize(seg.entry.payload_len as usize, 0);
+        // Bounded: payload_len <= apply_memory <= memory_limit. A larger
+        // segment's buffer is given back: what this one does not need
+        // would sit beside its stream, its window or the re-deflater.
+        let len = seg.entry.payload_len as usize;
+        if payload.capacity() > len.saturating_add(1 << 20) {
+            *payload = Vec::new();
+        }
+        payload.resize(len, 0);
         for piece in payload.chunks_mut(READ_PIECE) {
             let read = self.input.read_exact(piece);
             self.log_notes(report);
@@ -519,6 +525,9 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
                 checkpoints.store(&mut writer, i as u64 + 1, 0)?;
             }
         }
+        // The re-deflater's worker, if the last segments were deflate
+        // segments, is not needed past them.
+        self.sandbox.end_worker();
         let (digest, stats) = writer.finish().map_err(|e| io("write", e))?;
         self.delta.check_end()?;
         self.report.log.line(format!(

@@ -113,6 +113,14 @@ pub trait Redeflate: std::fmt::Debug + Send + Sync {
         corrections: &[u8],
         stream_len: usize,
     ) -> Result<Vec<u8>, String>;
+
+    /// Called when the patcher applies a segment of another kind, whose
+    /// buffers take `memory` bytes: a rebuilder that keeps a helper
+    /// process between deflate segments may end it, so that it holds no
+    /// memory beside the larger segments.
+    fn idle(&self, memory: u64) {
+        let _ = memory;
+    }
 }
 
 /// [`rebuild`] in this process: unbounded, for trusted deltas only.

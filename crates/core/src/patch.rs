@@ -168,8 +168,11 @@ impl Patcher {
         } else {
             (kind::PLAIN, payload)
         };
+        if kind == kind::DEFLATE {
+            return self.apply_deflate(old, seg, payload, sink);
+        }
+        self.redeflate.idle(entry.memory());
         match kind {
-            kind::DEFLATE => return self.apply_deflate(old, seg, payload, sink),
             kind::LZMA => self.decompress_lzma(seg, payload)?,
             _ => self.decompress(old, seg, payload)?,
         }
@@ -314,7 +317,10 @@ impl Patcher {
         // The prefix goes in the reference buffer, the compressed sources
         // in the copy buffer and the new content in the stream buffer: a
         // deflate segment needs no buffers of its own beyond what the
-        // re-deflater takes (APPLY_OVERHEAD counts it).
+        // re-deflater takes (APPLY_OVERHEAD counts it). Buffers a larger
+        // segment left are given back first: the re-deflater's memory comes
+        // on top of them.
+        self.fit(size(parts.new_raw_len), size(prefix_len));
         let mut prefix = std::mem::take(&mut self.reference);
         prefix.resize(size(prefix_len), 0);
         let mut compressed = std::mem::take(&mut self.chunk);
