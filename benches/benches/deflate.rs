@@ -3,8 +3,9 @@
 //! zlib at level 9: inflating a source stream (`inflate_exact`) and
 //! re-deflating the content bit-exactly from its preflate corrections, in
 //! this process (`rebuild`, what the generator does) and in the applier's
-//! bounded child process (`rebuild_sandboxed`: a fork, the kernel limits,
-//! the stream through a pipe); throughput in bytes of stream.
+//! bounded worker process (`rebuild_sandboxed`: the kernel limits set for
+//! each rebuild, the text and the stream through a socket; the worker is
+//! forked once); throughput in bytes of stream.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use delta_apply::redeflate::Sandboxed;
