@@ -17,7 +17,7 @@
 //! `-max_len`).
 
 use delta_apply::redeflate::Sandboxed;
-use delta_core::{DeltaOptions, DiffOptions, EncodeOptions, Patcher, SegmentRef, Sink};
+use delta_core::{DeltaOptions, DiffOptions, EncodeOptions, Patcher, Redeflate, SegmentRef, Sink};
 use delta_format::stream::Decoder;
 use delta_format::{
     stream, window, Header, Index, Instruction, Limits, Op, SegmentEntry, Totals, DIGEST_LEN,
@@ -436,7 +436,7 @@ fn fix_delta(data: &[u8], limits: &Limits) -> Option<Vec<u8>> {
             },
             window_list: header.has_window_list(),
             kinds: header.has_segment_kinds(),
-            lzma: header.has_lzma(),
+            allowed: delta_format::kind::Kinds::of_flags(header.flags),
         };
         payload_offset = payload_offset.saturating_add(entry.payload_len);
         let mut sink = CappedSink::default();
@@ -568,7 +568,7 @@ pub fn roundtrip(data: &[u8]) {
 }
 
 /// `deflate_segment`: the input describes a deflate segment (see
-/// `delta_format::kind`), which the harness turns into a version 3 delta
+/// `delta_format::kind`), which the harness turns into a version 3 or 5 delta
 /// over [`OLD`] and applies:
 ///
 /// ```text
@@ -579,7 +579,9 @@ pub fn roundtrip(data: &[u8]) {
 /// content             the rest: the new content, in a zstd frame
 /// ```
 ///
-/// The corrections go to the re-deflater as they are (hostile) when bit 1
+/// With bit 2 of `flags`, the segment is a chunked one (kind
+/// `DEFLATE_CHUNKS`, version 5) of one chunk. The corrections go to the
+/// re-deflater as they are (hostile) when bit 1
 /// of `flags` is set; else the harness replaces them with preflate's own
 /// for a zlib deflate of the content (at the level in bits 4..8), which
 /// reaches the whole applier path with valid corrections. Source bytes are
@@ -605,7 +607,7 @@ pub fn deflate_segment(data: &[u8]) {
 }
 
 fn check_deflate_segment(data: &[u8]) {
-    use delta_format::kind::{Deflate, Source};
+    use delta_format::kind::{self, Chunk, Deflate, Rebuild, Source};
     for new_len in [1u64, 64, 1 << 20] {
         let entry = SegmentEntry {
             new_len,
@@ -613,7 +615,9 @@ fn check_deflate_segment(data: &[u8]) {
             ref_len: u64::from(data.first().copied().unwrap_or(0)),
             ..SegmentEntry::default()
         };
-        let _ = Deflate::decode(data, 0, &entry, OLD.len() as u64, 4096);
+        for kind in [kind::DEFLATE, kind::DEFLATE_CHUNKS] {
+            let _ = Deflate::decode(kind, data, 0, &entry, OLD.len() as u64, 4096);
+        }
     }
     let mut r = data;
     let mut take = |n: usize| -> Option<&[u8]> {
@@ -663,24 +667,46 @@ fn check_deflate_segment(data: &[u8]) {
     // Hostile corrections are rebuilt as the device's applier does, in a
     // bounded child process; preflate's own are rebuilt in this process
     // (a fork per input would slow the fuzzer down a hundredfold).
+    // A chunked segment (version 5) of one chunk: preflate's corrections
+    // for a whole stream are those of its first chunk.
+    let chunked = flags & 4 != 0;
     let sandbox = Sandboxed::default();
-    let rebuilt = if hostile {
-        // More than any deflate stream of the content (15-bit codes at worst).
-        let most = 2 * content.len() + 1024;
-        sandbox.rebuild_at_most(content, corrections, most).ok()
-    } else {
-        delta_core::rebuild(content, corrections).ok()
+    // More than any deflate stream of the content (15-bit codes at worst).
+    let most = 2 * content.len() + 1024;
+    let rebuilt = match (hostile, chunked) {
+        (true, false) => sandbox.rebuild_at_most(content, corrections, most).ok(),
+        (true, true) => sandbox.chunks().next(content, corrections, most).ok(),
+        (false, false) => delta_core::rebuild(content, corrections).ok(),
+        (false, true) => delta_core::Rebuilder::new()
+            .chunk(content, corrections)
+            .ok(),
     };
     let stream_len = rebuilt.as_ref().map_or(1, Vec::len);
     let Some(frame) = compress(content, &[]) else {
         return;
+    };
+    let rebuild = if chunked {
+        let span = content.len().max(1) as u64;
+        let window_log = (64 - (span - 1).leading_zeros() as u8)
+            .clamp(kind::MIN_WINDOW_LOG, kind::MAX_WINDOW_LOG);
+        let chunk = Chunk {
+            raw_len: content.len() as u64,
+            stream_len: stream_len as u64,
+            corrections,
+        };
+        Rebuild::Chunks {
+            window_log,
+            chunks: vec![chunk],
+        }
+    } else {
+        Rebuild::Whole(corrections)
     };
     let parts = Deflate {
         sources,
         new_raw_len: content.len() as u64,
         head,
         tail,
-        corrections,
+        rebuild,
         frame: &frame,
     };
     let mut payload = Vec::new();
@@ -691,8 +717,13 @@ fn check_deflate_segment(data: &[u8]) {
         None => Vec::new(),
     };
     let segment = parts.entry(&payload, new_len, *blake3::hash(&expected).as_bytes());
+    let chunks_flag = if chunked {
+        delta_format::FLAG_DEFLATE_CHUNKS
+    } else {
+        0
+    };
     let delta = one_segment_delta(
-        delta_format::FLAG_SEGMENT_KINDS,
+        delta_format::FLAG_SEGMENT_KINDS | chunks_flag,
         &segment,
         &payload,
         &expected,
@@ -888,7 +919,7 @@ fn plain_output(ops: &[u8]) -> Option<(delta_format::Totals, Vec<u8>)> {
         new_limit: 0,
         window_list: false,
         kinds: true,
-        lzma: false,
+        allowed: Default::default(),
     };
     let mut out = Vec::new();
     // The output digest is not known yet: the patcher's digest check is

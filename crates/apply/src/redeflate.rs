@@ -28,7 +28,7 @@
 //! from the applier, so its resident memory counts the pages it shares
 //! with it; it reports what it adds beyond them ([`Sandboxed::peak_memory`]).
 
-use delta_core::{first_line, Redeflate};
+use delta_core::{first_line, Rebuilder, Redeflate, RedeflateChunks};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::process::{kill_process, waitpid, Pid, Resource, Rlimit, Signal, WaitOptions};
 use std::io::{Read, Write};
@@ -91,14 +91,46 @@ impl Budget {
     }
 }
 
-/// What a worker runs: preflate's rebuild, its error as one line.
-fn preflate(raw: &[u8], corrections: &[u8]) -> Result<Vec<u8>, String> {
-    preflate_rs::recreate_whole_deflate_stream(raw, corrections)
-        .map_err(|e| first_line(e.message()).to_string())
+/// What a request asks the worker to rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A whole stream (kind `DEFLATE`).
+    Whole = 0,
+    /// The first chunk of a stream (kind `DEFLATE_CHUNKS`).
+    First = 1,
+    /// The next chunk of the stream the last `First` started.
+    Next = 2,
+}
+
+impl Mode {
+    fn from_u64(n: u64) -> Option<Mode> {
+        [Mode::Whole, Mode::First, Mode::Next]
+            .into_iter()
+            .find(|m| *m as u64 == n)
+    }
+}
+
+/// What a worker runs: preflate's rebuild, its error as one line. The
+/// [`Rebuilder`] carries a chunked stream from one request to the next.
+fn preflate(
+    chunks: &mut Rebuilder,
+    mode: Mode,
+    raw: &[u8],
+    corrections: &[u8],
+) -> Result<Vec<u8>, String> {
+    match mode {
+        Mode::Whole => preflate_rs::recreate_whole_deflate_stream(raw, corrections)
+            .map_err(|e| first_line(e.message()).to_string()),
+        Mode::First => {
+            *chunks = Rebuilder::new();
+            chunks.chunk(raw, corrections)
+        }
+        Mode::Next => chunks.chunk(raw, corrections),
+    }
 }
 
 /// The rebuild a worker runs.
-type Rebuild = fn(&[u8], &[u8]) -> Result<Vec<u8>, String>;
+type Rebuild = fn(&mut Rebuilder, Mode, &[u8], &[u8]) -> Result<Vec<u8>, String>;
 
 /// A [`Redeflate`] that runs preflate in a worker process with a
 /// [`Budget`] for each rebuild, and kills it when `cancel` is set.
@@ -168,6 +200,17 @@ impl Sandboxed {
         corrections: &[u8],
         most: usize,
     ) -> Result<Vec<u8>, String> {
+        self.rebuild_in(Mode::Whole, raw, corrections, most)
+    }
+
+    /// [`Sandboxed::rebuild_at_most`] of a whole stream or of a chunk.
+    fn rebuild_in(
+        &self,
+        mode: Mode,
+        raw: &[u8],
+        corrections: &[u8],
+        most: usize,
+    ) -> Result<Vec<u8>, String> {
         let budget = Budget::of(raw.len(), most);
         let mut slot = self.worker.lock().unwrap_or_else(|e| e.into_inner());
         let worker = match slot.take() {
@@ -176,7 +219,7 @@ impl Sandboxed {
         };
         let cancel = self.cancel.as_deref();
         let mut worker = worker;
-        match worker.rebuild(raw, corrections, most, budget, cancel) {
+        match worker.rebuild(mode, raw, corrections, most, budget, cancel) {
             Ok((answer, own)) => {
                 let together = proc_status_bytes("VmRSS:").saturating_add(own.peak);
                 self.peak.fetch_max(together, Ordering::Relaxed);
@@ -231,6 +274,13 @@ impl Redeflate for Sandboxed {
         Ok(stream)
     }
 
+    fn chunks(&self) -> Box<dyn RedeflateChunks + '_> {
+        Box::new(SandboxedChunks {
+            sandbox: self,
+            first: true,
+        })
+    }
+
     fn idle(&self, memory: u64) {
         let slot = self.worker.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
@@ -250,6 +300,35 @@ impl Redeflate for Sandboxed {
     }
 }
 
+/// One stream rebuilt in chunks by a [`Sandboxed`]'s worker, which keeps
+/// the stream's state between chunks.
+struct SandboxedChunks<'a> {
+    sandbox: &'a Sandboxed,
+    first: bool,
+}
+
+impl RedeflateChunks for SandboxedChunks<'_> {
+    fn next(
+        &mut self,
+        raw: &[u8],
+        corrections: &[u8],
+        stream_len: usize,
+    ) -> Result<Vec<u8>, String> {
+        let mode = if self.first { Mode::First } else { Mode::Next };
+        self.first = false;
+        let stream = self
+            .sandbox
+            .rebuild_in(mode, raw, corrections, stream_len)?;
+        if stream.len() != stream_len {
+            return Err(format!(
+                "rebuilt {} stream bytes, the chunk holds {stream_len}",
+                stream.len()
+            ));
+        }
+        Ok(stream)
+    }
+}
+
 /// What the worker answers first: one of these bytes, the most memory it
 /// has had of its own and what it holds of its own now, after the rebuild
 /// (u64 each, little-endian), the body's length (u64), then the stream or
@@ -258,9 +337,10 @@ const HEAD: usize = 25;
 const SENT_STREAM: u8 = 0;
 const SENT_ERROR: u8 = 1;
 const SENT_PANIC: u8 = 2;
-/// A request: content length, corrections length, memory budget and CPU
-/// budget (u64 each), then the content and the corrections.
-const REQUEST: usize = 32;
+/// A request: its [`Mode`], content length, corrections length, memory
+/// budget and CPU budget (u64 each), then the content and the
+/// corrections.
+const REQUEST: usize = 40;
 
 /// Why a rebuild got no answer.
 #[derive(Debug)]
@@ -325,6 +405,7 @@ impl Worker {
     #[allow(clippy::type_complexity)]
     fn rebuild(
         &mut self,
+        mode: Mode,
         raw: &[u8],
         corrections: &[u8],
         most: usize,
@@ -334,6 +415,7 @@ impl Worker {
         let deadline = Instant::now() + budget.deadline();
         let mut request = Vec::with_capacity(REQUEST);
         for n in [
+            mode as u64,
             raw.len() as u64,
             corrections.len() as u64,
             budget.memory,
@@ -477,6 +559,7 @@ fn serve(mut socket: UnixStream, rebuild: Rebuild) {
         let _ = rustix::stdio::dup2_stderr(null.as_fd());
     }
     let shared = proc_status_bytes("VmRSS:");
+    let mut chunks = Rebuilder::new();
     loop {
         let mut request = [0u8; REQUEST];
         if socket.read_exact(&mut request).is_err() {
@@ -484,10 +567,13 @@ fn serve(mut socket: UnixStream, rebuild: Rebuild) {
         }
         let field =
             |i: usize| u64::from_le_bytes(request[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        let (raw_len, corrections_len) = (field(0) as usize, field(1) as usize);
+        let Some(mode) = Mode::from_u64(field(0)) else {
+            return;
+        };
+        let (raw_len, corrections_len) = (field(1) as usize, field(2) as usize);
         let budget = Budget {
-            memory: field(2),
-            cpu_seconds: field(3),
+            memory: field(3),
+            cpu_seconds: field(4),
         };
         let mut raw = vec![0u8; raw_len];
         let mut corrections = vec![0u8; corrections_len];
@@ -495,8 +581,10 @@ fn serve(mut socket: UnixStream, rebuild: Rebuild) {
             return;
         }
         let answer = match limit(budget) {
-            Ok(()) => std::panic::catch_unwind(|| rebuild(&raw, &corrections))
-                .unwrap_or_else(|_| Err(String::new())),
+            Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rebuild(&mut chunks, mode, &raw, &corrections)
+            }))
+            .unwrap_or_else(|_| Err(String::new())),
             Err(e) => Err(format!("cannot limit the re-deflater: {e}")),
         };
         drop((raw, corrections));
@@ -700,13 +788,13 @@ mod tests {
         assert!(!err.contains('\n') && !err.contains(".rs:"), "{err}");
     }
 
-    fn spin(_: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
+    fn spin(_: &mut Rebuilder, _: Mode, _: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
         loop {
             std::hint::black_box(0u64);
         }
     }
 
-    fn grow(_: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
+    fn grow(_: &mut Rebuilder, _: Mode, _: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
         let mut held = Vec::new();
         loop {
             held.push(vec![1u8; 1 << 20]);
@@ -714,7 +802,7 @@ mod tests {
         }
     }
 
-    fn endless(_: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
+    fn endless(_: &mut Rebuilder, _: Mode, _: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
         Ok(vec![7u8; 1 << 20])
     }
 
@@ -741,7 +829,7 @@ mod tests {
         );
     }
 
-    fn pid(_: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
+    fn pid(_: &mut Rebuilder, _: Mode, _: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
         Ok(std::process::id().to_le_bytes().to_vec())
     }
 

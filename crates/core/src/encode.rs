@@ -397,7 +397,29 @@ pub(crate) fn compress(data: &[u8], reference: &[u8], level: i32, out: Vec<u8>) 
     compress_with(data, reference, &parameters, out)
 }
 
-/// [`compress`] with zstd `parameters`.
+/// [`compress`] within a window of `2^window_log` bytes, prefix included:
+/// a decoder holds at most that much of the output (or all of it, if
+/// smaller) however long `data` is.
+pub(crate) fn compress_in_window(
+    data: &[u8],
+    reference: &[u8],
+    level: i32,
+    window_log: u8,
+    out: Vec<u8>,
+) -> Result<Vec<u8>> {
+    use zstd_safe::CParameter;
+    let parameters = [
+        CParameter::CompressionLevel(level),
+        CParameter::ChecksumFlag(false),
+        CParameter::DictIdFlag(false),
+        CParameter::ContentSizeFlag(true),
+        CParameter::WindowLog(window_log.into()),
+    ];
+    compress_with(data, reference, &parameters, out)
+}
+
+/// [`compress`] with zstd `parameters`; without a `WindowLog` among them,
+/// the window reaches back over the whole prefix.
 fn compress_with(
     data: &[u8],
     reference: &[u8],
@@ -412,12 +434,15 @@ fn compress_with(
     for &parameter in parameters {
         cctx.set_parameter(parameter).map_err(fail)?;
     }
-    if !reference.is_empty() {
+    let window_set = (parameters.iter()).any(|p| matches!(p, CParameter::WindowLog(_)));
+    if !reference.is_empty() && !window_set {
         // The window must reach back over the whole prefix.
         let span = (reference.len() + data.len()) as u64;
         let window_log = (64 - span.saturating_sub(1).leading_zeros()).clamp(10, 30);
         cctx.set_parameter(CParameter::WindowLog(window_log))
             .map_err(fail)?;
+    }
+    if !reference.is_empty() {
         cctx.ref_prefix(reference).map_err(fail)?;
     }
     out.reserve(zstd_safe::compress_bound(data.len()));
@@ -563,7 +588,7 @@ mod tests {
             new_limit: 0,
             window_list,
             kinds: false,
-            lzma: false,
+            allowed: Default::default(),
         };
         let mut out = Vec::new();
         Patcher::new()

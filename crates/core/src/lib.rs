@@ -56,7 +56,9 @@ pub mod testing;
 mod window;
 
 pub use content::ContentSummary;
-pub use deflate::{first_line, inflate_exact, rebuild, InProcess, Redeflate};
+pub use deflate::{
+    first_line, inflate_exact, rebuild, InProcess, Rebuilder, Redeflate, RedeflateChunks,
+};
 pub use encode::{encode_segment, EncodeOptions};
 pub use error::{Error, Result};
 pub use hex::{from_hex, to_hex};

@@ -12,7 +12,7 @@ use crate::deflate::{self, InProcess, Redeflate};
 use crate::error::{Error, Result};
 use crate::sink::{Sink, ZEROS};
 use crate::source::Source;
-use delta_format::kind::{self, Deflate};
+use delta_format::kind::{self, Deflate, Kinds, Rebuild};
 use delta_format::{
     stream, window, Digest, Instruction, Limits, SegmentEntry, Totals, STREAM_SLACK,
 };
@@ -62,8 +62,9 @@ pub struct SegmentRef<'a> {
     /// The payload starts with a kind byte (the header has
     /// `FLAG_SEGMENT_KINDS`).
     pub kinds: bool,
-    /// The segment may be of kind LZMA (the header has `FLAG_LZMA`).
-    pub lzma: bool,
+    /// The kinds beyond plain and deflate the header allows (`FLAG_LZMA`,
+    /// `FLAG_DEFLATE_CHUNKS`).
+    pub allowed: Kinds,
 }
 
 impl<'a> SegmentRef<'a> {
@@ -82,7 +83,7 @@ impl<'a> SegmentRef<'a> {
             },
             window_list: index.header.has_window_list(),
             kinds: index.header.has_segment_kinds(),
-            lzma: index.header.has_lzma(),
+            allowed: Kinds::of_flags(index.header.flags),
         }
     }
 }
@@ -163,13 +164,13 @@ impl Patcher {
             });
         }
         let (kind, payload) = if seg.kinds {
-            kind::split(payload, segment, seg.lzma)
+            kind::split(payload, segment, seg.allowed)
                 .map_err(|source| Error::Format { segment, source })?
         } else {
             (kind::PLAIN, payload)
         };
-        if kind == kind::DEFLATE {
-            return self.apply_deflate(old, seg, payload, sink);
+        if kind == kind::DEFLATE || kind == kind::DEFLATE_CHUNKS {
+            return self.apply_deflate(old, seg, kind, payload, sink);
         }
         self.redeflate.idle(entry.memory());
         match kind {
@@ -281,33 +282,37 @@ impl Patcher {
         crate::lzma::decompress(segment, &parts, &mut self.stream)
     }
 
-    /// Applies a deflate segment (see [`delta_format::kind`]): inflates the
-    /// old stream, decodes the new content against it, re-deflates it and
-    /// produces the stream between its head and tail.
+    /// Applies a deflate segment (see [`delta_format::kind`]) of kind
+    /// `kind`: inflates the old stream, decodes the new content against
+    /// it, re-deflates it (whole or chunk by chunk) and produces the
+    /// stream between its head and tail.
     fn apply_deflate<S: Source + ?Sized>(
         &mut self,
         old: &S,
         seg: SegmentRef<'_>,
+        kind: u8,
         body: &[u8],
         sink: &mut dyn Sink,
     ) -> Result<Digest> {
         let (entry, segment) = (seg.entry, seg.index);
-        let parts = Deflate::decode(body, segment, entry, old.len(), seg.new_limit)
+        let parts = Deflate::decode(kind, body, segment, entry, old.len(), seg.new_limit)
             .map_err(|source| Error::Format { segment, source })?;
-        // The re-deflater's memory grows with these: no generator makes
-        // more, so more is refused before anything is decoded.
         let stream_len = entry.new_len - (parts.head.len() + parts.tail.len()) as u64;
-        for (field, found, most) in [
-            ("new_raw_len", parts.new_raw_len, deflate::MAX_NEW_RAW),
-            ("deflate stream length", stream_len, deflate::MAX_NEW_STREAM),
-        ] {
-            if found > most as u64 {
-                let source = delta_format::Error::InvalidField {
-                    field: format!("segment[{segment}].{field}"),
-                    found,
-                    expected: format!("at most {most} bytes (deflate segments' limit)"),
-                };
-                return Err(Error::Format { segment, source });
+        if let Rebuild::Whole(_) = parts.rebuild {
+            // The re-deflater's memory grows with these: no generator
+            // makes more, so more is refused before anything is decoded.
+            for (field, found, most) in [
+                ("new_raw_len", parts.new_raw_len, deflate::MAX_NEW_RAW),
+                ("deflate stream length", stream_len, deflate::MAX_NEW_STREAM),
+            ] {
+                if found > most as u64 {
+                    let source = delta_format::Error::InvalidField {
+                        field: format!("segment[{segment}].{field}"),
+                        found,
+                        expected: format!("at most {most} bytes (deflate segments' limit)"),
+                    };
+                    return Err(Error::Format { segment, source });
+                }
             }
         }
         // Every length below is part of the entry's memory, which was
@@ -315,14 +320,46 @@ impl Patcher {
         let size = |n: u64| n as usize;
         let prefix_len = (parts.sources.iter().map(|s| s.raw_len)).fold(0, u64::saturating_add);
         // The prefix goes in the reference buffer, the compressed sources
-        // in the copy buffer and the new content in the stream buffer: a
-        // deflate segment needs no buffers of its own beyond what the
-        // re-deflater takes (APPLY_OVERHEAD counts it). Buffers a larger
-        // segment left are given back first: the re-deflater's memory comes
-        // on top of them.
-        self.fit(size(parts.new_raw_len), size(prefix_len));
+        // in the copy buffer and the new content (or a chunk of it) in the
+        // stream buffer. Buffers a larger segment left are given back
+        // first: the re-deflater's memory comes on top of them.
+        let content_len = match &parts.rebuild {
+            Rebuild::Whole(_) => parts.new_raw_len,
+            Rebuild::Chunks { chunks, .. } => chunks.iter().map(|c| c.raw_len).max().unwrap_or(0),
+        };
+        self.fit(size(content_len), size(prefix_len));
         let mut prefix = std::mem::take(&mut self.reference);
         prefix.resize(size(prefix_len), 0);
+        let filled = self.fill_prefix(old, seg, &parts, &mut prefix, sink);
+        let rebuilt = filled.and_then(|()| self.rebuild(seg, &parts, &prefix, sink));
+        self.reference = prefix;
+        let (digest, kept) = rebuilt?;
+        if digest != entry.output_digest {
+            return Err(Error::OutputDigest {
+                segment,
+                start: seg.new_offset,
+                end: seg.new_offset.saturating_add(entry.new_len),
+            });
+        }
+        if let Some(content) = kept {
+            let start = seg.new_offset + parts.head.len() as u64;
+            self.keep_rebuilt(start..start + stream_len, content);
+        }
+        Ok(digest)
+    }
+
+    /// Lays the content of a deflate segment's sources end to end in
+    /// `prefix`: kept from the segments before, or read and inflated.
+    fn fill_prefix<S: Source + ?Sized>(
+        &mut self,
+        old: &S,
+        seg: SegmentRef<'_>,
+        parts: &Deflate<'_>,
+        prefix: &mut [u8],
+        sink: &mut dyn Sink,
+    ) -> Result<()> {
+        let segment = seg.index;
+        let size = |n: u64| n as usize;
         let mut compressed = std::mem::take(&mut self.chunk);
         let mut filled = 0;
         let result = (|| {
@@ -359,61 +396,123 @@ impl Patcher {
                     .map_err(|reason| Error::Deflate { segment, reason })?;
                 filled = end;
             }
-            self.stream.resize(size(parts.new_raw_len), 0);
-            decode_frame(segment, parts.frame, &prefix, &mut self.stream)
+            Ok(())
         })();
-        self.reference = prefix;
         // The copy buffer grew to the largest source; plain segments need
         // only COPY_CHUNK of it.
         compressed.truncate(COPY_CHUNK);
         compressed.shrink_to(COPY_CHUNK);
         self.chunk = compressed;
-        result?;
-        let expected = stream_len;
-        let stream = self
-            .redeflate
-            .redeflate(&self.stream, parts.corrections, expected as usize)
-            .map_err(|reason| Error::Deflate { segment, reason })?;
-        if stream.len() as u64 != expected {
-            return Err(Error::Deflate {
-                segment,
-                reason: format!(
-                    "rebuilt {} stream bytes, the segment holds {expected}",
-                    stream.len()
-                ),
-            });
-        }
+        result
+    }
+
+    /// Decodes a deflate segment's content against `prefix`, re-deflates
+    /// it and writes `head || stream || tail`: their digest, and the
+    /// content when it is small enough to keep for later segments.
+    fn rebuild(
+        &mut self,
+        seg: SegmentRef<'_>,
+        parts: &Deflate<'_>,
+        prefix: &[u8],
+        sink: &mut dyn Sink,
+    ) -> Result<(Digest, Option<Vec<u8>>)> {
+        let segment = seg.index;
         let mut hasher = blake3::Hasher::new();
         let mut offset = seg.new_offset;
-        for bytes in [parts.head, &stream, parts.tail] {
+        let mut write = |bytes: &[u8]| {
             hasher.update(bytes);
             sink.write_bytes(bytes)
                 .map_err(|source| Error::Write { offset, source })?;
             offset += bytes.len() as u64;
+            Ok::<_, Error>(())
+        };
+        let stream_len = seg.entry.new_len - (parts.head.len() + parts.tail.len()) as u64;
+        let keep = parts.new_raw_len <= deflate::HISTORY;
+        let mut kept = Vec::new();
+        match &parts.rebuild {
+            Rebuild::Whole(corrections) => {
+                self.stream.resize(parts.new_raw_len as usize, 0);
+                decode_frame(segment, parts.frame, prefix, &mut self.stream)?;
+                let stream = self
+                    .redeflate
+                    .redeflate(&self.stream, corrections, stream_len as usize)
+                    .map_err(|reason| Error::Deflate { segment, reason })?;
+                if stream.len() as u64 != stream_len {
+                    return Err(Error::Deflate {
+                        segment,
+                        reason: format!(
+                            "rebuilt {} stream bytes, the segment holds {stream_len}",
+                            stream.len()
+                        ),
+                    });
+                }
+                for bytes in [parts.head, &stream, parts.tail] {
+                    write(bytes)?;
+                }
+                if keep {
+                    kept.extend_from_slice(&self.stream);
+                }
+            }
+            Rebuild::Chunks { window_log, chunks } => {
+                let largest = chunks.iter().map(|c| c.raw_len).max().unwrap_or(0);
+                self.stream.resize(largest as usize, 0);
+                write(parts.head)?;
+                // One chunk is decoded in place, in one go; more are
+                // decoded as a stream, within the frame's window.
+                let mut frame = match &chunks[..] {
+                    [one] => {
+                        let raw = &mut self.stream[..one.raw_len as usize];
+                        decode_frame(segment, parts.frame, prefix, raw)?;
+                        None
+                    }
+                    _ => Some(ChunkedFrame::new(segment, parts, *window_log, prefix)?),
+                };
+                let redeflate = Arc::clone(&self.redeflate);
+                let mut rebuilder = redeflate.chunks();
+                for (i, chunk) in chunks.iter().enumerate() {
+                    let raw = &mut self.stream[..chunk.raw_len as usize];
+                    if let Some(frame) = frame.as_mut() {
+                        frame.fill(raw)?;
+                    }
+                    let most = chunk.stream_len as usize;
+                    let stream =
+                        rebuilder
+                            .next(raw, chunk.corrections, most)
+                            .map_err(|reason| Error::Deflate {
+                                segment,
+                                reason: format!("chunk #{i}: {reason}"),
+                            })?;
+                    if stream.len() != most {
+                        return Err(Error::Deflate {
+                            segment,
+                            reason: format!(
+                                "chunk #{i} rebuilt {} stream bytes, the segment holds {most}",
+                                stream.len()
+                            ),
+                        });
+                    }
+                    write(&stream)?;
+                    if keep {
+                        kept.extend_from_slice(raw);
+                    }
+                }
+                if let Some(frame) = frame {
+                    frame.finish()?;
+                }
+                write(parts.tail)?;
+            }
         }
         let digest: Digest = *hasher.finalize().as_bytes();
-        if digest != entry.output_digest {
-            return Err(Error::OutputDigest {
-                segment,
-                start: seg.new_offset,
-                end: seg.new_offset.saturating_add(entry.new_len),
-            });
-        }
-        let start = seg.new_offset + parts.head.len() as u64;
-        let stream_range = start..start + stream.len() as u64;
-        self.keep_rebuilt(stream_range);
-        Ok(digest)
+        Ok((digest, keep.then_some(kept)))
     }
 
-    /// Keeps the content just rebuilt (in the stream buffer) for later
-    /// deflate segments: the newest streams that hold [`deflate::HISTORY`]
-    /// bytes, as the generator picks them.
-    fn keep_rebuilt(&mut self, range: std::ops::Range<u64>) {
-        if self.stream.len() as u64 > deflate::HISTORY {
-            // Read back when named: keeping it would double what is kept.
-            return;
-        }
-        self.rebuilt.push_back((range, self.stream.clone()));
+    /// Keeps the content just rebuilt for later deflate segments: the
+    /// newest streams that hold [`deflate::HISTORY`] bytes, as the
+    /// generator picks them. (Larger contents are not kept, but read back
+    /// when named: keeping one would double what is kept.)
+    fn keep_rebuilt(&mut self, range: std::ops::Range<u64>, content: Vec<u8>) {
+        debug_assert!(content.len() as u64 <= deflate::HISTORY);
+        self.rebuilt.push_back((range, content));
         let mut total: u64 = self.rebuilt.iter().map(|(_, raw)| raw.len() as u64).sum();
         while let Some((_, oldest)) = self.rebuilt.front() {
             let without = total - oldest.len() as u64;
@@ -450,6 +549,124 @@ impl Patcher {
             filled = end;
         }
         Ok(list.rest())
+    }
+}
+
+/// The zstd frame of a chunked deflate segment, decoded as a stream
+/// within its stated window, a chunk's content at a time.
+struct ChunkedFrame<'a> {
+    segment: u64,
+    dctx: zstd_safe::DCtx<'a>,
+    frame: &'a [u8],
+    /// Bytes of `frame` decoded.
+    at: usize,
+    /// The decoder said the frame is complete.
+    done: bool,
+}
+
+impl<'a> ChunkedFrame<'a> {
+    /// Starts decoding `parts.frame` against `prefix`, refusing a window
+    /// over `2^window_log` bytes and content other than `new_raw_len`.
+    fn new(
+        segment: u64,
+        parts: &Deflate<'a>,
+        window_log: u8,
+        prefix: &'a [u8],
+    ) -> Result<ChunkedFrame<'a>> {
+        let frame = parts.frame;
+        let bad_frame = |code| Error::Decompress {
+            segment,
+            reason: zstd_safe::get_error_name(code),
+        };
+        let frame_len = zstd_safe::find_frame_compressed_size(frame).map_err(bad_frame)?;
+        if frame_len != frame.len() {
+            return Err(Error::Decompress {
+                segment,
+                reason: "payload holds bytes after its zstd frame",
+            });
+        }
+        if let Ok(Some(declared)) = zstd_safe::get_frame_content_size(frame) {
+            if declared != parts.new_raw_len {
+                return Err(Error::StreamLength {
+                    segment,
+                    stated: parts.new_raw_len,
+                    found: declared,
+                });
+            }
+        }
+        let mut dctx = zstd_safe::DCtx::create();
+        dctx.set_parameter(zstd_safe::DParameter::WindowLogMax(window_log.into()))
+            .map_err(bad_frame)?;
+        if !prefix.is_empty() {
+            dctx.ref_prefix(prefix).map_err(bad_frame)?;
+        }
+        Ok(ChunkedFrame {
+            segment,
+            dctx,
+            frame,
+            at: 0,
+            done: false,
+        })
+    }
+
+    /// One step of the decoder into `out`: its hint (0 once the frame
+    /// is done) and whether it moved.
+    fn step(&mut self, out: &mut zstd_safe::OutBuffer<'_, [u8]>) -> Result<(usize, bool)> {
+        let mut input = zstd_safe::InBuffer::around(&self.frame[self.at..]);
+        let written = out.pos();
+        let hint =
+            (self.dctx.decompress_stream(out, &mut input)).map_err(|code| Error::Decompress {
+                segment: self.segment,
+                reason: zstd_safe::get_error_name(code),
+            })?;
+        self.at += input.pos();
+        self.done = hint == 0;
+        Ok((hint, input.pos() > 0 || out.pos() > written))
+    }
+
+    /// Fills `out` with the next bytes of content.
+    fn fill(&mut self, out: &mut [u8]) -> Result<()> {
+        let want = out.len();
+        let mut buffer = zstd_safe::OutBuffer::around(out);
+        while buffer.pos() < want {
+            let (hint, moved) = self.step(&mut buffer)?;
+            if buffer.pos() < want && (hint == 0 || !moved) {
+                return Err(Error::StreamLength {
+                    segment: self.segment,
+                    stated: want as u64,
+                    found: buffer.pos() as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the frame: it must hold no more content, and nothing after it.
+    fn finish(mut self) -> Result<()> {
+        let mut byte = [0u8; 1];
+        while !self.done {
+            let mut buffer = zstd_safe::OutBuffer::around(&mut byte[..]);
+            let (hint, moved) = self.step(&mut buffer)?;
+            if buffer.pos() > 0 {
+                return Err(Error::Decompress {
+                    segment: self.segment,
+                    reason: "the frame holds more content than the chunks",
+                });
+            }
+            if hint != 0 && !moved {
+                return Err(Error::Decompress {
+                    segment: self.segment,
+                    reason: "the frame is cut short",
+                });
+            }
+        }
+        if self.at != self.frame.len() {
+            return Err(Error::Decompress {
+                segment: self.segment,
+                reason: "payload holds bytes after its zstd frame",
+            });
+        }
+        Ok(())
     }
 }
 

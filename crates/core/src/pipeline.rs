@@ -29,10 +29,10 @@ use crate::report::{plain_pieces, Piece, Report};
 use crate::reuse::copy_repeats;
 use crate::runner::{alike, split, Phase, Runner, Serial, Tally};
 use crate::window::{CopiedRuns, WindowLayout};
-use delta_format::kind::BranchFilter;
+use delta_format::kind::{self, BranchFilter, Kinds};
 use delta_format::{
-    Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_FULL, FLAG_LZMA, FLAG_MIGRATION,
-    FLAG_SEGMENT_KINDS, FLAG_WINDOW_LIST,
+    Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_DEFLATE_CHUNKS, FLAG_FULL, FLAG_LZMA,
+    FLAG_MIGRATION, FLAG_SEGMENT_KINDS, FLAG_WINDOW_LIST,
 };
 use std::io::{self, Write};
 use std::ops::Range;
@@ -283,6 +283,7 @@ pub fn generate<R: Runner>(
     let any_lzma = encoded
         .iter()
         .any(|(_, kind)| *kind == delta_format::kind::LZMA);
+    let any_chunks = (deflated.iter()).any(|(_, _, p)| p.first() == Some(&kind::DEFLATE_CHUNKS));
     let kinds = !deflated.is_empty() || any_lzma;
     let mut all: Vec<Encoded> = encoded
         .into_iter()
@@ -330,7 +331,8 @@ pub fn generate<R: Runner>(
             | flag(options.window_list, FLAG_WINDOW_LIST)
             | flag(options.migration, FLAG_MIGRATION)
             | flag(kinds, FLAG_SEGMENT_KINDS)
-            | flag(any_lzma, FLAG_LZMA),
+            | flag(any_lzma, FLAG_LZMA)
+            | flag(any_chunks, FLAG_DEFLATE_CHUNKS),
         old_len: old.len() as u64,
         new_len: new.len() as u64,
         old_digest,
@@ -426,7 +428,10 @@ fn deflate_segment<R: Runner>(
         new_limit: if history { range.start as u64 } else { 0 },
         window_list: options.window_list,
         kinds: true,
-        lzma: false,
+        allowed: Kinds {
+            lzma: false,
+            deflate_chunks: true,
+        },
     };
     runner.check(old, new, segment, &payload)?;
     Ok(Some((range, entry, payload)))
@@ -469,7 +474,10 @@ impl SegmentChecks {
                     new_limit: if self.copy_new { range.start as u64 } else { 0 },
                     window_list: self.window_list,
                     kinds: self.kinds,
-                    lzma: self.lzma,
+                    allowed: Kinds {
+                        lzma: self.lzma,
+                        deflate_chunks: false,
+                    },
                 };
                 runner.check(old, new, segment, payload)
             },

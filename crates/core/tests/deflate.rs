@@ -7,7 +7,7 @@
 
 use delta_core::testing::Rng;
 use delta_core::{apply_slice, generate, DeltaOptions, Serial};
-use delta_format::{read_index, Limits, FLAG_SEGMENT_KINDS};
+use delta_format::{read_index, Limits, FLAG_DEFLATE_CHUNKS, FLAG_SEGMENT_KINDS};
 use proptest::prelude::*;
 use std::io::Write;
 use std::path::Path;
@@ -183,7 +183,15 @@ fn round_trip(old: &[u8], new: &[u8], expect_deflate: bool) -> delta_core::Delta
     let index = read_index(&mut &bytes[..], &Limits::default()).unwrap();
     let kinds = index.header.flags & FLAG_SEGMENT_KINDS != 0;
     assert_eq!(kinds, expect_deflate, "{:?}", delta.content);
-    assert_eq!(index.header.version(), if kinds { 3 } else { 2 });
+    // Chunked deflate segments (version 5) only where a whole one cannot
+    // be: version 3 appliers take the rest.
+    let chunked = index.header.flags & FLAG_DEFLATE_CHUNKS != 0;
+    let version = match (kinds, chunked) {
+        (_, true) => 5,
+        (true, false) => 3,
+        (false, false) => 2,
+    };
+    assert_eq!(index.header.version(), version);
     let out = apply_slice(old, &bytes, &Limits::default()).unwrap();
     assert!(out == new, "the delta does not rebuild the new image");
     delta
@@ -204,6 +212,8 @@ fn ext4_images_rebuild_their_gzip_files_from_content() {
     let new = ext4_image(&new_tree, dir.path(), "new");
     let with = round_trip(&old, &new, true);
     assert_eq!(with.content.container, "ext4");
+    // Small streams are rebuilt whole: a version 3 delta.
+    assert_eq!(with.header.flags & FLAG_DEFLATE_CHUNKS, 0);
     // Edited, renamed and added files; at least the edits of every maker.
     assert!(
         with.content.deflate_segments >= makers.len() as u64 * 2,
@@ -269,6 +279,49 @@ fn the_report_shares_every_payload_byte_out_over_the_files() {
     assert!(
         get("/usr/lib/tool0").is_none_or(|f| f.delta_bytes < 200),
         "{report:?}"
+    );
+}
+
+/// A changelog of megabytes (strace's is 3.3 MB inflated) is a deflate
+/// segment rebuilt in chunks: the applier holds one chunk of it and a
+/// window of its content at a time, not the whole content.
+#[test]
+fn a_changelog_of_megabytes_is_rebuilt_in_chunks() {
+    use delta_format::kind::{self, Deflate, Rebuild};
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(21);
+    let body = text(&mut rng, 3_300_000);
+    let mut edited = text(&mut rng, 2_000);
+    edited.extend_from_slice(&body);
+    let path = "usr/share/doc/strace/changelog.gz".to_string();
+    let old_tree = vec![(path.clone(), compress(&body, Maker::Gnu(9)))];
+    let new_tree = vec![(path, compress(&edited, Maker::Gnu(9)))];
+    let gz_len = new_tree[0].1.len();
+    let old = ext4_image(&old_tree, dir.path(), "old");
+    let new = ext4_image(&new_tree, dir.path(), "new");
+    let delta = round_trip(&old, &new, true);
+    assert_eq!(delta.content.deflate_segments, 1, "{:?}", delta.content);
+    assert_eq!(delta.header.version(), 5);
+    let (entry, payload) = (delta.segments.iter().zip(&delta.payloads))
+        .find(|(_, p)| p[0] == kind::DEFLATE_CHUNKS)
+        .expect("a chunked deflate segment");
+    let parts = Deflate::decode(payload[0], &payload[1..], 0, entry, old.len() as u64, 0).unwrap();
+    let Rebuild::Chunks { chunks, .. } = &parts.rebuild else {
+        unreachable!()
+    };
+    assert!(chunks.len() >= 2, "{} chunks", chunks.len());
+    assert_eq!(parts.new_raw_len, edited.len() as u64);
+    // The old content (the prefix), a window and the largest chunk: within
+    // what any segment may take.
+    assert!(
+        entry.memory() <= delta_core::SEGMENT_MEMORY,
+        "{} bytes of memory",
+        entry.memory()
+    );
+    let bytes = delta.to_vec().len();
+    assert!(
+        bytes < gz_len / 20,
+        "{bytes} bytes for a {gz_len}-byte file"
     );
 }
 

@@ -36,7 +36,7 @@ fn apply_as(
         new_limit: 0,
         window_list,
         kinds: false,
-        lzma: false,
+        allowed: Default::default(),
     };
     Patcher::new().apply_segment(old, seg, payload, &mut out)?;
     Ok(out)
@@ -267,9 +267,10 @@ fn window_lists_past_the_old_image_or_its_ref_len_are_refused() {
     }
 }
 
-/// A deflate segment whose content or stream is over what any generator
-/// makes is refused before anything is decoded: the re-deflater's memory
-/// grows with them (8 MiB of text took the applier to 36.7 MiB).
+/// A whole (version 3) deflate segment whose content or stream is over
+/// what any generator makes is refused before anything is decoded: the
+/// re-deflater's memory grows with them (8 MiB of text took the applier to
+/// 36.7 MiB). Chunked segments hold a chunk at a time.
 #[test]
 fn deflate_content_over_the_limit_is_refused_before_decoding() {
     use delta_format::kind::Deflate;
@@ -280,7 +281,7 @@ fn deflate_content_over_the_limit_is_refused_before_decoding() {
         new_raw_len: text.len() as u64,
         head: b"",
         tail: b"",
-        corrections: b"not read",
+        rebuild: delta_format::kind::Rebuild::Whole(b"not read"),
         frame: &frame,
     };
     let mut payload = Vec::new();
@@ -295,7 +296,7 @@ fn deflate_content_over_the_limit_is_refused_before_decoding() {
         new_limit: 0,
         window_list: false,
         kinds: true,
-        lzma: false,
+        allowed: Default::default(),
     };
     let err = Patcher::new()
         .apply_segment(&[][..], seg, &payload, &mut out)

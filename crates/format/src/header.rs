@@ -15,11 +15,12 @@ use crate::error::{Error, Result};
 /// transfers that mangle binary files).
 pub const MAGIC: [u8; 8] = [0x89, b'D', b'L', b'T', b'\r', b'\n', 0x1a, b'\n'];
 /// The newest format version this build reads and writes: a delta is
-/// version 4 exactly when it has [`FLAG_LZMA`], else version 3 exactly when
-/// it has [`FLAG_SEGMENT_KINDS`], else version 2 (so deltas that need
-/// nothing new stay readable by older appliers, and an older applier
-/// refuses a delta it cannot apply before it writes anything).
-pub const VERSION: u32 = 4;
+/// version 5 exactly when it has [`FLAG_DEFLATE_CHUNKS`], else version 4
+/// exactly when it has [`FLAG_LZMA`], else version 3 exactly when it has
+/// [`FLAG_SEGMENT_KINDS`], else version 2 (so deltas that need nothing new
+/// stay readable by older appliers, and an older applier refuses a delta
+/// it cannot apply before it writes anything).
+pub const VERSION: u32 = 5;
 /// The oldest format version this build reads.
 pub const MIN_VERSION: u32 = 2;
 /// Bytes of the fixed header.
@@ -75,18 +76,24 @@ pub const FLAG_SEGMENT_KINDS: u32 = 32;
 /// Header flag (version 4, only with [`FLAG_SEGMENT_KINDS`]): segments of
 /// kind [`LZMA`](crate::kind::LZMA) may occur.
 pub const FLAG_LZMA: u32 = 64;
+/// Header flag (version 5, only with [`FLAG_SEGMENT_KINDS`]): segments of
+/// kind [`DEFLATE_CHUNKS`](crate::kind::DEFLATE_CHUNKS) may occur.
+pub const FLAG_DEFLATE_CHUNKS: u32 = 128;
 const KNOWN_FLAGS: u32 = FLAG_FULL
     | FLAG_MIGRATION
     | FLAG_COPY_NEW
     | FLAG_WINDOW_LIST
     | FLAG_SIGNED
     | FLAG_SEGMENT_KINDS
-    | FLAG_LZMA;
+    | FLAG_LZMA
+    | FLAG_DEFLATE_CHUNKS;
 
 /// The version a header with `flags` is written as (see [`VERSION`]).
 fn version_of(flags: u32) -> u32 {
-    if flags & FLAG_LZMA != 0 {
+    if flags & FLAG_DEFLATE_CHUNKS != 0 {
         VERSION
+    } else if flags & FLAG_LZMA != 0 {
+        4
     } else if flags & FLAG_SEGMENT_KINDS != 0 {
         3
     } else {
@@ -219,8 +226,15 @@ impl Header {
         self.flags & FLAG_LZMA != 0
     }
 
-    /// The format version this header is written as: 4 with [`FLAG_LZMA`],
-    /// 3 with [`FLAG_SEGMENT_KINDS`] alone, else 2.
+    /// True when segments of kind
+    /// [`DEFLATE_CHUNKS`](crate::kind::DEFLATE_CHUNKS) may occur (version 5).
+    pub fn has_deflate_chunks(&self) -> bool {
+        self.flags & FLAG_DEFLATE_CHUNKS != 0
+    }
+
+    /// The format version this header is written as: 5 with
+    /// [`FLAG_DEFLATE_CHUNKS`], 4 with [`FLAG_LZMA`], 3 with
+    /// [`FLAG_SEGMENT_KINDS`] alone, else 2.
     pub fn version(&self) -> u32 {
         version_of(self.flags)
     }
@@ -322,19 +336,22 @@ impl Header {
                 known: KNOWN_FLAGS,
             });
         }
-        if flags & FLAG_LZMA != 0 && flags & FLAG_SEGMENT_KINDS == 0 {
-            return Err(invalid(
-                "flags",
-                flags.into(),
-                format!("LZMA ({FLAG_LZMA:#x}) only with SEGMENT_KINDS ({FLAG_SEGMENT_KINDS:#x})"),
-            ));
+        for (flag, name) in [(FLAG_LZMA, "LZMA"), (FLAG_DEFLATE_CHUNKS, "DEFLATE_CHUNKS")] {
+            if flags & flag != 0 && flags & FLAG_SEGMENT_KINDS == 0 {
+                return Err(invalid(
+                    "flags",
+                    flags.into(),
+                    format!("{name} ({flag:#x}) only with SEGMENT_KINDS ({FLAG_SEGMENT_KINDS:#x})"),
+                ));
+            }
         }
         if version != version_of(flags) {
             return Err(invalid(
                 "version",
                 version.into(),
                 format!(
-                    "{VERSION} exactly when flag LZMA ({FLAG_LZMA:#x}) is set, else 3 exactly when \
+                    "{VERSION} exactly when flag DEFLATE_CHUNKS ({FLAG_DEFLATE_CHUNKS:#x}) is set, \
+                     else 4 exactly when flag LZMA ({FLAG_LZMA:#x}) is set, else 3 exactly when \
                      flag SEGMENT_KINDS ({FLAG_SEGMENT_KINDS:#x}) is set, else {MIN_VERSION}"
                 ),
             ));

@@ -197,10 +197,24 @@ fn version_follows_the_segment_kinds_flag() {
     let bytes = Index::encode(&header, &big);
     assert_eq!(bytes[8], 4);
     assert_eq!(decode_all(&bytes).unwrap().header, header);
+    // Chunked deflate segments make it version 5.
+    header.flags |= FLAG_DEFLATE_CHUNKS;
+    let bytes = Index::encode(&header, &big);
+    assert_eq!(bytes[8], 5);
+    assert_eq!(decode_all(&bytes).unwrap().header, header);
     // Any version with another's flags is refused.
     let kinds = FLAG_SEGMENT_KINDS;
     let lzma = FLAG_SEGMENT_KINDS | FLAG_LZMA;
-    for (flags, version) in [(0, 3u8), (kinds, 2), (kinds, 4), (lzma, 3), (0, 4)] {
+    let chunks = FLAG_SEGMENT_KINDS | FLAG_DEFLATE_CHUNKS;
+    for (flags, version) in [
+        (0, 3u8),
+        (kinds, 2),
+        (kinds, 4),
+        (lzma, 3),
+        (0, 4),
+        (lzma, 5),
+        (chunks, 4),
+    ] {
         let mut bytes = Index::encode(
             &Header {
                 flags,
@@ -225,4 +239,19 @@ fn version_follows_the_segment_kinds_flag() {
     bytes[8] = 4;
     let err = Header::decode(&bytes, &Limits::default()).unwrap_err();
     assert!(err.to_string().contains("only with SEGMENT_KINDS"), "{err}");
+    // So does the chunked deflate flag.
+    let mut bytes = Index::encode(
+        &Header {
+            flags: FLAG_DEFLATE_CHUNKS,
+            ..header.clone()
+        },
+        &segments,
+    );
+    bytes[8] = 5;
+    let err = Header::decode(&bytes, &Limits::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("DEFLATE_CHUNKS (0x80) only with SEGMENT_KINDS"),
+        "{err}"
+    );
 }

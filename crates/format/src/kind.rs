@@ -1,4 +1,4 @@
-//! Segment kinds (version 3): how a segment makes its bytes, when the
+//! Segment kinds (versions 3 to 5): how a segment makes its bytes, when the
 //! header has [`FLAG_SEGMENT_KINDS`].
 //!
 //! Every payload then starts with one kind byte:
@@ -62,6 +62,24 @@
 //!   its `stream_len` is [`lzma_stream_len`]`(ops_len)`: the op stream and
 //!   the decoder's dictionary.
 //!
+//! - [`DEFLATE_CHUNKS`] (3, version 5, with [`FLAG_DEFLATE_CHUNKS`]): a
+//!   deflate segment rebuilt chunk by chunk, so that the applier's memory
+//!   does not grow with the content (a [`DEFLATE`] segment re-deflates it
+//!   all at once). The payload is a [`DEFLATE`] payload whose
+//!   `corrections_len, corrections` are replaced by:
+//!
+//! ```text
+//! u8 window_log                      the frame's zstd window, MIN_WINDOW_LOG..=MAX_WINDOW_LOG
+//! varint chunk_count                 1..=MAX_CHUNKS
+//! chunk_count × (varint raw_len, varint stream_len, varint corrections_len, corrections)
+//! zstd frame                         the new content, against the prefix
+//! ```
+//!
+//!   The applier decodes the frame as a stream within the window, a
+//!   chunk's `raw_len` bytes at a time, and rebuilds each chunk's
+//!   `stream_len` bytes with one re-deflater kept across the chunks. The
+//!   entry's `stream_len` is [`deflate_chunks_stream_len`].
+//!
 //! Memory: the applier holds the compressed sources, the prefix, the new
 //! content, a second copy of it and the growing stream inside the
 //! re-deflater, so the entry's `stream_len` must be
@@ -70,6 +88,7 @@
 //!
 //! [`FLAG_SEGMENT_KINDS`]: crate::FLAG_SEGMENT_KINDS
 //! [`FLAG_LZMA`]: crate::FLAG_LZMA
+//! [`FLAG_DEFLATE_CHUNKS`]: crate::FLAG_DEFLATE_CHUNKS
 
 use crate::error::{Error, Result};
 use crate::header::{Digest, SegmentEntry, STREAM_SLACK};
@@ -83,6 +102,25 @@ pub const DEFLATE: u8 = 1;
 /// Kind byte (version 4): an op stream compressed with LZMA2 after a
 /// branch filter.
 pub const LZMA: u8 = 2;
+/// Kind byte (version 5): a deflate stream rebuilt chunk by chunk from its
+/// inflated content, in memory that does not grow with the content.
+pub const DEFLATE_CHUNKS: u8 = 3;
+
+/// Most content bytes one chunk of a [`DEFLATE_CHUNKS`] segment may have:
+/// the re-deflater holds one chunk (and a 32 KiB window of the one before)
+/// at a time. (The generator's first chunk holds up to 2 MiB, the others
+/// about 256 KiB; the entry's memory counts the largest.)
+pub const MAX_CHUNK_RAW: u64 = 4 << 20;
+/// Most stream bytes one chunk may rebuild.
+pub const MAX_CHUNK_STREAM: u64 = 4 << 20;
+/// Smallest and largest zstd window (log2) of a [`DEFLATE_CHUNKS`]
+/// segment's frame: the applier decodes the frame as a stream, holding at
+/// most the window (or the whole content, if smaller) besides the prefix.
+pub const MIN_WINDOW_LOG: u8 = 10;
+/// See [`MIN_WINDOW_LOG`]: 4 MiB.
+pub const MAX_WINDOW_LOG: u8 = 22;
+/// zstd's largest block: a streaming decoder holds one beyond its window.
+pub const ZSTD_BLOCK: u64 = 128 << 10;
 
 /// Largest op stream of an LZMA segment: it bounds the decoder's
 /// dictionary (the generator's segments are at most a few MiB).
@@ -105,25 +143,56 @@ pub const MAX_DEFLATE_RATIO: u64 = 1032;
 const WHAT: &str = "deflate segment";
 
 /// Splits a payload of a header with segment kinds into its kind byte and
-/// the rest; [`LZMA`] is a kind only when `lzma` (the header's
-/// [`FLAG_LZMA`](crate::FLAG_LZMA)) says so.
+/// the rest; [`LZMA`] and [`DEFLATE_CHUNKS`] are kinds only when `kinds`
+/// (the header's flags) say so.
 ///
 /// # Errors
 /// [`Error::InvalidField`] for an empty payload or an unknown kind.
-pub fn split(payload: &[u8], segment: u64, lzma: bool) -> Result<(u8, &[u8])> {
+pub fn split(payload: &[u8], segment: u64, kinds: Kinds) -> Result<(u8, &[u8])> {
     match payload.split_first() {
-        Some((&kind, rest)) if kind == PLAIN || kind == DEFLATE || (lzma && kind == LZMA) => {
+        Some((&kind, rest))
+            if kind == PLAIN
+                || kind == DEFLATE
+                || (kinds.lzma && kind == LZMA)
+                || (kinds.deflate_chunks && kind == DEFLATE_CHUNKS) =>
+        {
             Ok((kind, rest))
         }
-        other => Err(Error::InvalidField {
-            field: format!("segment[{segment}] kind byte"),
-            found: other.map_or(0, |(&kind, _)| kind.into()),
-            expected: if lzma {
-                format!("{PLAIN} (plain), {DEFLATE} (deflate) or {LZMA} (lzma)")
-            } else {
-                format!("{PLAIN} (plain) or {DEFLATE} (deflate)")
-            },
-        }),
+        other => {
+            let mut names = vec![format!("{PLAIN} (plain)"), format!("{DEFLATE} (deflate)")];
+            if kinds.lzma {
+                names.push(format!("{LZMA} (lzma)"));
+            }
+            if kinds.deflate_chunks {
+                names.push(format!("{DEFLATE_CHUNKS} (deflate in chunks)"));
+            }
+            let last = names.pop().unwrap_or_default();
+            Err(Error::InvalidField {
+                field: format!("segment[{segment}] kind byte"),
+                found: other.map_or(0, |(&kind, _)| kind.into()),
+                expected: format!("{} or {last}", names.join(", ")),
+            })
+        }
+    }
+}
+
+/// The kinds beyond plain and deflate that a header allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kinds {
+    /// [`LZMA`] (the header's [`FLAG_LZMA`](crate::FLAG_LZMA)).
+    pub lzma: bool,
+    /// [`DEFLATE_CHUNKS`] (the header's
+    /// [`FLAG_DEFLATE_CHUNKS`](crate::FLAG_DEFLATE_CHUNKS)).
+    pub deflate_chunks: bool,
+}
+
+impl Kinds {
+    /// The kinds header flags `flags` allow.
+    pub fn of_flags(flags: u32) -> Kinds {
+        Kinds {
+            lzma: flags & crate::FLAG_LZMA != 0,
+            deflate_chunks: flags & crate::FLAG_DEFLATE_CHUNKS != 0,
+        }
     }
 }
 
@@ -237,13 +306,7 @@ impl<'a> Lzma<'a> {
 /// from the new image, every source's content, the new content twice and
 /// the rebuilt stream twice (room to grow).
 pub fn deflate_stream_len(sources: &[Source], new_raw_len: u64, new_len: u64) -> u64 {
-    sources
-        .iter()
-        .map(|s| {
-            let read_back = if s.new_image { s.len() } else { 0 };
-            s.raw_len.saturating_add(read_back)
-        })
-        .fold(0u64, u64::saturating_add)
+    prefix_memory(sources)
         .saturating_add(new_raw_len.saturating_mul(2))
         .saturating_add(new_len.saturating_mul(2))
 }
@@ -279,6 +342,48 @@ impl Source {
     }
 }
 
+/// Most chunks one [`DEFLATE_CHUNKS`] segment may list (the generator's
+/// chunks hold about 256 KiB of content each).
+pub const MAX_CHUNKS: u64 = 4096;
+
+/// The `stream_len` a [`DEFLATE_CHUNKS`] segment's entry must state: the
+/// compressed bytes read back from the new image and every source's
+/// content (the prefix), the frame decoder's window (or the whole content,
+/// if smaller; none for one chunk, which is decoded in place) and one
+/// block, and the largest chunk's content and stream twice each (the
+/// applier's copy and the re-deflater's).
+pub fn deflate_chunks_stream_len(
+    sources: &[Source],
+    new_raw_len: u64,
+    window_log: u8,
+    chunks: &[Chunk<'_>],
+) -> u64 {
+    let window = if chunks.len() > 1 {
+        (1u64 << window_log.min(63)).min(new_raw_len)
+    } else {
+        0
+    };
+    let raw = chunks.iter().map(|c| c.raw_len).max().unwrap_or(0);
+    let stream = chunks.iter().map(|c| c.stream_len).max().unwrap_or(0);
+    prefix_memory(sources)
+        .saturating_add(window)
+        .saturating_add(ZSTD_BLOCK)
+        .saturating_add(raw.saturating_mul(2))
+        .saturating_add(stream.saturating_mul(2))
+}
+
+/// What a deflate segment's prefix needs: every source's content, and the
+/// compressed bytes of the ones read back from the new image.
+fn prefix_memory(sources: &[Source]) -> u64 {
+    sources
+        .iter()
+        .map(|s| {
+            let read_back = if s.new_image { s.len() } else { 0 };
+            s.raw_len.saturating_add(read_back)
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
 /// The parts of a deflate segment's payload, after the kind byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deflate<'a> {
@@ -291,16 +396,46 @@ pub struct Deflate<'a> {
     pub head: &'a [u8],
     /// New bytes after the rebuilt stream.
     pub tail: &'a [u8],
-    /// The re-deflater's corrections.
-    pub corrections: &'a [u8],
+    /// How the stream is rebuilt from the content: the kind.
+    pub rebuild: Rebuild<'a>,
     /// The zstd frame of the new content.
     pub frame: &'a [u8],
+}
+
+/// How a deflate segment's stream is rebuilt from its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebuild<'a> {
+    /// Kind [`DEFLATE`]: the re-deflater's corrections for the whole
+    /// content at once.
+    Whole(&'a [u8]),
+    /// Kind [`DEFLATE_CHUNKS`]: chunk after chunk, each from its share of
+    /// the content (the frame decoded as a stream).
+    Chunks {
+        /// log2 of the frame's zstd window.
+        window_log: u8,
+        /// The chunks, in stream order.
+        chunks: Vec<Chunk<'a>>,
+    },
+}
+
+/// One chunk of a [`DEFLATE_CHUNKS`] segment's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    /// Bytes of content it is rebuilt from (the next ones of the frame).
+    pub raw_len: u64,
+    /// Bytes of stream it rebuilds.
+    pub stream_len: u64,
+    /// The re-deflater's corrections for it.
+    pub corrections: &'a [u8],
 }
 
 impl<'a> Deflate<'a> {
     /// Appends the payload, kind byte first.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(DEFLATE);
+        out.push(match self.rebuild {
+            Rebuild::Whole(_) => DEFLATE,
+            Rebuild::Chunks { .. } => DEFLATE_CHUNKS,
+        });
         varint::put(out, self.sources.len() as u64);
         for source in &self.sources {
             out.push(u8::from(source.new_image));
@@ -314,11 +449,38 @@ impl<'a> Deflate<'a> {
             varint::put(out, source.raw_len);
         }
         varint::put(out, self.new_raw_len);
-        for bytes in [self.head, self.tail, self.corrections] {
+        for bytes in [self.head, self.tail] {
             varint::put(out, bytes.len() as u64);
             out.extend_from_slice(bytes);
         }
+        match &self.rebuild {
+            Rebuild::Whole(corrections) => {
+                varint::put(out, corrections.len() as u64);
+                out.extend_from_slice(corrections);
+            }
+            Rebuild::Chunks { window_log, chunks } => {
+                out.push(*window_log);
+                varint::put(out, chunks.len() as u64);
+                for chunk in chunks {
+                    varint::put(out, chunk.raw_len);
+                    varint::put(out, chunk.stream_len);
+                    varint::put(out, chunk.corrections.len() as u64);
+                    out.extend_from_slice(chunk.corrections);
+                }
+            }
+        }
         out.extend_from_slice(self.frame);
+    }
+
+    /// The entry's `stream_len`, for a segment of `new_len` bytes: what
+    /// [`deflate_stream_len`] or [`deflate_chunks_stream_len`] says.
+    pub fn stream_len(&self, new_len: u64) -> u64 {
+        match &self.rebuild {
+            Rebuild::Whole(_) => deflate_stream_len(&self.sources, self.new_raw_len, new_len),
+            Rebuild::Chunks { window_log, chunks } => {
+                deflate_chunks_stream_len(&self.sources, self.new_raw_len, *window_log, chunks)
+            }
+        }
     }
 
     /// The entry's `ref_len`: bytes of old-image ranges.
@@ -334,7 +496,7 @@ impl<'a> Deflate<'a> {
         SegmentEntry {
             new_len,
             payload_len: payload.len() as u64,
-            stream_len: deflate_stream_len(&self.sources, self.new_raw_len, new_len),
+            stream_len: self.stream_len(new_len),
             ref_offset: 0,
             ref_len: self.old_len(),
             diff_len: new_len,
@@ -344,7 +506,8 @@ impl<'a> Deflate<'a> {
         }
     }
 
-    /// Reads the payload `body` (after its kind byte) of segment `segment`
+    /// Reads the payload `body` (after its kind byte `kind`, [`DEFLATE`] or
+    /// [`DEFLATE_CHUNKS`]) of segment `segment`
     /// with table entry `entry`, and checks it against the entry: old
     /// ranges within the old image's `old_len` bytes, new ones within the
     /// `new_limit` bytes of new image before the segment (0 without
@@ -355,6 +518,7 @@ impl<'a> Deflate<'a> {
     /// [`Error::InvalidField`] for a range that is empty or out of bounds,
     /// lengths that disagree with the entry, or sections past the end.
     pub fn decode(
+        kind: u8,
         body: &'a [u8],
         segment: u64,
         entry: &SegmentEntry,
@@ -436,26 +600,90 @@ impl<'a> Deflate<'a> {
             sources.push(source);
         }
         let new_raw_len = varint::get(body, &mut pos, WHAT)?;
-        let mut section = |what: &str| -> Result<&'a [u8]> {
-            let len = varint::get(body, &mut pos, WHAT)?;
-            let left = (body.len() - pos) as u64;
+        let section = |pos: &mut usize, what: &str| -> Result<&'a [u8]> {
+            let len = varint::get(body, pos, WHAT)?;
+            let left = (body.len() - *pos) as u64;
             if len > left {
                 return Err(invalid(what, len, format!("at most the {left} bytes left")));
             }
-            let bytes = &body[pos..pos + len as usize];
-            pos += len as usize;
+            let bytes = &body[*pos..*pos + len as usize];
+            *pos += len as usize;
             Ok(bytes)
         };
-        let head = section("head length")?;
-        let tail = section("tail length")?;
-        let corrections = section("corrections length")?;
+        let head = section(&mut pos, "head length")?;
+        let tail = section(&mut pos, "tail length")?;
+        let wrapper = (head.len() + tail.len()) as u64;
+        let Some(stream) = entry.new_len.checked_sub(wrapper).filter(|&n| n > 0) else {
+            let expected = format!("less than new_len, {}", entry.new_len);
+            return Err(invalid("head+tail length", wrapper, expected));
+        };
+        let rebuild = if kind == DEFLATE_CHUNKS {
+            let window_log = *body.get(pos).ok_or(Error::BadVarint {
+                what: WHAT,
+                offset: pos as u64,
+            })?;
+            pos += 1;
+            if !(MIN_WINDOW_LOG..=MAX_WINDOW_LOG).contains(&window_log) {
+                let expected = format!("{MIN_WINDOW_LOG}..={MAX_WINDOW_LOG}");
+                return Err(invalid("window_log", window_log.into(), expected));
+            }
+            let count = varint::get(body, &mut pos, WHAT)?;
+            // Each chunk takes at least three bytes: the list is as long
+            // as the payload says, never more.
+            let most = MAX_CHUNKS.min((body.len() - pos) as u64 / 3);
+            if count == 0 || count > most {
+                return Err(invalid("chunk count", count, format!("1..={most}")));
+            }
+            let mut chunks = Vec::with_capacity(count as usize);
+            let (mut raw_total, mut stream_total) = (0u64, 0u64);
+            for i in 0..count {
+                let raw_len = varint::get(body, &mut pos, WHAT)?;
+                let stream_len = varint::get(body, &mut pos, WHAT)?;
+                if raw_len > MAX_CHUNK_RAW {
+                    let what = format!("chunk #{i} raw_len");
+                    return Err(invalid(&what, raw_len, format!("at most {MAX_CHUNK_RAW}")));
+                }
+                if stream_len == 0 || stream_len > MAX_CHUNK_STREAM {
+                    let what = format!("chunk #{i} stream_len");
+                    return Err(invalid(
+                        &what,
+                        stream_len,
+                        format!("1..={MAX_CHUNK_STREAM}"),
+                    ));
+                }
+                if raw_len > stream_len.saturating_mul(MAX_DEFLATE_RATIO) {
+                    let what = format!("chunk #{i} raw_len");
+                    let expected = format!("at most {MAX_DEFLATE_RATIO} x its stream_len");
+                    return Err(invalid(&what, raw_len, expected));
+                }
+                let corrections = section(&mut pos, &format!("chunk #{i} corrections length"))?;
+                raw_total = raw_total.saturating_add(raw_len);
+                stream_total = stream_total.saturating_add(stream_len);
+                chunks.push(Chunk {
+                    raw_len,
+                    stream_len,
+                    corrections,
+                });
+            }
+            if raw_total != new_raw_len {
+                let expected = format!("new_raw_len, {new_raw_len}");
+                return Err(invalid("chunks' raw_len sum", raw_total, expected));
+            }
+            if stream_total != stream {
+                let expected = format!("the stream's length, {stream}");
+                return Err(invalid("chunks' stream_len sum", stream_total, expected));
+            }
+            Rebuild::Chunks { window_log, chunks }
+        } else {
+            Rebuild::Whole(section(&mut pos, "corrections length")?)
+        };
         let frame = &body[pos..];
         let parts = Deflate {
             sources,
             new_raw_len,
             head,
             tail,
-            corrections,
+            rebuild,
             frame,
         };
         let old = parts.old_len();
@@ -463,16 +691,11 @@ impl<'a> Deflate<'a> {
             let expected = format!("ref_len, {}", entry.ref_len);
             return Err(invalid("old range lengths", old, expected));
         }
-        let wrapper = (head.len() + tail.len()) as u64;
-        let Some(stream) = entry.new_len.checked_sub(wrapper).filter(|&n| n > 0) else {
-            let expected = format!("less than new_len, {}", entry.new_len);
-            return Err(invalid("head+tail length", wrapper, expected));
-        };
         if new_raw_len > stream.saturating_mul(MAX_DEFLATE_RATIO) {
             let expected = format!("at most {MAX_DEFLATE_RATIO} x the {stream} stream bytes");
             return Err(invalid("new_raw_len", new_raw_len, expected));
         }
-        let stream_len = deflate_stream_len(&parts.sources, new_raw_len, entry.new_len);
+        let stream_len = parts.stream_len(entry.new_len);
         if entry.stream_len != stream_len {
             return Err(invalid(
                 "stream_len",
@@ -498,6 +721,11 @@ impl<'a> Deflate<'a> {
 mod tests {
     use super::*;
 
+    const LZMA_ONLY: Kinds = Kinds {
+        lzma: true,
+        deflate_chunks: false,
+    };
+
     fn sample() -> (Deflate<'static>, SegmentEntry) {
         let parts = Deflate {
             sources: vec![
@@ -515,7 +743,7 @@ mod tests {
             new_raw_len: 520,
             head: &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 3],
             tail: &[1, 2, 3, 4, 5, 6, 7, 8],
-            corrections: b"corr",
+            rebuild: Rebuild::Whole(b"corr"),
             frame: b"frame",
         };
         let new_len = 200;
@@ -534,9 +762,12 @@ mod tests {
         let (parts, entry) = sample();
         let mut out = Vec::new();
         parts.encode(&mut out);
-        let (kind, body) = split(&out, 0, false).unwrap();
+        let (kind, body) = split(&out, 0, Kinds::default()).unwrap();
         assert_eq!(kind, DEFLATE);
-        assert_eq!(Deflate::decode(body, 0, &entry, 1000, 500).unwrap(), parts);
+        assert_eq!(
+            Deflate::decode(DEFLATE, body, 0, &entry, 1000, 500).unwrap(),
+            parts
+        );
     }
 
     #[test]
@@ -588,7 +819,7 @@ mod tests {
             ),
         ];
         for (what, old_len, new_limit, entry) in cases {
-            let err = Deflate::decode(body, 3, &entry, old_len, new_limit).unwrap_err();
+            let err = Deflate::decode(DEFLATE, body, 3, &entry, old_len, new_limit).unwrap_err();
             assert!(
                 err.to_string()
                     .contains(&format!("segment[3] deflate {what}")),
@@ -604,21 +835,130 @@ mod tests {
         parts.encode(&mut out);
         for end in 1..out.len() - parts.frame.len() {
             assert!(
-                Deflate::decode(&out[1..end], 0, &entry, 1000, 500).is_err(),
+                Deflate::decode(out[0], &out[1..end], 0, &entry, 1000, 500).is_err(),
+                "{end}"
+            );
+        }
+    }
+
+    fn chunked() -> (Deflate<'static>, SegmentEntry) {
+        let (mut parts, mut entry) = sample();
+        parts.rebuild = Rebuild::Chunks {
+            window_log: 12,
+            chunks: vec![
+                Chunk {
+                    raw_len: 400,
+                    stream_len: 150,
+                    corrections: b"one",
+                },
+                Chunk {
+                    raw_len: 120,
+                    stream_len: 32,
+                    corrections: b"",
+                },
+            ],
+        };
+        entry.stream_len = parts.stream_len(entry.new_len);
+        (parts, entry)
+    }
+
+    #[test]
+    fn chunked_payloads_round_trip_and_state_their_memory() {
+        let (parts, entry) = chunked();
+        let mut out = Vec::new();
+        parts.encode(&mut out);
+        assert_eq!(out[0], DEFLATE_CHUNKS);
+        let decoded = Deflate::decode(out[0], &out[1..], 0, &entry, 1000, 500).unwrap();
+        assert_eq!(decoded, parts);
+        // The prefix (500 + 3 + 1 read back), the content (smaller than
+        // the window), a zstd block, the largest chunk's content and
+        // stream twice each.
+        assert_eq!(entry.stream_len, 504 + 520 + ZSTD_BLOCK + 800 + 300);
+        // One chunk is decoded in place: no window.
+        let one = [Chunk {
+            raw_len: 520,
+            stream_len: 182,
+            corrections: b"",
+        }];
+        let stream_len = deflate_chunks_stream_len(&parts.sources, 520, 12, &one);
+        assert_eq!(stream_len, 504 + ZSTD_BLOCK + 1040 + 364);
+        for end in 1..out.len() - parts.frame.len() {
+            assert!(
+                Deflate::decode(out[0], &out[1..end], 0, &entry, 1000, 500).is_err(),
                 "{end}"
             );
         }
     }
 
     #[test]
+    fn chunk_lists_that_disagree_are_refused() {
+        let (parts, entry) = chunked();
+        let Rebuild::Chunks { chunks, .. } = &parts.rebuild else {
+            unreachable!()
+        };
+        let with = |window_log: u8, chunks: Vec<Chunk<'static>>| {
+            let parts = Deflate {
+                rebuild: Rebuild::Chunks { window_log, chunks },
+                ..parts.clone()
+            };
+            let mut out = Vec::new();
+            parts.encode(&mut out);
+            let entry = SegmentEntry {
+                stream_len: parts.stream_len(entry.new_len),
+                ..entry.clone()
+            };
+            Deflate::decode(out[0], &out[1..], 4, &entry, 1000, 500)
+                .unwrap_err()
+                .to_string()
+        };
+        let more = |i: usize, raw: u64, stream: u64| {
+            let mut list = chunks.clone();
+            list[i].raw_len += raw;
+            list[i].stream_len += stream;
+            list
+        };
+        let big = Chunk {
+            raw_len: MAX_CHUNK_RAW + 1,
+            stream_len: 1,
+            corrections: b"",
+        };
+        for (what, err) in [
+            ("window_log", with(MAX_WINDOW_LOG + 1, chunks.clone())),
+            ("window_log", with(MIN_WINDOW_LOG - 1, chunks.clone())),
+            ("chunk count", with(12, Vec::new())),
+            ("chunks' raw_len sum", with(12, more(1, 1, 0))),
+            ("chunks' stream_len sum", with(12, more(0, 0, 1))),
+            ("chunk #1 stream_len", with(12, more(1, 0, u64::MAX - 32))),
+            ("chunk #0 raw_len", with(12, vec![big])),
+        ] {
+            assert!(
+                err.contains(&format!("segment[4] deflate {what}")),
+                "{what}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_kinds_are_refused() {
-        assert!(split(&[], 2, true).is_err());
-        let err = split(&[7, 1, 2], 2, true).unwrap_err().to_string();
+        let all = Kinds::of_flags(crate::FLAG_LZMA | crate::FLAG_DEFLATE_CHUNKS);
+        assert!(split(&[], 2, all).is_err());
+        let err = split(&[7, 1, 2], 2, all).unwrap_err().to_string();
         assert!(err.contains("segment[2] kind byte"), "{err}");
-        // LZMA only with the header's flag.
-        assert!(split(&[LZMA, 1, 2], 2, true).is_ok());
-        let err = split(&[LZMA, 1, 2], 2, false).unwrap_err().to_string();
+        assert!(
+            err.contains("0 (plain), 1 (deflate), 2 (lzma) or 3 (deflate in chunks)"),
+            "{err}"
+        );
+        // LZMA and chunked deflate only with the header's flags.
+        assert!(split(&[LZMA, 1, 2], 2, LZMA_ONLY).is_ok());
+        assert!(split(&[DEFLATE_CHUNKS, 1, 2], 2, all).is_ok());
+        let err = split(&[LZMA, 1, 2], 2, Kinds::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("0 (plain) or 1 (deflate)"), "{err}");
+        let err = split(&[DEFLATE_CHUNKS, 1], 2, LZMA_ONLY)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0 (plain), 1 (deflate) or 2 (lzma)"), "{err}");
     }
 
     #[test]
@@ -636,7 +976,7 @@ mod tests {
             literal_len: 4000,
             ..SegmentEntry::default()
         };
-        let (kind, body) = split(&out, 0, true).unwrap();
+        let (kind, body) = split(&out, 0, LZMA_ONLY).unwrap();
         assert_eq!(kind, LZMA);
         assert_eq!(Lzma::decode(body, 0, &entry).unwrap(), parts);
         assert_eq!(lzma_stream_len(100), 100 + LZMA_DICT_MIN);
