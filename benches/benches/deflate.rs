@@ -5,7 +5,10 @@
 //! this process (`rebuild`, what the generator does) and in the applier's
 //! bounded worker process (`rebuild_sandboxed`: the kernel limits set for
 //! each rebuild, the text and the stream through a socket; the worker is
-//! forked once); throughput in bytes of stream.
+//! forked once); throughput in bytes of stream. A 3 MiB text, more than a
+//! deflate stream is rebuilt at once, is rebuilt in chunks
+//! (`rebuild_chunks`, `rebuild_chunks_sandboxed`), as version 5 segments
+//! are.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use delta_apply::redeflate::Sandboxed;
@@ -18,6 +21,40 @@ fn bench(c: &mut Criterion) {
     for (name, len) in [("1MiB", 1 << 20), ("16KiB", 16 << 10)] {
         bench_text(c, name, &changelog(len));
     }
+    bench_chunks(c, &changelog(3 << 20));
+}
+
+fn bench_chunks(c: &mut Criterion, text: &[u8]) {
+    let mut deflater = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    deflater.write_all(text).unwrap();
+    let stream = deflater.finish().unwrap();
+    let (raw, chunks) = delta_core::chunks_of(&stream).expect("the text cuts into chunks");
+    assert!(raw == text && chunks.len() > 1);
+    let sandbox = Sandboxed::default();
+    let rebuild = |redeflate: &dyn Redeflate| {
+        let mut rebuilder = redeflate.chunks();
+        let (mut at, mut out) = (0, 0);
+        for chunk in &chunks {
+            let content = &raw[at..at + chunk.raw_len];
+            let stream = rebuilder
+                .next(content, &chunk.corrections, chunk.stream_len)
+                .unwrap();
+            at += chunk.raw_len;
+            out += stream.len();
+        }
+        out
+    };
+    assert_eq!(rebuild(&delta_core::InProcess), stream.len());
+    let mut group = c.benchmark_group("deflate/3MiB");
+    group.throughput(Throughput::Bytes(stream.len() as u64));
+    group.sample_size(10);
+    group.bench_function("rebuild_chunks", |b| {
+        b.iter(|| rebuild(black_box(&delta_core::InProcess)))
+    });
+    group.bench_function("rebuild_chunks_sandboxed", |b| {
+        b.iter(|| rebuild(black_box(&sandbox)))
+    });
+    group.finish();
 }
 
 /// A changelog-like text of at least `len` bytes.

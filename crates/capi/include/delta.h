@@ -111,7 +111,7 @@ typedef struct DeltaError DeltaError;
 // during the call) or NULL for the library's default.
 typedef struct DeltaApplyOptions {
   // Most memory the apply may take, in bytes, in all: a delta whose
-  // header's `apply_memory` plus the applier's fixed 10 MiB is over it
+  // header's `apply_memory` plus the applier's fixed 9 MiB is over it
   // is refused before anything is written (default 24 MiB).
   uint64_t memory_limit;
   // Largest new image written to a file target, in bytes (a block
@@ -254,7 +254,7 @@ typedef struct DeltaInfo {
   // Largest segment, bytes of new image.
   uint64_t max_segment_len;
   // Buffer memory the applier needs, bytes (with the applier's fixed
-  // 10 MiB, checked against `DeltaApplyOptions::memory_limit`).
+  // 9 MiB, checked against `DeltaApplyOptions::memory_limit`).
   uint64_t apply_memory;
   // BLAKE3 of the old image: 64 hex digits and a NUL.
   char old_digest[DELTA_DIGEST_HEX_SIZE];

@@ -60,7 +60,7 @@ pub type DeltaProgressFn = Option<
 #[derive(Debug, Clone, Copy)]
 pub struct DeltaApplyOptions {
     /// Most memory the apply may take, in bytes, in all: a delta whose
-    /// header's `apply_memory` plus the applier's fixed 10 MiB is over it
+    /// header's `apply_memory` plus the applier's fixed 9 MiB is over it
     /// is refused before anything is written (default 24 MiB).
     pub memory_limit: u64,
     /// Largest new image written to a file target, in bytes (a block

@@ -33,7 +33,7 @@ pub struct DeltaInfo {
     /// Largest segment, bytes of new image.
     pub max_segment_len: u64,
     /// Buffer memory the applier needs, bytes (with the applier's fixed
-    /// 10 MiB, checked against `DeltaApplyOptions::memory_limit`).
+    /// 9 MiB, checked against `DeltaApplyOptions::memory_limit`).
     pub apply_memory: u64,
     /// BLAKE3 of the old image: 64 hex digits and a NUL.
     pub old_digest: [c_char; crate::DELTA_DIGEST_HEX_SIZE],

@@ -317,7 +317,7 @@ struct ApplyArgs {
     /// The target, overwritten: a file (written as OUT.partial, renamed over OUT when verified) or the inactive partition's block device.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
-    /// Most memory the apply may take, in all (bytes or units): a delta needing more (its buffers plus the applier's fixed 10 MiB) is refused before anything is written.
+    /// Most memory the apply may take, in all (bytes or units): a delta needing more (its buffers plus the applier's fixed 9 MiB) is refused before anything is written.
     #[arg(long = "max-memory", alias = "memory-limit", value_parser = parse_size, default_value_t = defaults().memory_limit)]
     memory_limit: u64,
     /// Largest new image written to a file target (bytes or units); a block device target is bounded by its size.

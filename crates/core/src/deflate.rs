@@ -322,9 +322,12 @@ pub(crate) enum Rebuilt {
 /// One chunk of a stream: its share of the content, its bytes of stream
 /// and the corrections that rebuild one from the other.
 #[derive(Debug, Clone)]
-pub(crate) struct ChunkData {
+pub struct ChunkData {
+    /// Bytes of content.
     pub raw_len: usize,
+    /// Bytes of stream.
     pub stream_len: usize,
+    /// preflate's corrections.
     pub corrections: Vec<u8>,
 }
 
@@ -418,7 +421,7 @@ fn whole(stream: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 /// The content and chunks of `stream` that the applier's steps rebuild it
 /// from: small first chunks first (less applier memory), then a first
 /// chunk of up to [`CHUNK_RAW_LIMIT`] (a whole stream, for most).
-fn chunks_of(stream: &[u8]) -> Option<(Vec<u8>, Vec<ChunkData>)> {
+pub fn chunks_of(stream: &[u8]) -> Option<(Vec<u8>, Vec<ChunkData>)> {
     [CHUNK_STREAM, usize::MAX]
         .into_iter()
         .filter_map(|first| cut_into_chunks(stream, first))

@@ -57,7 +57,8 @@ mod window;
 
 pub use content::ContentSummary;
 pub use deflate::{
-    first_line, inflate_exact, rebuild, InProcess, Rebuilder, Redeflate, RedeflateChunks,
+    chunks_of, first_line, inflate_exact, rebuild, ChunkData, InProcess, Rebuilder, Redeflate,
+    RedeflateChunks,
 };
 pub use encode::{encode_segment, EncodeOptions};
 pub use error::{Error, Result};
