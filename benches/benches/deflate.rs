@@ -8,7 +8,7 @@
 //! forked once); throughput in bytes of stream. A 3 MiB text, more than a
 //! deflate stream is rebuilt at once, is rebuilt in chunks
 //! (`rebuild_chunks`, `rebuild_chunks_sandboxed`), as version 5 segments
-//! are.
+//! are (GNU gzip's stream of it).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use delta_apply::redeflate::Sandboxed;
@@ -21,18 +21,61 @@ fn bench(c: &mut Criterion) {
     for (name, len) in [("1MiB", 1 << 20), ("16KiB", 16 << 10)] {
         bench_text(c, name, &changelog(len));
     }
-    bench_chunks(c, &changelog(3 << 20));
+    bench_chunks(c, &entries(3 << 20));
+}
+
+/// A changelog-like text of at least `len` bytes with entries of varied
+/// length (as `crates/core/tests/deflate.rs` makes them).
+fn entries(len: usize) -> Vec<u8> {
+    let mut rng = Rng::new(21);
+    let mut text = Vec::new();
+    let mut entry = 0u64;
+    while text.len() < len {
+        entry += 1;
+        let n = 40 + rng.below(200) as usize;
+        let words = rng.text(n);
+        text.extend_from_slice(
+            format!(
+                "pkg ({entry}.{}) unstable; urgency=medium\n\n  * ",
+                rng.below(10)
+            )
+            .as_bytes(),
+        );
+        text.extend_from_slice(&words);
+        let day = rng.below(9) + 1;
+        text.extend_from_slice(
+            format!("\n\n -- Maintainer <m@example.org>  Mon, 0{day} Jan 2024\n\n").as_bytes(),
+        );
+    }
+    text
+}
+
+/// GNU gzip's raw stream of `text` (`gzip -9n`, as Debian compresses its
+/// changelogs): preflate-rs cuts it into chunks, where it fails on
+/// miniz_oxide's streams of this text.
+fn gnu_gzip(text: &[u8]) -> Vec<u8> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("gzip")
+        .arg("-9n")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("GNU gzip is needed for this bench");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = text.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out.stdout[10..out.stdout.len() - 8].to_vec()
 }
 
 fn bench_chunks(c: &mut Criterion, text: &[u8]) {
-    let mut deflater = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    deflater.write_all(text).unwrap();
-    let stream = deflater.finish().unwrap();
+    let stream = gnu_gzip(text);
     let (raw, chunks) = delta_core::chunks_of(&stream).expect("the text cuts into chunks");
     assert!(raw == text && chunks.len() > 1);
     let sandbox = Sandboxed::default();
     let rebuild = |redeflate: &dyn Redeflate| {
-        let mut rebuilder = redeflate.chunks();
+        let mut rebuilder = redeflate.chunks(raw.len() as u64);
         let (mut at, mut out) = (0, 0);
         for chunk in &chunks {
             let content = &raw[at..at + chunk.raw_len];

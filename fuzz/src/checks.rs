@@ -675,7 +675,10 @@ fn check_deflate_segment(data: &[u8]) {
     let most = 2 * content.len() + 1024;
     let rebuilt = match (hostile, chunked) {
         (true, false) => sandbox.rebuild_at_most(content, corrections, most).ok(),
-        (true, true) => sandbox.chunks().next(content, corrections, most).ok(),
+        (true, true) => sandbox
+            .chunks(content.len() as u64)
+            .next(content, corrections, most)
+            .ok(),
         (false, false) => delta_core::rebuild(content, corrections).ok(),
         (false, true) => delta_core::Rebuilder::new()
             .chunk(content, corrections)

@@ -200,18 +200,24 @@ impl Sandboxed {
         corrections: &[u8],
         most: usize,
     ) -> Result<Vec<u8>, String> {
-        self.rebuild_in(Mode::Whole, raw, corrections, most)
+        self.rebuild_in(Mode::Whole, raw, corrections, most, raw.len())
     }
 
-    /// [`Sandboxed::rebuild_at_most`] of a whole stream or of a chunk.
+    /// [`Sandboxed::rebuild_at_most`] of a whole stream or of a chunk,
+    /// with the CPU budget of `cpu_raw` bytes of content (a chunked
+    /// stream's: all of its content).
     fn rebuild_in(
         &self,
         mode: Mode,
         raw: &[u8],
         corrections: &[u8],
         most: usize,
+        cpu_raw: usize,
     ) -> Result<Vec<u8>, String> {
-        let budget = Budget::of(raw.len(), most);
+        let budget = Budget {
+            cpu_seconds: Budget::of(cpu_raw, most).cpu_seconds,
+            ..Budget::of(raw.len(), most)
+        };
         let mut slot = self.worker.lock().unwrap_or_else(|e| e.into_inner());
         let worker = match slot.take() {
             Some(worker) => worker,
@@ -274,10 +280,11 @@ impl Redeflate for Sandboxed {
         Ok(stream)
     }
 
-    fn chunks(&self) -> Box<dyn RedeflateChunks + '_> {
+    fn chunks(&self, raw_len: u64) -> Box<dyn RedeflateChunks + '_> {
         Box::new(SandboxedChunks {
             sandbox: self,
             first: true,
+            raw_len: usize::try_from(raw_len).unwrap_or(usize::MAX),
         })
     }
 
@@ -301,10 +308,13 @@ impl Redeflate for Sandboxed {
 }
 
 /// One stream rebuilt in chunks by a [`Sandboxed`]'s worker, which keeps
-/// the stream's state between chunks.
+/// the stream's state between chunks. The stream's CPU budget is the one
+/// of all its content (`raw_len`), set at its first chunk; each chunk's
+/// memory budget is its own.
 struct SandboxedChunks<'a> {
     sandbox: &'a Sandboxed,
     first: bool,
+    raw_len: usize,
 }
 
 impl RedeflateChunks for SandboxedChunks<'_> {
@@ -316,9 +326,7 @@ impl RedeflateChunks for SandboxedChunks<'_> {
     ) -> Result<Vec<u8>, String> {
         let mode = if self.first { Mode::First } else { Mode::Next };
         self.first = false;
-        let stream = self
-            .sandbox
-            .rebuild_in(mode, raw, corrections, stream_len)?;
+        let stream = (self.sandbox).rebuild_in(mode, raw, corrections, stream_len, self.raw_len)?;
         if stream.len() != stream_len {
             return Err(format!(
                 "rebuilt {} stream bytes, the chunk holds {stream_len}",
@@ -560,6 +568,8 @@ fn serve(mut socket: UnixStream, rebuild: Rebuild) {
     }
     let shared = proc_status_bytes("VmRSS:");
     let mut chunks = Rebuilder::new();
+    // A chunked stream's first chunk was seen: its CPU budget stands.
+    let mut in_stream = false;
     loop {
         let mut request = [0u8; REQUEST];
         if socket.read_exact(&mut request).is_err() {
@@ -580,7 +590,9 @@ fn serve(mut socket: UnixStream, rebuild: Rebuild) {
         if socket.read_exact(&mut raw).is_err() || socket.read_exact(&mut corrections).is_err() {
             return;
         }
-        let answer = match limit(budget) {
+        let keep_cpu = mode == Mode::Next && in_stream;
+        in_stream = mode != Mode::Whole;
+        let answer = match limit(budget, keep_cpu) {
             Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 rebuild(&mut chunks, mode, &raw, &corrections)
             }))
@@ -627,7 +639,11 @@ fn trim_heap() {
 
 /// Limits the worker for one rebuild: its address space may grow by
 /// `budget.memory` from now, its CPU time by `budget.cpu_seconds`.
-fn limit(budget: Budget) -> std::io::Result<()> {
+///
+/// With `keep_cpu`, the CPU limit is left as it is: the chunks of one
+/// stream share the budget its first chunk set, so that a hostile segment
+/// of many chunks cannot take a full budget for each.
+fn limit(budget: Budget, keep_cpu: bool) -> std::io::Result<()> {
     let mapped = std::fs::read_to_string("/proc/self/statm")?
         .split_whitespace()
         .next()
@@ -644,10 +660,12 @@ fn limit(budget: Budget) -> std::io::Result<()> {
         .filter_map(|n| n.parse::<u64>().ok())
         .sum();
     let used = ticks.div_ceil(rustix::param::clock_ticks_per_second().max(1));
-    for (resource, value) in [
+    let limits = [
         (Resource::As, mapped.saturating_add(budget.memory)),
         (Resource::Cpu, used.saturating_add(budget.cpu_seconds)),
-    ] {
+    ];
+    for (resource, value) in &limits[..if keep_cpu { 1 } else { 2 }] {
+        let (resource, value) = (*resource, *value);
         let hard = rustix::process::getrlimit(resource).maximum;
         let soft = hard.map_or(value, |hard| value.min(hard));
         rustix::process::setrlimit(
@@ -786,6 +804,91 @@ mod tests {
             .redeflate(&raw, &corr, stream.len())
             .unwrap_err();
         assert!(!err.contains('\n') && !err.contains(".rs:"), "{err}");
+    }
+
+    /// A stream cut into two chunks by preflate (at a block boundary
+    /// within its first 8 KiB): the content, and each chunk's content
+    /// length, stream length and corrections.
+    #[allow(clippy::type_complexity)]
+    fn two_chunks(stream: &[u8]) -> (Vec<u8>, Vec<(usize, usize, Vec<u8>)>) {
+        let config = preflate_rs::PreflateConfig::default();
+        let mut processor = preflate_rs::PreflateStreamProcessor::new(&config);
+        let (mut raw, mut chunks, mut at) = (Vec::new(), Vec::new(), 0);
+        let mut slice = 8 << 10;
+        while !processor.is_done() {
+            let end = (at + slice).min(stream.len());
+            match processor.decompress(&stream[at..end]) {
+                Ok(chunk) => {
+                    let text = processor.plain_text().text();
+                    raw.extend_from_slice(text);
+                    chunks.push((text.len(), chunk.compressed_size, chunk.corrections));
+                    at += chunk.compressed_size;
+                    processor.shrink_to_dictionary();
+                    slice = stream.len();
+                }
+                Err(_) => slice *= 2,
+            }
+        }
+        (raw, chunks)
+    }
+
+    #[test]
+    fn a_stream_is_rebuilt_in_chunks_by_one_worker() {
+        let text: Vec<u8> = (0..20).flat_map(|_| text()).collect();
+        let stream = gzip_stream(&text);
+        let (raw, chunks) = two_chunks(&stream);
+        assert!(chunks.len() >= 2, "{} chunks", chunks.len());
+        let sandbox = Sandboxed::default();
+        let mut rebuilder = sandbox.chunks(raw.len() as u64);
+        let (mut at, mut out) = (0, Vec::new());
+        for (raw_len, stream_len, corrections) in &chunks {
+            let part = rebuilder
+                .next(&raw[at..at + raw_len], corrections, *stream_len)
+                .unwrap();
+            at += raw_len;
+            out.extend_from_slice(&part);
+        }
+        assert!(out == stream);
+        // A chunk that says it is shorter than it rebuilds is refused.
+        let mut rebuilder = sandbox.chunks(raw.len() as u64);
+        let (raw_len, stream_len, corrections) = &chunks[0];
+        let err = rebuilder
+            .next(&raw[..*raw_len], corrections, stream_len - 1)
+            .unwrap_err();
+        assert!(err.contains("stream bytes"), "{err}");
+    }
+
+    /// Burns 1.2 s of CPU (of the worker's own: other tests share the
+    /// cores), then answers.
+    fn slow(_: &mut Rebuilder, _: Mode, _: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
+        let cpu = || {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+            Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+        };
+        let start = cpu();
+        while cpu() - start < Duration::from_millis(1200) {
+            std::hint::black_box(0u64);
+        }
+        Ok(vec![1])
+    }
+
+    /// The chunks of one stream share its CPU budget (3 s for a byte of
+    /// content): a third chunk as slow as the first two is stopped, where a
+    /// budget for each chunk would let a hostile segment of 4096 chunks
+    /// take 4096 budgets.
+    #[test]
+    fn the_chunks_of_a_stream_share_its_cpu_budget() {
+        assert_eq!(Budget::of(1, 1).cpu_seconds, 3);
+        let sandbox = Sandboxed::running(slow, None);
+        let mut rebuilder = sandbox.chunks(1);
+        for _ in 0..2 {
+            assert_eq!(rebuilder.next(&[0], &[], 1).unwrap(), vec![1]);
+        }
+        let err = rebuilder.next(&[0], &[], 1).unwrap_err();
+        assert!(err.contains("s of CPU"), "{err}");
+        // A new stream has a budget of its own.
+        let mut rebuilder = sandbox.chunks(1);
+        assert_eq!(rebuilder.next(&[0], &[], 1).unwrap(), vec![1]);
     }
 
     fn spin(_: &mut Rebuilder, _: Mode, _: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {

@@ -175,8 +175,9 @@ pub trait Redeflate: std::fmt::Debug + Send + Sync {
         stream_len: usize,
     ) -> Result<Vec<u8>, String>;
 
-    /// Starts rebuilding a stream in chunks (kind `DEFLATE_CHUNKS`).
-    fn chunks(&self) -> Box<dyn RedeflateChunks + '_>;
+    /// Starts rebuilding a stream of `raw_len` bytes of content in chunks
+    /// (kind `DEFLATE_CHUNKS`).
+    fn chunks(&self, raw_len: u64) -> Box<dyn RedeflateChunks + '_>;
 
     /// Called when the patcher applies a segment of another kind, whose
     /// buffers take `memory` bytes: a rebuilder that keeps a helper
@@ -231,7 +232,7 @@ impl Redeflate for InProcess {
         rebuild(raw, corrections)
     }
 
-    fn chunks(&self) -> Box<dyn RedeflateChunks + '_> {
+    fn chunks(&self, _raw_len: u64) -> Box<dyn RedeflateChunks + '_> {
         Box::new(Rebuilder::new())
     }
 }

@@ -468,7 +468,7 @@ impl Patcher {
                     _ => Some(ChunkedFrame::new(segment, parts, *window_log, prefix)?),
                 };
                 let redeflate = Arc::clone(&self.redeflate);
-                let mut rebuilder = redeflate.chunks();
+                let mut rebuilder = redeflate.chunks(parts.new_raw_len);
                 for (i, chunk) in chunks.iter().enumerate() {
                     let raw = &mut self.stream[..chunk.raw_len as usize];
                     if let Some(frame) = frame.as_mut() {
