@@ -16,6 +16,21 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Fills `buf` from `input`, as `read_exact` does; on failure, also says
+/// how many bytes of `buf` it read first (where a cut-short delta ended).
+pub(crate) fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> Result<(), (usize, io::Error)> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => return Err((filled, io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((filled, e)),
+        }
+    }
+    Ok(())
+}
+
 /// A delta read front to back.
 pub trait DeltaInput: Read + Send {
     /// Names the delta in messages and the update log: a path, `stdin` or

@@ -103,9 +103,13 @@ impl DeltaStream {
         }
         payload.resize(len, 0);
         for piece in payload.chunks_mut(READ_PIECE) {
-            let read = self.input.read_exact(piece);
+            let read = crate::input::read_full(&mut self.input, piece);
             self.log_notes(report);
-            read.map_err(|e| self.error(e))?;
+            if let Err((got, e)) = read {
+                // The error names the first byte not received.
+                self.at += got as u64;
+                return Err(self.error(e));
+            }
             self.at += piece.len() as u64;
             report.received(self.at, self.len);
         }
@@ -125,7 +129,7 @@ impl DeltaStream {
             std::io::Error::new(
                 e.kind(),
                 format!(
-                    "the delta ended early: its table says it is {} bytes",
+                    "the delta ended there: its table says it is {} bytes",
                     self.len
                 ),
             )

@@ -6,7 +6,6 @@ use crate::error::{Error, Result};
 use crate::input::DeltaInput;
 use delta_core::signature::{self, PublicKey};
 use delta_format::Limits;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// What a verification found.
@@ -68,9 +67,8 @@ pub fn verify_from(
         debug_assert_eq!(at, offset);
         // Bounded: payload_len <= apply_memory, checked against the limit.
         payload.resize(entry.payload_len as usize, 0);
-        input
-            .read_exact(&mut payload)
-            .map_err(|source| read_error(at, source))?;
+        crate::input::read_full(&mut input, &mut payload)
+            .map_err(|(got, source)| read_error(at + got as u64, source))?;
         at += entry.payload_len;
         if blake3::hash(&payload).as_bytes() != &entry.payload_digest {
             return Err(Error::Segment {

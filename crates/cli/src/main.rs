@@ -116,11 +116,8 @@ Exit codes: 0 success; 1 failure; 2 usage error; 3 not now (application lock hel
 )]
 struct Cli {
     /// Print errors only: no summary lines or warnings.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
-    quiet: bool,
-    /// Print more: every file's cost after gen, the update log after apply.
     #[arg(short, long, global = true)]
-    verbose: bool,
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -260,9 +257,15 @@ impl Tuning {
 
 #[derive(clap::Args)]
 struct GenArgs {
-    /// OLD NEW, or NEW alone with --full.
-    #[arg(required = true, num_args = 1..=2, value_names = ["OLD", "NEW"])]
-    images: Vec<PathBuf>,
+    /// The old image (with --full, the new image alone).
+    #[arg(value_name = "OLD")]
+    first: PathBuf,
+    /// The new image.
+    #[arg(value_name = "NEW")]
+    new: Option<PathBuf>,
+    /// Print every file's cost, not only the ten costliest.
+    #[arg(short, long)]
+    verbose: bool,
     /// Output delta file; `-` writes it to stdout (the summary then goes to stderr).
     #[arg(short, long, value_name = "DELTA")]
     output: PathBuf,
@@ -302,9 +305,15 @@ enum ProgressMode {
 
 #[derive(clap::Args)]
 struct ApplyArgs {
-    /// [OLD] DELTA: the old image and the delta, or DELTA alone for a full-image payload. DELTA is a file, `-` for stdin, or an http(s):// URL, applied as it arrives.
-    #[arg(required = true, num_args = 1..=2, value_names = ["OLD", "DELTA"])]
-    inputs: Vec<PathBuf>,
+    /// The old image (or, alone, the delta of a full-image payload).
+    #[arg(value_name = "OLD")]
+    first: PathBuf,
+    /// The delta: a file, `-` for stdin, or an http(s):// URL, applied as it arrives.
+    #[arg(value_name = "DELTA")]
+    delta: Option<PathBuf>,
+    /// Print the update log after the summary.
+    #[arg(short, long)]
+    verbose: bool,
     /// Failed download attempts in a row before giving up (a URL DELTA).
     #[arg(long, default_value_t = UrlOptions::default().retries)]
     retries: u32,
@@ -460,10 +469,24 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbosity = match (cli.quiet, cli.verbose) {
-        (true, _) => QUIET,
-        (_, true) => VERBOSE,
-        _ => NORMAL,
+    // -v belongs to the commands that have more to say.
+    let verbose = match &cli.command {
+        Command::Gen(args) => args.verbose,
+        Command::Apply(args) => args.verbose,
+        _ => false,
+    };
+    let verbosity = match (cli.quiet, verbose) {
+        (true, true) => {
+            let mut cli = Cli::command();
+            cli.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--quiet and --verbose cannot be used together",
+            )
+            .exit()
+        }
+        (true, false) => QUIET,
+        (false, true) => VERBOSE,
+        (false, false) => NORMAL,
     };
     VERBOSITY.store(verbosity, Ordering::Relaxed);
     let mut json = false;
@@ -548,11 +571,11 @@ enum Output<'a> {
 }
 
 fn gen(args: GenArgs) -> Result<(), Failure> {
-    let (old, new) = match (args.full, args.images.as_slice()) {
-        (true, [new]) => (None, new),
-        (false, [old, new]) => (Some(old.as_path()), new),
-        (true, _) => usage("gen", "with --full, give only NEW"),
-        (false, _) => usage("gen", "give OLD and NEW (or --full NEW)"),
+    let (old, new) = match (args.full, &args.new) {
+        (true, None) => (None, &args.first),
+        (false, Some(new)) => (Some(args.first.as_path()), new),
+        (true, Some(_)) => usage("gen", "with --full, give only NEW"),
+        (false, None) => usage("gen", "give OLD and NEW (or --full NEW)"),
     };
     // `-o /dev/stdout` is stdout, as `-`: that name is a symlink, which
     // the generator never replaces.
@@ -837,13 +860,9 @@ impl ApplyArgs {
 }
 
 fn apply(args: ApplyArgs) -> Result<(), Failure> {
-    let (old, delta) = match args.inputs.as_slice() {
-        [delta] => (None, delta),
-        [old, delta] => (Some(old.as_path()), delta),
-        _ => usage(
-            "apply",
-            "give OLD DELTA, or DELTA alone for a full-image payload",
-        ),
+    let (old, delta) = match &args.delta {
+        None => (None, &args.first),
+        Some(delta) => (Some(args.first.as_path()), delta),
     };
     let options = args.options()?;
     let mode = progress_mode(args.progress);

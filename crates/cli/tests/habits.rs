@@ -531,6 +531,19 @@ fn usage_errors_show_the_subcommands_usage() {
     let help = stdout(&p.run(&["apply", "--help"]));
     assert!(help.contains("4 cancelled"), "{help}");
     assert!(help.contains("overwritten"), "{help}");
+    // Each argument on its own line, as the usage line names it.
+    assert!(!help.contains("<OLD> [DELTA]..."), "{help}");
+    assert!(help.contains("  <OLD>\n") && help.contains("  [DELTA]\n"), "{help}");
+    let help = stdout(&p.run(&["gen", "--help"]));
+    assert!(!help.contains("[NEW]..."), "{help}");
+    // -v says what it prints, where it prints something.
+    assert!(help.contains("every file's cost"), "{help}");
+    let help = stdout(&p.run(&["apply", "--help"]));
+    assert!(help.contains("the update log"), "{help}");
+    for command in ["check-data", "man", "info", "verify"] {
+        let help = stdout(&p.run(&[command, "--help"]));
+        assert!(!help.contains("--verbose"), "{command}: {help}");
+    }
 }
 
 #[test]

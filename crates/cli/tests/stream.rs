@@ -476,7 +476,8 @@ fn a_pipe_cut_short_is_an_error_that_resumes() {
         &out,
         &[
             "delta stdin",
-            "ended early",
+            // The byte where the pipe ended, not where the read began.
+            &format!("reading byte {cut}: the delta ended there"),
             &format!("{} bytes", delta.len()),
         ],
     );
