@@ -17,7 +17,7 @@ use std::path::Path;
 
 /// Size of the treemap, in SVG units (pixels at 100%).
 const MAP_WIDTH: f64 = 1160.0;
-const MAP_HEIGHT: f64 = 520.0;
+const MAP_HEIGHT: f64 = 440.0;
 
 /// Encodings with their colours, in legend order; others are grey.
 const COLOURS: [(&str, &str); 5] = [
@@ -255,7 +255,8 @@ struct Folder {
 /// What a rectangle of the map stands for.
 enum Item<'a> {
     File(usize),
-    Folder(&'a str, &'a Folder),
+    /// A folder by its path (empty for the root).
+    Folder(String, &'a Folder),
     Outside,
 }
 
@@ -287,7 +288,7 @@ fn treemap(report: &Report) -> String {
             w: MAP_WIDTH,
             h: MAP_HEIGHT,
         };
-        let mut top: Vec<(u64, Item)> = vec![(root.bytes, Item::Folder("", &root))];
+        let mut top: Vec<(u64, Item)> = vec![(root.bytes, Item::Folder(String::new(), &root))];
         top.push((report.outside_bytes, Item::Outside));
         let mut outlines = String::new();
         draw(&mut svg, &mut outlines, report, top, whole, scale);
@@ -334,11 +335,11 @@ fn draw(
                 cell(svg, r, OUTSIDE_COLOUR, "o", report.outside_bytes, &tip);
                 label(svg, r, "(outside files)");
             }
-            Item::Folder(name, folder) => {
+            Item::Folder(ref path, folder) => {
                 let children = folder
                     .folders
                     .iter()
-                    .map(|(n, f)| (f.bytes, Item::Folder(n, f)))
+                    .map(|(n, f)| (f.bytes, Item::Folder(format!("{path}/{n}"), f)))
                     .chain(
                         folder
                             .files
@@ -347,19 +348,21 @@ fn draw(
                     )
                     .collect();
                 draw(svg, outlines, report, children, r, scale);
-                if !name.is_empty() {
+                if !path.is_empty() {
                     let _ = writeln!(
                         outlines,
                         "<rect class=\"d\" x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\"/>",
                         r.x, r.y, r.w, r.h
                     );
-                    if r.w > 50.0 && r.h > 30.0 {
+                    // Named where it holds files itself: a folder of
+                    // folders shares its corners with them.
+                    if !folder.files.is_empty() && r.w > 50.0 && r.h > 30.0 {
                         let _ = writeln!(
                             outlines,
-                            "<text class=\"dl\" x=\"{:.2}\" y=\"{:.2}\">{}/</text>",
+                            "<text class=\"dl\" x=\"{:.2}\" y=\"{:.2}\">{}</text>",
                             r.x + 3.0,
                             r.y + r.h - 4.0,
-                            escape(&fit(name, r.w - 6.0))
+                            escape(&fit(&format!("{path}/"), r.w - 6.0))
                         );
                     }
                 }

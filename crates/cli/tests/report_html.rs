@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 const DELTA: &str = env!("CARGO_BIN_EXE_delta");
 
 /// Size of the page's treemap (`MAP_WIDTH` x `MAP_HEIGHT` in html.rs).
-const MAP_AREA: f64 = 1160.0 * 520.0;
+const MAP_AREA: f64 = 1160.0 * 440.0;
 
 /// The name of a file whose path must be escaped.
 const HOSTILE: &str = "<script>alert(1)</script>.sh";
