@@ -19,6 +19,9 @@ use std::path::Path;
 const MAP_WIDTH: f64 = 1160.0;
 const MAP_HEIGHT: f64 = 440.0;
 
+/// Deepest folder the treemap draws (see [`treemap`]).
+const MAX_DEPTH: usize = 64;
+
 /// Encodings with their colours, in legend order; others are grey.
 const COLOURS: [(&str, &str); 5] = [
     ("copy", "#a0a0a0"),
@@ -269,7 +272,10 @@ fn treemap(report: &Report) -> String {
         let mut folder = &mut root;
         folder.bytes += f.delta_bytes;
         let parts: Vec<&str> = f.path.split('/').filter(|p| !p.is_empty()).collect();
-        for part in parts.iter().take(parts.len().saturating_sub(1)) {
+        // Deeper folders are drawn as their ancestor at MAX_DEPTH: the
+        // layout recurses once a level, and a path is untrusted.
+        let depth = parts.len().saturating_sub(1).min(MAX_DEPTH);
+        for part in parts.iter().take(depth) {
             folder = folder.folders.entry((*part).to_string()).or_default();
             folder.bytes += f.delta_bytes;
         }
@@ -571,6 +577,29 @@ mod tests {
                 "{r:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_deep_path_is_drawn_at_the_deepest_folder() {
+        let path = "/d".repeat(200_000) + "/file";
+        let report = Report {
+            container: "ext4".into(),
+            delta_bytes: 10,
+            payload_bytes: 10,
+            table_bytes: 0,
+            outside_len: 0,
+            outside_bytes: 0,
+            files: vec![File {
+                path,
+                new_len: 1,
+                partner: None,
+                encoding: "literal".into(),
+                delta_bytes: 10,
+            }],
+        };
+        let svg = treemap(&report);
+        assert_eq!(svg.matches("<rect class=\"f\"").count(), 1);
+        assert_eq!(svg.matches("<rect class=\"d\"").count(), MAX_DEPTH);
     }
 
     #[test]
