@@ -30,6 +30,7 @@ macro_rules! say {
     };
 }
 
+mod html;
 mod info;
 mod keys;
 mod report;
@@ -142,6 +143,14 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Write the JSON of `delta gen --report` as one self-contained HTML page: totals, a treemap by folder and file, the files as a sortable table.
+    Report {
+        /// The report written by `delta gen --report FILE.json`.
+        report: PathBuf,
+        /// The page to write.
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// Measure `tar -cz DIR` without writing it; exit 3 when over the limit (1.x to 2.x migration preflight).
     CheckData {
@@ -503,6 +512,7 @@ fn main() -> ExitCode {
             apply(*args)
         }
         Command::Info { delta, json } => info::run(&delta, json).map_err(Failure::from),
+        Command::Report { report, output } => html::run(&report, &output).map_err(Failure::from),
         Command::CheckData { dir, limit, json } => check_data(&dir, limit, json),
         Command::Roundtrip { old, new, tuning } => roundtrip(&old, &new, &tuning),
         Command::Keygen { output } => keys::keygen(&output).map_err(Failure::from),

@@ -27,7 +27,7 @@ pub fn print_costliest(report: &Report, n: usize) {
     }
     if let Some(rest) = report.files.iter().find(|f| f.path.is_empty()) {
         say!(
-            "{:>12}  outside files (file-system metadata, free space, unmapped bytes)",
+            "{:>12}  outside files (file-system metadata, free space, unmapped bytes, copy ops)",
             rest.delta_bytes
         );
     }

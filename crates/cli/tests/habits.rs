@@ -533,7 +533,10 @@ fn usage_errors_show_the_subcommands_usage() {
     assert!(help.contains("overwritten"), "{help}");
     // Each argument on its own line, as the usage line names it.
     assert!(!help.contains("<OLD> [DELTA]..."), "{help}");
-    assert!(help.contains("  <OLD>\n") && help.contains("  [DELTA]\n"), "{help}");
+    assert!(
+        help.contains("  <OLD>\n") && help.contains("  [DELTA]\n"),
+        "{help}"
+    );
     let help = stdout(&p.run(&["gen", "--help"]));
     assert!(!help.contains("[NEW]..."), "{help}");
     // -v says what it prints, where it prints something.

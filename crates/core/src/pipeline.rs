@@ -270,7 +270,7 @@ pub fn generate<R: Runner>(
                 encode_segment(old, produced, digest, &plan, layout, &options.encode, lzma)?;
             encoding.add(range.len() as u64);
             let pieces = if options.report {
-                plain_pieces(range.start as u64, &plan.ops, &plan.diff)
+                plain_pieces(range.start as u64, &plan, kind == delta_format::kind::LZMA)
             } else {
                 Vec::new()
             };

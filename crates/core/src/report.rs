@@ -2,32 +2,51 @@
 //! payload bytes, and how each was encoded (`delta gen --report`).
 //!
 //! Each segment's payload is shared out over the new-image bytes it
-//! produces, by weight: a literal byte or a non-zero diff byte weighs
-//! [`BYTE_WEIGHT`] (what the compressor has to code), a zero diff byte (old
-//! and new agree there) [`ZERO_DIFF_WEIGHT`], a copy or zero run nothing
-//! but its op ([`OP_WEIGHT`]); a segment of copies only is shared by bytes
-//! produced. Weighing every diff byte like a literal one overcharged
-//! rebuilt executables about fourfold: most of their diff bytes are zero
-//! and compress to almost nothing. A deflate segment is its
-//! file's alone. The shares are then summed per file of the new image's
-//! container map; bytes outside every file (file-system metadata, free
-//! space, a whole image that could not be mapped) are one line of their own.
-//! Shares are whole bytes that add up exactly to each payload.
+//! produces by what each part costs to compress. The diff and literal
+//! bytes of a plain segment go, in order, through one zstd stream at
+//! level [`METER_LEVEL`] that is flushed at every [`SLICE`] of the image
+//! and at every op's end: the bytes each flush writes are what that slice
+//! costs after everything before it in the segment, so random bytes weigh
+//! about their length, text a third of it, and a run of zero diff bytes
+//! (old and new agree there) almost nothing. Weighing bytes by count
+//! instead charged 4,096 fresh random bytes beside compressible text less
+//! than half their size. Each diff or literal op adds [`OP_BYTES`]. The
+//! real coder (a higher zstd level or LZMA2, with the old window) mostly
+//! does better than the meter where the meter already compressed: when a
+//! segment's payload is below its weights, the difference comes off each
+//! part in proportion to what the meter saved on it, so random bytes keep
+//! their full cost (scaling every part alike charged a random firmware
+//! file beside an executable in one LZMA segment 90% of its size).
+//!
+//! Copied and zero bytes cost their file nothing: the ops that make them
+//! ([`OP_BYTES`] each) go to the line of bytes outside files, with a
+//! segment of copies only, so an unchanged file is never listed. A deflate
+//! segment is its file's alone. The shares are summed per file of the new
+//! image's container map; bytes outside every file (file-system metadata,
+//! free space, a whole image that could not be mapped, copy ops) are one
+//! line of their own. The weights are scaled to each segment's payload, in
+//! whole bytes that add up exactly to it. Slices are cut at multiples of
+//! [`SLICE`] in the image, so on an ext4 image of 4 KiB blocks every slice
+//! is one file's; a slice shared by files (tar's 512-byte records, 1 KiB
+//! blocks) is split between them by bytes.
 
 use crate::deflate::Pair;
+use crate::plan::SegmentPlan;
 use delta_format::Op;
 use std::collections::HashMap;
+use std::io::Write;
 use std::ops::Range;
 
-/// Weight of a literal byte, or of a diff byte where old and new differ.
-const BYTE_WEIGHT: u64 = 32;
+/// Longest slice of new bytes measured on its own, in bytes; slices end at
+/// multiples of it in the image.
+const SLICE: u64 = 4096;
 
-/// Weight of a zero diff byte (old and new agree): runs of them cost the
-/// compressor a few bits, not a byte each.
-const ZERO_DIFF_WEIGHT: u64 = 1;
+/// zstd level of the cost meter: fast, and near the real level's ratio on
+/// text, equal to it on random bytes.
+const METER_LEVEL: i32 = 1;
 
-/// Weight of an op (its code, length and source): four literal bytes.
-const OP_WEIGHT: u64 = 4 * BYTE_WEIGHT;
+/// Weight of an op (its code, length and source), in compressed bytes.
+const OP_BYTES: u64 = 3;
 
 /// How a file's bytes were made, from what made most of its weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,10 +59,12 @@ pub enum How {
     Deflate,
     /// Literal bytes, compressed against the segment's window.
     Literal,
+    /// Literal bytes of an LZMA segment (new executables, branch-filtered).
+    Lzma,
 }
 
 /// Every [`How`], in declaration order (their `as usize` values).
-const HOWS: [How; 4] = [How::Copy, How::Diff, How::Deflate, How::Literal];
+const HOWS: [How; 5] = [How::Copy, How::Diff, How::Deflate, How::Literal, How::Lzma];
 
 impl How {
     /// Its name in the report.
@@ -53,6 +74,7 @@ impl How {
             How::Diff => "diff",
             How::Deflate => "deflate",
             How::Literal => "literal",
+            How::Lzma => "lzma",
         }
     }
 }
@@ -65,43 +87,86 @@ pub(crate) struct Piece {
     pub weight: u64,
 }
 
-/// The pieces of a plain segment starting at `start`, from its ops and
-/// the diff bytes they consume in order.
-pub(crate) fn plain_pieces(start: u64, ops: &[Op], diff: &[u8]) -> Vec<Piece> {
+/// The pieces of a plain segment starting at `start`, from its plan (ops
+/// and the diff and literal bytes they consume in order); `lzma` when the
+/// segment was coded with LZMA.
+pub(crate) fn plain_pieces(start: u64, plan: &SegmentPlan, lzma: bool) -> Vec<Piece> {
+    let mut meter = Meter::new();
+    let (mut diff, mut literal) = (&plan.diff[..], &plan.literal[..]);
+    let mut pieces = Vec::new();
     let mut at = start;
-    let mut diff = diff;
-    let mut pieces: Vec<Piece> = ops
-        .iter()
-        .map(|op| {
-            let (how, bytes) = match *op {
-                Op::Copy { .. } | Op::CopyNew { .. } | Op::Zero { .. } => (How::Copy, 0),
-                Op::Diff { len, .. } => {
-                    let (mine, rest) = diff.split_at((len as usize).min(diff.len()));
-                    diff = rest;
-                    (How::Diff, diff_weight(mine))
-                }
-                Op::Literal { len } => (How::Literal, len.saturating_mul(BYTE_WEIGHT)),
-            };
-            let range = at..at + op.len();
-            at = range.end;
-            let weight = OP_WEIGHT.saturating_add(bytes);
-            Piece { range, how, weight }
-        })
-        .collect();
-    if pieces.iter().all(|p| p.how == How::Copy) {
-        for piece in &mut pieces {
-            piece.weight = piece.range.end - piece.range.start;
+    for op in &plan.ops {
+        let end = at.saturating_add(op.len());
+        let (how, mut bytes) = match *op {
+            Op::Diff { .. } => (How::Diff, take(&mut diff, op.len())),
+            Op::Literal { .. } if lzma => (How::Lzma, take(&mut literal, op.len())),
+            Op::Literal { .. } => (How::Literal, take(&mut literal, op.len())),
+            Op::Copy { .. } | Op::CopyNew { .. } | Op::Zero { .. } => {
+                let weight = OP_BYTES;
+                pieces.push(Piece {
+                    range: at..end,
+                    how: How::Copy,
+                    weight,
+                });
+                at = end;
+                continue;
+            }
+        };
+        let mut weight = OP_BYTES;
+        while at < end {
+            let cut = (at / SLICE + 1).saturating_mul(SLICE).min(end);
+            let mine = take(&mut bytes, cut - at);
+            weight += meter.cost(mine);
+            pieces.push(Piece {
+                range: at..cut,
+                how,
+                weight,
+            });
+            weight = 0;
+            at = cut;
         }
     }
     pieces
 }
 
-/// The weight of a diff op's bytes: [`BYTE_WEIGHT`] for each non-zero
-/// one, [`ZERO_DIFF_WEIGHT`] for each zero one.
-fn diff_weight(bytes: &[u8]) -> u64 {
-    let non_zero = bytes.iter().filter(|&&b| b != 0).count() as u64;
-    let zero = bytes.len() as u64 - non_zero;
-    non_zero * BYTE_WEIGHT + zero * ZERO_DIFF_WEIGHT
+/// The first `len` bytes of `bytes` (fewer if it is shorter), taken off it.
+fn take<'a>(bytes: &mut &'a [u8], len: u64) -> &'a [u8] {
+    let len = usize::try_from(len).unwrap_or(usize::MAX).min(bytes.len());
+    let (mine, rest) = bytes.split_at(len);
+    *bytes = rest;
+    mine
+}
+
+/// A zstd stream that says what each slice written to it costs.
+struct Meter {
+    /// `None` if zstd could not start: slices then weigh their length.
+    encoder: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+}
+
+impl Meter {
+    fn new() -> Meter {
+        Meter {
+            encoder: zstd::stream::write::Encoder::new(Vec::new(), METER_LEVEL).ok(),
+        }
+    }
+
+    /// The compressed bytes `bytes` cost after those written before.
+    fn cost(&mut self, bytes: &[u8]) -> u64 {
+        if bytes.is_empty() {
+            return 0;
+        }
+        let measured = self.encoder.as_mut().and_then(|encoder| {
+            encoder.write_all(bytes).ok()?;
+            encoder.flush().ok()?;
+            let len = encoder.get_ref().len() as u64;
+            encoder.get_mut().clear();
+            Some(len)
+        });
+        if measured.is_none() {
+            self.encoder = None;
+        }
+        measured.unwrap_or(bytes.len() as u64)
+    }
 }
 
 /// One file of the report.
@@ -165,27 +230,38 @@ pub(crate) fn build(
     // Per file, the weight each way of making bytes gave it (index: `How`).
     let mut weight_by_how = vec![[0u64; HOWS.len()]; files.len() + 1];
     for (payload, pieces) in segments {
-        let mut shares: Vec<(usize, How, u64)> = Vec::new();
+        let mut shares: Vec<Share> = Vec::new();
         for piece in pieces {
             split_piece(piece, &owner, outside, &mut shares);
         }
-        let total: u64 = shares.iter().map(|s| s.2).sum();
+        let total: u64 = shares.iter().map(|s| s.weight).sum();
         if total == 0 {
             bytes[outside] += payload;
             continue;
         }
+        // What the real coder saved beyond the meter comes off the spare
+        // weight, so incompressible bytes are never charged less than
+        // they are; else every weight is scaled.
+        let cut = total.saturating_sub(*payload);
+        let spare: u64 = shares.iter().map(|s| s.spare).sum();
+        let by_spare = cut > 0 && cut <= spare;
         let mut given = 0;
         let mut largest = 0;
-        for (k, &(who, how, w)) in shares.iter().enumerate() {
-            let share = (u128::from(*payload) * u128::from(w) / u128::from(total)) as u64;
-            bytes[who] += share;
-            given += share;
-            weight_by_how[who][how as usize] += w;
-            if w > shares[largest].2 {
+        for (k, share) in shares.iter().enumerate() {
+            let part = if by_spare {
+                let off = (u128::from(cut) * u128::from(share.spare)).div_ceil(u128::from(spare));
+                share.weight - off as u64
+            } else {
+                (u128::from(*payload) * u128::from(share.weight) / u128::from(total)) as u64
+            };
+            bytes[share.who] += part;
+            given += part;
+            weight_by_how[share.who][share.how as usize] += share.weight;
+            if share.weight > shares[largest].weight {
                 largest = k;
             }
         }
-        bytes[shares[largest].0] += payload - given;
+        bytes[shares[largest].who] += payload - given;
     }
     let mut out: Vec<FileCost> = files
         .into_iter()
@@ -225,16 +301,35 @@ pub(crate) fn build(
     }
 }
 
+/// A file's part of a piece.
+struct Share {
+    who: usize,
+    how: How,
+    weight: u64,
+    /// The part of `weight` the meter found compressible: `weight` times
+    /// the share of the piece's bytes the meter saved.
+    spare: u64,
+}
+
 /// Splits `piece` over the file intervals it overlaps, by bytes, and
-/// appends `(file, how, weight)`; the weights add up to the piece's.
-fn split_piece(
-    piece: &Piece,
-    owner: &[(u64, u64, usize)],
-    outside: usize,
-    out: &mut Vec<(usize, How, u64)>,
-) {
+/// appends the shares; their weights add up to the piece's.
+fn split_piece(piece: &Piece, owner: &[(u64, u64, usize)], outside: usize, out: &mut Vec<Share>) {
+    if piece.how == How::Copy {
+        // Copy ops cost the op only, which no file is charged for.
+        out.push(Share {
+            who: outside,
+            how: How::Copy,
+            weight: piece.weight,
+            spare: 0,
+        });
+        return;
+    }
     let Range { start, end: stop } = piece.range;
     let len = u128::from(stop - start).max(1);
+    let saved = match piece.how {
+        How::Diff | How::Literal | How::Lzma => len.saturating_sub(u128::from(piece.weight)),
+        How::Copy | How::Deflate => 0,
+    };
     let (mut at, mut given) = (start, 0u64);
     // The first interval that ends after `at`.
     let mut k = owner.partition_point(|o| o.1 <= at);
@@ -250,7 +345,14 @@ fn split_piece(
         let upto = (u128::from(piece.weight) * u128::from(end - start) / len) as u64;
         let upto = if end == stop { piece.weight } else { upto };
         if upto > given {
-            out.push((who, piece.how, upto - given));
+            let weight = upto - given;
+            let spare = (u128::from(weight) * saved / len) as u64;
+            out.push(Share {
+                who,
+                how: piece.how,
+                weight,
+                spare,
+            });
         }
         given = upto;
         at = end;
@@ -290,6 +392,9 @@ pub(crate) fn spans(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::encode_segment;
+    use crate::testing::Rng;
+    use crate::window::WindowLayout;
 
     /// A file at `path` made of the image ranges `(start, end)`.
     fn span(path: &str, ranges: &[(u64, u64)]) -> FileSpan {
@@ -299,6 +404,41 @@ mod tests {
             ranges: ranges.iter().map(|&(start, end)| start..end).collect(),
             partner: None,
         }
+    }
+
+    fn plan(ops: &[Op], diff: &[u8], literal: &[u8]) -> SegmentPlan {
+        SegmentPlan {
+            ops: ops.to_vec(),
+            diff: diff.to_vec(),
+            literal: literal.to_vec(),
+            ..SegmentPlan::default()
+        }
+    }
+
+    /// The payload length the encoder gives `plan` (no old image), the new
+    /// bytes being `produced`.
+    fn payload_len(plan: &SegmentPlan, produced: &[u8]) -> u64 {
+        let options = crate::EncodeOptions::default();
+        let digest = *blake3::hash(produced).as_bytes();
+        let (entry, ..) = encode_segment(
+            &[],
+            produced,
+            digest,
+            plan,
+            WindowLayout::Contiguous,
+            &options,
+            None,
+        )
+        .unwrap();
+        entry.payload_len
+    }
+
+    fn cost(report: &Report, path: &str) -> u64 {
+        report
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .map_or(0, |f| f.delta_bytes)
     }
 
     #[test]
@@ -312,8 +452,12 @@ mod tests {
             Op::Copy { src: 0, len: 250 },
             Op::Diff { src: 0, len: 150 },
         ];
+        let mut rng = Rng::new(1);
         let segments = vec![
-            (1000, plain_pieces(0, &ops, &[1; 150])),
+            (
+                1000,
+                plain_pieces(0, &plan(&ops, &rng.bytes(150), &rng.bytes(50)), false),
+            ),
             (
                 77,
                 vec![Piece {
@@ -335,54 +479,111 @@ mod tests {
     }
 
     #[test]
-    fn copies_only_are_shared_by_bytes() {
-        let files = vec![span("/a", &[(0, 10)]), span("/b", &[(10, 40)])];
-        let ops = [Op::Copy { src: 0, len: 40 }];
-        let report = build("tar".into(), files, &[(40, plain_pieces(0, &ops, &[]))], 0);
-        let get = |p: &str| report.files.iter().find(|f| f.path == p).unwrap();
-        assert_eq!(get("/a").delta_bytes, 10);
-        assert_eq!(get("/b").delta_bytes, 30);
-        assert_eq!(get("/b").how, How::Copy);
+    fn random_bytes_cost_their_length() {
+        // A changed text file (diffed), 4096 fresh random bytes and a new
+        // text file in one segment: the random file costs what it is.
+        let mut rng = Rng::new(7);
+        let old_text = rng.text(8192);
+        let mut new_text = old_text.clone();
+        for k in (0..new_text.len()).step_by(300) {
+            new_text[k] ^= 0x20;
+        }
+        let random = rng.bytes(4096);
+        let fresh = rng.text(8192);
+        let diff: Vec<u8> = old_text
+            .iter()
+            .zip(&new_text)
+            .map(|(o, n)| n.wrapping_sub(*o))
+            .collect();
+        let literal = [&random[..], &fresh[..]].concat();
+        let ops = [
+            Op::Diff { src: 0, len: 8192 },
+            Op::Literal { len: 4096 + 8192 },
+        ];
+        let plan = plan(&ops, &diff, &literal);
+        let produced = [&new_text[..], &literal[..]].concat();
+        let payload = payload_len(&plan, &produced);
+        let files = vec![
+            span("/changed", &[(0, 8192)]),
+            span("/random", &[(8192, 12288)]),
+            span("/fresh", &[(12288, 20480)]),
+        ];
+        let report = build(
+            "ext4".into(),
+            files,
+            &[(payload, plain_pieces(0, &plan, false))],
+            0,
+        );
+        let total: u64 = report.files.iter().map(|f| f.delta_bytes).sum();
+        assert_eq!(total, payload);
+        let random = cost(&report, "/random");
+        assert!(random >= 4096 * 9 / 10, "{random} of {payload}: {report:?}");
+        assert!(random <= 4096 + 128, "{random} of {payload}: {report:?}");
+        assert!(
+            cost(&report, "/fresh") > cost(&report, "/changed"),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn identical_images_list_no_files() {
+        let files = vec![span("/a", &[(0, 4096)]), span("/b", &[(4096, 40960)])];
+        let ops = [Op::Copy { src: 0, len: 40960 }];
+        let pieces = plain_pieces(0, &plan(&ops, &[], &[]), false);
+        let report = build("ext4".into(), files, &[(40, pieces)], 0);
+        assert!(report.files.iter().all(|f| f.path.is_empty()), "{report:?}");
+        assert_eq!(report.payload_bytes, 40);
+        assert_eq!(cost(&report, ""), 40);
+    }
+
+    #[test]
+    fn copied_files_beside_changed_ones_cost_nothing() {
+        let files = vec![
+            span("/same", &[(0, 8192)]),
+            span("/changed", &[(8192, 12288)]),
+        ];
+        let ops = [Op::Copy { src: 0, len: 8192 }, Op::Literal { len: 4096 }];
+        let literal = Rng::new(3).text(4096);
+        let pieces = plain_pieces(0, &plan(&ops, &[], &literal), false);
+        let report = build("ext4".into(), files, &[(900, pieces)], 0);
+        assert_eq!(cost(&report, "/same"), 0);
+        assert!(report.files.iter().all(|f| f.path != "/same"));
+        assert!(cost(&report, "/changed") > 890, "{report:?}");
     }
 
     #[test]
     fn zero_diff_bytes_weigh_less_than_changed_ones() {
-        // Two diff runs of 1000 bytes: /same's old and new agree but for
+        // Two diff runs of 4096 bytes: /same's old and new agree but for
         // 10 bytes, /changed's differ everywhere.
         let files = vec![
-            span("/same", &[(0, 1000)]),
-            span("/changed", &[(1000, 2000)]),
+            span("/same", &[(0, 4096)]),
+            span("/changed", &[(4096, 8192)]),
         ];
         let ops = [
-            Op::Diff { src: 0, len: 1000 },
+            Op::Diff { src: 0, len: 4096 },
             Op::Diff {
-                src: 1000,
-                len: 1000,
+                src: 4096,
+                len: 4096,
             },
         ];
-        let mut diff = vec![0u8; 1000];
+        let mut diff = vec![0u8; 4096];
         diff[..10].fill(7);
-        diff.extend_from_slice(&[3u8; 1000]);
-        let report = build(
-            "ext4".into(),
-            files,
-            &[(5000, plain_pieces(0, &ops, &diff))],
-            0,
-        );
-        let get = |p: &str| {
-            report
-                .files
-                .iter()
-                .find(|f| f.path == p)
-                .unwrap()
-                .delta_bytes
-        };
-        assert_eq!(get("/same") + get("/changed"), 5000);
-        assert!(
-            get("/changed") > 20 * get("/same"),
-            "{} {}",
-            get("/changed"),
-            get("/same")
-        );
+        diff.extend_from_slice(&Rng::new(5).bytes(4096));
+        let pieces = plain_pieces(0, &plan(&ops, &diff, &[]), false);
+        let report = build("ext4".into(), files, &[(5000, pieces)], 0);
+        let (same, changed) = (cost(&report, "/same"), cost(&report, "/changed"));
+        assert_eq!(same + changed, 5000);
+        assert!(changed > 20 * same, "{changed} {same}");
+    }
+
+    #[test]
+    fn literals_of_lzma_segments_say_so() {
+        let files = vec![span("/tool", &[(0, 100)])];
+        let ops = [Op::Literal { len: 100 }];
+        let literal = Rng::new(9).bytes(100);
+        let pieces = plain_pieces(0, &plan(&ops, &[], &literal), true);
+        let report = build("ext4".into(), files, &[(120, pieces)], 0);
+        assert_eq!(report.files[0].how, How::Lzma);
+        assert_eq!(report.files[0].how.name(), "lzma");
     }
 }
