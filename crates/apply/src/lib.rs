@@ -75,7 +75,7 @@ mod writer;
 
 pub use error::{Error, Result, EXIT_CANCELLED};
 pub use input::{DeltaInput, FileInput, ReaderInput, UrlOptions};
-pub use progress::{Progress, ProgressFn, Step};
+pub use progress::{Progress, ProgressFn, Step, StepEvent};
 pub use verify::{verify, verify_from, Verified};
 pub use writer::{WriteStats, WRITER_MEMORY};
 

@@ -36,11 +36,27 @@ impl Step {
     }
 }
 
+/// What a progress report marks in its step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepEvent {
+    /// The step begins (its first report).
+    Start,
+    /// Bytes moved within the step.
+    Progress,
+    /// The step is over (its last report, with its final counts); a run
+    /// that fails ends no more steps.
+    End,
+}
+
 /// One progress report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Progress {
     /// Current step.
     pub step: Step,
+    /// Whether the step starts, moves or ends with this report: every
+    /// step a run enters starts and, unless the run fails in it, ends.
+    pub event: StepEvent,
     /// Bytes done in this step.
     pub bytes_done: u64,
     /// Bytes this step handles in total.
@@ -80,6 +96,8 @@ pub(crate) struct Reporter<'a> {
     received: Option<(u64, u64)>,
     /// Non-fatal problems met so far, for the outcome.
     pub(crate) warnings: Vec<String>,
+    /// The current step's start was reported.
+    started: bool,
 }
 
 impl<'a> Reporter<'a> {
@@ -93,6 +111,7 @@ impl<'a> Reporter<'a> {
             last: (0, 0),
             received: None,
             warnings: Vec::new(),
+            started: false,
         }
     }
 
@@ -104,7 +123,8 @@ impl<'a> Reporter<'a> {
     /// Reports `step` (logging when it starts and the previous one ends),
     /// with bytes done and total and an optional detail.
     pub(crate) fn report(&mut self, step: Step, done: u64, total: u64, message: Option<String>) {
-        if step != self.step {
+        let changed = step != self.step;
+        if changed {
             self.log.line(format!(
                 "step {} finished in {}",
                 self.step.label(),
@@ -113,14 +133,42 @@ impl<'a> Reporter<'a> {
             if step != Step::Done {
                 self.log.line(format!("step {} started", step.label()));
             }
+            if self.started {
+                // A step that gives way to the next has done all of it.
+                let total = self.last.1;
+                self.emit(self.step, StepEvent::End, total, total, None);
+            }
             self.step = step;
             self.step_started = Instant::now();
+            self.started = false;
         }
         self.last_bytes = Instant::now();
         self.last = (done, total);
+        let event = if self.started {
+            StepEvent::Progress
+        } else {
+            StepEvent::Start
+        };
+        self.started = true;
+        self.emit(step, event, done, total, message);
+        if step == Step::Done && event == StepEvent::Start {
+            // Done is a moment: it starts and ends at once.
+            self.emit(step, StepEvent::End, done, total, None);
+        }
+    }
+
+    fn emit(
+        &mut self,
+        step: Step,
+        event: StepEvent,
+        done: u64,
+        total: u64,
+        message: Option<String>,
+    ) {
         if let Some(f) = self.callback.as_mut() {
             f(&Progress {
                 step,
+                event,
                 bytes_done: done,
                 bytes_total: total,
                 message,

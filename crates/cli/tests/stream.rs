@@ -972,6 +972,19 @@ fn streamed_progress_never_looks_stuck() {
         }
     }
     assert_eq!(seen, order, "steps out of order or missing");
+    // Every step starts once and ends once, in that order, and nothing of
+    // it is reported after its end.
+    for step in order {
+        let events: Vec<&str> = progress
+            .iter()
+            .filter(|(_, v)| v["step"] == step)
+            .map(|(_, v)| v["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(events.first(), Some(&"start"), "{step}: {events:?}");
+        assert_eq!(events.last(), Some(&"end"), "{step}: {events:?}");
+        let inner = &events[1..events.len() - 1];
+        assert!(inner.iter().all(|e| *e == "progress"), "{step}: {events:?}");
+    }
     let applying: Vec<&serde_json::Value> = progress
         .iter()
         .map(|(_, v)| v)
