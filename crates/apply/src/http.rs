@@ -13,7 +13,7 @@
 //! does: `SSL_CERT_FILE`, `SSL_CERT_DIR`, `/etc/ssl/certs`, so a fleet's
 //! private CA works), or Mozilla's roots built in where the device has none.
 
-use crate::input::{discard, DeltaInput, UrlOptions, MAX_BACKOFF};
+use crate::input::{discard, DeltaInput, Note, UrlOptions, MAX_BACKOFF};
 use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -71,7 +71,7 @@ pub struct UrlInput {
     body: Option<ureq::BodyReader<'static>>,
     /// Failed attempts since the last byte received.
     failures: u32,
-    notes: Vec<String>,
+    notes: Vec<Note>,
 }
 
 impl std::fmt::Debug for UrlInput {
@@ -200,10 +200,10 @@ impl UrlInput {
                     "asked for bytes={at}- and got bytes from {start}"
                 )));
             }
-            self.notes.push(format!(
+            self.notes.push(Note::now(format!(
                 "download: the server ignored Range (HTTP 200); reading from the start, \
                  discarding the {at} bytes already received"
-            ));
+            )));
             discard(&mut body, at).map_err(|e| {
                 Attempt::Retry(format!("while discarding the first {at} bytes: {e}"))
             })?;
@@ -227,14 +227,14 @@ impl UrlInput {
             .backoff
             .saturating_mul(doubling)
             .min(MAX_BACKOFF);
-        self.notes.push(format!(
+        self.notes.push(Note::now(format!(
             "download: {reason} at byte {}; retry {}/{} in {:.1} s with Range: bytes={}-",
             self.position,
             self.failures,
             self.options.retries,
             delay.as_secs_f64(),
             self.position
-        ));
+        )));
         let until = Instant::now() + delay;
         while Instant::now() < until {
             if self
@@ -348,14 +348,14 @@ impl DeltaInput for UrlInput {
             .filter(|&p| self.total.is_none_or(|t| p <= t))
             .ok_or(io::ErrorKind::UnexpectedEof)?;
         self.body = None;
-        self.notes.push(format!(
+        self.notes.push(Note::now(format!(
             "download: resuming at byte {} with Range: bytes={}-",
             self.position, self.position
-        ));
+        )));
         Ok(())
     }
 
-    fn take_notes(&mut self) -> Vec<String> {
+    fn take_notes(&mut self) -> Vec<Note> {
         std::mem::take(&mut self.notes)
     }
 }

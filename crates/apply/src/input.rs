@@ -31,6 +31,26 @@ pub(crate) fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> Result<(), (usi
     Ok(())
 }
 
+/// A line for the update log, and when it happened (a download retries
+/// inside one read; the log learns of it after).
+#[derive(Debug, Clone)]
+pub struct Note {
+    /// When it happened.
+    pub at: std::time::SystemTime,
+    /// What happened.
+    pub text: String,
+}
+
+impl Note {
+    /// `text`, happening now.
+    pub fn now(text: String) -> Note {
+        Note {
+            at: std::time::SystemTime::now(),
+            text,
+        }
+    }
+}
+
 /// A delta read front to back.
 pub trait DeltaInput: Read + Send {
     /// Names the delta in messages and the update log: a path, `stdin` or
@@ -56,8 +76,9 @@ pub trait DeltaInput: Read + Send {
     }
 
     /// What happened since the last call that the update log should record
-    /// (a download's retries, with their reasons and offsets).
-    fn take_notes(&mut self) -> Vec<String> {
+    /// (a download's retries, with their reasons and offsets), each with
+    /// the time it happened.
+    fn take_notes(&mut self) -> Vec<Note> {
         Vec::new()
     }
 }

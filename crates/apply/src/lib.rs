@@ -74,7 +74,7 @@ mod verify;
 mod writer;
 
 pub use error::{Error, Result, EXIT_CANCELLED};
-pub use input::{DeltaInput, FileInput, ReaderInput, UrlOptions};
+pub use input::{DeltaInput, FileInput, Note, ReaderInput, UrlOptions};
 pub use progress::{Progress, ProgressFn, Step, StepEvent};
 pub use verify::{verify, verify_from, Verified};
 pub use writer::{WriteStats, WRITER_MEMORY};

@@ -59,8 +59,14 @@ impl UpdateLog {
 
     /// Appends one timestamped line.
     pub fn line(&mut self, text: impl AsRef<str>) {
+        self.line_at(std::time::SystemTime::now(), text);
+    }
+
+    /// Appends a line stamped with `at`, when what it tells happened.
+    pub fn line_at(&mut self, at: std::time::SystemTime, text: impl AsRef<str>) {
         if let Some(file) = &mut self.file {
-            let stamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+            let at: chrono::DateTime<chrono::Utc> = at.into();
+            let stamp = at.format("%Y-%m-%dT%H:%M:%S%.3fZ");
             // A log write failing must not fail the update.
             if writeln!(file, "{stamp} {}", text.as_ref()).is_err() {
                 self.file = None;

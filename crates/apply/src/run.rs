@@ -118,7 +118,7 @@ impl DeltaStream {
 
     fn log_notes(&mut self, report: &mut Reporter<'_>) {
         for note in self.input.take_notes() {
-            report.log.line(note);
+            report.log.line_at(note.at, note.text);
         }
     }
 

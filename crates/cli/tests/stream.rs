@@ -574,6 +574,39 @@ fn over_http_with_dropped_connections() {
     }
 }
 
+/// Retries that happen within one read (a server that drops every answer
+/// at once, three times) are stamped when each happened, not when the
+/// download caught up: the waits between them (50, 100 ms) show.
+#[test]
+fn retries_are_logged_when_they_happen() {
+    let f = Fixture::new(1 << 20, 8);
+    let server = Server::start(
+        f.delta(),
+        Behaviour {
+            drops: 3,
+            drop_after: (0, 1),
+            ..Behaviour::default()
+        },
+    );
+    let out = f.apply(&server.url(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    f.assert_done();
+    let log = f.logs();
+    let retries: Vec<&str> = log.lines().filter(|l| l.contains("retry")).collect();
+    assert_eq!(retries.len(), 3, "{log}");
+    let stamp = |line: &str| {
+        let time = line.split(' ').next().unwrap();
+        chrono::DateTime::parse_from_rfc3339(time).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    for (pair, wait) in retries.windows(2).zip([50, 100]) {
+        let gap = stamp(pair[1]) - stamp(pair[0]);
+        assert!(
+            gap >= chrono::TimeDelta::milliseconds(wait - 5),
+            "{gap} between retries, {wait} ms expected: {log}"
+        );
+    }
+}
+
 #[test]
 fn over_http_when_the_server_ignores_range() {
     let f = Fixture::new(4 << 20, 6);
