@@ -39,6 +39,20 @@ pub fn held_locks(root: &Path) -> Vec<PathBuf> {
     held
 }
 
+/// Who holds `lock` under `root`: the application and service its folders
+/// name (`<appId>/<service>`, as the Supervisor lays them out).
+fn holder(root: &Path, lock: &Path) -> String {
+    let folders = lock
+        .parent()
+        .and_then(|service| service.strip_prefix(root).ok());
+    match folders {
+        Some(names) if !names.as_os_str().is_empty() => {
+            format!("application {}", names.display())
+        }
+        _ => "an application".into(),
+    }
+}
+
 fn read_dirs(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -150,7 +164,11 @@ pub(crate) fn wait_for_locks(
         let Some(lock) = held.first() else {
             return Ok(());
         };
-        let message = format!("waiting for application lock {}", lock.display());
+        let message = format!(
+            "{} holds its update lock ({})",
+            holder(&options.lock_root, lock),
+            lock.display()
+        );
         if report.current() != Step::WaitingForLock {
             report.log.line(&message);
         }

@@ -427,9 +427,14 @@ fn lock_released_while_waiting_commits() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let progress = stdout(&out);
+    // The wait names the application and service holding the lock.
+    let waiting = (progress.lines())
+        .find(|l| l.contains("\"step\":\"waiting_for_lock\""))
+        .unwrap_or_else(|| panic!("no wait reported: {progress}"));
     assert!(
-        progress.contains("waiting for application lock"),
-        "{progress}"
+        waiting.contains("application 1/web holds its update lock (")
+            && waiting.contains("updates.lock)"),
+        "{waiting}"
     );
     d.assert_done();
 }
