@@ -748,25 +748,33 @@ fn gen_progress(
             (Some(Arc::new(callback)), Some(bar))
         }
         ProgressMode::Json => {
-            // Workers report at once: a line when a phase starts or ends,
-            // else at most every 100 ms, never going backwards.
-            let last = Mutex::new((None, 0u64, Instant::now()));
+            // Workers report at once: a line when a phase starts ("start")
+            // and one when all its bytes are done ("end"), else at most
+            // every 100 ms ("progress"), never going backwards.
+            let last = Mutex::new((None, 0u64, Instant::now(), false));
             let callback = move |p: &GenProgress| {
                 let mut last = last
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let (phase, done, at) = &mut *last;
-                if *phase == Some(p.phase) {
-                    let ended = p.bytes_done == p.bytes_total;
-                    if p.bytes_done <= *done
-                        || (!ended && at.elapsed() < Duration::from_millis(100))
-                    {
-                        return;
-                    }
-                }
-                (*phase, *done, *at) = (Some(p.phase), p.bytes_done, Instant::now());
+                let (phase, done, at, ended) = &mut *last;
+                let all = p.bytes_done == p.bytes_total;
+                let event = if *phase != Some(p.phase) {
+                    (*phase, *ended) = (Some(p.phase), false);
+                    "start"
+                } else if *ended {
+                    return;
+                } else if all {
+                    *ended = true;
+                    "end"
+                } else if p.bytes_done <= *done || at.elapsed() < Duration::from_millis(100) {
+                    return;
+                } else {
+                    "progress"
+                };
+                (*done, *at) = (p.bytes_done, Instant::now());
                 json_line(&serde_json::json!({
                     "phase": p.phase.name(),
+                    "event": event,
                     "bytes_done": p.bytes_done,
                     "bytes_total": p.bytes_total,
                 }));

@@ -432,6 +432,18 @@ fn gen_json_progress_reports_phases_and_ends_with_the_result() {
             "{v}"
         );
     }
+    // Every phase starts once and ends once (checking too, which may have
+    // no bytes), in that order.
+    for phase in ["indexing", "planning", "encoding", "writing", "checking"] {
+        let events: Vec<&str> = (lines.iter())
+            .filter(|v| v["phase"] == phase)
+            .map(|v| v["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(events.first(), Some(&"start"), "{phase}: {events:?}");
+        assert_eq!(events.last(), Some(&"end"), "{phase}: {events:?}");
+        let ends = events.iter().filter(|e| **e == "end").count();
+        assert_eq!(ends, 1, "{phase}: {events:?}");
+    }
     let encoding_end = lines.iter().rfind(|v| v["phase"] == "encoding").unwrap();
     assert_eq!(encoding_end["bytes_done"], p.new_len());
     let result = &lines.last().unwrap()["result"];
