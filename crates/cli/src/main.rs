@@ -731,12 +731,19 @@ fn gen_progress(
         ProgressMode::Bar => {
             let bar = progress_bar();
             let handle = bar.clone();
-            let counting = Mutex::new(true);
+            let state = Mutex::new((true, None));
             let callback = move |p: &GenProgress| {
                 let counts = p.bytes_total > 0;
-                let mut was = counting
+                let mut state = state
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (was, phase) = &mut *state;
+                if *phase != Some(p.phase) {
+                    // A new phase: its rate and eta start afresh (the last
+                    // phase's would say 'eta 2m' of a phase taking a second).
+                    handle.reset();
+                    *phase = Some(p.phase);
+                }
                 if counts != *was {
                     handle.set_style(bar_style(counts));
                     *was = counts;
