@@ -170,37 +170,62 @@ struct Places {
 
 impl Places {
     /// The device's paths for root (balenaOS: `/mnt/data/balenahup` and
-    /// `/var/lock`); for any other user, the user's state folder
-    /// (`$XDG_STATE_HOME/delta`, else `~/.local/state/delta`), so that
-    /// `delta apply old.img update.delta -o new.img` works without
-    /// privileges.
+    /// `/var/lock`); for any other user, the first of these folders it can
+    /// write to (or create): `$XDG_STATE_HOME/delta`,
+    /// `~/.local/state/delta`, `$XDG_RUNTIME_DIR/delta`, and
+    /// `/tmp/delta-UID` (only if it is not there yet or is the user's own
+    /// folder, not a link), so that `delta apply old.img update.delta -o
+    /// new.img` works without privileges, even for a user without a home.
     fn for_this_user() -> Places {
         let device = Places {
             state: "/mnt/data/balenahup".into(),
             logs: "/mnt/data/balenahup".into(),
             instance_lock: "/var/lock/delta-apply.lock".into(),
         };
-        if rustix::process::geteuid().is_root() {
+        let uid = rustix::process::geteuid();
+        if uid.is_root() {
             return device;
         }
         let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
-        let state_home = std::env::var_os("XDG_STATE_HOME")
-            .and_then(absolute)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .and_then(absolute)
-                    .map(|h| h.join(".local/state"))
-            });
-        match state_home {
-            Some(home) => {
-                let base = home.join("delta");
-                Places {
-                    state: base.clone(),
-                    logs: base.join("logs"),
-                    instance_lock: base.join("apply.lock"),
-                }
-            }
+        let env = |name| std::env::var_os(name).and_then(absolute);
+        let candidates = [
+            env("XDG_STATE_HOME").map(|p| p.join("delta")),
+            env("HOME").map(|h| h.join(".local/state/delta")),
+            env("XDG_RUNTIME_DIR").map(|p| p.join("delta")),
+        ];
+        let shared = std::env::temp_dir().join(format!("delta-{}", uid.as_raw()));
+        let base = candidates
+            .into_iter()
+            .flatten()
+            .find(|dir| writable(dir))
+            .or_else(|| own_or_absent(&shared).then_some(shared));
+        match base {
+            Some(base) => Places {
+                state: base.clone(),
+                logs: base.join("logs"),
+                instance_lock: base.join("apply.lock"),
+            },
             None => device,
+        }
+    }
+}
+
+/// True when `dir` is a folder this process may write in, or could be
+/// created under the nearest folder that exists.
+fn writable(dir: &Path) -> bool {
+    let existing = dir.ancestors().find(|p| p.exists());
+    existing
+        .is_some_and(|p| p.is_dir() && rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok())
+}
+
+/// True when `dir` does not exist, or is a folder (not a link) this user
+/// owns: a shared folder such as `/tmp` may hold another user's trap.
+fn own_or_absent(dir: &Path) -> bool {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound && writable(dir),
+        Ok(meta) => {
+            use std::os::unix::fs::MetadataExt;
+            meta.is_dir() && meta.uid() == rustix::process::geteuid().as_raw()
         }
     }
 }
