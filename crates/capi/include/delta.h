@@ -202,7 +202,7 @@ typedef struct DeltaGenOptions {
   // when `old` is NULL.
   bool full;
   // See through gzip and zlib files of ext4 and tar images, and
-  // compress new executables with LZMA2 (format versions 3 and 4); off,
+  // compress new executables with LZMA2 (format versions 3 to 5); off,
   // deltas are version 2.
   bool deflate;
   // Mark the update as a 1.x → 2.x migration.
@@ -231,7 +231,7 @@ typedef struct DeltaGenResult {
 
 // A delta's header, as `delta_info` reads it.
 typedef struct DeltaInfo {
-  // Format version (2 or 3).
+  // Format version (2 to 5).
   uint32_t format_version;
   // Header flags (`FORMAT.md`, "Flags").
   uint32_t flags;

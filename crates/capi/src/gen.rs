@@ -19,7 +19,7 @@ pub struct DeltaGenOptions {
     /// when `old` is NULL.
     pub full: bool,
     /// See through gzip and zlib files of ext4 and tar images, and
-    /// compress new executables with LZMA2 (format versions 3 and 4); off,
+    /// compress new executables with LZMA2 (format versions 3 to 5); off,
     /// deltas are version 2.
     pub deflate: bool,
     /// Mark the update as a 1.x → 2.x migration.

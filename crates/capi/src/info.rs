@@ -10,7 +10,7 @@ use std::ffi::{c_char, c_int};
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct DeltaInfo {
-    /// Format version (2 or 3).
+    /// Format version (2 to 5).
     pub format_version: u32,
     /// Header flags (`FORMAT.md`, "Flags").
     pub flags: u32,

@@ -1,4 +1,4 @@
-//! Wire format of delta files (version 2).
+//! Wire format of delta files (versions 2 to 5).
 //!
 //! A delta file rebuilds a *new* image from an *old* one (or from nothing,
 //! for a full-image payload). This crate knows its byte layout and nothing
