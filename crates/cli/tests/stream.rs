@@ -640,7 +640,18 @@ fn over_http_a_delta_that_changes_is_refused() {
         },
     );
     let out = f.apply(&server.url(), &[]);
-    assert_error(&out, &[&server.url(), "changed on the server"]);
+    // The byte the error names is the one the retry asked for.
+    let at = server.requests()[1].range_start.unwrap();
+    assert_error(
+        &out,
+        &[
+            &server.url(),
+            &format!("reading byte {at}: "),
+            &format!(
+                "changed on the server during the download (asking for the rest at byte {at})"
+            ),
+        ],
+    );
     f.assert_not_committed();
     assert_eq!(server.requests().len(), 2, "{:?}", server.requests());
 }
