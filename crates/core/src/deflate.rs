@@ -98,8 +98,7 @@ pub fn inflate_exact(input: &[u8], out: &mut [u8]) -> Result<(), String> {
 /// A message when the corrections are damaged or do not fit `raw`.
 pub fn rebuild(raw: &[u8], corrections: &[u8]) -> Result<Vec<u8>, String> {
     // A panic inside preflate is a damaged delta, not a crash of the caller.
-    let rebuilt =
-        std::panic::catch_unwind(|| preflate_rs::recreate_whole_deflate_stream(raw, corrections));
+    let rebuilt = quietly(|| preflate_rs::recreate_whole_deflate_stream(raw, corrections));
     match rebuilt {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(format!(
@@ -136,9 +135,7 @@ impl Rebuilder {
         let processor = self
             .processor
             .get_or_insert_with(preflate_rs::RecreateStreamProcessor::new);
-        let rebuilt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            processor.recompress(&mut std::io::Cursor::new(raw), corrections)
-        }));
+        let rebuilt = quietly(|| processor.recompress(&mut std::io::Cursor::new(raw), corrections));
         match rebuilt {
             Ok(Ok((stream, _blocks))) => Ok(stream),
             Ok(Err(e)) => {
@@ -151,6 +148,32 @@ impl Rebuilder {
             }
         }
     }
+}
+
+thread_local! {
+    /// A panic on this thread is preflate's, expected and caught.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs preflate's `f`, catching its panics without printing them:
+/// preflate-rs panics on some streams and corrections (a `todo!()` in one
+/// of its hash chains, failed checks), which here are a stream that stays
+/// bytes or damaged corrections, not a crash to report on stderr. Panics
+/// elsewhere still go to the hook installed before.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let before = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                before(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    result
 }
 
 /// The first line of a dependency's message: preflate appends the source
@@ -358,9 +381,7 @@ fn cut_into_chunks(stream: &[u8], first: usize) -> Option<(Vec<u8>, Vec<ChunkDat
         };
         let chunk = loop {
             let end = at.saturating_add(slice).min(stream.len());
-            let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                processor.decompress(&stream[at..end])
-            }));
+            let parsed = quietly(|| processor.decompress(&stream[at..end]));
             match parsed {
                 Ok(Ok(chunk)) => break chunk,
                 // No whole block within the slice yet: the processor is
@@ -406,8 +427,7 @@ fn whole(stream: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
         verify_compression: false,
         ..preflate_rs::PreflateConfig::default()
     };
-    let analysed =
-        std::panic::catch_unwind(|| preflate_rs::preflate_whole_deflate_stream(stream, &config));
+    let analysed = quietly(|| preflate_rs::preflate_whole_deflate_stream(stream, &config));
     let Ok(Ok((chunk, text))) = analysed else {
         return None;
     };

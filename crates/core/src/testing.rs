@@ -67,6 +67,26 @@ impl Rng {
     }
 }
 
+/// A Debian-changelog-like text of at least `len` bytes: entries of
+/// varied length, as `gzip -9n` compresses them in OS images.
+pub fn changelog(rng: &mut Rng, len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut entry = 0;
+    while out.len() < len {
+        entry += 1;
+        let n = 40 + rng.below(200) as usize;
+        let words = rng.text(n);
+        let line = format!(
+            "pkg ({entry}.{}) unstable; urgency=medium\n\n  * {}\n\n -- Maintainer <m@example.org>  Mon, 0{} Jan 2024\n\n",
+            rng.below(10),
+            String::from_utf8_lossy(&words),
+            rng.below(9) + 1
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    out
+}
+
 /// Derives a "new" image from `old` by `edits` random edits: insertions,
 /// deletions, overwrites, block moves and unaligned shifts.
 pub fn mutate(old: &[u8], rng: &mut Rng, edits: usize) -> Vec<u8> {

@@ -15,21 +15,7 @@ use std::process::{Command, Stdio};
 
 /// A changelog-like text of about `len` bytes.
 fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut entry = 0;
-    while out.len() < len {
-        entry += 1;
-        let n = 40 + rng.below(200) as usize;
-        let words = rng.text(n);
-        let line = format!(
-            "pkg ({entry}.{}) unstable; urgency=medium\n\n  * {}\n\n -- Maintainer <m@example.org>  Mon, 0{} Jan 2024\n\n",
-            rng.below(10),
-            String::from_utf8_lossy(&words),
-            rng.below(9) + 1
-        );
-        out.extend_from_slice(line.as_bytes());
-    }
-    out
+    delta_core::testing::changelog(rng, len)
 }
 
 /// How a gzip file is made.
