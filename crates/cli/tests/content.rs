@@ -258,7 +258,7 @@ fn apply_peak_memory_stays_under_24_mib() {
 }
 
 /// preflate-rs panics on some streams it is asked to cut into chunks (a
-/// `todo!()` in one of its hash chains); the generator catches that and
+/// branch its Libflate4 hash chain leaves unwritten); the generator catches that and
 /// tries another way, and prints nothing of it: stderr holds no panic
 /// message, and the 3.3 MB changelog still becomes a deflate segment.
 #[test]

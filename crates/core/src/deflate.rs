@@ -156,7 +156,7 @@ thread_local! {
 }
 
 /// Runs preflate's `f`, catching its panics without printing them:
-/// preflate-rs panics on some streams and corrections (a `todo!()` in one
+/// preflate-rs panics on some streams and corrections (an unwritten branch in one
 /// of its hash chains, failed checks), which here are a stream that stays
 /// bytes or damaged corrections, not a crash to report on stderr. Panics
 /// elsewhere still go to the hook installed before.

@@ -323,11 +323,7 @@ impl Patcher {
         // in the copy buffer and the new content (or a chunk of it) in the
         // stream buffer. Buffers a larger segment left are given back
         // first: the re-deflater's memory comes on top of them.
-        let content_len = match &parts.rebuild {
-            Rebuild::Whole(_) => parts.new_raw_len,
-            Rebuild::Chunks { chunks, .. } => chunks.iter().map(|c| c.raw_len).max().unwrap_or(0),
-        };
-        self.fit(size(content_len), size(prefix_len));
+        self.fit(size(parts.content_buffer()), size(prefix_len));
         let mut prefix = std::mem::take(&mut self.reference);
         prefix.resize(size(prefix_len), 0);
         let filled = self.fill_prefix(old, seg, &parts, &mut prefix, sink);
@@ -429,9 +425,10 @@ impl Patcher {
         let stream_len = seg.entry.new_len - (parts.head.len() + parts.tail.len()) as u64;
         let keep = parts.new_raw_len <= deflate::HISTORY;
         let mut kept = Vec::new();
+        // Within the entry's memory, checked against apply_memory.
+        self.stream.resize(parts.content_buffer() as usize, 0);
         match &parts.rebuild {
             Rebuild::Whole(corrections) => {
-                self.stream.resize(parts.new_raw_len as usize, 0);
                 decode_frame(segment, parts.frame, prefix, &mut self.stream)?;
                 let stream = self
                     .redeflate
@@ -454,8 +451,6 @@ impl Patcher {
                 }
             }
             Rebuild::Chunks { window_log, chunks } => {
-                let largest = chunks.iter().map(|c| c.raw_len).max().unwrap_or(0);
-                self.stream.resize(largest as usize, 0);
                 write(parts.head)?;
                 // One chunk is decoded in place, in one go; more are
                 // decoded as a stream, within the frame's window.
@@ -578,14 +573,7 @@ impl<'a> ChunkedFrame<'a> {
             segment,
             reason: zstd_safe::get_error_name(code),
         };
-        let frame_len = zstd_safe::find_frame_compressed_size(frame).map_err(bad_frame)?;
-        if frame_len != frame.len() {
-            return Err(Error::Decompress {
-                segment,
-                reason: "payload holds bytes after its zstd frame",
-            });
-        }
-        if let Ok(Some(declared)) = zstd_safe::get_frame_content_size(frame) {
+        if let Some(declared) = one_frame(segment, frame)? {
             if declared != parts.new_raw_len {
                 return Err(Error::StreamLength {
                     segment,
@@ -670,6 +658,23 @@ impl<'a> ChunkedFrame<'a> {
     }
 }
 
+/// Checks that `frame` is exactly one zstd frame, with no bytes after it,
+/// and returns the content size its header declares, if any.
+fn one_frame(segment: u64, frame: &[u8]) -> Result<Option<u64>> {
+    let frame_len =
+        zstd_safe::find_frame_compressed_size(frame).map_err(|code| Error::Decompress {
+            segment,
+            reason: zstd_safe::get_error_name(code),
+        })?;
+    if frame_len != frame.len() {
+        return Err(Error::Decompress {
+            segment,
+            reason: "payload holds bytes after its zstd frame",
+        });
+    }
+    Ok(zstd_safe::get_frame_content_size(frame).ok().flatten())
+}
+
 /// Decodes the one zstd `frame` of a segment against `prefix` into `out`,
 /// which it must fill exactly.
 fn decode_frame(segment: u64, frame: &[u8], prefix: &[u8], out: &mut [u8]) -> Result<()> {
@@ -677,18 +682,10 @@ fn decode_frame(segment: u64, frame: &[u8], prefix: &[u8], out: &mut [u8]) -> Re
         segment,
         reason: zstd_safe::get_error_name(code),
     };
-    // Exactly one frame, no trailing bytes.
-    let frame_len = zstd_safe::find_frame_compressed_size(frame).map_err(bad_frame)?;
-    if frame_len != frame.len() {
-        return Err(Error::Decompress {
-            segment,
-            reason: "payload holds bytes after its zstd frame",
-        });
-    }
     // A frame that says it holds more than the table's stream_len is
     // refused before it is decoded; one that does not say and still
     // overflows the buffer fails the decode below.
-    if let Ok(Some(declared)) = zstd_safe::get_frame_content_size(frame) {
+    if let Some(declared) = one_frame(segment, frame)? {
         if declared > out.len() as u64 {
             return Err(Error::StreamLength {
                 segment,

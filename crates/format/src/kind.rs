@@ -363,13 +363,18 @@ pub fn deflate_chunks_stream_len(
     } else {
         0
     };
-    let raw = chunks.iter().map(|c| c.raw_len).max().unwrap_or(0);
-    let stream = chunks.iter().map(|c| c.stream_len).max().unwrap_or(0);
+    let raw = largest(chunks, |c| c.raw_len);
+    let stream = largest(chunks, |c| c.stream_len);
     prefix_memory(sources)
         .saturating_add(window)
         .saturating_add(ZSTD_BLOCK)
         .saturating_add(raw.saturating_mul(2))
         .saturating_add(stream.saturating_mul(2))
+}
+
+/// The largest `len` of `chunks`.
+fn largest(chunks: &[Chunk<'_>], len: impl Fn(&Chunk<'_>) -> u64) -> u64 {
+    chunks.iter().map(len).max().unwrap_or(0)
 }
 
 /// What a deflate segment's prefix needs: every source's content, and the
@@ -470,6 +475,15 @@ impl<'a> Deflate<'a> {
             }
         }
         out.extend_from_slice(self.frame);
+    }
+
+    /// Bytes of content an applier holds at once: all of it for kind
+    /// [`DEFLATE`], the largest chunk's for [`DEFLATE_CHUNKS`].
+    pub fn content_buffer(&self) -> u64 {
+        match &self.rebuild {
+            Rebuild::Whole(_) => self.new_raw_len,
+            Rebuild::Chunks { chunks, .. } => largest(chunks, |c| c.raw_len),
+        }
     }
 
     /// The entry's `stream_len`, for a segment of `new_len` bytes: what
