@@ -566,6 +566,7 @@ fn serve(mut socket: UnixStream, rebuild: Rebuild) {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = rustix::stdio::dup2_stderr(null.as_fd());
     }
+    default_fatal_signals();
     let shared = proc_status_bytes("VmRSS:");
     let mut chunks = Rebuilder::new();
     // A chunked stream's first chunk was seen: its CPU budget stands.
@@ -621,6 +622,29 @@ fn serve(mut socket: UnixStream, rebuild: Rebuild) {
             .is_err()
         {
             return;
+        }
+    }
+}
+
+/// Gives the fatal signals the worker meets at its limits (an allocation
+/// failing aborts it, its CPU limit sends SIGXCPU) their default action:
+/// the handlers it inherits from the host process (a crash reporter, or
+/// the fuzzer's, which wrote a "crash" input each time a worker hit its
+/// memory limit) would treat the worker's planned end as the host's crash.
+fn default_fatal_signals() {
+    for signal in [
+        libc::SIGABRT,
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGXCPU,
+    ] {
+        #[allow(unsafe_code)]
+        // SAFETY: signal(2) with SIG_DFL takes no pointer and is
+        // async-signal-safe, as a forked child of a threaded process needs.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
         }
     }
 }
