@@ -2,10 +2,9 @@
 //! content (mostly copies, edits, unrelated data, zeros).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use delta_core::internal::NullSink;
 use delta_core::testing::{mutate, Rng};
-use delta_core::{
-    apply_slice, diff_slices, DeltaOptions, EncodeOptions, NullSink, Patcher, SegmentRef,
-};
+use delta_core::{apply_slice, diff_slices, DeltaOptions, EncodeOptions, Patcher, SegmentRef};
 use delta_format::Limits;
 use std::hint::black_box;
 

@@ -71,7 +71,8 @@ fn gnu_gzip(text: &[u8]) -> Vec<u8> {
 
 fn bench_chunks(c: &mut Criterion, text: &[u8]) {
     let stream = gnu_gzip(text);
-    let (raw, chunks) = delta_core::chunks_of(&stream).expect("the text cuts into chunks");
+    let (raw, chunks) =
+        delta_core::internal::chunks_of(&stream).expect("the text cuts into chunks");
     assert!(raw == text && chunks.len() > 1);
     let sandbox = Sandboxed::default();
     let rebuild = |redeflate: &dyn Redeflate| {
@@ -132,7 +133,7 @@ fn bench_text(c: &mut Criterion, name: &str, text: &[u8]) {
     group.sample_size(20);
     let mut out = vec![0; text.len()];
     group.bench_function("inflate_exact", |b| {
-        b.iter(|| delta_core::inflate_exact(black_box(&stream), &mut out).unwrap())
+        b.iter(|| delta_core::internal::inflate_exact(black_box(&stream), &mut out).unwrap())
     });
     group.bench_function("rebuild", |b| {
         b.iter(|| delta_core::rebuild(black_box(text), black_box(&corrections)).unwrap())

@@ -5,11 +5,11 @@
 //! shifted image.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use delta_core::testing::{mutate, Rng};
-use delta_core::{
-    copy_repeats, encode_segment, plan_segment, BlockIndex, CopiedRuns, DiffOptions, EncodeOptions,
-    SegmentPlan, Serial, WindowLayout,
+use delta_core::internal::{
+    copy_repeats, encode_segment, plan_segment, BlockIndex, CopiedRuns, SegmentPlan, WindowLayout,
 };
+use delta_core::testing::{mutate, Rng};
+use delta_core::{DiffOptions, EncodeOptions, Serial};
 use delta_format::Op;
 use std::hint::black_box;
 

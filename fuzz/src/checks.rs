@@ -821,7 +821,7 @@ pub fn lzma_segment(data: &[u8]) {
         if body.is_empty() {
             return;
         }
-        let Ok(made) = delta_core::compress_lzma(body, filter) else {
+        let Ok(made) = delta_core::internal::compress_lzma(body, filter) else {
             return;
         };
         stream = made;

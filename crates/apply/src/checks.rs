@@ -50,7 +50,7 @@ pub(crate) fn check_migration_data(
 /// Opens the old image (a regular file or a block device, never blocking
 /// on a FIFO) and checks its size.
 pub(crate) fn open_source(path: &Path, header: &Header) -> Result<(FileSource, OldImage)> {
-    let (file, len) = delta_core::open_image(path).map_err(|source| Error::Io {
+    let (file, len) = delta_image::open_image(path).map_err(|source| Error::Io {
         op: "open old image",
         path: path.to_owned(),
         source,

@@ -200,7 +200,7 @@ impl FileInput {
     /// The open's error, or [`io::ErrorKind::InvalidInput`] for anything
     /// else than a file or a block device.
     pub fn open(path: &Path) -> io::Result<FileInput> {
-        let (file, len) = delta_core::open_image(path)?;
+        let (file, len) = delta_image::open_image(path)?;
         Ok(FileInput {
             name: path.display().to_string(),
             file,

@@ -91,7 +91,7 @@ impl Journal {
                 Err(problem) => problem,
             }
         } else {
-            format!("it is {}", delta_core::describe_type(meta.file_type()))
+            format!("it is {}", delta_image::describe_type(meta.file_type()))
         };
         if meta.is_dir() {
             std::fs::remove_dir(&self.path)

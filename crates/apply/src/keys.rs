@@ -53,7 +53,7 @@ pub fn load_keyring(path: &Path) -> Result<Vec<PublicKey>> {
     }
     let mut keys = Vec::new();
     for file in &files {
-        let (opened, _) = delta_core::open_image(file).map_err(|e| bad(file, e.to_string()))?;
+        let (opened, _) = delta_image::open_image(file).map_err(|e| bad(file, e.to_string()))?;
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::Read::take(&opened, MAX_KEY_FILE), &mut text)
             .map_err(|e| bad(file, e.to_string()))?;

@@ -121,7 +121,7 @@ impl InstanceLock {
                     std::io::ErrorKind::InvalidInput,
                     format!(
                         "it is {}, expected a regular file",
-                        delta_core::describe_type(meta.file_type())
+                        delta_image::describe_type(meta.file_type())
                     ),
                 ),
             ));

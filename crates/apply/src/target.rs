@@ -107,7 +107,7 @@ impl Target {
             }
             Ok(m) if !m.is_file() => Err(refuse(format!(
                 "it is {}; the target must be a regular file or a block device",
-                delta_core::describe_type(m.file_type())
+                delta_image::describe_type(m.file_type())
             ))),
             Ok(_) => Ok(Target::file(path)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Target::file(path)),
@@ -310,7 +310,7 @@ impl Target {
                     target: path.to_owned(),
                     reason: format!(
                         "it is {}, expected a regular file",
-                        delta_core::describe_type(meta.file_type())
+                        delta_image::describe_type(meta.file_type())
                     ),
                 });
             }
@@ -400,7 +400,7 @@ impl Target {
         if !expected {
             return Err(refuse(format!(
                 "it is {}, expected {}",
-                delta_core::describe_type(meta.file_type()),
+                delta_image::describe_type(meta.file_type()),
                 if matches!(self, Target::File { .. }) {
                     "a regular file"
                 } else {

@@ -4,7 +4,8 @@
 //! Usage: `cargo run --release -p delta-core --example anatomy -- OLD NEW`
 //! (with `ANATOMY_DUMP=DIR`, the three sections are also written to DIR).
 
-use delta_core::{plan_segment, BlockIndex, DiffOptions, Serial};
+use delta_core::internal::{plan_segment, BlockIndex};
+use delta_core::{DiffOptions, Serial};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

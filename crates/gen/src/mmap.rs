@@ -1,6 +1,6 @@
 //! Read-only mappings of the input images, and what identifies them.
 //!
-//! An input is opened with [`delta_core::open_image`]: without blocking (a
+//! An input is opened with [`delta_image::open_image`]: without blocking (a
 //! FIFO with no writer would hang a plain open), as a regular file or a
 //! block device only, at its real size (a block device's metadata says 0).
 //! Its identity and version ([`Stamp`]: device, inode, size, modification
@@ -145,10 +145,10 @@ impl Input {
             return Err(Error::NotAnImage {
                 role: role.name(),
                 path: path.to_owned(),
-                kind: delta_core::describe_type(kind),
+                kind: delta_image::describe_type(kind),
             });
         }
-        let (file, _) = delta_core::open_image(path).map_err(|e| io("open", e))?;
+        let (file, _) = delta_image::open_image(path).map_err(|e| io("open", e))?;
         let meta = file.metadata().map_err(|e| io("stat", e))?;
         let block_device = meta.file_type().is_block_device();
         let stamp = Stamp::of(&file, block_device).map_err(|e| io("stat", e))?;

@@ -123,7 +123,7 @@ impl Target {
                 if !meta.is_file() {
                     return Err(Error::OutputNotRegular {
                         path: out.to_owned(),
-                        kind: delta_core::describe_type(meta.file_type()),
+                        kind: delta_image::describe_type(meta.file_type()),
                     });
                 }
                 if !replace {

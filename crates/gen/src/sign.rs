@@ -29,7 +29,7 @@ pub fn sign_file(path: &Path, keys: &[SecretKey]) -> Result<usize> {
         path: path.to_owned(),
         source,
     };
-    let (mut file, file_len) = delta_core::open_image(path).map_err(|e| io("open", e))?;
+    let (mut file, file_len) = delta_image::open_image(path).map_err(|e| io("open", e))?;
     let index =
         delta_format::read_index(&mut BufReader::new(&file), &Limits::default()).map_err(bad)?;
     index.check_file_len(file_len).map_err(bad)?;

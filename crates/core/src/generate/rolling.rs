@@ -3,8 +3,8 @@
 //!
 //! Three searches walk a window over bytes the same way: the block matcher
 //! over a unit of the new image and its fine pass over the gaps between
-//! matches ([`crate::plan`]), and the search for repeated new content
-//! ([`crate::reuse`]). At each position they may look the window's hash up;
+//! matches ([`crate::generate::plan`]), and the search for repeated new content
+//! ([`crate::generate::reuse`]). At each position they may look the window's hash up;
 //! on a match they jump past it and start the hash afresh, else they move
 //! on by one byte and roll the hash. [`slide`] is that loop, so that the
 //! three differ only in what a position yields.

@@ -1,8 +1,8 @@
 //! Turning a segment plan (ops plus data) into a payload and table entry.
 
-use crate::error::{Error, Result};
-use crate::plan::SegmentPlan;
-use crate::window::{CopiedRuns, WindowLayout};
+use crate::error::Result;
+use crate::generate::plan::SegmentPlan;
+use crate::generate::window::{CopiedRuns, WindowLayout};
 use delta_format::kind::{self, BranchFilter};
 use delta_format::{stream, Digest, Op, SegmentEntry};
 use std::borrow::Cow;
@@ -22,7 +22,7 @@ impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {
             level: 19,
-            max_memory: crate::patch::SEGMENT_MEMORY,
+            max_memory: crate::segment::SEGMENT_MEMORY,
         }
     }
 }
@@ -368,7 +368,7 @@ impl<'a> Window<'a> {
         if self.listed {
             delta_format::window::encode(&self.ranges, self.offset(), &mut payload);
         }
-        compress(stream, &self.bytes, level, payload)
+        crate::frame::compress(stream, &self.bytes, level, payload)
     }
 }
 
@@ -381,82 +381,13 @@ fn probe(data: &[u8], reference: &[u8]) -> Result<Vec<u8>> {
         CParameter::HashLog(22),
         CParameter::ChainLog(22),
     ];
-    compress_with(data, reference, &parameters, Vec::new())
-}
-
-/// One zstd frame of `data`, with `reference` as raw-content prefix,
-/// appended to `out`.
-pub(crate) fn compress(data: &[u8], reference: &[u8], level: i32, out: Vec<u8>) -> Result<Vec<u8>> {
-    use zstd_safe::CParameter;
-    let parameters = [
-        CParameter::CompressionLevel(level),
-        CParameter::ChecksumFlag(false),
-        CParameter::DictIdFlag(false),
-        CParameter::ContentSizeFlag(true),
-    ];
-    compress_with(data, reference, &parameters, out)
-}
-
-/// [`compress`] within a window of `2^window_log` bytes, prefix included:
-/// a decoder holds at most that much of the output (or all of it, if
-/// smaller) however long `data` is.
-pub(crate) fn compress_in_window(
-    data: &[u8],
-    reference: &[u8],
-    level: i32,
-    window_log: u8,
-    out: Vec<u8>,
-) -> Result<Vec<u8>> {
-    use zstd_safe::CParameter;
-    let parameters = [
-        CParameter::CompressionLevel(level),
-        CParameter::ChecksumFlag(false),
-        CParameter::DictIdFlag(false),
-        CParameter::ContentSizeFlag(true),
-        CParameter::WindowLog(window_log.into()),
-    ];
-    compress_with(data, reference, &parameters, out)
-}
-
-/// [`compress`] with zstd `parameters`; without a `WindowLog` among them,
-/// the window reaches back over the whole prefix.
-fn compress_with(
-    data: &[u8],
-    reference: &[u8],
-    parameters: &[zstd_safe::CParameter],
-    mut out: Vec<u8>,
-) -> Result<Vec<u8>> {
-    use zstd_safe::CParameter;
-    let fail = |code| Error::Compress {
-        reason: zstd_safe::get_error_name(code),
-    };
-    let mut cctx = zstd_safe::CCtx::create();
-    for &parameter in parameters {
-        cctx.set_parameter(parameter).map_err(fail)?;
-    }
-    let window_set = (parameters.iter()).any(|p| matches!(p, CParameter::WindowLog(_)));
-    if !reference.is_empty() && !window_set {
-        // The window must reach back over the whole prefix.
-        let span = (reference.len() + data.len()) as u64;
-        let window_log = (64 - span.saturating_sub(1).leading_zeros()).clamp(10, 30);
-        cctx.set_parameter(CParameter::WindowLog(window_log))
-            .map_err(fail)?;
-    }
-    if !reference.is_empty() {
-        cctx.ref_prefix(reference).map_err(fail)?;
-    }
-    out.reserve(zstd_safe::compress_bound(data.len()));
-    // A Vec is written from its start; a cursor appends after `out`.
-    let mut cursor = std::io::Cursor::new(out);
-    cursor.set_position(cursor.get_ref().len() as u64);
-    cctx.compress2(&mut cursor, data).map_err(fail)?;
-    Ok(cursor.into_inner())
+    crate::frame::compress_with(data, reference, &parameters, Vec::new())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arrange::{merge_plans, MAX_MERGED_LEN};
+    use crate::generate::arrange::{merge_plans, MAX_MERGED_LEN};
     use crate::{Patcher, SegmentRef};
 
     /// [`encode_segment`] with a contiguous window, hashing `produced`.
@@ -618,7 +549,7 @@ mod tests {
         };
         let mut produced = old[..128 << 10].to_vec();
         produced.extend_from_slice(literal);
-        let copied = crate::window::CopiedRuns::from_plans([&plan]);
+        let copied = crate::generate::window::CopiedRuns::from_plans([&plan]);
         let layout = WindowLayout::Gathered(&copied);
         let digest = *blake3::hash(&produced).as_bytes();
         let options = EncodeOptions {
@@ -637,7 +568,7 @@ mod tests {
         let old = crate::testing::Rng::new(4).text(256 << 10);
         let literal = &old[130 << 10..(130 << 10) + 70_000];
         let (produced, entry, payload) = encode_after_copy(&old, literal);
-        let skipped = (128 << 10) - 2 * crate::window::SKIP_MARGIN;
+        let skipped = (128 << 10) - 2 * crate::generate::window::SKIP_MARGIN;
         assert_eq!(
             (entry.ref_offset, entry.ref_len),
             (0, (256 << 10) - skipped)

@@ -8,8 +8,8 @@
 //! windows whose hash has its low bits clear) finds the shorter pieces that
 //! rebuilt files keep between their changes.
 
-use crate::rolling::{hash_block, is_zero, mix, slide};
-use crate::runner::{alike, split, Runner};
+use crate::generate::rolling::{hash_block, is_zero, mix, slide};
+use crate::generate::runner::{alike, split, Runner};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;

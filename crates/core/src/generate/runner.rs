@@ -1,8 +1,8 @@
 //! How the pipeline's independent work runs: the one thing its callers
-//! choose (see [`crate::pipeline`]).
+//! choose (see [`crate::generate::pipeline`]).
 
 use crate::error::Error;
-use crate::patch::SegmentRef;
+use crate::segment::SegmentRef;
 use delta_format::Digest;
 use std::ops::Range;
 

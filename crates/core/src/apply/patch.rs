@@ -8,11 +8,13 @@
 //! frame that would expand past `stream_len` fails inside zstd as soon as it
 //! runs out of room, which cuts decompression bombs off at the declared size.
 
-use crate::deflate::{self, InProcess, Redeflate};
+use crate::apply::rebuild::{self, InProcess, Redeflate};
+use crate::apply::sink::{Sink, ZEROS};
+use crate::apply::source::Source;
 use crate::error::{Error, Result};
-use crate::sink::{Sink, ZEROS};
-use crate::source::Source;
-use delta_format::kind::{self, Deflate, Kinds, Rebuild};
+use crate::frame::{decode_frame, one_frame};
+use crate::segment::SegmentRef;
+use delta_format::kind::{self, Deflate, Rebuild};
 use delta_format::{
     stream, window, Digest, Instruction, Limits, SegmentEntry, Totals, STREAM_SLACK,
 };
@@ -25,68 +27,12 @@ pub const COPY_CHUNK: usize = 256 * 1024;
 /// copy buffer, zstd context, I/O buffers (a generous 2 MiB), and for
 /// deflate segments the re-deflater's own memory and the rebuilt content
 /// kept for the segments after.
-pub const APPLY_OVERHEAD: u64 = 2 * 1024 * 1024 + deflate::REBUILD_OVERHEAD + REBUILT_KEPT;
+pub const APPLY_OVERHEAD: u64 = 2 * 1024 * 1024 + rebuild::REBUILD_OVERHEAD + REBUILT_KEPT;
 
 /// Most memory an apply takes by default, in all (`delta apply
 /// --max-memory`): a delta's `apply_memory` plus the applier's fixed
 /// memory ([`APPLY_OVERHEAD`] and its writer's buffers).
 pub const DEFAULT_MAX_MEMORY: u64 = 24 << 20;
-
-/// Most memory (payload, stream and window) the generator lets one segment
-/// need, so that its deltas apply under [`DEFAULT_MAX_MEMORY`]: 13.5 MiB,
-/// what is left of it after [`APPLY_OVERHEAD`] (8 MiB) and the writer's
-/// 2 MiB. Measured on x86-64 (release build): the applier's resident
-/// memory is 5.5 MB for a delta of a few bytes, and about `apply_memory`
-/// plus 10.8 MB on ext4 OS images (os-minor: 13.6 MB of buffers, 24.3 MB
-/// peak).
-pub const SEGMENT_MEMORY: u64 = 27 << 19;
-
-/// Where a segment sits: its table entry plus the offsets derived from the
-/// table.
-#[derive(Debug, Clone, Copy)]
-pub struct SegmentRef<'a> {
-    /// Index in the table.
-    pub index: u64,
-    /// First byte of the new image it produces.
-    pub new_offset: u64,
-    /// Offset of its payload in the delta file.
-    pub payload_offset: u64,
-    /// The table entry.
-    pub entry: &'a SegmentEntry,
-    /// Bytes of new image its COPY_NEW ops may read: `new_offset` when the
-    /// header has `FLAG_COPY_NEW`, else 0.
-    pub new_limit: u64,
-    /// The payload starts with a window list (the header has
-    /// `FLAG_WINDOW_LIST`).
-    pub window_list: bool,
-    /// The payload starts with a kind byte (the header has
-    /// `FLAG_SEGMENT_KINDS`).
-    pub kinds: bool,
-    /// The kinds beyond plain and deflate the header allows (`FLAG_LZMA`,
-    /// `FLAG_DEFLATE_CHUNKS`).
-    pub allowed: Kinds,
-}
-
-impl<'a> SegmentRef<'a> {
-    /// Segment `i` of a decoded index (`i` must be below its segment count).
-    pub fn of(index: &'a delta_format::Index, i: usize) -> SegmentRef<'a> {
-        let new_offset = index.new_offsets[i];
-        SegmentRef {
-            index: i as u64,
-            new_offset,
-            payload_offset: index.payload_offsets[i],
-            entry: &index.segments[i],
-            new_limit: if index.header.has_copy_new() {
-                new_offset
-            } else {
-                0
-            },
-            window_list: index.header.has_window_list(),
-            kinds: index.header.has_segment_kinds(),
-            allowed: Kinds::of_flags(index.header.flags),
-        }
-    }
-}
 
 /// Reusable buffers for applying segments one at a time.
 #[derive(Debug)]
@@ -106,7 +52,7 @@ pub struct Patcher {
 /// Content of rebuilt streams a [`Patcher`] keeps: the generator's
 /// history, plus one stream (of at most that size: larger ones are not
 /// kept) that can overshoot it.
-const REBUILT_KEPT: u64 = 2 * deflate::HISTORY;
+const REBUILT_KEPT: u64 = 2 * rebuild::HISTORY;
 
 impl Default for Patcher {
     fn default() -> Patcher {
@@ -302,8 +248,8 @@ impl Patcher {
             // The re-deflater's memory grows with these: no generator
             // makes more, so more is refused before anything is decoded.
             for (field, found, most) in [
-                ("new_raw_len", parts.new_raw_len, deflate::MAX_NEW_RAW),
-                ("deflate stream length", stream_len, deflate::MAX_NEW_STREAM),
+                ("new_raw_len", parts.new_raw_len, rebuild::MAX_NEW_RAW),
+                ("deflate stream length", stream_len, rebuild::MAX_NEW_STREAM),
             ] {
                 if found > most as u64 {
                     let source = delta_format::Error::InvalidField {
@@ -388,7 +334,7 @@ impl Patcher {
                     }
                     read = end;
                 }
-                deflate::inflate_exact(&compressed, &mut prefix[filled..end])
+                rebuild::inflate_exact(&compressed, &mut prefix[filled..end])
                     .map_err(|reason| Error::Deflate { segment, reason })?;
                 filled = end;
             }
@@ -423,7 +369,7 @@ impl Patcher {
             Ok::<_, Error>(())
         };
         let stream_len = seg.entry.new_len - (parts.head.len() + parts.tail.len()) as u64;
-        let keep = parts.new_raw_len <= deflate::HISTORY;
+        let keep = parts.new_raw_len <= rebuild::HISTORY;
         let mut kept = Vec::new();
         // Within the entry's memory, checked against apply_memory.
         self.stream.resize(parts.content_buffer() as usize, 0);
@@ -502,16 +448,16 @@ impl Patcher {
     }
 
     /// Keeps the content just rebuilt for later deflate segments: the
-    /// newest streams that hold [`deflate::HISTORY`] bytes, as the
+    /// newest streams that hold [`rebuild::HISTORY`] bytes, as the
     /// generator picks them. (Larger contents are not kept, but read back
     /// when named: keeping one would double what is kept.)
     fn keep_rebuilt(&mut self, range: std::ops::Range<u64>, content: Vec<u8>) {
-        debug_assert!(content.len() as u64 <= deflate::HISTORY);
+        debug_assert!(content.len() as u64 <= rebuild::HISTORY);
         self.rebuilt.push_back((range, content));
         let mut total: u64 = self.rebuilt.iter().map(|(_, raw)| raw.len() as u64).sum();
         while let Some((_, oldest)) = self.rebuilt.front() {
             let without = total - oldest.len() as u64;
-            if without < deflate::HISTORY {
+            if without < rebuild::HISTORY {
                 break;
             }
             total = without;
@@ -656,57 +602,6 @@ impl<'a> ChunkedFrame<'a> {
         }
         Ok(())
     }
-}
-
-/// Checks that `frame` is exactly one zstd frame, with no bytes after it,
-/// and returns the content size its header declares, if any.
-fn one_frame(segment: u64, frame: &[u8]) -> Result<Option<u64>> {
-    let frame_len =
-        zstd_safe::find_frame_compressed_size(frame).map_err(|code| Error::Decompress {
-            segment,
-            reason: zstd_safe::get_error_name(code),
-        })?;
-    if frame_len != frame.len() {
-        return Err(Error::Decompress {
-            segment,
-            reason: "payload holds bytes after its zstd frame",
-        });
-    }
-    Ok(zstd_safe::get_frame_content_size(frame).ok().flatten())
-}
-
-/// Decodes the one zstd `frame` of a segment against `prefix` into `out`,
-/// which it must fill exactly.
-fn decode_frame(segment: u64, frame: &[u8], prefix: &[u8], out: &mut [u8]) -> Result<()> {
-    let bad_frame = |code| Error::Decompress {
-        segment,
-        reason: zstd_safe::get_error_name(code),
-    };
-    // A frame that says it holds more than the table's stream_len is
-    // refused before it is decoded; one that does not say and still
-    // overflows the buffer fails the decode below.
-    if let Some(declared) = one_frame(segment, frame)? {
-        if declared > out.len() as u64 {
-            return Err(Error::StreamLength {
-                segment,
-                stated: out.len() as u64,
-                found: declared,
-            });
-        }
-    }
-    let mut dctx = zstd_safe::DCtx::create();
-    if !prefix.is_empty() {
-        dctx.ref_prefix(prefix).map_err(bad_frame)?;
-    }
-    let found = dctx.decompress(out, frame).map_err(bad_frame)? as u64;
-    if found != out.len() as u64 {
-        return Err(Error::StreamLength {
-            segment,
-            stated: out.len() as u64,
-            found,
-        });
-    }
-    Ok(())
 }
 
 /// Fills `buf` with the old bytes at `offset`.

@@ -18,10 +18,10 @@
 //! each match extended byte by byte within its run. Repeats inside one
 //! segment are left to zstd, which finds them in its window.
 
-use crate::index::BlockIndex;
-use crate::plan::SegmentPlan;
-use crate::rolling::{common_prefix, common_suffix, hash_block, slide};
-use crate::runner::Runner;
+use crate::generate::index::BlockIndex;
+use crate::generate::plan::SegmentPlan;
+use crate::generate::rolling::{common_prefix, common_suffix, hash_block, slide};
+use crate::generate::runner::Runner;
 use delta_format::Op;
 use std::ops::Range;
 

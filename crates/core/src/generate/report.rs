@@ -30,8 +30,8 @@
 //! is one file's; a slice shared by files (tar's 512-byte records, 1 KiB
 //! blocks) is split between them by bytes.
 
-use crate::deflate::Pair;
-use crate::plan::SegmentPlan;
+use crate::generate::deflate::Pair;
+use crate::generate::plan::SegmentPlan;
 use delta_format::Op;
 use std::collections::HashMap;
 use std::io::Write;
@@ -392,9 +392,9 @@ pub(crate) fn spans(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::encode_segment;
+    use crate::generate::encode::encode_segment;
+    use crate::generate::window::WindowLayout;
     use crate::testing::Rng;
-    use crate::window::WindowLayout;
 
     /// A file at `path` made of the image ranges `(start, end)`.
     fn span(path: &str, ranges: &[(u64, u64)]) -> FileSpan {

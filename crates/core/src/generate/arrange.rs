@@ -1,12 +1,12 @@
 //! Which units share a segment, and which old bytes each segment's zstd
 //! frame may reference.
 //!
-//! Units are planned on their own (see [`crate::plan`]); [`arrange`] then
+//! Units are planned on their own (see [`crate::generate::plan`]); [`arrange`] then
 //! merges cheap or related neighbours into one segment (every segment costs
 //! a table entry and a zstd frame) and, once segments are fixed, widens the
 //! reference windows of those whose literal bytes are edits of old content.
 
-use crate::plan::SegmentPlan;
+use crate::generate::plan::SegmentPlan;
 use delta_format::Op;
 use std::ops::Range;
 
@@ -70,14 +70,14 @@ pub fn merge_plans(
     // stream, and the applier holds both.
     let mut last_random = false;
     for (range, plan) in units {
-        let random = crate::encode::looks_random(&plan.literal);
+        let random = crate::generate::encode::looks_random(&plan.literal);
         if let Some((last_range, last)) = out.last_mut() {
             let joint = joint_reference(&last.reference, &plan.reference, max_reference);
             let stream = weight(last) + weight(&plan);
             if last_range.end == range.start
                 && range.end - last_range.start <= max_len
                 && stream <= MAX_MERGED_STREAM
-                && !(last_random && random && 2 * stream as u64 > crate::patch::SEGMENT_MEMORY)
+                && !(last_random && random && 2 * stream as u64 > crate::segment::SEGMENT_MEMORY)
                 && (last.literal.len() + plan.literal.len() <= MAX_MERGED_LITERAL
                     || joint.is_some()
                     || overlap(&last.reference, &plan.reference)

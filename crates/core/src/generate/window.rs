@@ -13,7 +13,7 @@
 //! 0.8% larger; on os-major they shrink by 13%, generation takes about 10%
 //! less CPU and the delta is 0.08% smaller.
 
-use crate::plan::SegmentPlan;
+use crate::generate::plan::SegmentPlan;
 use delta_format::Op;
 use std::ops::Range;
 

@@ -1,6 +1,6 @@
 //! Where produced bytes go.
 
-use crate::source::Source;
+use crate::apply::source::Source;
 use std::io;
 
 /// Zero bytes used to feed hashers and writers for zero runs.

@@ -3,7 +3,7 @@
 //! 1. hash both images and index the old one ([`BlockIndex::build`]);
 //! 2. plan every unit of the new image on its own ([`plan_segment`]);
 //! 3. merge units into segments and widen the windows of edits
-//!    ([`crate::arrange`]);
+//!    ([`crate::generate::arrange`]);
 //! 4. copy new content that an earlier segment carries ([`copy_repeats`]);
 //! 5. encode every segment ([`encode_segment`]) and let the caller check it;
 //! 6. build the header, whole, from the segments.
@@ -17,18 +17,18 @@
 //! every segment it encodes. One pipeline means the parallel generator and
 //! the reference one cannot drift apart: a serial twin would.
 
-use crate::arrange::{arrange, MAX_MERGED_LEN};
-use crate::content::{deflate_pairs, map_both, ContentSummary};
-use crate::deflate;
-use crate::encode::{encode_cost, encode_segment, EncodeOptions};
 use crate::error::Result;
-use crate::index::BlockIndex;
-use crate::patch::SegmentRef;
-use crate::plan::{plan_segment, DiffOptions};
-use crate::report::{plain_pieces, Piece, Report};
-use crate::reuse::copy_repeats;
-use crate::runner::{alike, split, Phase, Runner, Serial, Tally};
-use crate::window::{CopiedRuns, WindowLayout};
+use crate::generate::arrange::{arrange, MAX_MERGED_LEN};
+use crate::generate::content::{deflate_pairs, map_both, ContentSummary};
+use crate::generate::deflate;
+use crate::generate::encode::{encode_cost, encode_segment, EncodeOptions};
+use crate::generate::index::BlockIndex;
+use crate::generate::plan::{plan_segment, DiffOptions};
+use crate::generate::report::{plain_pieces, Piece, Report};
+use crate::generate::reuse::copy_repeats;
+use crate::generate::runner::{alike, split, Phase, Runner, Serial, Tally};
+use crate::generate::window::{CopiedRuns, WindowLayout};
+use crate::segment::SegmentRef;
 use delta_format::kind::{self, BranchFilter, Kinds};
 use delta_format::{
     Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_DEFLATE_CHUNKS, FLAG_FULL, FLAG_LZMA,
@@ -63,7 +63,7 @@ pub struct DeltaOptions {
     pub window_list: bool,
     /// See through the gzip and zlib files of file-system images: rebuild
     /// changed ones from their inflated content (deflate segments, format
-    /// version 3, see [`crate::content`]); off, every delta is version 2.
+    /// version 3, see [`crate::generate::content`]); off, every delta is version 2.
     pub deflate: bool,
     /// Compress segments of mostly new bytes with LZMA2 after a branch
     /// filter chosen from the new image's executables, where that is
@@ -71,7 +71,7 @@ pub struct DeltaOptions {
     /// [`crate::lzma`]); off, no delta is version 4.
     pub lzma: bool,
     /// Share the payload bytes out over the files of the new image
-    /// ([`Delta::report`], see [`crate::report`]).
+    /// ([`Delta::report`], see [`crate::generate::report`]).
     pub report: bool,
 }
 
@@ -217,7 +217,7 @@ pub fn generate<R: Runner>(
     let report_spans = match (&maps, options.report) {
         (Some((old_map, new_map)), true) => {
             let old_paths = old_map.files.iter().map(|f| f.path.clone()).collect();
-            Some(crate::report::spans(new_map, &old_paths, &pairs))
+            Some(crate::generate::report::spans(new_map, &old_paths, &pairs))
         }
         (None, true) => Some(Vec::new()),
         _ => None,
@@ -310,7 +310,7 @@ pub fn generate<R: Runner>(
     all.extend(deflated.into_iter().map(|(range, entry, payload)| {
         let piece = Piece {
             range: range.start as u64..range.end as u64,
-            how: crate::report::How::Deflate,
+            how: crate::generate::report::How::Deflate,
             weight: 1,
         };
         (range, entry, payload, vec![piece])
@@ -345,7 +345,7 @@ pub fn generate<R: Runner>(
     };
     let report = report_spans.map(|spans| {
         let table = Index::encode(&header, &segments).len() as u64;
-        crate::report::build(content.container.clone(), spans, &costs, table)
+        crate::generate::report::build(content.container.clone(), spans, &costs, table)
     });
     Ok(Delta {
         header,

@@ -15,7 +15,7 @@
 //! cannot be mapped (another file system, damaged, hostile) simply has no
 //! candidates, and the summary says why.
 
-use crate::deflate::{wrapper, Pair, MAX_RAW};
+use crate::generate::deflate::{wrapper, Pair, MAX_RAW};
 use delta_fsmap::{map_image, ContainerKind, FileMap, MappedFile};
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;

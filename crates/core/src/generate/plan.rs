@@ -2,7 +2,7 @@
 //! [`SegmentPlan`].
 //!
 //! The unit is scanned with a rolling hash of the old image's block width
-//! (see [`crate::index`]), so a block is found wherever it moved, at any
+//! (see [`crate::generate::index`]), so a block is found wherever it moved, at any
 //! byte offset (tar-like or shifted data). Each hit is checked byte by byte
 //! against the old image (the generator has both images, so no strong hash
 //! is needed) and extended in both directions. Zero runs are found
@@ -10,13 +10,13 @@
 //! the stretch after a match is diffed against the old bytes that follow the
 //! match, the stretch before the next match against the old bytes before
 //! it, and the middle is literal. Literal bytes are later compressed with
-//! zstd against a reference window of the old image (see [`crate::encode`]).
+//! zstd against a reference window of the old image (see [`crate::generate::encode`]).
 //!
 //! This module is pure and single-threaded: the pipeline runs it on many
 //! units at once.
 
-use crate::index::{BlockIndex, ANCHOR_WINDOW};
-use crate::rolling::{common_prefix, common_suffix, mix, slide};
+use crate::generate::index::{BlockIndex, ANCHOR_WINDOW};
+use crate::generate::rolling::{common_prefix, common_suffix, mix, slide};
 use delta_format::Op;
 use std::collections::HashMap;
 use std::ops::Range;
