@@ -6,7 +6,8 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use delta_core::internal::{
-    copy_repeats, encode_segment, plan_segment, BlockIndex, CopiedRuns, SegmentPlan, WindowLayout,
+    copy_repeats, encode_segment, plan_segment, BlockIndex, CopiedRuns, Produced, SegmentPlan,
+    WindowLayout,
 };
 use delta_core::testing::{mutate, Rng};
 use delta_core::{DiffOptions, EncodeOptions, Serial};
@@ -139,7 +140,11 @@ fn residual_encoding(c: &mut Criterion) {
                             level,
                             ..EncodeOptions::default()
                         };
-                        encode_segment(&old, &new, digest, black_box(plan), layout, &options, None)
+                        let produced = Produced {
+                            bytes: &new,
+                            digest,
+                        };
+                        encode_segment(&old, produced, black_box(plan), layout, &options, None)
                             .unwrap()
                     })
                 },

@@ -17,7 +17,9 @@
 //! `-max_len`).
 
 use delta_apply::redeflate::Sandboxed;
-use delta_core::{DeltaOptions, DiffOptions, EncodeOptions, Patcher, Redeflate, SegmentRef, Sink};
+use delta_core::{
+    DeltaOptions, DiffOptions, EncodeOptions, Patcher, Redeflate, SegmentError, SegmentRef, Sink,
+};
 use delta_format::stream::Decoder;
 use delta_format::{
     stream, window, Header, Index, Instruction, Limits, Op, SegmentEntry, Totals, DIGEST_LEN,
@@ -442,7 +444,7 @@ fn fix_delta(data: &[u8], limits: &Limits) -> Option<Vec<u8>> {
         let mut sink = CappedSink::default();
         match patcher.apply_segment(old, seg, payload, &mut sink) {
             Ok(_) => {}
-            Err(delta_core::Error::OutputDigest { .. }) => {
+            Err(SegmentError::Segment(delta_core::Error::OutputDigest { .. })) => {
                 segments[i].output_digest = *blake3::hash(&sink.bytes).as_bytes();
             }
             Err(_) => {
@@ -526,6 +528,8 @@ struct CappedSink {
 }
 
 impl Sink for CappedSink {
+    type Error = io::Error;
+
     fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.bytes.len() + bytes.len() > OUTPUT_CAP {
             return Err(io::ErrorKind::OutOfMemory.into());
@@ -928,7 +932,9 @@ fn plain_output(ops: &[u8]) -> Option<(delta_format::Totals, Vec<u8>)> {
     // The output digest is not known yet: the patcher's digest check is
     // the only error expected from a valid stream.
     match delta_core::Patcher::new().apply_segment(OLD, seg, &payload, &mut out) {
-        Ok(_) | Err(delta_core::Error::OutputDigest { .. }) if out.len() as u64 == out_len => {
+        Ok(_) | Err(SegmentError::Segment(delta_core::Error::OutputDigest { .. }))
+            if out.len() as u64 == out_len =>
+        {
             Some((totals, out))
         }
         _ => None,

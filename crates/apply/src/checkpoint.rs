@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::journal::{Journal, Record};
 use crate::progress::Reporter;
 use crate::writer::TargetWriter;
-use delta_core::Sink;
+use delta_core::{SegmentError, Sink};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,37 +92,50 @@ impl<'a> Checkpoints<'a> {
     }
 }
 
-/// Why a segment's sink stopped the segment: carried inside the
-/// `io::Error` the [`Sink`] trait returns, and taken back out by
-/// [`Stop::from_segment_error`], so a checkpoint failure or a cancel is never
-/// mistaken for the target's I/O failing.
+/// Why a segment's sink failed: the target's I/O, or the run stopping the
+/// segment (a checkpoint that could not be stored, a cancel). The stop
+/// reaches the run as it was made, so it is never mistaken for the
+/// target's I/O failing.
 #[derive(Debug)]
-pub(crate) struct Stop(pub(crate) Error);
+pub(crate) enum SinkError {
+    /// Writing or reading back the target failed.
+    Io(io::Error),
+    /// The run stops here, for this reason.
+    Stop(Error),
+}
 
-impl std::fmt::Display for Stop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "stopped at a journal checkpoint: {}", self.0)
+impl From<io::Error> for SinkError {
+    fn from(e: io::Error) -> Self {
+        SinkError::Io(e)
     }
 }
 
-impl std::error::Error for Stop {}
-
-impl Stop {
-    /// The run's error behind a segment error, when a sink stopped it.
-    pub(crate) fn from_segment_error(
-        e: delta_core::Error,
-    ) -> std::result::Result<Error, delta_core::Error> {
-        match e {
-            delta_core::Error::Write { offset, source } => {
-                if source.get_ref().is_some_and(|inner| inner.is::<Stop>()) {
-                    let inner = source.into_inner().expect("checked above");
-                    let stop = inner.downcast::<Stop>().expect("checked above");
-                    return Ok(stop.0);
-                }
-                Err(delta_core::Error::Write { offset, source })
-            }
-            other => Err(other),
+/// A failed segment: `Ok` with the run's error when its sink stopped it,
+/// else `Err` with what failed, as the segment's error.
+pub(crate) fn stopped(e: SegmentError<SinkError>) -> std::result::Result<Error, delta_core::Error> {
+    match e {
+        SegmentError::Segment(e) => Err(e),
+        SegmentError::Write {
+            error: SinkError::Stop(stop),
+            ..
         }
+        | SegmentError::ReadBack {
+            error: SinkError::Stop(stop),
+            ..
+        } => Ok(stop),
+        SegmentError::Write {
+            offset,
+            error: SinkError::Io(source),
+        } => Err(delta_core::Error::Write { offset, source }),
+        SegmentError::ReadBack {
+            offset,
+            len,
+            error: SinkError::Io(source),
+        } => Err(delta_core::Error::ReadBack {
+            offset,
+            len,
+            source,
+        }),
     }
 }
 
@@ -181,7 +194,7 @@ impl<'s, 'a, 'r> SegmentSink<'s, 'a, 'r> {
         dropped
     }
 
-    fn after_write(&mut self) -> io::Result<()> {
+    fn after_write(&mut self) -> std::result::Result<(), SinkError> {
         let position = self.writer.position();
         self.report.bytes(position, self.total);
         let cancelled = self.checkpoints.cancel.load(Ordering::Relaxed);
@@ -196,12 +209,14 @@ impl<'s, 'a, 'r> SegmentSink<'s, 'a, 'r> {
             Ok(()) if cancelled => Error::Cancelled,
             Ok(()) => return Ok(()),
         };
-        Err(io::Error::other(Stop(stop)))
+        Err(SinkError::Stop(stop))
     }
 }
 
 impl Sink for SegmentSink<'_, '_, '_> {
-    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+    type Error = SinkError;
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> std::result::Result<(), SinkError> {
         let dropped = self.drop_written(bytes.len() as u64) as usize;
         if dropped == bytes.len() {
             return Ok(());
@@ -210,7 +225,7 @@ impl Sink for SegmentSink<'_, '_, '_> {
         self.after_write()
     }
 
-    fn write_zeros(&mut self, len: u64) -> io::Result<()> {
+    fn write_zeros(&mut self, len: u64) -> std::result::Result<(), SinkError> {
         let dropped = self.drop_written(len);
         if dropped == len {
             return Ok(());
@@ -219,8 +234,8 @@ impl Sink for SegmentSink<'_, '_, '_> {
         self.after_write()
     }
 
-    fn read_back(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.writer.read_back(offset, buf)
+    fn read_back(&mut self, offset: u64, buf: &mut [u8]) -> std::result::Result<(), SinkError> {
+        Ok(self.writer.read_back(offset, buf)?)
     }
 }
 
@@ -299,10 +314,13 @@ mod tests {
             let mut sink = SegmentSink::new(&mut writer, &mut checkpoints, &mut report, place);
             let mut failure = None;
             for chunk in chunks {
-                if let Err(source) = sink.write_bytes(chunk) {
-                    let error = delta_core::Error::Write { offset: 0, source };
-                    failure = Stop::from_segment_error(error).ok();
-                    break;
+                match sink.write_bytes(chunk) {
+                    Ok(()) => {}
+                    Err(SinkError::Stop(stop)) => {
+                        failure = Some(stop);
+                        break;
+                    }
+                    Err(SinkError::Io(e)) => panic!("the target failed: {e}"),
                 }
             }
             writer.sync().unwrap();

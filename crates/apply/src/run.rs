@@ -3,7 +3,7 @@
 //! and [`Run::commit`]. Progress, log lines and warnings all go through
 //! one [`Reporter`].
 
-use crate::checkpoint::{Checkpoints, Every, SegmentPlace, SegmentSink, Stop};
+use crate::checkpoint::{self, Checkpoints, Every, SegmentPlace, SegmentSink};
 use crate::checks::{check_migration_data, open_source, verify_source};
 use crate::error::{Error, Result};
 use crate::input::DeltaInput;
@@ -506,7 +506,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             };
             let mut sink = SegmentSink::new(&mut writer, &mut checkpoints, self.report, place);
             let applied = patcher.apply_segment(&self.source, seg, &payload, &mut sink);
-            match applied.map_err(Stop::from_segment_error) {
+            match applied.map_err(checkpoint::stopped) {
                 Ok(_) => {}
                 Err(Ok(stopped)) => return Err(stopped),
                 Err(Err(_)) if self.cancel.load(Ordering::Relaxed) => {

@@ -630,6 +630,8 @@ fn run_placer(
 }
 
 impl Sink for TargetWriter {
+    type Error = io::Error;
+
     fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         let mut rest = bytes;
         while !rest.is_empty() {

@@ -152,3 +152,82 @@ pub enum Error {
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why applying a segment failed: the segment itself, or its [`Sink`]
+/// (`E`, the sink's own error type).
+///
+/// [`Sink`]: crate::Sink
+#[derive(Debug)]
+pub enum SegmentError<E> {
+    /// The segment: a damaged payload, a stream that breaks the format,
+    /// old-image reads failing, a digest mismatch.
+    Segment(Error),
+    /// The sink failed, or stopped the segment, writing new-image bytes at
+    /// `offset`.
+    Write {
+        /// Offset in the new image.
+        offset: u64,
+        /// The sink's error.
+        error: E,
+    },
+    /// The sink failed reading back new-image bytes (for `COPY_NEW` ops or
+    /// deflate sources in the new image).
+    ReadBack {
+        /// Offset in the new image.
+        offset: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// The sink's error.
+        error: E,
+    },
+}
+
+impl<E> From<Error> for SegmentError<E> {
+    fn from(e: Error) -> Self {
+        SegmentError::Segment(e)
+    }
+}
+
+/// The same words as [`Error::Write`] and [`Error::ReadBack`].
+impl<E: std::fmt::Display> std::fmt::Display for SegmentError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SegmentError::Segment(e) => e.fmt(f),
+            SegmentError::Write { offset, error } => {
+                write!(f, "writing the new image at offset {offset}: {error}")
+            }
+            SegmentError::ReadBack { offset, len, error } => write!(
+                f,
+                "reading back {len} bytes of the new image at offset {offset}: {error}"
+            ),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for SegmentError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SegmentError::Segment(e) => e.source(),
+            SegmentError::Write { error, .. } | SegmentError::ReadBack { error, .. } => Some(error),
+        }
+    }
+}
+
+/// A segment applied into an `io::Error` sink (a vector, a file): its
+/// failure as one [`Error`].
+impl From<SegmentError<io::Error>> for Error {
+    fn from(e: SegmentError<io::Error>) -> Self {
+        match e {
+            SegmentError::Segment(e) => e,
+            SegmentError::Write { offset, error } => Error::Write {
+                offset,
+                source: error,
+            },
+            SegmentError::ReadBack { offset, len, error } => Error::ReadBack {
+                offset,
+                len,
+                source: error,
+            },
+        }
+    }
+}

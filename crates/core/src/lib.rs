@@ -55,7 +55,7 @@ pub mod signature;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, SegmentError};
 pub use hex::{from_hex, to_hex};
 pub use segment::{SegmentRef, SEGMENT_MEMORY};
 
@@ -82,7 +82,7 @@ pub mod internal {
     pub use crate::apply::rebuild::inflate_exact;
     pub use crate::apply::sink::NullSink;
     pub use crate::generate::deflate::{chunks_of, ChunkData};
-    pub use crate::generate::encode::encode_segment;
+    pub use crate::generate::encode::{encode_segment, Encoded, Produced};
     pub use crate::generate::index::BlockIndex;
     pub use crate::generate::plan::{plan_segment, SegmentPlan};
     pub use crate::generate::reuse::copy_repeats;

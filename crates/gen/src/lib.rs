@@ -709,7 +709,7 @@ fn self_check(old: &[u8], new: &[u8], seg: SegmentRef<'_>, payload: &[u8]) -> Re
     };
     let applied = Patcher::new().apply_segment(old, seg, payload, &mut sink);
     let reason = match applied {
-        Err(e) => e.to_string(),
+        Err(e) => delta_core::Error::from(e).to_string(),
         Ok(_) if !sink.equal => "the bytes differ".into(),
         Ok(_) if sink.pos != expected.len() => {
             format!("it produced {} bytes, not {}", sink.pos, expected.len())
@@ -737,6 +737,8 @@ struct CompareSink<'a> {
 }
 
 impl Sink for CompareSink<'_> {
+    type Error = io::Error;
+
     fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         let end = self.pos + bytes.len();
         self.equal &= self.expected.get(self.pos..end) == Some(bytes);

@@ -11,7 +11,7 @@
 use crate::apply::rebuild::{self, InProcess, Redeflate};
 use crate::apply::sink::{Sink, ZEROS};
 use crate::apply::source::Source;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SegmentError};
 use crate::frame::{decode_frame, one_frame};
 use crate::segment::SegmentRef;
 use delta_format::kind::{self, Deflate, Rebuild};
@@ -19,6 +19,9 @@ use delta_format::{
     stream, window, Digest, Instruction, Limits, SegmentEntry, Totals, STREAM_SLACK,
 };
 use std::sync::Arc;
+
+/// What applying a segment into a sink whose errors are `E` gives.
+type Applied<T, E> = std::result::Result<T, SegmentError<E>>;
 
 /// Bytes of old image read per `read_at` call while copying.
 pub const COPY_CHUNK: usize = 256 * 1024;
@@ -90,13 +93,13 @@ impl Patcher {
     /// # Errors
     /// A damaged payload, a stream that breaks the format, old-image reads
     /// that fail, a digest mismatch, or a sink error.
-    pub fn apply_segment<S: Source + ?Sized>(
+    pub fn apply_segment<S: Source + ?Sized, K: Sink + ?Sized>(
         &mut self,
         old: &S,
         seg: SegmentRef<'_>,
         payload: &[u8],
-        sink: &mut dyn Sink,
-    ) -> Result<Digest> {
+        sink: &mut K,
+    ) -> Applied<Digest, K::Error> {
         let entry = seg.entry;
         let segment = seg.index;
         let payload_end = seg.payload_offset.saturating_add(payload.len() as u64);
@@ -107,7 +110,8 @@ impl Patcher {
                 segment,
                 offset: seg.payload_offset,
                 end: payload_end,
-            });
+            }
+            .into());
         }
         let (kind, payload) = if seg.kinds {
             kind::split(payload, segment, seg.allowed)
@@ -147,7 +151,8 @@ impl Patcher {
                 segment,
                 start: seg.new_offset,
                 end: seg.new_offset.saturating_add(entry.new_len),
-            });
+            }
+            .into());
         }
         Ok(digest)
     }
@@ -232,14 +237,14 @@ impl Patcher {
     /// `kind`: inflates the old stream, decodes the new content against
     /// it, re-deflates it (whole or chunk by chunk) and produces the
     /// stream between its head and tail.
-    fn apply_deflate<S: Source + ?Sized>(
+    fn apply_deflate<S: Source + ?Sized, K: Sink + ?Sized>(
         &mut self,
         old: &S,
         seg: SegmentRef<'_>,
         kind: u8,
         body: &[u8],
-        sink: &mut dyn Sink,
-    ) -> Result<Digest> {
+        sink: &mut K,
+    ) -> Applied<Digest, K::Error> {
         let (entry, segment) = (seg.entry, seg.index);
         let parts = Deflate::decode(kind, body, segment, entry, old.len(), seg.new_limit)
             .map_err(|source| Error::Format { segment, source })?;
@@ -257,7 +262,7 @@ impl Patcher {
                         found,
                         expected: format!("at most {most} bytes (deflate segments' limit)"),
                     };
-                    return Err(Error::Format { segment, source });
+                    return Err(Error::Format { segment, source }.into());
                 }
             }
         }
@@ -281,7 +286,8 @@ impl Patcher {
                 segment,
                 start: seg.new_offset,
                 end: seg.new_offset.saturating_add(entry.new_len),
-            });
+            }
+            .into());
         }
         if let Some(content) = kept {
             let start = seg.new_offset + parts.head.len() as u64;
@@ -292,14 +298,14 @@ impl Patcher {
 
     /// Lays the content of a deflate segment's sources end to end in
     /// `prefix`: kept from the segments before, or read and inflated.
-    fn fill_prefix<S: Source + ?Sized>(
+    fn fill_prefix<S: Source + ?Sized, K: Sink + ?Sized>(
         &mut self,
         old: &S,
         seg: SegmentRef<'_>,
         parts: &Deflate<'_>,
         prefix: &mut [u8],
-        sink: &mut dyn Sink,
-    ) -> Result<()> {
+        sink: &mut K,
+    ) -> Applied<(), K::Error> {
         let segment = seg.index;
         let size = |n: u64| n as usize;
         let mut compressed = std::mem::take(&mut self.chunk);
@@ -323,12 +329,13 @@ impl Patcher {
                     let end = read + size(range.end - range.start);
                     let buf = &mut compressed[read..end];
                     if source.new_image {
-                        sink.read_back(range.start, buf)
-                            .map_err(|e| Error::ReadBack {
+                        sink.read_back(range.start, buf).map_err(|error| {
+                            SegmentError::ReadBack {
                                 offset: range.start,
                                 len: range.end - range.start,
-                                source: e,
-                            })?;
+                                error,
+                            }
+                        })?;
                     } else {
                         read_range(old, range.start, buf)?;
                     }
@@ -338,7 +345,7 @@ impl Patcher {
                     .map_err(|reason| Error::Deflate { segment, reason })?;
                 filled = end;
             }
-            Ok(())
+            Ok::<_, SegmentError<K::Error>>(())
         })();
         // The copy buffer grew to the largest source; plain segments need
         // only COPY_CHUNK of it.
@@ -351,22 +358,22 @@ impl Patcher {
     /// Decodes a deflate segment's content against `prefix`, re-deflates
     /// it and writes `head || stream || tail`: their digest, and the
     /// content when it is small enough to keep for later segments.
-    fn rebuild(
+    fn rebuild<K: Sink + ?Sized>(
         &mut self,
         seg: SegmentRef<'_>,
         parts: &Deflate<'_>,
         prefix: &[u8],
-        sink: &mut dyn Sink,
-    ) -> Result<(Digest, Option<Vec<u8>>)> {
+        sink: &mut K,
+    ) -> Applied<(Digest, Option<Vec<u8>>), K::Error> {
         let segment = seg.index;
         let mut hasher = blake3::Hasher::new();
         let mut offset = seg.new_offset;
         let mut write = |bytes: &[u8]| {
             hasher.update(bytes);
             sink.write_bytes(bytes)
-                .map_err(|source| Error::Write { offset, source })?;
+                .map_err(|error| SegmentError::Write { offset, error })?;
             offset += bytes.len() as u64;
-            Ok::<_, Error>(())
+            Ok::<_, SegmentError<K::Error>>(())
         };
         let stream_len = seg.entry.new_len - (parts.head.len() + parts.tail.len()) as u64;
         let keep = parts.new_raw_len <= rebuild::HISTORY;
@@ -387,7 +394,8 @@ impl Patcher {
                             "rebuilt {} stream bytes, the segment holds {stream_len}",
                             stream.len()
                         ),
-                    });
+                    }
+                    .into());
                 }
                 for bytes in [parts.head, &stream, parts.tail] {
                     write(bytes)?;
@@ -430,7 +438,8 @@ impl Patcher {
                                 "chunk #{i} rebuilt {} stream bytes, the segment holds {most}",
                                 stream.len()
                             ),
-                        });
+                        }
+                        .into());
                     }
                     write(&stream)?;
                     if keep {
@@ -637,17 +646,17 @@ fn check_totals(segment: u64, entry: &SegmentEntry, t: Totals) -> Result<()> {
 }
 
 /// State of one segment's execution.
-struct Run<'a, S: ?Sized> {
+struct Run<'a, S: ?Sized, K: ?Sized> {
     old: &'a S,
-    sink: &'a mut dyn Sink,
+    sink: &'a mut K,
     hasher: blake3::Hasher,
     produced: u64,
     seg: SegmentRef<'a>,
     chunk: &'a mut Vec<u8>,
 }
 
-impl<S: Source + ?Sized> Run<'_, S> {
-    fn execute(&mut self, instruction: Instruction<'_>) -> Result<()> {
+impl<S: Source + ?Sized, K: Sink + ?Sized> Run<'_, S, K> {
+    fn execute(&mut self, instruction: Instruction<'_>) -> Applied<(), K::Error> {
         let len = match instruction {
             Instruction::Copy { len, .. }
             | Instruction::CopyNew { len, .. }
@@ -666,7 +675,8 @@ impl<S: Source + ?Sized> Run<'_, S> {
                     stated: self.seg.entry.new_len,
                     actual: self.produced.saturating_add(len),
                 },
-            });
+            }
+            .into());
         }
         match instruction {
             Instruction::Copy { src, len } => self.copy(src, len, &[], false)?,
@@ -683,7 +693,7 @@ impl<S: Source + ?Sized> Run<'_, S> {
                 let offset = self.offset();
                 self.sink
                     .write_zeros(len)
-                    .map_err(|source| Error::Write { offset, source })?;
+                    .map_err(|error| SegmentError::Write { offset, error })?;
                 self.produced += len;
             }
         }
@@ -693,7 +703,7 @@ impl<S: Source + ?Sized> Run<'_, S> {
     /// Copies `len` bytes from `src` in the old image (or, with `from_new`,
     /// in the new image before this segment, read back from the sink),
     /// adding `delta` byte-wise when it is not empty (a diff op).
-    fn copy(&mut self, src: u64, len: u64, delta: &[u8], from_new: bool) -> Result<()> {
+    fn copy(&mut self, src: u64, len: u64, delta: &[u8], from_new: bool) -> Applied<(), K::Error> {
         let mut done = 0u64;
         let mut chunk = std::mem::take(self.chunk);
         while done < len {
@@ -704,11 +714,7 @@ impl<S: Source + ?Sized> Run<'_, S> {
             if from_new {
                 self.sink
                     .read_back(offset, &mut chunk)
-                    .map_err(|source| Error::ReadBack {
-                        offset,
-                        len,
-                        source,
-                    })?;
+                    .map_err(|error| SegmentError::ReadBack { offset, len, error })?;
             } else {
                 self.old
                     .read_at(offset, &mut chunk)
@@ -731,12 +737,12 @@ impl<S: Source + ?Sized> Run<'_, S> {
         Ok(())
     }
 
-    fn emit(&mut self, bytes: &[u8]) -> Result<()> {
+    fn emit(&mut self, bytes: &[u8]) -> Applied<(), K::Error> {
         self.hasher.update(bytes);
         let offset = self.offset();
         self.sink
             .write_bytes(bytes)
-            .map_err(|source| Error::Write { offset, source })?;
+            .map_err(|error| SegmentError::Write { offset, error })?;
         self.produced += bytes.len() as u64;
         Ok(())
     }

@@ -11,18 +11,28 @@ pub(crate) static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 /// `write_zeros` exists so that a file target can leave holes instead of
 /// writing zero blocks; `read_back` serves COPY_NEW ops, which copy what
 /// earlier segments wrote.
+///
+/// A sink has its own error type (as ripgrep's `Sink` does): an applier's
+/// sink may stop a segment for its own reasons (a checkpoint that could not
+/// be stored, a cancel), and its error reaches the caller as it was made,
+/// in [`SegmentError::Write`](crate::SegmentError::Write), instead of
+/// inside an `io::Error`. Plain outputs use `io::Error`.
 pub trait Sink {
+    /// The sink's failures; `From<io::Error>` for the default
+    /// [`read_back`](Sink::read_back) (unsupported).
+    type Error: From<io::Error>;
+
     /// Appends `bytes`.
     ///
     /// # Errors
-    /// The underlying I/O error.
-    fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// The sink's failure.
+    fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), Self::Error>;
 
     /// Appends `len` zero bytes.
     ///
     /// # Errors
-    /// The underlying I/O error.
-    fn write_zeros(&mut self, mut len: u64) -> io::Result<()> {
+    /// The sink's failure.
+    fn write_zeros(&mut self, mut len: u64) -> Result<(), Self::Error> {
         while len > 0 {
             let n = len.min(ZEROS.len() as u64) as usize;
             self.write_bytes(&ZEROS[..n])?;
@@ -35,18 +45,21 @@ pub trait Sink {
     /// before (by an earlier segment).
     ///
     /// # Errors
-    /// The underlying I/O error; `Unsupported` for sinks that cannot read
-    /// back (the default).
-    fn read_back(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    /// The sink's failure; `Unsupported` for sinks that cannot read back
+    /// (the default).
+    fn read_back(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
         let _ = (offset, buf);
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "this output cannot be read back",
-        ))
+        )
+        .into())
     }
 }
 
 impl Sink for Vec<u8> {
+    type Error = io::Error;
+
     fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.try_reserve(bytes.len())
             .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
@@ -73,6 +86,8 @@ impl Sink for Vec<u8> {
 pub struct NullSink;
 
 impl Sink for NullSink {
+    type Error = io::Error;
+
     fn write_bytes(&mut self, _: &[u8]) -> io::Result<()> {
         Ok(())
     }

@@ -31,33 +31,54 @@ impl Default for EncodeOptions {
 /// (a few edits) gain most from the right window, and cost little to try.
 const TRIAL_STREAM: usize = 64 << 10;
 
+/// What a segment produces: the new bytes and their BLAKE3 digest, which
+/// goes in its entry (the generator hashes long segments on several
+/// threads).
+#[derive(Debug, Clone, Copy)]
+pub struct Produced<'a> {
+    /// The new bytes.
+    pub bytes: &'a [u8],
+    /// Their BLAKE3 digest.
+    pub digest: Digest,
+}
+
+/// A segment encoded by [`encode_segment`].
+#[derive(Debug)]
+pub struct Encoded {
+    /// Its table entry.
+    pub entry: SegmentEntry,
+    /// Its payload, without the kind byte.
+    pub payload: Vec<u8>,
+    /// Its kind: [`kind::PLAIN`] or [`kind::LZMA`].
+    pub kind: u8,
+}
+
 /// Compresses `plan` into one zstd frame and builds its table entry; a
 /// small stream is compressed with each of the plan's alternative windows
 /// too, and the smallest frame kept. With `lzma`, a stream of mostly
 /// literal bytes is also compressed as an LZMA segment with that branch
 /// filter (see [`crate::lzma`]), and kept when smaller.
 ///
-/// Returns the entry, the payload without its kind byte, and the kind
-/// ([`kind::PLAIN`] or [`kind::LZMA`]).
-///
 /// `old` is the whole old image (the reference window is taken from it,
 /// laid out as `layout` says: with [`WindowLayout::Gathered`] the payload
-/// starts with a window list, format flag `WINDOW_LIST`), `produced` the
-/// bytes the plan produces and `output_digest` their BLAKE3 digest, which
-/// goes in the entry (the generator hashes long segments on several
-/// threads).
+/// starts with a window list, format flag `WINDOW_LIST`), `produced` what
+/// the plan produces.
 ///
 /// # Errors
-/// [`Error::Compress`] when zstd fails (out of memory).
+/// [`Error::Compress`](crate::Error::Compress) when zstd fails (out of
+/// memory).
 pub fn encode_segment(
     old: &[u8],
-    produced: &[u8],
-    output_digest: Digest,
+    produced: Produced<'_>,
     plan: &SegmentPlan,
     layout: WindowLayout<'_>,
     options: &EncodeOptions,
     lzma: Option<BranchFilter>,
-) -> Result<(SegmentEntry, Vec<u8>, u8)> {
+) -> Result<Encoded> {
+    let Produced {
+        bytes: produced,
+        digest: output_digest,
+    } = produced;
     let mut stream = stream::encode(&plan.ops, &plan.diff, &plan.literal);
     let fallback;
     let mut plan = plan;
@@ -104,13 +125,11 @@ pub fn encode_segment(
         } else if gain < WINDOW_USELESS {
             let payload = lzma_body(&stream, filter)?;
             if lzma_memory(&stream, &payload) <= options.max_memory {
-                return Ok(lzma_segment(
-                    produced,
-                    output_digest,
-                    plan,
-                    &stream,
-                    payload,
-                ));
+                let produced = Produced {
+                    bytes: produced,
+                    digest: output_digest,
+                };
+                return Ok(lzma_segment(produced, plan, &stream, payload));
             }
             lzma = None;
         }
@@ -168,7 +187,11 @@ pub fn encode_segment(
     if let Some(filter) = lzma {
         let body = lzma_body(&stream, filter)?;
         if body.len() < payload.len() && lzma_memory(&stream, &body) <= options.max_memory {
-            return Ok(lzma_segment(produced, output_digest, plan, &stream, body));
+            let produced = Produced {
+                bytes: produced,
+                digest: output_digest,
+            };
+            return Ok(lzma_segment(produced, plan, &stream, body));
         }
     }
     let mut entry = SegmentEntry {
@@ -182,7 +205,11 @@ pub fn encode_segment(
         ..SegmentEntry::default()
     };
     count_ops(&mut entry, plan);
-    Ok((entry, payload, kind::PLAIN))
+    Ok(Encoded {
+        entry,
+        payload,
+        kind: kind::PLAIN,
+    })
 }
 
 /// Memory an LZMA segment of op stream `stream` and payload `body` needs
@@ -204,22 +231,25 @@ fn middle(span: &Range<u64>, len: u64) -> Range<u64> {
 /// The entry and payload of an LZMA segment of `plan`, whose op stream is
 /// `stream` and payload `body` (without its kind byte).
 fn lzma_segment(
-    produced: &[u8],
-    output_digest: Digest,
+    produced: Produced<'_>,
     plan: &SegmentPlan,
     stream: &[u8],
     body: Vec<u8>,
-) -> (SegmentEntry, Vec<u8>, u8) {
+) -> Encoded {
     let mut entry = SegmentEntry {
-        new_len: produced.len() as u64,
+        new_len: produced.bytes.len() as u64,
         payload_len: body.len() as u64,
         stream_len: kind::lzma_stream_len(stream.len() as u64),
         payload_digest: *blake3::hash(&body).as_bytes(),
-        output_digest,
+        output_digest: produced.digest,
         ..SegmentEntry::default()
     };
     count_ops(&mut entry, plan);
-    (entry, body, kind::LZMA)
+    Encoded {
+        entry,
+        payload: body,
+        kind: kind::LZMA,
+    }
 }
 
 /// An LZMA segment's payload for op stream `stream`, without its kind byte.
@@ -397,11 +427,13 @@ mod tests {
         plan: &SegmentPlan,
         options: &EncodeOptions,
     ) -> Result<(SegmentEntry, Vec<u8>)> {
-        let digest = *blake3::hash(produced).as_bytes();
+        let produced = Produced {
+            bytes: produced,
+            digest: *blake3::hash(produced).as_bytes(),
+        };
         let layout = WindowLayout::Contiguous;
-        let (entry, payload, _) =
-            encode_segment(old, produced, digest, plan, layout, options, None)?;
-        Ok((entry, payload))
+        let encoded = encode_segment(old, produced, plan, layout, options, None)?;
+        Ok((encoded.entry, encoded.payload))
     }
 
     #[test]
@@ -556,9 +588,12 @@ mod tests {
             level: 19,
             ..EncodeOptions::default()
         };
-        let (entry, payload, _) =
-            encode_segment(old, &produced, digest, &plan, layout, &options, None).unwrap();
-        (produced, entry, payload)
+        let made = Produced {
+            bytes: &produced,
+            digest,
+        };
+        let encoded = encode_segment(old, made, &plan, layout, &options, None).unwrap();
+        (produced, encoded.entry, encoded.payload)
     }
 
     #[test]

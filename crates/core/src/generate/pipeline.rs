@@ -21,10 +21,10 @@ use crate::error::Result;
 use crate::generate::arrange::{arrange, MAX_MERGED_LEN};
 use crate::generate::content::{deflate_pairs, map_both, ContentSummary};
 use crate::generate::deflate;
-use crate::generate::encode::{encode_cost, encode_segment, EncodeOptions};
+use crate::generate::encode::{encode_cost, encode_segment, EncodeOptions, Produced};
 use crate::generate::index::BlockIndex;
 use crate::generate::plan::{plan_segment, DiffOptions};
-use crate::generate::report::{plain_pieces, Piece, Report};
+use crate::generate::report::{plain_pieces, FileSpan, Piece, Report};
 use crate::generate::reuse::copy_repeats;
 use crate::generate::runner::{alike, split, Phase, Runner, Serial, Tally};
 use crate::generate::window::{CopiedRuns, WindowLayout};
@@ -203,30 +203,11 @@ pub fn generate<R: Runner>(
         || BlockIndex::build(old, options.diff.block_size, runner),
     );
     runner.hashed(&old_digest, &new_digest);
-    let mapped = !options.full && (options.deflate || options.report);
-    let (maps, mut content) = if mapped {
-        map_both(old, new)
-    } else {
-        (None, ContentSummary::default())
-    };
-    let pairs = match &maps {
-        Some((old_map, new_map)) if options.deflate => deflate_pairs(old_map, new_map, old, new),
-        _ => Vec::new(),
-    };
-    content.deflate_candidates = pairs.len() as u64;
-    let report_spans = match (&maps, options.report) {
-        (Some((old_map, new_map)), true) => {
-            let old_paths = old_map.files.iter().map(|f| f.path.clone()).collect();
-            Some(crate::generate::report::spans(new_map, &old_paths, &pairs))
-        }
-        (None, true) => Some(Vec::new()),
-        _ => None,
-    };
-    drop(maps);
+    let (pairs, mut content, report_spans) = map_content(old, new, options);
     indexing.finish();
     let deflated = deflate_segments(old, new, pairs, options, runner)?;
     let lzma = options.lzma.then(|| branch_filter(new));
-    let holes: Vec<_> = deflated.iter().map(|(range, ..)| range.clone()).collect();
+    let holes: Vec<_> = deflated.iter().map(|m| m.range.clone()).collect();
     let units = alike(split_around(new.len(), options.segment_len, &holes));
     let planning = Tally::start(runner, Phase::Planning, span(&units));
     let units = runner.map(units, |range| {
@@ -264,37 +245,33 @@ pub fn generate<R: Runner>(
             .map(|(range, plan)| (encode_cost(&range, &plan, layout), (range, plan)))
             .collect(),
         |(range, plan)| {
-            let produced = &new[range.clone()];
-            let digest = runner.digest(produced);
-            let (entry, payload, kind) =
-                encode_segment(old, produced, digest, &plan, layout, &options.encode, lzma)?;
+            let bytes = &new[range.clone()];
+            let produced = Produced {
+                bytes,
+                digest: runner.digest(bytes),
+            };
+            let encoded = encode_segment(old, produced, &plan, layout, &options.encode, lzma)?;
             encoding.add(range.len() as u64);
             let pieces = if options.report {
-                plain_pieces(range.start as u64, &plan, kind == delta_format::kind::LZMA)
+                plain_pieces(range.start as u64, &plan, encoded.kind == kind::LZMA)
             } else {
                 Vec::new()
             };
-            Ok::<_, R::Error>(((range, entry, payload, pieces), kind))
+            Ok::<_, R::Error>((
+                Made::new(range, encoded.entry, encoded.payload, pieces),
+                encoded.kind,
+            ))
         },
     );
     let encoded = encoded.into_iter().collect::<Result<Vec<_>, _>>()?;
     // Kind bytes only where a segment is not plain: otherwise the delta
     // stays version 2.
-    let any_lzma = encoded
-        .iter()
-        .any(|(_, kind)| *kind == delta_format::kind::LZMA);
-    let any_chunks = (deflated.iter()).any(|(_, _, p)| p.first() == Some(&kind::DEFLATE_CHUNKS));
+    let any_lzma = encoded.iter().any(|(_, kind)| *kind == kind::LZMA);
+    let any_chunks = (deflated.iter()).any(|m| m.payload.first() == Some(&kind::DEFLATE_CHUNKS));
     let kinds = !deflated.is_empty() || any_lzma;
-    let mut all: Vec<Encoded> = encoded
+    let mut all: Vec<Made> = encoded
         .into_iter()
-        .map(|((range, mut entry, mut payload, pieces), kind)| {
-            if kinds {
-                payload.insert(0, kind);
-                entry.payload_len += 1;
-                entry.payload_digest = *blake3::hash(&payload).as_bytes();
-            }
-            (range, entry, payload, pieces)
-        })
+        .map(|(made, kind)| if kinds { made.with_kind(kind) } else { made })
         .collect();
     let checks = SegmentChecks {
         copy_new,
@@ -305,23 +282,16 @@ pub fn generate<R: Runner>(
     checks.run(&all, old, new, runner)?;
     encoding.finish();
     content.deflate_segments = deflated.len() as u64;
-    content.deflate_bytes = deflated.iter().map(|(_, e, _)| e.new_len).sum();
-    content.deflate_payload = deflated.iter().map(|(_, e, _)| e.payload_len).sum();
-    all.extend(deflated.into_iter().map(|(range, entry, payload)| {
-        let piece = Piece {
-            range: range.start as u64..range.end as u64,
-            how: crate::generate::report::How::Deflate,
-            weight: 1,
-        };
-        (range, entry, payload, vec![piece])
-    }));
-    all.sort_by_key(|(range, ..)| range.start);
+    content.deflate_bytes = deflated.iter().map(|m| m.entry.new_len).sum();
+    content.deflate_payload = deflated.iter().map(|m| m.entry.payload_len).sum();
+    all.extend(deflated);
+    all.sort_by_key(|m| m.range.start);
     let mut costs = Vec::new();
     let (segments, payloads): (Vec<_>, Vec<_>) = all
         .into_iter()
-        .map(|(_, entry, payload, pieces)| {
-            costs.push((entry.payload_len, pieces));
-            (entry, payload)
+        .map(|m| {
+            costs.push((m.entry.payload_len, m.pieces));
+            (m.entry, m.payload)
         })
         .unzip();
     let flag = |on: bool, flag| if on { flag } else { 0 };
@@ -358,8 +328,64 @@ pub fn generate<R: Runner>(
     })
 }
 
-/// A deflate segment: the new range it produces, its entry and payload.
-type Deflated = (Range<usize>, SegmentEntry, Vec<u8>);
+/// What the images hold, as far as `options` need it: the gzip and zlib
+/// files of the new image with their old versions (deflate segments), the
+/// content summary, and the report's file spans (with `options.report`).
+fn map_content(
+    old: &[u8],
+    new: &[u8],
+    options: &DeltaOptions,
+) -> (Vec<deflate::Pair>, ContentSummary, Option<Vec<FileSpan>>) {
+    let mapped = !options.full && (options.deflate || options.report);
+    let (maps, mut content) = if mapped {
+        map_both(old, new)
+    } else {
+        (None, ContentSummary::default())
+    };
+    let pairs = match &maps {
+        Some((old_map, new_map)) if options.deflate => deflate_pairs(old_map, new_map, old, new),
+        _ => Vec::new(),
+    };
+    content.deflate_candidates = pairs.len() as u64;
+    let report_spans = match (&maps, options.report) {
+        (Some((old_map, new_map)), true) => {
+            let old_paths = old_map.files.iter().map(|f| f.path.clone()).collect();
+            Some(crate::generate::report::spans(new_map, &old_paths, &pairs))
+        }
+        (None, true) => Some(Vec::new()),
+        _ => None,
+    };
+    (pairs, content, report_spans)
+}
+
+/// A segment made: the new range it produces, its table entry, its payload
+/// (kind byte first when the delta has kinds) and the report's pieces of it.
+struct Made {
+    range: Range<usize>,
+    entry: SegmentEntry,
+    payload: Vec<u8>,
+    pieces: Vec<Piece>,
+}
+
+impl Made {
+    fn new(range: Range<usize>, entry: SegmentEntry, payload: Vec<u8>, pieces: Vec<Piece>) -> Made {
+        Made {
+            range,
+            entry,
+            payload,
+            pieces,
+        }
+    }
+
+    /// The segment with its kind byte before the payload (a delta whose
+    /// header has `FLAG_SEGMENT_KINDS`).
+    fn with_kind(mut self, kind: u8) -> Made {
+        self.payload.insert(0, kind);
+        self.entry.payload_len += 1;
+        self.entry.payload_digest = *blake3::hash(&self.payload).as_bytes();
+        self
+    }
+}
 
 /// The deflate segments of the candidate gzip and zlib files `pairs` (see
 /// [`deflate_pairs`]) that round-trip and are worth it, each checked by
@@ -370,7 +396,7 @@ fn deflate_segments<R: Runner>(
     pairs: Vec<deflate::Pair>,
     options: &DeltaOptions,
     runner: &R,
-) -> Result<Vec<Deflated>, R::Error> {
+) -> Result<Vec<Made>, R::Error> {
     if pairs.is_empty() {
         return Ok(Vec::new());
     }
@@ -411,7 +437,7 @@ fn deflate_segment<R: Runner>(
     i: usize,
     options: &DeltaOptions,
     runner: &R,
-) -> Result<Option<Deflated>, R::Error> {
+) -> Result<Option<Made>, R::Error> {
     let history = options.copy_new;
     let range = analyses[i].new.clone();
     let digest = runner.digest(&new[range.clone()]);
@@ -434,12 +460,13 @@ fn deflate_segment<R: Runner>(
         },
     };
     runner.check(old, new, segment, &payload)?;
-    Ok(Some((range, entry, payload)))
+    let piece = Piece {
+        range: range.start as u64..range.end as u64,
+        how: crate::generate::report::How::Deflate,
+        weight: 1,
+    };
+    Ok(Some(Made::new(range, entry, payload, vec![piece])))
 }
-
-/// An encoded plain segment: the new range, entry, payload and report
-/// pieces.
-type Encoded = (Range<usize>, SegmentEntry, Vec<u8>, Vec<Piece>);
 
 /// How the plain and LZMA segments are read: what [`SegmentRef`] needs
 /// besides each one's place.
@@ -454,7 +481,7 @@ impl SegmentChecks {
     /// Has `runner` check every encoded segment, as the delta holds it.
     fn run<R: Runner>(
         &self,
-        all: &[Encoded],
+        all: &[Made],
         old: &[u8],
         new: &[u8],
         runner: &R,
@@ -462,16 +489,17 @@ impl SegmentChecks {
         let checked = runner.map(
             all.iter()
                 .enumerate()
-                .map(|(i, item)| (item.1.new_len, (i, item)))
+                .map(|(i, made)| (made.entry.new_len, (i, made)))
                 .collect(),
-            |(i, (range, entry, payload, _))| {
+            |(i, made)| {
+                let start = made.range.start as u64;
                 let segment = SegmentRef {
                     index: i as u64,
-                    new_offset: range.start as u64,
+                    new_offset: start,
                     payload_offset: 0,
-                    entry,
+                    entry: &made.entry,
                     // COPY_NEW ops read what the segments before wrote.
-                    new_limit: if self.copy_new { range.start as u64 } else { 0 },
+                    new_limit: if self.copy_new { start } else { 0 },
                     window_list: self.window_list,
                     kinds: self.kinds,
                     allowed: Kinds {
@@ -479,7 +507,7 @@ impl SegmentChecks {
                         deflate_chunks: false,
                     },
                 };
-                runner.check(old, new, segment, payload)
+                runner.check(old, new, segment, &made.payload)
             },
         );
         checked.into_iter().collect()

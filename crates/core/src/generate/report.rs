@@ -419,18 +419,13 @@ mod tests {
     /// bytes being `produced`.
     fn payload_len(plan: &SegmentPlan, produced: &[u8]) -> u64 {
         let options = crate::EncodeOptions::default();
-        let digest = *blake3::hash(produced).as_bytes();
-        let (entry, ..) = encode_segment(
-            &[],
-            produced,
-            digest,
-            plan,
-            WindowLayout::Contiguous,
-            &options,
-            None,
-        )
-        .unwrap();
-        entry.payload_len
+        let produced = crate::generate::encode::Produced {
+            bytes: produced,
+            digest: *blake3::hash(produced).as_bytes(),
+        };
+        let layout = WindowLayout::Contiguous;
+        let encoded = encode_segment(&[], produced, plan, layout, &options, None).unwrap();
+        encoded.entry.payload_len
     }
 
     fn cost(report: &Report, path: &str) -> u64 {
