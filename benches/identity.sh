@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Byte identity of two builds: generates every delta of testdata/ (sample and
-# small, with default options, 4 KiB segments and --full) and of the corpus
-# pairs in testdata/cache/corpus (testdata/corpus.sh), with binary A and binary
-# B, and prints the BLAKE3 of each with MATCH or DIFFERS. Exits 1 on any
-# difference. For reshapings that must not change a byte of output.
+# small, with default options, 4 KiB segments and --full), of the ext4 sample
+# pair (scripts/sample-ext4.sh; plain and signed with one fixed key: Ed25519
+# signatures are deterministic) and of the corpus pairs in
+# testdata/cache/corpus (testdata/corpus.sh), with binary A and binary B, and
+# prints the BLAKE3 of each with MATCH or DIFFERS. Exits 1 on any difference.
+# For reshapings that must not change a byte of output.
 #
 #   benches/identity.sh OLD_BUILD/delta NEW_BUILD/delta
 set -euo pipefail
@@ -22,6 +24,10 @@ for pair in sample:old.img:new.img small:old.bin:new.bin; do
   add "$name.seg4k" "$d/$old $d/$new --segment-size 4KiB --max-merge 4KiB"
   add "$name.full" "--full $d/$new"
 done
+"$root/scripts/sample-ext4.sh" "$tmp/ext4" >/dev/null
+"$a" keygen -o "$tmp/fleet.key" >/dev/null
+add ext4 "$tmp/ext4/old.img $tmp/ext4/new.img"
+add ext4.signed "$tmp/ext4/old.img $tmp/ext4/new.img --sign $tmp/fleet.key"
 for dir in "$root"/testdata/cache/corpus/*/; do
   name=$(basename "$dir")
   [ -f "$dir/INFO" ] || continue
@@ -30,6 +36,7 @@ done
 status=0
 for row in "${rows[@]}"; do
   name=${row%% *} args=${row#* }
+  rm -f "$tmp/a.delta" "$tmp/b.delta"
   # shellcheck disable=SC2086
   "$a" gen $args -o "$tmp/a.delta" >/dev/null
   # shellcheck disable=SC2086

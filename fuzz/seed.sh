@@ -36,10 +36,10 @@ for t in "${targets[@]}"; do
   done
 done
 
-# Deltas of the small pair with the release CLI (cheap when target/release
-# is already built, as in CI after the slow tests).
+# Deltas of the small pair with the CLI of the test profile (cheap when
+# `cargo test` has built it, as in CI).
 old=testdata/small/old.bin new=testdata/small/new.bin
-delta() { cargo run --quiet --release -p delta-cli -- gen --force "$@" --level 1 --threads 1 >/dev/null; }
+delta() { cargo run --quiet --profile test -p delta-cli -- gen --force "$@" --level 1 --threads 1 >/dev/null; }
 delta "$old" "$new" -o "$tmp/small.delta" --segment-size 4096
 delta "$new" -o "$tmp/full.delta" --full --segment-size 4096
 for d in small full; do
