@@ -58,18 +58,18 @@ mod checkpoint;
 mod checks;
 mod error;
 #[cfg(feature = "http")]
-pub mod http;
+mod http;
 pub mod input;
-pub mod journal;
+mod journal;
 pub mod keys;
-pub mod locks;
+mod locks;
 pub mod log;
 mod progress;
 pub mod redeflate;
 mod run;
 mod source;
-pub mod storage;
-pub mod target;
+mod storage;
+mod target;
 mod verify;
 mod writer;
 

@@ -142,8 +142,9 @@ impl Default for Sysfs {
 }
 
 impl Sysfs {
-    /// A sysfs tree rooted at `root`.
-    pub fn at(root: impl Into<PathBuf>) -> Sysfs {
+    /// A sysfs tree rooted at `root` (the tests' fake trees).
+    #[cfg(test)]
+    pub(crate) fn at(root: impl Into<PathBuf>) -> Sysfs {
         Sysfs { root: root.into() }
     }
 
