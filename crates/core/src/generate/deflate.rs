@@ -320,16 +320,9 @@ pub(crate) fn encode(
     level: i32,
 ) -> Result<Option<(SegmentEntry, Vec<u8>)>> {
     let this = &analyses[i];
-    let encode = |history, with_old| {
-        encode_with(
-            new,
-            this,
-            &analyses[..i],
-            history,
-            with_old,
-            output_digest,
-            level,
-        )
+    let encode = |history, old| {
+        let prefix = PrefixOf { history, old };
+        encode_with(new, this, &analyses[..i], prefix, output_digest, level)
     };
     match &this.old {
         None => encode(history, false),
@@ -347,19 +340,28 @@ pub(crate) fn encode(
     }
 }
 
-/// [`encode`] with a prefix of the contents of the streams of `before`
-/// (up to [`HISTORY`], with `history`) and of `this`'s old version (with
-/// `with_old`).
-#[allow(clippy::too_many_arguments)]
+/// What a deflate segment's prefix holds: the contents of the streams
+/// before it (up to [`HISTORY`]), its file's old version, or both.
+#[derive(Debug, Clone, Copy)]
+struct PrefixOf {
+    history: bool,
+    old: bool,
+}
+
+/// [`encode`] with a prefix of the contents of the streams of `before` and
+/// of `this`'s old version, as `prefix_of` says.
 fn encode_with(
     new: &[u8],
     this: &Analysis,
     before: &[Analysis],
-    history: bool,
-    with_old: bool,
+    prefix_of: PrefixOf,
     output_digest: Digest,
     level: i32,
 ) -> Result<Option<(SegmentEntry, Vec<u8>)>> {
+    let PrefixOf {
+        history,
+        old: with_old,
+    } = prefix_of;
     let file = &new[this.new.clone()];
     let mut earlier = Vec::new();
     let mut held = 0u64;
