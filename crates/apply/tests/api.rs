@@ -1,13 +1,18 @@
 //! The library API a device agent uses: options, the progress callback,
 //! cancellation, resume, and the errors it gets back.
 
-use delta_apply::{Applier, ApplyOptions, Error, Progress, Step};
+use delta_apply::{Applier, ApplyOptions, Error, Progress, ReaderInput, Step};
 use delta_core::testing::{mutate, Rng};
 use delta_gen::{generate_to_vec, GenOptions};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How long a test waits for an event before it fails: far longer than
+/// any run here takes, so only a hang reaches it.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A device in a temp dir: an old image, a new one, a delta of many
 /// segments, and options that keep every path inside the dir.
@@ -69,10 +74,39 @@ impl Device {
         )
     }
 
+    /// Holds `locks/1/SERVICE/updates.lock` as an application would.
+    fn hold_update_lock(&self, service: &str) -> std::fs::File {
+        let dir = self.path("locks/1").join(service);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = std::fs::File::create(dir.join("updates.lock")).unwrap();
+        lock.lock().unwrap();
+        lock
+    }
+
     fn assert_done(&self) {
         assert!(std::fs::read(self.path("out.img")).unwrap() == self.new);
         assert!(!self.path("out.img.partial").exists());
         assert!(!self.path("out.img.journal").exists());
+    }
+}
+
+/// Reads `inner` and sets `cancel` once `after` bytes were read: a cancel
+/// at a point the run is seen to reach, not at a time.
+struct CancelAfter<R> {
+    inner: R,
+    read: u64,
+    after: u64,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for CancelAfter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read >= self.after {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+        Ok(n)
     }
 }
 
@@ -133,22 +167,23 @@ fn progress_walks_the_steps_in_order_with_bytes_that_only_grow() {
 fn cancel_stops_at_a_checkpoint_and_the_next_run_resumes_there() {
     let device = Device::new();
     let mut applier = Applier::new(device.options());
-    let cancel = applier.cancel_handle();
-    // A slow agent: each report before the first write (the step's start,
-    // bytes of the delta received) takes 300 ms, so the next write is
-    // reported at once (reports come at most every 250 ms), with bytes
-    // done; the cancel then stops the run inside its first segments.
-    applier = applier.on_progress(move |p: &Progress| {
-        if p.step != Step::Applying {
-            return;
-        }
-        if p.bytes_done == 0 {
-            std::thread::sleep(Duration::from_millis(300));
-        } else {
-            cancel.store(true, Ordering::Relaxed);
-        }
-    });
-    let err = device.apply(&mut applier).unwrap_err();
+    // Cancelled once half the delta has been read: its payloads come in
+    // apply order, so the first segments are written by then.
+    let delta = std::fs::read(device.path("u.delta")).unwrap();
+    let half = delta.len() as u64 / 2;
+    let input = CancelAfter {
+        inner: std::io::Cursor::new(delta),
+        read: 0,
+        after: half,
+        cancel: applier.cancel_handle(),
+    };
+    let err = applier
+        .apply_from(
+            Some(&device.path("old.img")),
+            Box::new(ReaderInput::new("u.delta", input)),
+            &device.path("out.img"),
+        )
+        .unwrap_err();
     assert!(matches!(err, Error::Cancelled), "{err}");
     assert_eq!(err.exit_code(), delta_apply::EXIT_CANCELLED);
     assert!(
@@ -168,10 +203,7 @@ fn cancel_stops_at_a_checkpoint_and_the_next_run_resumes_there() {
 #[test]
 fn a_held_update_lock_keeps_the_commit_waiting_and_a_rerun_commits() {
     let device = Device::new();
-    let service = device.path("locks/1/main");
-    std::fs::create_dir_all(&service).unwrap();
-    let lock = std::fs::File::create(service.join("updates.lock")).unwrap();
-    lock.lock().unwrap();
+    let lock = device.hold_update_lock("main");
     let (seen, callback) = recorder();
     let mut applier = Applier::new(ApplyOptions {
         lock_timeout: Some(Duration::from_millis(200)),
@@ -285,26 +317,21 @@ fn trusted_keys_in_the_options_refuse_an_unsigned_or_foreign_delta_before_writin
 #[test]
 fn a_second_apply_to_a_target_being_written_is_refused() {
     let device = Device::new();
-    let service = device.path("locks/1/main");
-    std::fs::create_dir_all(&service).unwrap();
-    let update_lock = std::fs::File::create(service.join("updates.lock")).unwrap();
-    update_lock.lock().unwrap();
-    let (seen, callback) = recorder();
+    let update_lock = device.hold_update_lock("main");
+    let (waiting, waits) = std::sync::mpsc::channel();
     let mut first = Applier::new(ApplyOptions {
-        lock_timeout: Some(Duration::from_secs(60)),
+        lock_timeout: Some(DEADLINE),
         ..device.options()
     })
-    .on_progress(callback);
+    .on_progress(move |p: &Progress| {
+        if p.step == Step::WaitingForLock {
+            let _ = waiting.send(());
+        }
+    });
     let first = std::thread::scope(|scope| {
         let running = scope.spawn(|| device.apply(&mut first));
-        while !seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|p| p.step == Step::WaitingForLock)
-        {
-            assert!(!running.is_finished(), "the first apply ended early");
-            std::thread::sleep(Duration::from_millis(20));
+        if waits.recv_timeout(DEADLINE).is_err() {
+            panic!("the first apply never waited: {:?}", running.join());
         }
         std::os::unix::fs::symlink(device.dir.path(), device.path("same-folder")).unwrap();
         for target in [device.path("out.img"), device.path("same-folder/out.img")] {
@@ -323,4 +350,158 @@ fn a_second_apply_to_a_target_being_written_is_refused() {
     });
     first.unwrap();
     device.assert_done();
+}
+
+/// The application releases its lock when the applier reports the wait:
+/// the next probe finds it free and the run commits, with no timeout. The
+/// wait names the application and service.
+#[test]
+fn a_lock_released_while_waiting_lets_the_run_commit() {
+    let device = Device::new();
+    let held = Mutex::new(Some(device.hold_update_lock("web")));
+    let held = Arc::new(held);
+    let released = Arc::clone(&held);
+    let (seen, mut record) = recorder();
+    let mut applier = Applier::new(ApplyOptions {
+        lock_timeout: Some(DEADLINE),
+        ..device.options()
+    })
+    .on_progress(move |p: &Progress| {
+        record(p);
+        if p.step == Step::WaitingForLock {
+            drop(released.lock().unwrap().take());
+        }
+    });
+    device.apply(&mut applier).unwrap();
+    device.assert_done();
+    assert!(held.lock().unwrap().is_none(), "no wait was reported");
+    let seen = seen.lock().unwrap();
+    let waiting = seen
+        .iter()
+        .find_map(|p| (p.step == Step::WaitingForLock).then_some(p.message.as_deref()))
+        .flatten()
+        .expect("the wait names what it waits on");
+    assert!(
+        waiting.contains("application 1/web holds its update lock (")
+            && waiting.contains("updates.lock)"),
+        "{waiting}"
+    );
+    let logged = std::fs::read_to_string(applier.log_path().unwrap()).unwrap();
+    assert!(
+        logged.contains("step waiting for application lock started"),
+        "{logged}"
+    );
+}
+
+/// A cancel while the verified target waits for an application's lock
+/// keeps it verified: the next run commits it without writing it again.
+#[test]
+fn cancel_while_waiting_for_a_lock_keeps_the_verified_target_for_the_next_run() {
+    let device = Device::new();
+    let lock = device.hold_update_lock("main");
+    let mut applier = Applier::new(ApplyOptions {
+        lock_timeout: None,
+        ..device.options()
+    });
+    let cancel = applier.cancel_handle();
+    applier = applier.on_progress(move |p: &Progress| {
+        if p.step == Step::WaitingForLock {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    });
+    let err = device.apply(&mut applier).unwrap_err();
+    assert!(matches!(err, Error::Cancelled), "{err}");
+    assert_eq!(err.exit_code(), delta_apply::EXIT_CANCELLED);
+    assert!(
+        !device.path("out.img").exists(),
+        "committed despite the lock"
+    );
+    let journal = std::fs::read_to_string(device.path("out.img.journal")).unwrap();
+    assert!(journal.contains("\"verified\""), "{journal}");
+    let logged = std::fs::read_to_string(applier.log_path().unwrap()).unwrap();
+    assert!(
+        logged.contains("result: cancelled (exit code 4)")
+            && logged.contains("in step waiting for application lock"),
+        "{logged}"
+    );
+    drop(lock);
+
+    let outcome = device.apply(&mut Applier::new(device.options())).unwrap();
+    device.assert_done();
+    assert_eq!(outcome.resumed_segments, outcome.segments);
+    assert_eq!(
+        outcome.writes.written, 0,
+        "the verified target was rewritten"
+    );
+}
+
+/// While one apply holds the instance lock (it waits for an application's
+/// lock), a second apply with the same instance lock is refused at once,
+/// whatever its target, and writes nothing; the first then commits.
+#[test]
+fn a_second_apply_while_one_runs_is_refused_by_the_instance_lock() {
+    let device = Device::new();
+    let update_lock = device.hold_update_lock("main");
+    let (waiting, waits) = std::sync::mpsc::channel();
+    let mut first = Applier::new(ApplyOptions {
+        lock_timeout: Some(DEADLINE),
+        ..device.options()
+    })
+    .on_progress(move |p: &Progress| {
+        if p.step == Step::WaitingForLock {
+            let _ = waiting.send(());
+        }
+    });
+    let first = std::thread::scope(|scope| {
+        let running = scope.spawn(|| device.apply(&mut first));
+        if waits.recv_timeout(DEADLINE).is_err() {
+            panic!("the first apply never waited: {:?}", running.join());
+        }
+        let err = Applier::new(device.options())
+            .apply(
+                Some(&device.path("old.img")),
+                &device.path("u.delta"),
+                &device.path("other.img"),
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::AlreadyRunning { .. }), "{err}");
+        assert!(err.to_string().contains("apply.lock"), "{err}");
+        assert!(!device.path("other.img").exists());
+        assert!(!device.path("other.img.partial").exists());
+        assert!(!device.path("other.img.journal").exists());
+        drop(update_lock);
+        running.join().unwrap()
+    });
+    first.unwrap();
+    device.assert_done();
+}
+
+/// Targets the applier must never write: the old image itself (also by
+/// another name), and things that are not images (a folder, a FIFO) are
+/// refused before anything is written, and the old image is unchanged.
+#[test]
+fn unsafe_targets_are_refused_before_anything_is_written() {
+    let device = Device::new();
+    let old = std::fs::read(device.path("old.img")).unwrap();
+    std::fs::hard_link(device.path("old.img"), device.path("old-link.img")).unwrap();
+    std::fs::create_dir(device.path("folder")).unwrap();
+    let fifo = device.path("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(made, "mkfifo");
+    for target in ["old.img", "old-link.img", "folder", "fifo"] {
+        let err = Applier::new(device.options())
+            .apply(
+                Some(&device.path("old.img")),
+                &device.path("u.delta"),
+                &device.path(target),
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::UnsafeTarget { .. }), "{target}: {err}");
+        assert!(!device.path(&format!("{target}.partial")).exists());
+        assert!(!device.path(&format!("{target}.journal")).exists());
+    }
+    assert!(std::fs::read(device.path("old.img")).unwrap() == old);
 }

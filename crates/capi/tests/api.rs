@@ -290,18 +290,40 @@ fn held_application_locks_mean_not_now_and_cancel_stops_the_wait() {
     assert!(take(err).1.contains("updates.lock"));
     assert!(!f.path("d.img").exists());
 
-    // Waiting forever, cancelled from another thread.
+    // Waiting forever, cancelled by the caller once told of the wait.
+    extern "C" fn cancel_when_waiting(
+        data: *mut c_void,
+        step: u32,
+        _: u64,
+        _: u64,
+        _: *const c_char,
+    ) {
+        if step == DELTA_STEP_WAITING_FOR_LOCK {
+            // SAFETY: the test passes its AtomicI32 cancel flag as user data.
+            unsafe { &*data.cast::<AtomicI32>() }.store(1, Ordering::SeqCst);
+        }
+    }
     o.raw.lock_timeout_ms = -1;
     o.raw.lock_poll_ms = 50;
     let flag = AtomicI32::new(0);
-    let (code, err) = std::thread::scope(|s| {
-        s.spawn(|| {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            flag.store(1, Ordering::SeqCst);
-        });
-        let (code, err, _) = apply(&f, &f.path("d.img"), &o, flag.as_ptr());
-        (code, err)
-    });
+    let (old, delta, target) = (c(&f.old), c(&f.delta), c(&f.path("d.img")));
+    let mut err = null_mut();
+    // SAFETY: valid strings, options and flag; the callback gets the flag,
+    // which outlives the call.
+    let code = unsafe {
+        delta_apply(
+            old.as_ptr(),
+            delta.as_ptr(),
+            target.as_ptr(),
+            &o.raw,
+            Some(cancel_when_waiting),
+            std::ptr::from_ref(&flag).cast_mut().cast(),
+            flag.as_ptr(),
+            null_mut(),
+            &mut err,
+        )
+    };
+    assert_eq!(flag.load(Ordering::SeqCst), 1, "no wait was reported");
     assert_eq!(code, DELTA_ERR_CANCELLED, "{:?}", take(err));
 
     drop(lock);

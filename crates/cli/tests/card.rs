@@ -6,27 +6,32 @@
 
 mod common;
 
-use common::LoopDevice;
+use common::{stderr, Fixture, LoopDevice};
 use delta_core::testing::Rng;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const DELTA: &str = env!("CARGO_BIN_EXE_delta");
 
 /// Image size: several segments, zero runs of several MiB.
 const LEN: usize = 24 << 20;
 
 struct Card {
-    dir: tempfile::TempDir,
+    f: Fixture,
+}
+
+impl std::ops::Deref for Card {
+    type Target = Fixture;
+
+    fn deref(&self) -> &Fixture {
+        &self.f
+    }
 }
 
 impl Card {
-    /// A temp dir with an image pair of [`LEN`] bytes (text, random bytes
+    /// A device with an image pair of [`LEN`] bytes (text, random bytes
     /// and zero runs; the new image has edits, a zero run where the old
     /// had data and data where it had zeros) and a delta of it.
     fn new(seed: u64) -> Card {
-        let dir = tempfile::tempdir().unwrap();
         let mut rng = Rng::new(seed);
         let mut old = rng.text(LEN / 3);
         old.extend(rng.bytes(LEN / 3));
@@ -41,52 +46,9 @@ impl Card {
         new[4 << 20..8 << 20].fill(0);
         let fresh = rng.bytes(2 << 20);
         new[18 << 20..20 << 20].copy_from_slice(&fresh);
-        std::fs::write(dir.path().join("old.img"), &old).unwrap();
-        std::fs::write(dir.path().join("new.img"), &new).unwrap();
-        let card = Card { dir };
-        let out = card.run(&[
-            "gen",
-            "old.img",
-            "new.img",
-            "-o",
-            "u.delta",
-            "--segment-size",
-            "1MiB",
-            "--max-merge",
-            "1MiB",
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        card
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(DELTA);
-        cmd.current_dir(self.dir.path()).args(args);
-        if args.first() == Some(&"apply") {
-            cmd.args([
-                "--log-dir",
-                ".",
-                "--instance-lock",
-                "apply.lock",
-                "--lock-root",
-                "locks",
-                "--supervisor-config",
-                "no-config",
-                "--keyring",
-                "no-keyring",
-                "--state-dir",
-                ".",
-            ]);
-        }
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
+        let f = Fixture::with_images(&old, &new);
+        f.make_delta("1MiB", &[]);
+        Card { f }
     }
 
     /// A loop device over a file holding `content`, padded to [`LEN`].
@@ -142,20 +104,11 @@ impl Card {
 
     /// The last update log's text.
     fn log(&self) -> String {
-        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
-        logs.sort();
-        logs.last()
+        self.logs()
+            .last()
             .map(|p| std::fs::read_to_string(p).unwrap())
             .unwrap_or_default()
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Sectors written to a block device so far, from its sysfs stat.

@@ -3,10 +3,9 @@
 
 mod common;
 
+use common::{delta_in, APPLY_DEFAULTS, DELTA};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const DELTA: &str = env!("CARGO_BIN_EXE_delta");
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,22 +15,9 @@ fn testdata(name: &str) -> PathBuf {
 
 /// Runs `delta` with `args` in `dir`, with device paths redirected into it.
 fn delta(dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(DELTA);
-    cmd.current_dir(dir).args(args);
-    if args.first() == Some(&"apply") {
-        cmd.args([
-            "--no-log",
-            "--instance-lock",
-            "apply.lock",
-            "--lock-root",
-            "locks",
-            "--supervisor-config",
-            "no-config",
-            "--state-dir",
-            ".",
-        ]);
-    }
-    cmd.output().expect("run delta")
+    delta_in(dir, args, &APPLY_DEFAULTS)
+        .output()
+        .expect("run delta")
 }
 
 fn stderr(out: &Output) -> String {

@@ -4,184 +4,62 @@
 
 mod common;
 
-use common::{mount_tmpfs, LoopDevice};
+use common::{json_u64, mount_tmpfs, poll_until, stderr, stdout, Fixture, Lines, LoopDevice};
 use delta_core::testing::{mutate, Rng};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const DELTA: &str = env!("CARGO_BIN_EXE_delta");
-
-struct Device {
-    dir: tempfile::TempDir,
-}
-
-impl Device {
-    /// A temp dir holding an image pair of `len` bytes and a delta with
-    /// many segments. The new image also holds a new 13,000-byte file at
-    /// eight places, so later segments copy it from earlier ones (COPY_NEW)
-    /// and a resumed apply reads back what an earlier run wrote.
-    fn new(len: usize, segment: &str) -> Device {
-        let dir = tempfile::tempdir().unwrap();
-        let mut rng = Rng::new(len as u64);
-        let mut old = rng.text(len / 2);
-        old.extend(rng.bytes(len - len / 2));
-        let mut new = mutate(&old, &mut rng, 40);
-        let file = rng.bytes(13_000);
-        for i in 0..8 {
-            let at = (new.len() / 8 * i).next_multiple_of(4096);
-            if at + file.len() <= new.len() {
-                new[at..at + file.len()].copy_from_slice(&file);
-            }
+/// A device holding an image pair of `len` bytes and a delta with many
+/// segments of `segment`. The new image also holds a new 13,000-byte file
+/// at eight places, so later segments copy it from earlier ones (COPY_NEW)
+/// and a resumed apply reads back what an earlier run wrote.
+fn device(len: usize, segment: &str) -> Fixture {
+    let mut rng = Rng::new(len as u64);
+    let mut old = rng.text(len / 2);
+    old.extend(rng.bytes(len - len / 2));
+    let mut new = mutate(&old, &mut rng, 40);
+    let file = rng.bytes(13_000);
+    for i in 0..8 {
+        let at = (new.len() / 8 * i).next_multiple_of(4096);
+        if at + file.len() <= new.len() {
+            new[at..at + file.len()].copy_from_slice(&file);
         }
-        std::fs::write(dir.path().join("old.img"), &old).unwrap();
-        std::fs::write(dir.path().join("new.img"), &new).unwrap();
-        std::fs::create_dir_all(dir.path().join("locks")).unwrap();
-        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-        let d = Device { dir };
-        let out = d.run(&[
-            "gen",
-            "old.img",
-            "new.img",
-            "-o",
-            "u.delta",
-            "--segment-size",
-            segment,
-            "--max-merge",
-            segment,
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let info = d.run(&["info", "u.delta"]);
-        assert!(
-            stdout(&info).contains("copy new       yes"),
-            "{}",
-            stdout(&info)
-        );
-        d
     }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(DELTA);
-        cmd.current_dir(self.dir.path()).args(args);
-        if args.first() == Some(&"apply") {
-            cmd.args([
-                "--log-dir",
-                "logs",
-                "--instance-lock",
-                "apply.lock",
-                "--lock-root",
-                "locks",
-                "--supervisor-config",
-                "target-state-config",
-                "--state-dir",
-                ".",
-                "--lock-poll",
-                "0.2",
-            ]);
-        }
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs `delta` with exactly `args` (no test defaults).
-    fn run_raw(&self, args: &[&str]) -> Output {
-        Command::new(DELTA)
-            .current_dir(self.dir.path())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Starts `delta apply old.img u.delta -o out.img` with `extra`, its
-    /// output piped, to be killed.
-    fn spawn_apply(&self, extra: &[&str]) -> Child {
-        let mut args = vec!["apply", "old.img", "u.delta", "-o", "out.img"];
-        args.extend_from_slice(extra);
-        self.command(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn apply(&self, extra: &[&str]) -> Output {
-        let mut args = vec!["apply", "old.img", "u.delta", "-o", "out.img"];
-        args.extend_from_slice(extra);
-        self.run(&args)
-    }
-
-    fn assert_done(&self) {
-        assert!(
-            std::fs::read(self.path("out.img")).unwrap()
-                == std::fs::read(self.path("new.img")).unwrap(),
-            "out.img differs from new.img"
-        );
-        assert!(!self.path("out.img.partial").exists());
-        assert!(!self.path("out.img.journal").exists());
-    }
-
-    /// A child process holding an exclusive flock on a service's
-    /// updates.lock, as an application would.
-    fn hold_lock(&self, service: &str) -> (Child, PathBuf) {
-        let dir = self.path("locks").join("1").join(service);
-        std::fs::create_dir_all(&dir).unwrap();
-        let lock = dir.join("updates.lock");
-        let child = Command::new("flock")
-            .args(["-x", "-o"])
-            .arg(&lock)
-            .args(["-c", "echo held; sleep 60"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("flock(1) from util-linux");
-        // Wait until the lock is really held.
-        let mut child = child;
-        let mut line = [0u8; 5];
-        use std::io::Read;
-        child
-            .stdout
-            .as_mut()
-            .unwrap()
-            .read_exact(&mut line)
-            .unwrap();
-        (child, lock)
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let d = Fixture::with_images(&old, &new);
+    d.make_delta(segment, &[]);
+    let info = d.run(&["info", "u.delta"]);
+    assert!(
+        stdout(&info).contains("copy new       yes"),
+        "{}",
+        stdout(&info)
+    );
+    d
 }
 
 #[test]
 fn kill_9_at_random_moments_then_resume() {
-    let d = Device::new(48 << 20, "256KiB");
+    let d = device(48 << 20, "256KiB");
+    let new_len = std::fs::metadata(d.path("new.img")).unwrap().len();
+    let written = || std::fs::metadata(d.path("out.img.partial")).map_or(0, |m| m.len());
     let mut rng = Rng::new(99);
     let mut kills = 0;
     let mut resumed_runs = 0;
-    // Calibrate: how long does one uninterrupted apply take?
-    let started = Instant::now();
-    let out = d.apply(&["--no-log"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let full = started.elapsed();
-    d.assert_done();
-    std::fs::remove_file(d.path("out.img")).unwrap();
-
     for round in 0..60 {
         let mut child = d.spawn_apply(&["--no-log", "--checkpoint-bytes", "1MiB"]);
-        let wait = full.mul_f64(rng.below(1000) as f64 / 1000.0);
-        std::thread::sleep(wait);
-        let finished = child.try_wait().unwrap().is_some();
-        if !finished {
+        // Kill once the target holds a random number of the bytes not yet
+        // written (a moment the run is seen to reach, not one guessed from
+        // a clock), give or take a few milliseconds of jitter so that some
+        // kills land while verifying or committing.
+        let from = written().min(new_len);
+        let goal = from + rng.below(new_len - from + 1);
+        let mut finished = false;
+        poll_until("a kill point", || {
+            finished = child.try_wait().unwrap().is_some();
+            finished || written() >= goal
+        });
+        std::thread::sleep(Duration::from_micros(rng.below(3000)));
+        if !finished && child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             kills += 1;
         }
@@ -196,7 +74,7 @@ fn kill_9_at_random_moments_then_resume() {
             // Killed (or finished just as it was killed): never complete-looking
             // unless the commit rename happened, in which case it is exact.
             if d.path("out.img").exists() {
-                d.assert_done_or_resumable();
+                assert_done_or_resumable(&d);
             }
         }
         if kills >= 25 && round >= 30 {
@@ -214,21 +92,18 @@ fn kill_9_at_random_moments_then_resume() {
     assert!(resumed_runs >= 1, "no run resumed from a journal");
 }
 
-impl Device {
-    /// After a kill, `out.img` may only exist if the rename happened, in
-    /// which case it must be exact.
-    fn assert_done_or_resumable(&self) {
-        assert!(
-            std::fs::read(self.path("out.img")).unwrap()
-                == std::fs::read(self.path("new.img")).unwrap(),
-            "out.img exists but is not the new image"
-        );
-    }
+/// After a kill, `out.img` may only exist if the rename happened, in
+/// which case it must be exact.
+fn assert_done_or_resumable(d: &Fixture) {
+    assert!(
+        std::fs::read(d.path("out.img")).unwrap() == std::fs::read(d.path("new.img")).unwrap(),
+        "out.img exists but is not the new image"
+    );
 }
 
 #[test]
 fn resumes_from_the_journal_after_a_kill() {
-    let d = Device::new(32 << 20, "256KiB");
+    let d = device(32 << 20, "256KiB");
     let mut child = d.spawn_apply(&["--checkpoint-bytes", "1MiB", "--progress", "json"]);
     // Kill once the journal shows progress.
     let started = Instant::now();
@@ -259,7 +134,7 @@ fn resumes_from_the_journal_after_a_kill() {
 /// only the writes since the last checkpoint, not the whole segment.
 #[test]
 fn resumes_inside_a_segment_after_a_kill() {
-    let d = Device::new(48 << 20, "16MiB");
+    let d = device(48 << 20, "16MiB");
     let mut rng = Rng::new(7);
     let mut inside = 0;
     for _ in 0..40 {
@@ -315,7 +190,7 @@ fn resumes_inside_a_segment_after_a_kill() {
 /// another build) is not trusted: the apply starts over and succeeds.
 #[test]
 fn a_journal_claiming_more_than_its_segment_starts_over() {
-    let d = Device::new(32 << 20, "16MiB");
+    let d = device(32 << 20, "16MiB");
     let mut child = d.spawn_apply(&["--no-log", "--checkpoint-bytes", "256KiB"]);
     let started = Instant::now();
     let journal = loop {
@@ -342,23 +217,9 @@ fn a_journal_claiming_more_than_its_segment_starts_over() {
     d.assert_done();
 }
 
-/// The number after `"key":` in a JSON journal, 0 when absent.
-fn json_u64(text: &str, key: &str) -> u64 {
-    let pattern = format!("\"{key}\":");
-    text.find(&pattern)
-        .map(|at| {
-            text[at + pattern.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .and_then(|digits| digits.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn held_lock_blocks_only_the_commit_then_timeout_exit_3_and_rerun_commits() {
-    let d = Device::new(4 << 20, "256KiB");
+    let d = device(4 << 20, "256KiB");
     let (mut holder, lock) = d.hold_lock("main");
     let hook_marker = d.path("hook-ran");
     let hook = format!("touch {}", hook_marker.display());
@@ -405,9 +266,9 @@ fn held_lock_blocks_only_the_commit_then_timeout_exit_3_and_rerun_commits() {
 
 #[test]
 fn lock_released_while_waiting_commits() {
-    let d = Device::new(1 << 20, "256KiB");
+    let d = device(1 << 20, "256KiB");
     let (mut holder, _lock) = d.hold_lock("web");
-    let child = d
+    let mut child = d
         .command(&[
             "apply",
             "old.img",
@@ -420,17 +281,14 @@ fn lock_released_while_waiting_commits() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut lines = Lines::of(child.stdout.take().unwrap());
+    let waiting = lines.wait_for("lock wait", |l| l.contains("\"step\":\"waiting_for_lock\""));
     assert!(!d.path("out.img").exists());
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let progress = stdout(&out);
+    let progress = lines.rest().join("\n");
+    assert!(child.wait().unwrap().success(), "{progress}");
     // The wait names the application and service holding the lock.
-    let waiting = (progress.lines())
-        .find(|l| l.contains("\"step\":\"waiting_for_lock\""))
-        .unwrap_or_else(|| panic!("no wait reported: {progress}"));
     assert!(
         waiting.contains("application 1/web holds its update lock (")
             && waiting.contains("updates.lock)"),
@@ -441,7 +299,7 @@ fn lock_released_while_waiting_commits() {
 
 #[test]
 fn lock_file_that_merely_exists_does_not_block() {
-    let d = Device::new(1 << 20, "256KiB");
+    let d = device(1 << 20, "256KiB");
     let dir = d.path("locks/1/main");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("updates.lock"), "").unwrap();
@@ -453,7 +311,7 @@ fn lock_file_that_merely_exists_does_not_block() {
 
 #[test]
 fn override_by_option_and_by_supervisor_config() {
-    let d = Device::new(1 << 20, "256KiB");
+    let d = device(1 << 20, "256KiB");
     let (mut holder, _lock) = d.hold_lock("main");
     let out = d.apply(&["--lock-timeout", "0", "--override-lock"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -483,7 +341,7 @@ fn override_by_option_and_by_supervisor_config() {
 
 #[test]
 fn failing_commit_hook_leaves_target_verified_not_committed() {
-    let d = Device::new(1 << 20, "256KiB");
+    let d = device(1 << 20, "256KiB");
     let out = d.apply(&["--commit-hook", "exit 7"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -500,24 +358,27 @@ fn failing_commit_hook_leaves_target_verified_not_committed() {
 
 #[test]
 fn second_concurrent_apply_is_refused() {
-    let d = Device::new(1 << 20, "256KiB");
+    let d = device(1 << 20, "256KiB");
     let (mut holder, _lock) = d.hold_lock("main");
     let mut first = d
-        .command(&["apply", "old.img", "u.delta", "-o", "out.img"])
-        .stdout(Stdio::null())
+        .command(&[
+            "apply",
+            "old.img",
+            "u.delta",
+            "-o",
+            "out.img",
+            "--progress",
+            "json",
+        ])
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    let out = d.run_raw(&[
-        "apply",
-        "old.img",
-        "u.delta",
-        "-o",
-        "other.img",
-        "--instance-lock",
-        "apply.lock",
-    ]);
+    // The instance lock is taken first: held once the first waits for
+    // the application's lock.
+    let mut lines = Lines::of(first.stdout.take().unwrap());
+    lines.wait_for("lock wait", |l| l.contains("\"step\":\"waiting_for_lock\""));
+    let out = d.run(&["apply", "old.img", "u.delta", "-o", "other.img"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("another update is running"),
@@ -532,7 +393,7 @@ fn second_concurrent_apply_is_refused() {
 
 #[test]
 fn update_log_records_steps_and_errors() {
-    let d = Device::new(1 << 20, "256KiB");
+    let d = device(1 << 20, "256KiB");
     let out = d.apply(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let logs: Vec<PathBuf> = std::fs::read_dir(d.path("logs"))
@@ -567,17 +428,7 @@ fn update_log_records_steps_and_errors() {
     std::fs::create_dir(d.path("logs")).unwrap();
     std::fs::remove_file(d.path("out.img")).unwrap();
     std::fs::write(d.path("bad.delta"), b"garbage").unwrap();
-    let out = d.run_raw(&[
-        "apply",
-        "old.img",
-        "bad.delta",
-        "-o",
-        "out.img",
-        "--log-dir",
-        "logs",
-        "--instance-lock",
-        "apply.lock",
-    ]);
+    let out = d.run(&["apply", "old.img", "bad.delta", "-o", "out.img"]);
     assert_eq!(out.status.code(), Some(1));
     let log = std::fs::read_dir(d.path("logs"))
         .unwrap()
@@ -594,21 +445,9 @@ fn update_log_records_steps_and_errors() {
 
 #[test]
 fn unwritable_log_dir_warns_and_carries_on() {
-    let d = Device::new(1 << 20, "256KiB");
+    let d = device(1 << 20, "256KiB");
     std::fs::write(d.path("not-a-dir"), "").unwrap();
-    let out = d.run_raw(&[
-        "apply",
-        "old.img",
-        "u.delta",
-        "-o",
-        "out.img",
-        "--log-dir",
-        "not-a-dir/logs",
-        "--instance-lock",
-        "apply.lock",
-        "--lock-root",
-        "locks",
-    ]);
+    let out = d.apply(&["--log-dir", "not-a-dir/logs"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("warning: cannot write the update log"),
@@ -620,7 +459,7 @@ fn unwritable_log_dir_warns_and_carries_on() {
 
 #[test]
 fn json_progress_reports_every_step() {
-    let d = Device::new(8 << 20, "256KiB");
+    let d = device(8 << 20, "256KiB");
     let out = d.apply(&["--progress", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut steps = Vec::new();
@@ -652,7 +491,7 @@ fn json_progress_reports_every_step() {
 
 #[test]
 fn block_device_target_written_in_place() {
-    let d = Device::new(2 << 20, "256KiB");
+    let d = device(2 << 20, "256KiB");
     let backing = d.path("partition.raw");
     std::fs::File::create(&backing)
         .unwrap()
@@ -662,20 +501,7 @@ fn block_device_target_written_in_place() {
         return;
     };
     let dev = lo.path().to_owned();
-    let out = d.run_raw(&[
-        "apply",
-        "old.img",
-        "u.delta",
-        "-o",
-        &dev,
-        "--no-log",
-        "--instance-lock",
-        "apply.lock",
-        "--lock-root",
-        "locks",
-        "--state-dir",
-        ".",
-    ]);
+    let out = d.run(&["apply", "old.img", "u.delta", "-o", &dev, "--no-log"]);
     drop(lo);
     assert!(out.status.success(), "{}", stderr(&out));
     let new = std::fs::read(d.path("new.img")).unwrap();
@@ -690,7 +516,7 @@ fn block_device_target_written_in_place() {
 
 #[test]
 fn file_system_without_room_is_refused_before_writing() {
-    let d = Device::new(2 << 20, "256KiB");
+    let d = device(2 << 20, "256KiB");
     let small = d.path("small");
     std::fs::create_dir(&small).unwrap();
     // A 1 MiB file system for a 2 MiB image of random and text data.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::LoopDevice;
+use common::{Lines, LoopDevice};
 
 const DELTA: &str = env!("CARGO_BIN_EXE_delta");
 
@@ -120,6 +120,17 @@ fn slow_text(len: usize) -> Vec<u8> {
     }
     text.truncate(len);
     text
+}
+
+/// Waits until `child`, a `delta gen --progress json`, has hashed both
+/// images: the indexing phase ends once the digests the header records
+/// are taken, so a change from then on is one the run must notice.
+fn wait_until_hashed(child: &mut Child) {
+    let mut lines = Lines::of(child.stdout.take().expect("stdout piped"));
+    lines.wait_for("the end of indexing", |line| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .is_ok_and(|v| v["phase"] == "indexing" && v["event"] == "end")
+    });
 }
 
 /// Waits until process `pid` has `path` mapped (it has opened and mapped
@@ -429,10 +440,11 @@ fn new_image_rewritten_during_gen_is_refused_and_nothing_written() {
         "d.delta",
         "--threads",
         "1",
+        "--progress",
+        "json",
     ];
-    let child = spawn(d, &args);
-    wait_until_mapped(child.id(), &d.join("new.bin"));
-    std::thread::sleep(Duration::from_millis(30));
+    let mut child = spawn(d, &args);
+    wait_until_hashed(&mut child);
     // Same size, other bytes, written in place.
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -492,10 +504,11 @@ fn block_device_rewritten_through_another_node_is_refused() {
         "d.delta",
         "--threads",
         "1",
+        "--progress",
+        "json",
     ];
-    let child = spawn(d, &args);
-    wait_until_mapped(child.id(), Path::new(dev.path()));
-    std::thread::sleep(Duration::from_millis(30));
+    let mut child = spawn(d, &args);
+    wait_until_hashed(&mut child);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&alias)

@@ -2,21 +2,12 @@
 //! signals, `-o -`, `--force`, `-q`/`-v`, completions and the man page,
 //! usage errors, update log names.
 
+mod common;
+
+use common::{stderr, stdout, Fixture, Lines, DELTA};
 use delta_core::testing::{mutate, Rng};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const DELTA: &str = env!("CARGO_BIN_EXE_delta");
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The JSON objects of `out`'s stdout, one per line.
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
@@ -26,27 +17,30 @@ fn json_lines(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A temp dir with an image pair of `len` bytes and a delta of it.
+/// A device with an image pair and a delta of it, `u.delta`.
 struct Pair {
-    dir: tempfile::TempDir,
+    f: Fixture,
     /// `--segment-size` and `--max-merge` of `u.delta`.
     segment: String,
 }
 
+impl std::ops::Deref for Pair {
+    type Target = Fixture;
+
+    fn deref(&self) -> &Fixture {
+        &self.f
+    }
+}
+
 impl Pair {
+    /// An image pair of `len` bytes.
     fn new(len: usize, segment: &str) -> Pair {
-        let dir = tempfile::tempdir().unwrap();
         let mut rng = Rng::new(len as u64 ^ 17);
         let mut old = rng.text(len / 2);
         old.extend(rng.bytes(len - len / 2));
         let new = mutate(&old, &mut rng, 40);
-        std::fs::write(dir.path().join("old.img"), &old).unwrap();
-        std::fs::write(dir.path().join("new.img"), &new).unwrap();
-        for sub in ["locks", "logs"] {
-            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        }
         let p = Pair {
-            dir,
+            f: Fixture::with_images(&old, &new),
             segment: segment.into(),
         };
         let out = p.gen(&["-o", "u.delta"]);
@@ -57,11 +51,11 @@ impl Pair {
     /// A tar archive of `files` gzip files of `len` bytes of text each as
     /// old.img, the same with every text edited as new.img, and its delta.
     fn gzip_tar(files: usize, len: usize) -> Pair {
-        let dir = tempfile::tempdir().unwrap();
+        let f = Fixture::empty();
         for (tree, edited) in [("old", false), ("new", true)] {
             // The same paths in both archives: each file's old version
             // is found.
-            let folder = dir.path().join(tree).join("data");
+            let folder = f.path(tree).join("data");
             std::fs::create_dir_all(&folder).unwrap();
             for i in 0..files {
                 let mut text = Rng::new(i as u64).text(len);
@@ -71,7 +65,7 @@ impl Pair {
                 std::fs::write(folder.join(format!("f{i}.txt")), text).unwrap();
             }
             let status = Command::new("sh")
-                .current_dir(dir.path())
+                .current_dir(f.dir.path())
                 .arg("-c")
                 .arg(format!(
                     "gzip -9n {tree}/data/*.txt && tar -cf {tree}.img -C {tree} data"
@@ -80,11 +74,8 @@ impl Pair {
                 .expect("sh, gzip and tar");
             assert!(status.success());
         }
-        for sub in ["locks", "logs"] {
-            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        }
         let p = Pair {
-            dir,
+            f,
             segment: "4MiB".into(),
         };
         let out = p.gen(&["-o", "u.delta"]);
@@ -109,119 +100,19 @@ impl Pair {
     fn new_len(&self) -> u64 {
         std::fs::metadata(self.path("new.img")).unwrap().len()
     }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `delta ARGS`, with the device paths of `apply` inside the temp dir.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(DELTA);
-        cmd.current_dir(self.dir.path()).args(args);
-        if args.first() == Some(&"apply") {
-            cmd.args([
-                "--log-dir",
-                "logs",
-                "--instance-lock",
-                "apply.lock",
-                "--lock-root",
-                "locks",
-                "--supervisor-config",
-                "no-config",
-                "--state-dir",
-                ".",
-                "--lock-poll",
-                "0.1",
-            ]);
-        }
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn apply(&self, extra: &[&str]) -> Output {
-        let mut args = vec!["apply", "old.img", "u.delta", "-o", "out.img"];
-        args.extend_from_slice(extra);
-        self.run(&args)
-    }
-
-    fn spawn_apply(&self, extra: &[&str]) -> Child {
-        let mut args = vec!["apply", "old.img", "u.delta", "-o", "out.img"];
-        args.extend_from_slice(extra);
-        self.command(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn assert_done(&self) {
-        assert!(
-            std::fs::read(self.path("out.img")).unwrap()
-                == std::fs::read(self.path("new.img")).unwrap(),
-            "out.img differs from new.img"
-        );
-        assert!(!self.path("out.img.partial").exists());
-        assert!(!self.path("out.img.journal").exists());
-    }
-
-    /// A child process holding an exclusive flock on an updates.lock.
-    fn hold_lock(&self) -> Child {
-        let dir = self.path("locks/1/main");
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut child = Command::new("flock")
-            .args(["-x", "-o"])
-            .arg(dir.join("updates.lock"))
-            .args(["-c", "echo held; sleep 60"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("flock(1) from util-linux");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "held");
-        child
-    }
-
-    fn logs(&self) -> Vec<PathBuf> {
-        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.path("logs"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        logs.sort();
-        logs
-    }
 }
 
 /// Reads `child`'s stdout lines until one satisfies `ready`, then sends
 /// it SIGTERM and collects its output (the lines read included).
 fn terminate_when(mut child: Child, ready: impl Fn(&str) -> bool) -> (Output, Vec<String>) {
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line).unwrap();
-        assert!(n > 0, "delta ended before it was ready: {seen:?}");
-        let line = line.trim_end().to_owned();
-        let done = ready(&line);
-        seen.push(line);
-        if done {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never ready: {seen:?}");
-    }
+    let mut lines = Lines::of(child.stdout.take().unwrap());
+    lines.wait_for("the moment for SIGTERM", ready);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
-    seen.extend(rest.lines().map(str::to_owned));
+    let seen = lines.rest();
     let out = child.wait_with_output().unwrap();
     (out, seen)
 }
@@ -290,7 +181,7 @@ fn json_progress_ends_with_the_error() {
 #[test]
 fn json_error_of_a_lock_timeout_has_code_3() {
     let p = Pair::new(1 << 20, "256KiB");
-    let mut holder = p.hold_lock();
+    let mut holder = p.hold_lock("main").0;
     let out = p.apply(&["--progress", "json", "--lock-timeout", "0.3"]);
     holder.kill().unwrap();
     holder.wait().unwrap();
@@ -310,7 +201,7 @@ fn json_error_of_a_lock_timeout_has_code_3() {
 #[test]
 fn sigterm_while_waiting_for_a_lock_exits_4_and_a_rerun_resumes() {
     let p = Pair::new(1 << 20, "256KiB");
-    let mut holder = p.hold_lock();
+    let mut holder = p.hold_lock("main").0;
     let child = p.spawn_apply(&["--progress", "json"]);
     let (out, lines) = terminate_when(child, |line| line.contains("waiting_for_lock"));
     holder.kill().unwrap();
@@ -593,14 +484,18 @@ fn update_logs_of_runs_in_the_same_second_do_not_collide() {
     // Two runs at once (own instance locks, targets and journals), one log
     // folder: the same second, two files.
     let spawn = |target: &str, lock: &str| {
-        Command::new(DELTA)
-            .current_dir(p.dir.path())
-            .args(["apply", "old.img", "u.delta", "-o", target])
-            .args(["--log-dir", "logs", "--instance-lock", lock])
-            .args(["--lock-root", "locks", "--supervisor-config", "no-config"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap()
+        p.command(&[
+            "apply",
+            "old.img",
+            "u.delta",
+            "-o",
+            target,
+            "--instance-lock",
+            lock,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
     };
     let mut a = spawn("a.img", "a.lock");
     let mut b = spawn("b.img", "b.lock");

@@ -1,17 +1,15 @@
 //! `delta check-data` and the 1.x -> 2.x migration preflight of `delta apply`.
 
+mod common;
+
+use common::{delta_in, APPLY_DEFAULTS};
 use delta_core::testing::Rng;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-const DELTA: &str = env!("CARGO_BIN_EXE_delta");
-
+/// `delta ARGS` in `dir`; an `apply` with the device's paths inside it.
 fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(DELTA)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
+    delta_in(dir, args, &APPLY_DEFAULTS).output().unwrap()
 }
 
 /// A data folder of about `random` incompressible bytes plus some text.
@@ -92,12 +90,6 @@ fn migration_apply_refuses_before_writing_anything() {
                 "-o",
                 "out.img",
                 "--no-log",
-                "--instance-lock",
-                "lock",
-                "--lock-root",
-                "locks",
-                "--state-dir",
-                ".",
                 "--data-dir",
                 "resin-data",
                 "--data-limit",

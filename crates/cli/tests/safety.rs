@@ -13,14 +13,12 @@
 
 mod common;
 
-use common::{cannot, LoopDevice};
+use common::{cannot, delta_in, LoopDevice, APPLY_DEFAULTS};
 use delta_format::{Header, Index, Op, SegmentEntry};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const DELTA: &str = env!("CARGO_BIN_EXE_delta");
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -70,38 +68,22 @@ impl Scene {
         self
     }
 
+    /// `delta ARGS` in the scene; an `apply` with the device's paths
+    /// inside it, the journal of a block device in `state`.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(DELTA);
-        cmd.current_dir(self.dir.path()).args(args);
-        if args.first() == Some(&"apply") {
-            cmd.args([
-                "--log-dir",
-                "logs",
-                "--state-dir",
-                "state",
-                "--instance-lock",
-                "apply.lock",
-                "--lock-root",
-                "locks",
-                "--supervisor-config",
-                "no-config",
-                "--lock-poll",
-                "0.1",
-            ]);
-        }
-        cmd
+        let defaults: Vec<(&str, &str)> = APPLY_DEFAULTS
+            .iter()
+            .map(|&(flag, value)| match flag {
+                "--state-dir" => (flag, "state"),
+                _ => (flag, value),
+            })
+            .collect();
+        delta_in(self.dir.path(), args, &defaults)
     }
 
     /// Runs `delta`, killing it (and failing) if it takes over 60 s.
     fn run(&self, args: &[&str]) -> Output {
         wait_bounded(self.command(args), args)
-    }
-
-    /// Runs `delta` with exactly `args`, none of the scene's defaults.
-    fn run_raw(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(DELTA);
-        cmd.current_dir(self.dir.path()).args(args);
-        wait_bounded(cmd, args)
     }
 
     fn apply(&self, old: &str, target: &str, extra: &[&str]) -> Output {
@@ -271,18 +253,11 @@ fn fifos_as_inputs_or_lock_are_refused_without_hanging() {
     );
     let out = scene.run(&["apply", "old.img", "fifo", "-o", "out.img"]);
     scene.assert_refused(&out, "open delta fifo: is a FIFO (named pipe)");
-    let out = scene.run_raw(&[
-        "apply",
+    let out = scene.apply(
         "old.img",
-        "u.delta",
-        "-o",
         "out.img",
-        "--no-log",
-        "--state-dir",
-        "state",
-        "--instance-lock",
-        "fifo",
-    ]);
+        &["--no-log", "--instance-lock", "fifo"],
+    );
     scene.assert_refused(&out, "instance lock fifo: it is a FIFO (named pipe)");
     assert!(!scene.path("out.img").exists());
 }
@@ -582,14 +557,17 @@ fn whole_disk_holding_the_old_partition_is_refused() {
     };
     let p1 = format!("{}p1", lo.path());
     let p2 = format!("{}p2", lo.path());
-    let appeared = (0..20).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        Path::new(&p2).exists()
-    });
-    if !appeared {
+    // Polled: udev makes the partitions' nodes when it gets to them; a
+    // machine without it never shows them, so the wait is short.
+    let wait = Duration::from_secs(10);
+    let deadline = Instant::now() + wait;
+    while !Path::new(&p2).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if !Path::new(&p2).exists() {
         cannot(
             "scan partitions of a loop device",
-            &format!("{p2} did not appear after losetup -P"),
+            &format!("{p2} did not appear within {wait:?} of losetup -P"),
             "DELTA_REQUIRE_PARTITIONS",
         );
         return;

@@ -2,10 +2,11 @@
 //! apply refusing, before anything is written, every delta that is not
 //! signed by a trusted key or is for another image.
 
+mod common;
+
+use common::{delta_in, APPLY_DEFAULTS, DELTA};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const DELTA: &str = env!("CARGO_BIN_EXE_delta");
 
 fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,28 +38,14 @@ impl Keys {
         self.dir.path().join(name)
     }
 
+    /// `delta ARGS` in the folder; an `apply` with the device's paths
+    /// inside it.
     fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(DELTA);
-        cmd.current_dir(self.dir.path()).args(args);
-        if args.first() == Some(&"apply") {
-            cmd.args([
-                "--no-log",
-                "--instance-lock",
-                "apply.lock",
-                "--lock-root",
-                "locks",
-                "--supervisor-config",
-                "no-config",
-                "--state-dir",
-                ".",
-                "--keyring",
-                "no-keyring",
-            ]);
-        }
-        cmd.output().unwrap()
+        delta_in(self.dir.path(), args, &APPLY_DEFAULTS)
+            .output()
+            .unwrap()
     }
 
-    /// Runs `delta` with exactly `args`.
     fn run_raw(&self, args: &[&str]) -> Output {
         Command::new(DELTA)
             .current_dir(self.dir.path())

@@ -4,16 +4,16 @@
 //! ignores Range, changes the file, fails, trickles, and counts the bytes
 //! it serves.
 
+mod common;
+
+use common::{json_u64, poll_until, stderr, stdout};
 use delta_core::testing::{mutate, Rng};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const DELTA: &str = env!("CARGO_BIN_EXE_delta");
 
 /// How the test server behaves.
 #[derive(Clone)]
@@ -56,6 +56,8 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
     content: Vec<u8>,
     served_bytes: AtomicU64,
+    /// Dropped responses whose client has closed the connection.
+    given_up: AtomicU64,
     log: Mutex<Vec<Served>>,
     rng: Mutex<Rng>,
 }
@@ -77,6 +79,7 @@ impl Server {
             behaviour: Mutex::new(behaviour),
             content,
             served_bytes: AtomicU64::new(0),
+            given_up: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             rng: Mutex::new(Rng::new(addr.port() as u64)),
         });
@@ -111,6 +114,12 @@ impl Server {
 
     fn served_bytes(&self) -> u64 {
         self.shared.served_bytes.load(Ordering::Relaxed)
+    }
+
+    /// How many dropped responses the client has given up on (closed
+    /// the connection after reading the end of the body).
+    fn given_up(&self) -> u64 {
+        self.shared.given_up.load(Ordering::Relaxed)
     }
 
     fn requests(&self) -> Vec<Served> {
@@ -243,7 +252,21 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if drop_at == Some(sent) {
             out.flush()?;
-            let _ = out.shutdown(Shutdown::Both);
+            // Half-closed: the client reads the end of the body, gives up
+            // on this response and closes the connection, which is seen
+            // here as the end of what it sends.
+            let _ = out.shutdown(Shutdown::Write);
+            let mut rest = [0u8; 512];
+            loop {
+                match std::io::Read::read(&mut reader, &mut rest) {
+                    Ok(0) => {
+                        shared.given_up.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
             return Ok(());
         }
         if let Some((_, pause)) = behaviour.trickle {
@@ -253,15 +276,22 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A temp dir with an image pair and a delta of many segments, most of its
+/// A device with an image pair and a delta of many segments, most of its
 /// bytes new (so the delta is a few MiB).
 struct Fixture {
-    dir: tempfile::TempDir,
+    f: common::Fixture,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = common::Fixture;
+
+    fn deref(&self) -> &common::Fixture {
+        &self.f
+    }
 }
 
 impl Fixture {
     fn new(len: usize, seed: u64) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
         let mut rng = Rng::new(seed);
         let old = rng.bytes(len);
         let mut new = mutate(&old, &mut rng, 30);
@@ -269,63 +299,13 @@ impl Fixture {
         let fresh = rng.bytes(len / 3);
         let at = len / 3;
         new[at..at + fresh.len()].copy_from_slice(&fresh);
-        std::fs::write(dir.path().join("old.img"), &old).unwrap();
-        std::fs::write(dir.path().join("new.img"), &new).unwrap();
-        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-        let f = Fixture { dir };
-        let out = f.run(&[
-            "gen",
-            "old.img",
-            "new.img",
-            "-o",
-            "u.delta",
-            "--segment-size",
-            "256KiB",
-            "--max-merge",
-            "256KiB",
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        f
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        let f = common::Fixture::with_images(&old, &new);
+        f.make_delta("256KiB", &[]);
+        Fixture { f }
     }
 
     fn delta(&self) -> Vec<u8> {
         std::fs::read(self.path("u.delta")).unwrap()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(DELTA);
-        cmd.current_dir(self.dir.path()).args(args);
-        for proxy in ["http_proxy", "https_proxy", "all_proxy"] {
-            cmd.env_remove(proxy).env_remove(proxy.to_ascii_uppercase());
-        }
-        if args.first() == Some(&"apply") {
-            cmd.args([
-                "--log-dir",
-                "logs",
-                "--instance-lock",
-                "apply.lock",
-                "--lock-root",
-                "locks",
-                "--supervisor-config",
-                "no-config",
-                "--keyring",
-                "no-keyring",
-                "--state-dir",
-                ".",
-            ]);
-            if !args.contains(&"--retry-delay") {
-                cmd.args(["--retry-delay", "0.05"]);
-            }
-        }
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
     }
 
     /// `delta apply old.img DELTA -o out.img` with `extra`.
@@ -370,16 +350,6 @@ impl Fixture {
             .unwrap()
     }
 
-    fn assert_done(&self) {
-        assert!(
-            std::fs::read(self.path("out.img")).unwrap()
-                == std::fs::read(self.path("new.img")).unwrap(),
-            "out.img differs from new.img"
-        );
-        assert!(!self.path("out.img.partial").exists());
-        assert!(!self.path("out.img.journal").exists());
-    }
-
     fn assert_not_committed(&self) {
         assert!(
             !self.path("out.img").exists(),
@@ -388,10 +358,10 @@ impl Fixture {
     }
 
     /// The text of every update log.
-    fn logs(&self) -> String {
+    fn log_text(&self) -> String {
         let mut text = String::new();
-        for entry in std::fs::read_dir(self.path("logs")).unwrap() {
-            text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+        for log in self.logs() {
+            text.push_str(&std::fs::read_to_string(log).unwrap());
         }
         text
     }
@@ -424,28 +394,6 @@ impl Fixture {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The number after `"key":` in a JSON text (0 when absent).
-fn json_u64(text: &str, key: &str) -> u64 {
-    let needle = format!("\"{key}\":");
-    text.find(&needle)
-        .map(|at| {
-            text[at + needle.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .and_then(|digits| digits.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Asserts exit code 1 with the `error:` line containing each of `needles`.
@@ -565,7 +513,7 @@ fn over_http_with_dropped_connections() {
     );
     // Every byte was served once: each retry asked for the rest.
     assert_eq!(server.served_bytes(), delta.len() as u64);
-    let log = f.logs();
+    let log = f.log_text();
     let retries: Vec<&str> = log.lines().filter(|l| l.contains("retry")).collect();
     assert_eq!(retries.len(), 4, "{log}");
     for (line, request) in retries.iter().zip(&requests[1..]) {
@@ -591,7 +539,7 @@ fn retries_are_logged_when_they_happen() {
     let out = f.apply(&server.url(), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     f.assert_done();
-    let log = f.logs();
+    let log = f.log_text();
     let retries: Vec<&str> = log.lines().filter(|l| l.contains("retry")).collect();
     assert_eq!(retries.len(), 3, "{log}");
     let stamp = |line: &str| {
@@ -625,7 +573,7 @@ fn over_http_when_the_server_ignores_range() {
     let requests = server.requests();
     assert_eq!(requests.len(), 3, "{requests:?}");
     assert!(requests.iter().all(|r| r.status == 200), "{requests:?}");
-    assert!(f.logs().contains("ignored Range"), "{}", f.logs());
+    assert!(f.log_text().contains("ignored Range"), "{}", f.log_text());
 }
 
 #[test]
@@ -913,7 +861,7 @@ fn over_https_with_the_devices_trust_store() {
         .output()
         .unwrap();
     assert_error(&out, &[&url, "invalid peer certificate", "not retried"]);
-    assert!(!f.logs().contains("retry"), "{}", f.logs());
+    assert!(!f.log_text().contains("retry"), "{}", f.log_text());
     f.assert_not_committed();
     // With the CA in the device's trust store (SSL_CERT_FILE), it applies.
     let out = f
@@ -936,25 +884,25 @@ fn sigterm_while_a_download_waits_to_retry_cancels_at_once() {
             ..Behaviour::default()
         },
     );
-    let child = f.spawn_apply(&server.url(), &["--retry-delay", "20"], Stdio::null());
-    let started = Instant::now();
-    while server.requests().is_empty() || started.elapsed() < Duration::from_millis(500) {
-        assert!(started.elapsed() < Duration::from_secs(10), "no request");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // A retry delay of an hour: a run that waited it out would not end
+    // within the deadline.
+    let mut child = f.spawn_apply(&server.url(), &["--retry-delay", "3600"], Stdio::null());
+    // The client has given up on the dropped first response: it waits
+    // (an hour) before the retry.
+    poll_until("the client giving up the first response", || {
+        server.given_up() >= 1
+    });
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let signalled = Instant::now();
+    poll_until("the end of the run after SIGTERM", || {
+        child.try_wait().unwrap().is_some()
+    });
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        signalled.elapsed() < Duration::from_secs(5),
-        "took {:?} to stop",
-        signalled.elapsed()
-    );
+    assert!(f.log_text().contains("retry 1/"), "{}", f.log_text());
     assert_eq!(server.requests().len(), 1, "{:?}", server.requests());
     f.assert_not_committed();
 }
