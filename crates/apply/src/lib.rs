@@ -153,11 +153,11 @@ pub struct ApplyOptions {
     /// The BLAKE3 of the image the caller means to install: a delta that
     /// makes any other image is refused before anything is written.
     pub expect_new: Option<[u8; 32]>,
-    /// Trust a block device's own zeroing for zero runs where it is known
-    /// to read back as zeros (the default); false reads and compares them
-    /// like data on every device, for devices whose zeroing is not to be
-    /// trusted.
-    pub device_zeroing: bool,
+    /// Read and compare zero runs like data on every block device, for
+    /// devices whose own zeroing is not to be trusted (`delta apply
+    /// --compare-zero-runs`); off (the default), zero runs go to the
+    /// device's zeroing where it is known to read back as zeros.
+    pub compare_zero_runs: bool,
 }
 
 /// Where an apply keeps its journal, update logs and instance lock.
@@ -255,7 +255,7 @@ impl Default for ApplyOptions {
             trusted_keys: Vec::new(),
             keyring: Some(keys::DEFAULT_KEYRING.into()),
             expect_new: None,
-            device_zeroing: true,
+            compare_zero_runs: false,
         }
     }
 }

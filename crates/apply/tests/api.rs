@@ -3,7 +3,7 @@
 
 use delta_apply::{Applier, ApplyOptions, Error, Progress, Step};
 use delta_core::testing::{mutate, Rng};
-use delta_gen::{generate_to_vec, GenOptions};
+use delta_gen::{generate_to_vec, DeltaOptions, GenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -24,8 +24,11 @@ impl Device {
         old.extend(rng.bytes(1 << 20));
         let new = mutate(&old, &mut rng, 60);
         let options = GenOptions {
-            segment_len: 64 << 10,
-            merge_len: 64 << 10,
+            delta: DeltaOptions {
+                segment_len: 64 << 10,
+                merge_len: 64 << 10,
+                ..DeltaOptions::default()
+            },
             ..GenOptions::default()
         };
         let delta = generate_to_vec(&old, &new, &options).unwrap();
@@ -35,7 +38,10 @@ impl Device {
             &[],
             &new,
             &GenOptions {
-                full: true,
+                delta: DeltaOptions {
+                    full: true,
+                    ..DeltaOptions::default()
+                },
                 ..GenOptions::default()
             },
         )

@@ -59,11 +59,11 @@ pub unsafe extern "C" fn delta_gen_options_default(options: *mut DeltaGenOptions
     }
     let d = GenOptions::default();
     let value = DeltaGenOptions {
-        level: d.level,
+        level: d.delta.encode.level,
         threads: u32::try_from(d.threads).unwrap_or(u32::MAX),
-        full: d.full,
-        deflate: d.deflate,
-        migration: d.migration,
+        full: d.delta.full,
+        deflate: d.delta.deflate,
+        migration: d.delta.migration,
     };
     // SAFETY: not NULL (checked), valid for writing by the caller's
     // contract.
@@ -93,7 +93,7 @@ pub unsafe extern "C" fn delta_generate(
     let outcome = catch(|| {
         // SAFETY: each pointer is NULL or valid during the call, by
         // this function's contract.
-        let (old, new, out, options) = unsafe {
+        let (old, new, out, options_in) = unsafe {
             (
                 optional_path_arg(old),
                 path_arg(new_image, "new_image")?,
@@ -101,20 +101,17 @@ pub unsafe extern "C" fn delta_generate(
                 options.as_ref(),
             )
         };
-        let d = GenOptions::default();
-        let options = match options {
-            Some(o) => GenOptions {
-                level: o.level,
-                threads: usize::try_from(o.threads)
-                    .map_err(|e| Failure::argument(format!("options.threads: {e}")))?,
-                full: o.full,
-                deflate: o.deflate,
-                lzma: o.deflate,
-                migration: o.migration,
-                ..d
-            },
-            None => d,
-        };
+        let mut options = GenOptions::default();
+        if let Some(o) = options_in {
+            let delta = &mut options.delta;
+            delta.encode.level = o.level;
+            delta.full = o.full;
+            delta.deflate = o.deflate;
+            delta.lzma = o.deflate;
+            delta.migration = o.migration;
+            options.threads = usize::try_from(o.threads)
+                .map_err(|e| Failure::argument(format!("options.threads: {e}")))?;
+        }
         let s = delta_gen::generate(old, new, out, &options)?;
         if !result.is_null() {
             let value = DeltaGenResult {

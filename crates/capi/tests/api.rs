@@ -323,7 +323,10 @@ fn generate_and_verify_with_keys() {
         delta_gen_options_default(gen.as_mut_ptr());
         gen.assume_init()
     };
-    assert_eq!(gen.level, delta_gen::GenOptions::default().level);
+    assert_eq!(
+        gen.level,
+        delta_gen::GenOptions::default().delta.encode.level
+    );
     gen.threads = 1;
     let mut summary = std::mem::MaybeUninit::<DeltaGenResult>::uninit();
     let mut err = null_mut();

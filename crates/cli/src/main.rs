@@ -37,7 +37,7 @@ mod report;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use delta_apply::{Applier, ApplyOptions, Progress, UrlOptions};
-use delta_gen::{GenOptions, GenProgress};
+use delta_gen::{DeltaOptions, DiffOptions, EncodeOptions, GenOptions, GenProgress};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -216,19 +216,19 @@ enum Command {
 #[derive(clap::Args)]
 struct Tuning {
     /// Worker threads (0: one per core; more than the cores are not started).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = GenOptions::default().threads)]
     threads: usize,
     /// zstd level of payloads (1-22); streams of random-looking bytes get at most 3.
-    #[arg(long, default_value_t = GenOptions::default().level)]
+    #[arg(long, default_value_t = DeltaOptions::default().encode.level)]
     level: i32,
     /// Bytes of new image per segment.
-    #[arg(long, value_parser = parse_size, default_value_t = GenOptions::default().segment_len as u64)]
+    #[arg(long, value_parser = parse_size, default_value_t = DeltaOptions::default().segment_len as u64)]
     segment_size: u64,
     /// Largest segment made by merging cheap neighbours (zero runs, copies), default no limit; at most --segment-size disables merging.
     #[arg(long, value_parser = parse_size)]
     max_merge: Option<u64>,
     /// Most bytes of old image a segment's zstd frame may reference (applier memory grows with it).
-    #[arg(long, value_parser = parse_size, default_value_t = GenOptions::default().max_reference as u64)]
+    #[arg(long, value_parser = parse_size, default_value_t = DeltaOptions::default().diff.max_reference as u64)]
     max_reference: u64,
     /// Keep every segment dependent on the old image only: no COPY_NEW ops copying new content that an earlier segment carries (larger deltas; segments can then be applied in any order).
     #[arg(long)]
@@ -245,20 +245,30 @@ struct Tuning {
 }
 
 impl Tuning {
+    /// The generator's options: core's [`DeltaOptions`] with these knobs
+    /// set, the rest at their defaults.
     fn options(&self) -> Result<GenOptions, String> {
+        let size = |len: u64| usize::try_from(len).map_err(|e| e.to_string());
+        let d = DeltaOptions::default();
         Ok(GenOptions {
             threads: self.threads,
-            level: self.level,
-            segment_len: usize::try_from(self.segment_size).map_err(|e| e.to_string())?,
-            max_reference: usize::try_from(self.max_reference).map_err(|e| e.to_string())?,
-            merge_len: match self.max_merge {
-                Some(len) => usize::try_from(len).map_err(|e| e.to_string())?,
-                None => GenOptions::default().merge_len,
+            delta: DeltaOptions {
+                diff: DiffOptions {
+                    max_reference: size(self.max_reference)?,
+                    ..d.diff
+                },
+                encode: EncodeOptions {
+                    level: self.level,
+                    ..d.encode
+                },
+                segment_len: size(self.segment_size)?,
+                merge_len: self.max_merge.map_or(Ok(d.merge_len), size)?,
+                copy_new: !self.independent_segments,
+                window_list: !self.contiguous_windows,
+                deflate: !self.no_deflate,
+                lzma: !self.no_lzma,
+                ..d
             },
-            copy_new: !self.independent_segments,
-            window_list: !self.contiguous_windows,
-            deflate: !self.no_deflate,
-            lzma: !self.no_lzma,
             ..GenOptions::default()
         })
     }
@@ -612,15 +622,15 @@ fn gen(args: GenArgs) -> Result<(), Failure> {
         .map_err(Failure::from)?;
     let mode = progress_mode(args.progress);
     let (progress, bar) = gen_progress(mode);
-    let options = GenOptions {
-        full: args.full,
-        migration: args.migration,
+    let mut options = GenOptions {
         signing_keys,
-        report: true,
         replace: args.force,
         progress,
         ..args.tuning.options().map_err(|e| Failure::new(e, 2))?
     };
+    options.delta.full = args.full;
+    options.delta.migration = args.migration;
+    options.delta.report = true;
     let started = Instant::now();
     let generated = match output {
         Output::File(path) => delta_gen::generate(old, new, path, &options),
@@ -879,7 +889,7 @@ impl ApplyArgs {
             trusted_keys: keys::explicit(self.trusted_keys.as_deref()).map_err(Failure::from)?,
             keyring: Some(self.keyring.clone()),
             expect_new: self.expect_new,
-            device_zeroing: !self.compare_zero_runs,
+            compare_zero_runs: self.compare_zero_runs,
         })
     }
 }
