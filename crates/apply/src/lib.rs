@@ -491,18 +491,24 @@ pub fn bound_allocator() {
     }
 }
 
+/// The causes of `e` (each `source()`), outermost first: the one walk of
+/// a cause chain, which [`cause_chain`] and the CLI's JSON errors share.
+pub fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(e.source(), |cause| cause.source())
+}
+
 /// The error's message and each cause that the message does not already
 /// include (most variants print their cause), one per line, as the update
 /// log has them.
-pub fn cause_chain(e: &dyn std::error::Error) -> String {
+pub fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut chain = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
+    for cause in causes(e) {
+        let text = cause.to_string();
         if !chain.contains(&text) {
             chain.push_str(&format!("\n  caused by: {text}"));
         }
-        source = s.source();
     }
     chain
 }
@@ -526,5 +532,7 @@ mod tests {
         };
         let chain = cause_chain(&e);
         assert_eq!(chain.matches("disk on fire").count(), 1, "{chain}");
+        let causes: Vec<String> = causes(&e).map(ToString::to_string).collect();
+        assert_eq!(causes, ["disk on fire"]);
     }
 }

@@ -455,16 +455,11 @@ impl Failure {
         }
     }
 
-    /// The error with its cause chain.
-    fn chain(e: &dyn std::error::Error, code: u8) -> Failure {
-        let mut causes = Vec::new();
-        let mut source = e.source();
-        while let Some(cause) = source {
-            causes.push(cause.to_string());
-            source = cause.source();
-        }
+    /// The error with its cause chain (every cause, outermost first, as
+    /// [`delta_apply::causes`] walks it).
+    fn chain(e: &(dyn std::error::Error + 'static), code: u8) -> Failure {
         Failure {
-            causes,
+            causes: delta_apply::causes(e).map(ToString::to_string).collect(),
             ..Failure::new(e.to_string(), code)
         }
     }
@@ -521,12 +516,12 @@ fn main() -> ExitCode {
             delta_apply::bound_allocator();
             apply(*args)
         }
-        Command::Info { delta, json } => info::run(&delta, json).map_err(Failure::from),
-        Command::Report { report, output } => html::run(&report, &output).map_err(Failure::from),
+        Command::Info { delta, json } => info::run(&delta, json),
+        Command::Report { report, output } => html::run(&report, &output),
         Command::CheckData { dir, limit, json } => check_data(&dir, limit, json),
         Command::Roundtrip { old, new, tuning } => roundtrip(&old, &new, &tuning),
-        Command::Keygen { output } => keys::keygen(&output).map_err(Failure::from),
-        Command::Sign { delta, keys } => keys::sign(&delta, &keys).map_err(Failure::from),
+        Command::Keygen { output } => keys::keygen(&output),
+        Command::Sign { delta, keys } => keys::sign(&delta, &keys),
         Command::Verify {
             delta,
             old,
@@ -535,10 +530,9 @@ fn main() -> ExitCode {
         } => keys::explicit(trusted_keys.as_deref())
             .and_then(|explicit| {
                 delta_apply::keys::required_keys(&explicit, Some(&keyring))
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| Failure::chain(&e, 1))
             })
-            .and_then(|trusted| keys::verify(&delta, old.as_deref(), &trusted))
-            .map_err(Failure::from),
+            .and_then(|trusted| keys::verify(&delta, old.as_deref(), &trusted)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "delta", &mut std::io::stdout());
             Ok(())
@@ -618,8 +612,7 @@ fn gen(args: GenArgs) -> Result<(), Failure> {
         .sign
         .iter()
         .map(|k| keys::read_secret(k))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Failure::from)?;
+        .collect::<Result<Vec<_>, _>>()?;
     let mode = progress_mode(args.progress);
     let (progress, bar) = gen_progress(mode);
     let mut options = GenOptions {
@@ -657,7 +650,7 @@ fn gen(args: GenArgs) -> Result<(), Failure> {
     if let Some(report) = &summary.report {
         report::print_costliest(report, if verbose() { usize::MAX } else { 10 });
         if let Some(path) = &args.report {
-            report::write_json(path, report, summary.delta_len).map_err(Failure::from)?;
+            report::write_json(path, report, summary.delta_len)?;
         }
     }
     if matches!(mode, ProgressMode::Json) {
@@ -886,7 +879,7 @@ impl ApplyArgs {
             checkpoint_bytes: self.checkpoint_bytes,
             checkpoint_interval: seconds(self.checkpoint_seconds, "checkpoint-seconds")?,
             max_image_size: self.max_image_size,
-            trusted_keys: keys::explicit(self.trusted_keys.as_deref()).map_err(Failure::from)?,
+            trusted_keys: keys::explicit(self.trusted_keys.as_deref())?,
             keyring: Some(self.keyring.clone()),
             expect_new: self.expect_new,
             compare_zero_runs: self.compare_zero_runs,
