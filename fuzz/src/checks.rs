@@ -59,6 +59,7 @@ pub fn tight_limits() -> Limits {
 /// Small generator settings for `roundtrip`: many segments, copies and
 /// diffs even on inputs of a few KiB.
 pub fn slice_options(full: bool) -> DeltaOptions {
+    let d = DeltaOptions::default();
     DeltaOptions {
         diff: DiffOptions {
             block_size: 64,
@@ -66,17 +67,13 @@ pub fn slice_options(full: bool) -> DeltaOptions {
         },
         encode: EncodeOptions {
             level: 1,
-            ..EncodeOptions::default()
+            ..d.encode
         },
         segment_len: 4096,
         full,
-        migration: false,
         merge_len: 4 * 4096,
-        copy_new: true,
-        window_list: true,
-        deflate: true,
-        lzma: true,
         report: true,
+        ..d
     }
 }
 

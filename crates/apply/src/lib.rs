@@ -153,11 +153,11 @@ pub struct ApplyOptions {
     /// The BLAKE3 of the image the caller means to install: a delta that
     /// makes any other image is refused before anything is written.
     pub expect_new: Option<[u8; 32]>,
-    /// Trust a block device's own zeroing for zero runs where it is known
-    /// to read back as zeros (the default); false reads and compares them
-    /// like data on every device, for devices whose zeroing is not to be
-    /// trusted.
-    pub device_zeroing: bool,
+    /// Read and compare zero runs like data on every block device, for
+    /// devices whose own zeroing is not to be trusted (`delta apply
+    /// --compare-zero-runs`); off (the default), zero runs go to the
+    /// device's zeroing where it is known to read back as zeros.
+    pub compare_zero_runs: bool,
 }
 
 /// Where an apply keeps its journal, update logs and instance lock.
@@ -255,7 +255,7 @@ impl Default for ApplyOptions {
             trusted_keys: Vec::new(),
             keyring: Some(keys::DEFAULT_KEYRING.into()),
             expect_new: None,
-            device_zeroing: true,
+            compare_zero_runs: false,
         }
     }
 }
@@ -491,18 +491,24 @@ pub fn bound_allocator() {
     }
 }
 
+/// The causes of `e` (each `source()`), outermost first: the one walk of
+/// a cause chain, which [`cause_chain`] and the CLI's JSON errors share.
+pub fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(e.source(), |cause| cause.source())
+}
+
 /// The error's message and each cause that the message does not already
 /// include (most variants print their cause), one per line, as the update
 /// log has them.
-pub fn cause_chain(e: &dyn std::error::Error) -> String {
+pub fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut chain = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
+    for cause in causes(e) {
+        let text = cause.to_string();
         if !chain.contains(&text) {
             chain.push_str(&format!("\n  caused by: {text}"));
         }
-        source = s.source();
     }
     chain
 }
@@ -526,5 +532,7 @@ mod tests {
         };
         let chain = cause_chain(&e);
         assert_eq!(chain.matches("disk on fire").count(), 1, "{chain}");
+        let causes: Vec<String> = causes(&e).map(ToString::to_string).collect();
+        assert_eq!(causes, ["disk on fire"]);
     }
 }

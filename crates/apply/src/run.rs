@@ -418,7 +418,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             Target::File { .. } => writer::Mode::Sparse,
             Target::Block { .. } => {
                 let zeroing = match file.metadata() {
-                    Ok(meta) if self.options.device_zeroing => {
+                    Ok(meta) if !self.options.compare_zero_runs => {
                         crate::storage::Sysfs::default().zeroing(&meta)
                     }
                     _ => crate::storage::Zeroing::Compare,

@@ -120,7 +120,8 @@ pub enum Zeroing {
     /// kernel knows reads back as zeros.
     WriteZeroes,
     /// Neither (an SD card or eMMC: their discard may read back as 0xFF or
-    /// as the old bytes): zero runs are compared like data.
+    /// as the old bytes): zero runs are compared like data, as on every
+    /// device with [`ApplyOptions::compare_zero_runs`](crate::ApplyOptions::compare_zero_runs).
     Compare,
 }
 

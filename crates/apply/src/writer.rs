@@ -70,8 +70,9 @@ struct Placer {
     blind_len: u64,
     /// Bytes compared in a row that were nearly all different.
     streak: u64,
-    /// The device refused its own zeroing: zero runs are compared instead.
-    no_device_zeroing: bool,
+    /// The device refused its own zeroing: zero runs are compared from
+    /// now on, as with `ApplyOptions::compare_zero_runs`.
+    compare_zero_runs: bool,
     /// Image bytes before this offset have been handed to write-back.
     writeback_start: u64,
     /// Digest of every byte of the image so far (from offset 0).
@@ -128,7 +129,7 @@ impl Placer {
             compare_from: 0,
             blind_len: BLIND_FIRST,
             streak: 0,
-            no_device_zeroing: false,
+            compare_zero_runs: false,
             writeback_start: start,
             hasher,
             stats: WriteStats::default(),
@@ -283,9 +284,9 @@ impl Placer {
         let mut left = body;
         while left > 0 {
             let chunk = left.min(ZERO_CHUNK);
-            if self.no_device_zeroing || zero_range(&self.file, zeroing, self.pos, chunk).is_err() {
+            if self.compare_zero_runs || zero_range(&self.file, zeroing, self.pos, chunk).is_err() {
                 // Not supported after all: compared from now on.
-                self.no_device_zeroing = true;
+                self.compare_zero_runs = true;
                 self.put_zero_bytes(chunk)?;
             } else {
                 hash_zeros(&mut self.hasher, chunk);

@@ -3,7 +3,7 @@
 
 use delta_apply::{Applier, ApplyOptions, Error, Progress, ReaderInput, Step};
 use delta_core::testing::{mutate, Rng};
-use delta_gen::{generate_to_vec, GenOptions};
+use delta_gen::{generate_to_vec, DeltaOptions, GenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,8 +29,11 @@ impl Device {
         old.extend(rng.bytes(1 << 20));
         let new = mutate(&old, &mut rng, 60);
         let options = GenOptions {
-            segment_len: 64 << 10,
-            merge_len: 64 << 10,
+            delta: DeltaOptions {
+                segment_len: 64 << 10,
+                merge_len: 64 << 10,
+                ..DeltaOptions::default()
+            },
             ..GenOptions::default()
         };
         let delta = generate_to_vec(&old, &new, &options).unwrap();
@@ -40,7 +43,10 @@ impl Device {
             &[],
             &new,
             &GenOptions {
-                full: true,
+                delta: DeltaOptions {
+                    full: true,
+                    ..DeltaOptions::default()
+                },
                 ..GenOptions::default()
             },
         )

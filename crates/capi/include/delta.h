@@ -16,9 +16,15 @@
 #include <stdint.h>
 
 // Version of the ABI: bumped on any incompatible change to a function or
-// struct of `delta.h`; it is the major number of the shared library's
-// soname (`libdelta.so.0`).
-#define DELTA_ABI_VERSION 0
+// struct of `delta.h` (a field added to an options struct is one: the
+// caller allocates it); it is the major number of the shared library's
+// soname (`libdelta.so.1`, which `build.rs` reads from here).
+//
+// 1: `DeltaGenOptions` gained `segment_len`, `merge_len`,
+// `max_reference`, `copy_new`, `window_list`, `lzma` (no longer implied
+// by `deflate`) and `replace`; `DeltaApplyOptions` gained
+// `compare_zero_runs` and `keep_logs`.
+#define DELTA_ABI_VERSION 1
 
 // Size of the digest strings in result structs: 64 lowercase hex digits
 // of a BLAKE3 digest and the terminating NUL.
@@ -100,6 +106,11 @@
 // A 1.x → 2.x migration is refused, or its data check could not run.
 #define DELTA_ERR_DATA_TOO_LARGE 16
 
+// The output of `delta_generate` exists and `options.replace` is off
+// (as `delta gen` without `--force`): refused before any work, the
+// existing file kept as it is.
+#define DELTA_ERR_OUTPUT_EXISTS 17
+
 // An error: a code, a message with its causes, and the exit code the
 // `delta` command would give. Opaque to C: read it with
 // `delta_error_code` and `delta_error_message`, free it with
@@ -126,6 +137,12 @@ typedef struct DeltaApplyOptions {
   bool override_lock;
   // Write no update log (`log_dir` is then ignored).
   bool no_log;
+  // Read and compare zero runs like data on every block device, for
+  // devices whose own zeroing is not to be trusted (`delta apply
+  // --compare-zero-runs`); off, zero runs go to the device's zeroing
+  // where it is known to read back as zeros (discard on a loop device,
+  // write-zeroes).
+  bool compare_zero_runs;
   // Give up waiting for application locks after this many milliseconds
   // (`DELTA_ERR_LOCKED`); negative: wait
   // forever.
@@ -134,6 +151,9 @@ typedef struct DeltaApplyOptions {
   uint64_t lock_poll_ms;
   // Largest tar+gzip size of `data_dir` allowed for a migration, bytes.
   uint64_t data_limit;
+  // Update logs kept in `log_dir`, this run's counted: older ones are
+  // removed as a run starts.
+  uint64_t keep_logs;
   // Folder of the update logs.
   const char *log_dir;
   // Folder of the journal of block-device targets.
@@ -190,8 +210,20 @@ typedef struct DeltaApplyResult {
 } DeltaApplyResult;
 
 // Options of `delta_generate`. Fill with `delta_gen_options_default`,
-// then change fields.
+// then change fields. Each maps to one knob of the Rust
+// `delta_gen::GenOptions` (most of them in its `delta_core::DeltaOptions`)
+// or of the `delta gen` command; `tests/knobs.rs` lists the Rust knobs
+// left out on purpose.
 typedef struct DeltaGenOptions {
+  // Bytes of new image per segment, 4 KiB to 16 MiB (`--segment-size`).
+  uint64_t segment_len;
+  // Largest segment made by merging cheap neighbours, in bytes of new
+  // image; at most `segment_len` disables merging (`--max-merge`).
+  uint64_t merge_len;
+  // Most bytes of old image a segment's zstd frame may reference, at
+  // most 256 MiB: the applier's memory grows with it
+  // (`--max-reference`).
+  uint64_t max_reference;
   // zstd level of payloads, 1 to 22 (random-looking streams get at
   // most 3).
   int32_t level;
@@ -201,12 +233,25 @@ typedef struct DeltaGenOptions {
   // Build a full-image payload (no old image needed to apply); implied
   // when `old` is NULL.
   bool full;
-  // See through gzip and zlib files of ext4 and tar images, and
-  // compress new executables with LZMA2 (format versions 3 to 5); off,
-  // deltas are version 2.
-  bool deflate;
   // Mark the update as a 1.x → 2.x migration.
   bool migration;
+  // Let segments copy new content that earlier segments carry; off,
+  // each segment depends on the old image only (`--independent-segments`).
+  bool copy_new;
+  // Give payloads window lists (appliers need the `WINDOW_LIST` flag);
+  // off, every window is one contiguous range (`--contiguous-windows`).
+  bool window_list;
+  // See through gzip and zlib files of ext4 and tar images (deflate
+  // segments, format version 3); off, as `--no-deflate`.
+  bool deflate;
+  // Compress segments of mostly new bytes (new executables) with LZMA2
+  // where that is smaller (LZMA segments, format version 4); off, as
+  // `--no-lzma`. Independent of `deflate`.
+  bool lzma;
+  // Replace an existing `out_delta` (off, the default, as `delta gen`
+  // without `--force`: `DELTA_ERR_OUTPUT_EXISTS` before any work).
+  // Never an input, nor anything but a regular file.
+  bool replace;
 } DeltaGenOptions;
 
 // What `delta_generate` produced.
@@ -358,7 +403,8 @@ const char *delta_error_message(const struct DeltaError *error);
 // `error` is NULL or an error from this library, freed only once.
 void delta_error_free(struct DeltaError *error);
 
-// Fills `options` with the library's defaults (those of `delta gen`).
+// Fills `options` with the library's defaults (those of `delta gen`,
+// `replace` off as without `--force`).
 //
 // # Safety
 // `options` is NULL (ignored) or valid for writing one `DeltaGenOptions`.
@@ -366,8 +412,10 @@ void delta_gen_options_default(struct DeltaGenOptions *options);
 
 // Generates a delta from the image `old` (NULL: a full-image payload) to
 // `new`, written to `out_delta` only once complete and checked by
-// re-applying it, as `delta gen OLD NEW -o OUT` does. `options` NULL
-// means the defaults. On success `*result` (may be NULL) is filled.
+// re-applying it, as `delta gen OLD NEW -o OUT` does: an existing
+// `out_delta` is refused unless `options.replace` is set. `options` NULL
+// means the defaults (`delta_gen_options_default`). On success `*result`
+// (may be NULL) is filled.
 //
 // # Errors
 // A `DELTA_ERR_*` code and `*err` (see `DeltaError`).

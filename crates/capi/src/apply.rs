@@ -75,6 +75,12 @@ pub struct DeltaApplyOptions {
     pub override_lock: bool,
     /// Write no update log (`log_dir` is then ignored).
     pub no_log: bool,
+    /// Read and compare zero runs like data on every block device, for
+    /// devices whose own zeroing is not to be trusted (`delta apply
+    /// --compare-zero-runs`); off, zero runs go to the device's zeroing
+    /// where it is known to read back as zeros (discard on a loop device,
+    /// write-zeroes).
+    pub compare_zero_runs: bool,
     /// Give up waiting for application locks after this many milliseconds
     /// (`DELTA_ERR_LOCKED`); negative: wait
     /// forever.
@@ -83,6 +89,9 @@ pub struct DeltaApplyOptions {
     pub lock_poll_ms: u64,
     /// Largest tar+gzip size of `data_dir` allowed for a migration, bytes.
     pub data_limit: u64,
+    /// Update logs kept in `log_dir`, this run's counted: older ones are
+    /// removed as a run starts.
+    pub keep_logs: u64,
     /// Folder of the update logs.
     pub log_dir: *const c_char,
     /// Folder of the journal of block-device targets.
@@ -153,11 +162,13 @@ pub unsafe extern "C" fn delta_apply_options_default(options: *mut DeltaApplyOpt
         migration: d.migration,
         override_lock: d.override_lock,
         no_log: d.log_dir.is_none(),
+        compare_zero_runs: d.compare_zero_runs,
         lock_timeout_ms: d
             .lock_timeout
             .map_or(-1, |t| i64::try_from(millis(t)).unwrap_or(i64::MAX)),
         lock_poll_ms: millis(d.lock_poll),
         data_limit: d.data_limit,
+        keep_logs: u64::try_from(d.keep_logs).unwrap_or(u64::MAX),
         log_dir: std::ptr::null(),
         state_dir: std::ptr::null(),
         instance_lock: std::ptr::null(),
@@ -214,6 +225,7 @@ impl DeltaApplyOptions {
             verify_source: self.verify_source,
             migration: self.migration,
             override_lock: self.override_lock,
+            compare_zero_runs: self.compare_zero_runs,
             log_dir: if self.no_log {
                 None
             } else {
@@ -224,6 +236,7 @@ impl DeltaApplyOptions {
                 .map(Duration::from_millis),
             lock_poll: Duration::from_millis(self.lock_poll_ms),
             data_limit: self.data_limit,
+            keep_logs: usize::try_from(self.keep_logs).unwrap_or(usize::MAX),
             state_dir: path(self.state_dir).unwrap_or(d.state_dir),
             instance_lock: path(self.instance_lock).unwrap_or(d.instance_lock),
             lock_root: path(self.lock_root).unwrap_or(d.lock_root),
@@ -438,4 +451,28 @@ fn with_cancel_watcher<T>(
         watcher.thread().unpark();
         value
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_zero_runs_and_keep_logs_reach_the_applier() {
+        let mut raw = std::mem::MaybeUninit::uninit();
+        // SAFETY: a valid place for the options.
+        let mut raw = unsafe {
+            delta_apply_options_default(raw.as_mut_ptr());
+            raw.assume_init()
+        };
+        // SAFETY: every string field is NULL.
+        let d = unsafe { raw.options() }.unwrap();
+        assert!(!d.compare_zero_runs);
+        raw.compare_zero_runs = true;
+        raw.keep_logs = 3;
+        // SAFETY: every string field is NULL.
+        let o = unsafe { raw.options() }.unwrap();
+        assert!(o.compare_zero_runs);
+        assert_eq!(o.keep_logs, 3);
+    }
 }

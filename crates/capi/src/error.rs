@@ -52,6 +52,10 @@ pub const DELTA_ERR_ALREADY_RUNNING: c_int = 14;
 pub const DELTA_ERR_HOOK_FAILED: c_int = 15;
 /// A 1.x → 2.x migration is refused, or its data check could not run.
 pub const DELTA_ERR_DATA_TOO_LARGE: c_int = 16;
+/// The output of `delta_generate` exists and `options.replace` is off
+/// (as `delta gen` without `--force`): refused before any work, the
+/// existing file kept as it is.
+pub const DELTA_ERR_OUTPUT_EXISTS: c_int = 17;
 
 /// An error: a code, a message with its causes, and the exit code the
 /// `delta` command would give. Opaque to C: read it with
@@ -128,6 +132,16 @@ impl From<delta_gen::Error> for Failure {
                 DELTA_ERR_INVALID_ARGUMENT
             }
             E::OutputNotRegular { .. } | E::OutputIsInput { .. } => DELTA_ERR_UNSAFE_TARGET,
+            // The library's message names the command's --force.
+            E::OutputExists { path } => {
+                return Failure::new(
+                    DELTA_ERR_OUTPUT_EXISTS,
+                    format!(
+                        "refusing to replace {}: it exists (set options.replace to replace it)",
+                        path.display()
+                    ),
+                )
+            }
             _ => DELTA_ERR_OTHER,
         };
         Failure::new(code, delta_apply::cause_chain(&e))

@@ -1,14 +1,26 @@
 //! `delta_generate`: [`delta_gen::generate`] with options from C.
 
 use crate::error::{catch, finish, optional_path_arg, path_arg, DeltaError, Failure};
-use delta_gen::GenOptions;
+use delta_gen::{DeltaOptions, DiffOptions, EncodeOptions, GenOptions};
 use std::ffi::{c_char, c_int};
 
 /// Options of `delta_generate`. Fill with `delta_gen_options_default`,
-/// then change fields.
+/// then change fields. Each maps to one knob of the Rust
+/// `delta_gen::GenOptions` (most of them in its `delta_core::DeltaOptions`)
+/// or of the `delta gen` command; `tests/knobs.rs` lists the Rust knobs
+/// left out on purpose.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct DeltaGenOptions {
+    /// Bytes of new image per segment, 4 KiB to 16 MiB (`--segment-size`).
+    pub segment_len: u64,
+    /// Largest segment made by merging cheap neighbours, in bytes of new
+    /// image; at most `segment_len` disables merging (`--max-merge`).
+    pub merge_len: u64,
+    /// Most bytes of old image a segment's zstd frame may reference, at
+    /// most 256 MiB: the applier's memory grows with it
+    /// (`--max-reference`).
+    pub max_reference: u64,
     /// zstd level of payloads, 1 to 22 (random-looking streams get at
     /// most 3).
     pub level: i32,
@@ -18,12 +30,25 @@ pub struct DeltaGenOptions {
     /// Build a full-image payload (no old image needed to apply); implied
     /// when `old` is NULL.
     pub full: bool,
-    /// See through gzip and zlib files of ext4 and tar images, and
-    /// compress new executables with LZMA2 (format versions 3 to 5); off,
-    /// deltas are version 2.
-    pub deflate: bool,
     /// Mark the update as a 1.x → 2.x migration.
     pub migration: bool,
+    /// Let segments copy new content that earlier segments carry; off,
+    /// each segment depends on the old image only (`--independent-segments`).
+    pub copy_new: bool,
+    /// Give payloads window lists (appliers need the `WINDOW_LIST` flag);
+    /// off, every window is one contiguous range (`--contiguous-windows`).
+    pub window_list: bool,
+    /// See through gzip and zlib files of ext4 and tar images (deflate
+    /// segments, format version 3); off, as `--no-deflate`.
+    pub deflate: bool,
+    /// Compress segments of mostly new bytes (new executables) with LZMA2
+    /// where that is smaller (LZMA segments, format version 4); off, as
+    /// `--no-lzma`. Independent of `deflate`.
+    pub lzma: bool,
+    /// Replace an existing `out_delta` (off, the default, as `delta gen`
+    /// without `--force`: `DELTA_ERR_OUTPUT_EXISTS` before any work).
+    /// Never an input, nor anything but a regular file.
+    pub replace: bool,
 }
 
 /// What `delta_generate` produced.
@@ -48,7 +73,8 @@ pub struct DeltaGenResult {
     pub literal_len: u64,
 }
 
-/// Fills `options` with the library's defaults (those of `delta gen`).
+/// Fills `options` with the library's defaults (those of `delta gen`,
+/// `replace` off as without `--force`).
 ///
 /// # Safety
 /// `options` is NULL (ignored) or valid for writing one `DeltaGenOptions`.
@@ -57,23 +83,74 @@ pub unsafe extern "C" fn delta_gen_options_default(options: *mut DeltaGenOptions
     if options.is_null() {
         return;
     }
-    let d = GenOptions::default();
-    let value = DeltaGenOptions {
-        level: d.level,
-        threads: u32::try_from(d.threads).unwrap_or(u32::MAX),
-        full: d.full,
-        deflate: d.deflate,
-        migration: d.migration,
-    };
     // SAFETY: not NULL (checked), valid for writing by the caller's
     // contract.
-    unsafe { options.write(value) };
+    unsafe { options.write(DeltaGenOptions::default()) };
+}
+
+impl Default for DeltaGenOptions {
+    /// The Rust defaults, with `replace` off.
+    fn default() -> Self {
+        let g = GenOptions::default();
+        let d = &g.delta;
+        let wide = |len: usize| u64::try_from(len).unwrap_or(u64::MAX);
+        DeltaGenOptions {
+            segment_len: wide(d.segment_len),
+            merge_len: wide(d.merge_len),
+            max_reference: wide(d.diff.max_reference),
+            level: d.encode.level,
+            threads: u32::try_from(g.threads).unwrap_or(u32::MAX),
+            full: d.full,
+            migration: d.migration,
+            copy_new: d.copy_new,
+            window_list: d.window_list,
+            deflate: d.deflate,
+            lzma: d.lzma,
+            replace: false,
+        }
+    }
+}
+
+impl DeltaGenOptions {
+    /// The Rust options: the library's defaults, overridden by each field.
+    fn options(&self) -> Result<GenOptions, Failure> {
+        let size = |len: u64, name: &str| {
+            usize::try_from(len).map_err(|e| Failure::argument(format!("options.{name}: {e}")))
+        };
+        let d = GenOptions::default();
+        Ok(GenOptions {
+            delta: DeltaOptions {
+                diff: DiffOptions {
+                    max_reference: size(self.max_reference, "max_reference")?,
+                    ..d.delta.diff
+                },
+                encode: EncodeOptions {
+                    level: self.level,
+                    ..d.delta.encode
+                },
+                segment_len: size(self.segment_len, "segment_len")?,
+                merge_len: size(self.merge_len, "merge_len")?,
+                full: self.full,
+                migration: self.migration,
+                copy_new: self.copy_new,
+                window_list: self.window_list,
+                deflate: self.deflate,
+                lzma: self.lzma,
+                ..d.delta
+            },
+            threads: size(u64::from(self.threads), "threads")?,
+            replace: self.replace,
+            ..d
+        })
+    }
 }
 
 /// Generates a delta from the image `old` (NULL: a full-image payload) to
 /// `new`, written to `out_delta` only once complete and checked by
-/// re-applying it, as `delta gen OLD NEW -o OUT` does. `options` NULL
-/// means the defaults. On success `*result` (may be NULL) is filled.
+/// re-applying it, as `delta gen OLD NEW -o OUT` does: an existing
+/// `out_delta` is refused unless `options.replace` is set. `options` NULL
+/// means the defaults (`delta_gen_options_default`). On success `*result`
+/// (may be NULL) is filled.
 ///
 /// # Errors
 /// A `DELTA_ERR_*` code and `*err` (see `DeltaError`).
@@ -101,20 +178,7 @@ pub unsafe extern "C" fn delta_generate(
                 options.as_ref(),
             )
         };
-        let d = GenOptions::default();
-        let options = match options {
-            Some(o) => GenOptions {
-                level: o.level,
-                threads: usize::try_from(o.threads)
-                    .map_err(|e| Failure::argument(format!("options.threads: {e}")))?,
-                full: o.full,
-                deflate: o.deflate,
-                lzma: o.deflate,
-                migration: o.migration,
-                ..d
-            },
-            None => d,
-        };
+        let options = options.copied().unwrap_or_default().options()?;
         let s = delta_gen::generate(old, new, out, &options)?;
         if !result.is_null() {
             let value = DeltaGenResult {
@@ -135,4 +199,52 @@ pub unsafe extern "C" fn delta_generate(
     });
     // SAFETY: `err` is NULL or valid by this function's contract.
     unsafe { finish(err, outcome) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_c_field_reaches_its_rust_knob() {
+        let d = DeltaGenOptions::default();
+        let changed = DeltaGenOptions {
+            segment_len: 8192,
+            merge_len: 16384,
+            max_reference: 1 << 20,
+            level: d.level - 1,
+            threads: 3,
+            full: !d.full,
+            migration: !d.migration,
+            copy_new: !d.copy_new,
+            window_list: !d.window_list,
+            deflate: !d.deflate,
+            lzma: !d.lzma,
+            replace: !d.replace,
+        };
+        let o = changed.options().unwrap();
+        let delta = &o.delta;
+        assert_eq!(
+            (delta.segment_len, delta.merge_len, delta.diff.max_reference),
+            (8192, 16384, 1 << 20)
+        );
+        assert_eq!((delta.encode.level, o.threads), (d.level - 1, 3));
+        assert_eq!(
+            (
+                delta.full,
+                delta.migration,
+                delta.copy_new,
+                delta.window_list
+            ),
+            (!d.full, !d.migration, !d.copy_new, !d.window_list)
+        );
+        // deflate and lzma are two knobs: one no longer turns the other off.
+        assert_eq!((delta.deflate, delta.lzma), (!d.deflate, !d.lzma));
+        assert_eq!(o.replace, !d.replace);
+        let only_deflate_off = DeltaGenOptions {
+            deflate: false,
+            ..DeltaGenOptions::default()
+        };
+        assert!(only_deflate_off.options().unwrap().delta.lzma);
+    }
 }

@@ -52,9 +52,9 @@ pub use error::{
     delta_error_code, delta_error_exit_code, delta_error_free, delta_error_message, DeltaError,
     DELTA_ERR_ALREADY_RUNNING, DELTA_ERR_BAD_DELTA, DELTA_ERR_CANCELLED, DELTA_ERR_DATA_TOO_LARGE,
     DELTA_ERR_HOOK_FAILED, DELTA_ERR_INVALID_ARGUMENT, DELTA_ERR_IO, DELTA_ERR_LOCKED,
-    DELTA_ERR_NEW_DIGEST, DELTA_ERR_OTHER, DELTA_ERR_PANIC, DELTA_ERR_SIGNATURE,
-    DELTA_ERR_SOURCE_MISMATCH, DELTA_ERR_TOO_LARGE, DELTA_ERR_UNEXPECTED_IMAGE,
-    DELTA_ERR_UNSAFE_TARGET, DELTA_OK,
+    DELTA_ERR_NEW_DIGEST, DELTA_ERR_OTHER, DELTA_ERR_OUTPUT_EXISTS, DELTA_ERR_PANIC,
+    DELTA_ERR_SIGNATURE, DELTA_ERR_SOURCE_MISMATCH, DELTA_ERR_TOO_LARGE,
+    DELTA_ERR_UNEXPECTED_IMAGE, DELTA_ERR_UNSAFE_TARGET, DELTA_OK,
 };
 pub use gen::{delta_gen_options_default, delta_generate, DeltaGenOptions, DeltaGenResult};
 pub use info::{delta_info, delta_verify, DeltaInfo, DeltaVerifyResult};
@@ -62,9 +62,15 @@ pub use info::{delta_info, delta_verify, DeltaInfo, DeltaVerifyResult};
 use std::ffi::{c_char, c_uint};
 
 /// Version of the ABI: bumped on any incompatible change to a function or
-/// struct of `delta.h`; it is the major number of the shared library's
-/// soname (`libdelta.so.0`).
-pub const DELTA_ABI_VERSION: c_uint = 0;
+/// struct of `delta.h` (a field added to an options struct is one: the
+/// caller allocates it); it is the major number of the shared library's
+/// soname (`libdelta.so.1`, which `build.rs` reads from here).
+///
+/// 1: `DeltaGenOptions` gained `segment_len`, `merge_len`,
+/// `max_reference`, `copy_new`, `window_list`, `lzma` (no longer implied
+/// by `deflate`) and `replace`; `DeltaApplyOptions` gained
+/// `compare_zero_runs` and `keep_logs`.
+pub const DELTA_ABI_VERSION: c_uint = 1;
 
 /// Size of the digest strings in result structs: 64 lowercase hex digits
 /// of a BLAKE3 digest and the terminating NUL.

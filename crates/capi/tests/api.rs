@@ -345,7 +345,10 @@ fn generate_and_verify_with_keys() {
         delta_gen_options_default(gen.as_mut_ptr());
         gen.assume_init()
     };
-    assert_eq!(gen.level, delta_gen::GenOptions::default().level);
+    assert_eq!(
+        gen.level,
+        delta_gen::GenOptions::default().delta.encode.level
+    );
     gen.threads = 1;
     let mut summary = std::mem::MaybeUninit::<DeltaGenResult>::uninit();
     let mut err = null_mut();
@@ -441,4 +444,69 @@ fn generate_and_verify_with_keys() {
     let (code2, message) = take(err);
     assert_eq!((code, code2), (DELTA_ERR_IO, DELTA_ERR_IO));
     assert!(message.contains("missing.img"), "{message}");
+}
+
+/// `delta_generate` into `out` with `gen` options (NULL: the defaults).
+fn generate(f: &Fixture, out: &Path, gen: Option<&DeltaGenOptions>) -> (c_int, *mut DeltaError) {
+    let (old, new, out) = (c(&f.old), c(&f.new), c(out));
+    let mut err = null_mut();
+    // SAFETY: valid strings and options; NULL result.
+    let code = unsafe {
+        delta_generate(
+            old.as_ptr(),
+            new.as_ptr(),
+            out.as_ptr(),
+            gen.map_or(null(), |g| g as *const DeltaGenOptions),
+            null_mut(),
+            &mut err,
+        )
+    };
+    (code, err)
+}
+
+#[test]
+fn generate_refuses_an_existing_output_unless_told_to_replace_it() {
+    let f = Fixture::new(Default::default());
+    let mut gen = std::mem::MaybeUninit::uninit();
+    // SAFETY: a valid place for the options.
+    let mut gen = unsafe {
+        delta_gen_options_default(gen.as_mut_ptr());
+        gen.assume_init()
+    };
+    gen.threads = 1;
+    assert!(!gen.replace, "off by default, as delta gen without --force");
+    // The fixture's delta, made by the Rust library with its defaults.
+    let made = std::fs::read(&f.delta).unwrap();
+    for options in [None, Some(&gen)] {
+        let (code, err) = generate(&f, &f.delta, options);
+        let (code2, message) = take(err);
+        assert_eq!((code, code2), (DELTA_ERR_OUTPUT_EXISTS, code));
+        assert!(
+            message.contains("u.delta: it exists (set options.replace"),
+            "{message}"
+        );
+        assert_eq!(std::fs::read(&f.delta).unwrap(), made, "kept as it was");
+    }
+    // Replaced: the same options give the same bytes as the Rust library.
+    gen.replace = true;
+    let (code, err) = generate(&f, &f.delta, Some(&gen));
+    assert_eq!(code, DELTA_OK, "{:?}", (!err.is_null()).then(|| take(err)));
+    assert_eq!(std::fs::read(&f.delta).unwrap(), made);
+    // deflate off keeps LZMA: the same bytes as the Rust options so set.
+    gen.deflate = false;
+    let (code, _) = generate(&f, &f.path("no-deflate.delta"), Some(&gen));
+    assert_eq!(code, DELTA_OK);
+    let rust = delta_gen::generate_to_vec(
+        &std::fs::read(&f.old).unwrap(),
+        &f.new_bytes,
+        &delta_gen::GenOptions {
+            delta: delta_gen::DeltaOptions {
+                deflate: false,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(f.path("no-deflate.delta")).unwrap(), rust);
 }

@@ -145,7 +145,8 @@ fn the_c_example_applies_a_delta_and_reports_errors() {
     assert!(!bad_out.exists());
 
     // A full-image payload through the shared library, found by its
-    // soname libdelta.so.0 (the ABI version).
+    // soname libdelta.so.ABI (the ABI version, which build.rs gives it),
+    // zero runs compared.
     let full = dir.path().join("full.delta");
     delta_gen::generate(None, &new_path, &full, &options).unwrap();
     let soname = format!("libdelta.so.{}", delta::DELTA_ABI_VERSION);
@@ -161,7 +162,13 @@ fn the_c_example_applies_a_delta_and_reports_errors() {
         ],
     );
     let out = dir.path().join("full-out.img");
-    let (output, stdout, stderr) = run(&example, dir.path(), &[Path::new("-"), &full, &out]);
+    let args = [
+        Path::new("--compare-zero-runs"),
+        Path::new("-"),
+        &full,
+        &out,
+    ];
+    let (output, stdout, stderr) = run(&example, dir.path(), &args);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     check_applied(&stdout, &out, &new);
 }

@@ -58,12 +58,12 @@ struct Report {
 /// # Errors
 /// One line naming the file: it cannot be read or written, is not JSON, or
 /// lacks a field of the report (naming the field and what was expected).
-pub fn run(input: &Path, output: &Path) -> Result<(), String> {
+pub fn run(input: &Path, output: &Path) -> Result<(), crate::Failure> {
     let text = std::fs::read_to_string(input)
         .map_err(|e| format!("read report {}: {e}", input.display()))?;
     let report = parse(&text).map_err(|e| format!("{}: {e}", input.display()))?;
     std::fs::write(output, page(&report))
-        .map_err(|e| format!("write page {}: {e}", output.display()))
+        .map_err(|e| format!("write page {}: {e}", output.display()).into())
 }
 
 /// The report in `text`, or what is wrong with it.

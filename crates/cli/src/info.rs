@@ -1,5 +1,6 @@
 //! `delta info`: the header and the share of each kind of op.
 
+use crate::Failure;
 use delta_format::Limits;
 use std::path::Path;
 
@@ -7,11 +8,11 @@ use delta_core::to_hex as hex;
 
 /// Prints what the delta at `path` (or `-`, or a URL) holds, read as the
 /// applier reads it.
-pub fn run(path: &Path, json: bool) -> Result<(), String> {
+pub fn run(path: &Path, json: bool) -> Result<(), Failure> {
     let name = path.display().to_string();
     let mut input = crate::open_input(path)?;
     let (index, _) = delta_apply::read_index_from(input.as_mut(), &Limits::default())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::chain(&e, 1))?;
     let file_len = index.file_len;
     let h = &index.header;
     let delta_format::OutputTotals {

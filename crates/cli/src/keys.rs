@@ -1,5 +1,6 @@
 //! `delta keygen`, `delta sign`, `delta verify`, and reading key files.
 
+use crate::Failure;
 use delta_core::signature::{PublicKey, SecretKey};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -8,7 +9,7 @@ use zeroize::Zeroizing;
 
 /// `delta keygen -o KEY`: a new secret key in KEY (mode 0600, never over
 /// an existing file) and its public key in KEY.pub.
-pub fn keygen(out: &Path) -> Result<(), String> {
+pub fn keygen(out: &Path) -> Result<(), Failure> {
     let mut seed = Zeroizing::new([0u8; 32]);
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut seed[..]))
@@ -17,10 +18,10 @@ pub fn keygen(out: &Path) -> Result<(), String> {
     let public_path = pub_path(out);
     for path in [out, public_path.as_path()] {
         if std::fs::symlink_metadata(path).is_ok() {
-            return Err(format!(
+            return Err(Failure::from(format!(
                 "refusing to write {}: it exists (keys are never overwritten)",
                 path.display()
-            ));
+            )));
         }
     }
     write_new(out, 0o600, secret.to_line().as_bytes())?;
@@ -42,7 +43,7 @@ fn pub_path(path: &Path) -> PathBuf {
 
 /// Creates `path` (never following or replacing anything there) with
 /// `mode`, holding `text` and a newline.
-fn write_new(path: &Path, mode: u32, text: &[u8]) -> Result<(), String> {
+fn write_new(path: &Path, mode: u32, text: &[u8]) -> Result<(), Failure> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -52,25 +53,25 @@ fn write_new(path: &Path, mode: u32, text: &[u8]) -> Result<(), String> {
     file.write_all(text)
         .and_then(|()| file.write_all(b"\n"))
         .and_then(|()| file.sync_all())
-        .map_err(|e| format!("write {}: {e}", path.display()))
+        .map_err(|e| Failure::from(format!("write {}: {e}", path.display())))
 }
 
 /// Reads a secret key file; the bytes read are wiped afterwards.
-pub fn read_secret(path: &Path) -> Result<SecretKey, String> {
+pub fn read_secret(path: &Path) -> Result<SecretKey, Failure> {
     let mut text = Zeroizing::new(String::new());
     std::fs::File::open(path)
         .and_then(|f| f.take(4096).read_to_string(&mut text))
         .map_err(|e| format!("read key {}: {e}", path.display()))?;
-    SecretKey::parse(&text).map_err(|e| format!("key {}: {e}", path.display()))
+    SecretKey::parse(&text).map_err(|e| Failure::from(format!("key {}: {e}", path.display())))
 }
 
 /// `delta sign DELTA --key KEY...`.
-pub fn sign(delta: &Path, keys: &[PathBuf]) -> Result<(), String> {
+pub fn sign(delta: &Path, keys: &[PathBuf]) -> Result<(), Failure> {
     let secrets = keys
         .iter()
         .map(|k| read_secret(k))
         .collect::<Result<Vec<_>, _>>()?;
-    let count = delta_gen::sign_file(delta, &secrets).map_err(|e| e.to_string())?;
+    let count = delta_gen::sign_file(delta, &secrets).map_err(|e| Failure::chain(&e, 1))?;
     say!(
         "signed {} with key id(s) {}; it holds {count} signature(s)",
         delta.display(),
@@ -84,16 +85,17 @@ pub fn sign(delta: &Path, keys: &[PathBuf]) -> Result<(), String> {
 }
 
 /// The keys of `--trusted-keys PATH`, or none when it is not given.
-pub fn explicit(path: Option<&Path>) -> Result<Vec<PublicKey>, String> {
+pub fn explicit(path: Option<&Path>) -> Result<Vec<PublicKey>, Failure> {
     path.map_or(Ok(Vec::new()), |path| {
-        delta_apply::keys::load_keyring(path).map_err(|e| e.to_string())
+        delta_apply::keys::load_keyring(path).map_err(|e| Failure::chain(&e, 1))
     })
 }
 
 /// `delta verify DELTA [OLD]` (DELTA may be `-` or a URL).
-pub fn verify(delta: &Path, old: Option<&Path>, trusted: &[PublicKey]) -> Result<(), String> {
+pub fn verify(delta: &Path, old: Option<&Path>, trusted: &[PublicKey]) -> Result<(), Failure> {
     let input = crate::open_input(delta)?;
-    let verified = delta_apply::verify_from(input, old, trusted).map_err(|e| e.to_string())?;
+    let verified =
+        delta_apply::verify_from(input, old, trusted).map_err(|e| Failure::chain(&e, 1))?;
     say!(
         "{}: {} payload digests verified{}{}",
         delta.display(),

@@ -37,7 +37,7 @@ mod report;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use delta_apply::{Applier, ApplyOptions, Progress, UrlOptions};
-use delta_gen::{GenOptions, GenProgress};
+use delta_gen::{DeltaOptions, DiffOptions, EncodeOptions, GenOptions, GenProgress};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -216,19 +216,19 @@ enum Command {
 #[derive(clap::Args)]
 struct Tuning {
     /// Worker threads (0: one per core; more than the cores are not started).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = GenOptions::default().threads)]
     threads: usize,
     /// zstd level of payloads (1-22); streams of random-looking bytes get at most 3.
-    #[arg(long, default_value_t = GenOptions::default().level)]
+    #[arg(long, default_value_t = DeltaOptions::default().encode.level)]
     level: i32,
     /// Bytes of new image per segment.
-    #[arg(long, value_parser = parse_size, default_value_t = GenOptions::default().segment_len as u64)]
+    #[arg(long, value_parser = parse_size, default_value_t = DeltaOptions::default().segment_len as u64)]
     segment_size: u64,
     /// Largest segment made by merging cheap neighbours (zero runs, copies), default no limit; at most --segment-size disables merging.
     #[arg(long, value_parser = parse_size)]
     max_merge: Option<u64>,
     /// Most bytes of old image a segment's zstd frame may reference (applier memory grows with it).
-    #[arg(long, value_parser = parse_size, default_value_t = GenOptions::default().max_reference as u64)]
+    #[arg(long, value_parser = parse_size, default_value_t = DeltaOptions::default().diff.max_reference as u64)]
     max_reference: u64,
     /// Keep every segment dependent on the old image only: no COPY_NEW ops copying new content that an earlier segment carries (larger deltas; segments can then be applied in any order).
     #[arg(long)]
@@ -245,20 +245,30 @@ struct Tuning {
 }
 
 impl Tuning {
+    /// The generator's options: core's [`DeltaOptions`] with these knobs
+    /// set, the rest at their defaults.
     fn options(&self) -> Result<GenOptions, String> {
+        let size = |len: u64| usize::try_from(len).map_err(|e| e.to_string());
+        let d = DeltaOptions::default();
         Ok(GenOptions {
             threads: self.threads,
-            level: self.level,
-            segment_len: usize::try_from(self.segment_size).map_err(|e| e.to_string())?,
-            max_reference: usize::try_from(self.max_reference).map_err(|e| e.to_string())?,
-            merge_len: match self.max_merge {
-                Some(len) => usize::try_from(len).map_err(|e| e.to_string())?,
-                None => GenOptions::default().merge_len,
+            delta: DeltaOptions {
+                diff: DiffOptions {
+                    max_reference: size(self.max_reference)?,
+                    ..d.diff
+                },
+                encode: EncodeOptions {
+                    level: self.level,
+                    ..d.encode
+                },
+                segment_len: size(self.segment_size)?,
+                merge_len: self.max_merge.map_or(Ok(d.merge_len), size)?,
+                copy_new: !self.independent_segments,
+                window_list: !self.contiguous_windows,
+                deflate: !self.no_deflate,
+                lzma: !self.no_lzma,
+                ..d
             },
-            copy_new: !self.independent_segments,
-            window_list: !self.contiguous_windows,
-            deflate: !self.no_deflate,
-            lzma: !self.no_lzma,
             ..GenOptions::default()
         })
     }
@@ -445,16 +455,11 @@ impl Failure {
         }
     }
 
-    /// The error with its cause chain.
-    fn chain(e: &dyn std::error::Error, code: u8) -> Failure {
-        let mut causes = Vec::new();
-        let mut source = e.source();
-        while let Some(cause) = source {
-            causes.push(cause.to_string());
-            source = cause.source();
-        }
+    /// The error with its cause chain (every cause, outermost first, as
+    /// [`delta_apply::causes`] walks it).
+    fn chain(e: &(dyn std::error::Error + 'static), code: u8) -> Failure {
         Failure {
-            causes,
+            causes: delta_apply::causes(e).map(ToString::to_string).collect(),
             ..Failure::new(e.to_string(), code)
         }
     }
@@ -511,12 +516,12 @@ fn main() -> ExitCode {
             delta_apply::bound_allocator();
             apply(*args)
         }
-        Command::Info { delta, json } => info::run(&delta, json).map_err(Failure::from),
-        Command::Report { report, output } => html::run(&report, &output).map_err(Failure::from),
+        Command::Info { delta, json } => info::run(&delta, json),
+        Command::Report { report, output } => html::run(&report, &output),
         Command::CheckData { dir, limit, json } => check_data(&dir, limit, json),
         Command::Roundtrip { old, new, tuning } => roundtrip(&old, &new, &tuning),
-        Command::Keygen { output } => keys::keygen(&output).map_err(Failure::from),
-        Command::Sign { delta, keys } => keys::sign(&delta, &keys).map_err(Failure::from),
+        Command::Keygen { output } => keys::keygen(&output),
+        Command::Sign { delta, keys } => keys::sign(&delta, &keys),
         Command::Verify {
             delta,
             old,
@@ -525,10 +530,9 @@ fn main() -> ExitCode {
         } => keys::explicit(trusted_keys.as_deref())
             .and_then(|explicit| {
                 delta_apply::keys::required_keys(&explicit, Some(&keyring))
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| Failure::chain(&e, 1))
             })
-            .and_then(|trusted| keys::verify(&delta, old.as_deref(), &trusted))
-            .map_err(Failure::from),
+            .and_then(|trusted| keys::verify(&delta, old.as_deref(), &trusted)),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "delta", &mut std::io::stdout());
             Ok(())
@@ -608,19 +612,18 @@ fn gen(args: GenArgs) -> Result<(), Failure> {
         .sign
         .iter()
         .map(|k| keys::read_secret(k))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Failure::from)?;
+        .collect::<Result<Vec<_>, _>>()?;
     let mode = progress_mode(args.progress);
     let (progress, bar) = gen_progress(mode);
-    let options = GenOptions {
-        full: args.full,
-        migration: args.migration,
+    let mut options = GenOptions {
         signing_keys,
-        report: true,
         replace: args.force,
         progress,
         ..args.tuning.options().map_err(|e| Failure::new(e, 2))?
     };
+    options.delta.full = args.full;
+    options.delta.migration = args.migration;
+    options.delta.report = true;
     let started = Instant::now();
     let generated = match output {
         Output::File(path) => delta_gen::generate(old, new, path, &options),
@@ -647,7 +650,7 @@ fn gen(args: GenArgs) -> Result<(), Failure> {
     if let Some(report) = &summary.report {
         report::print_costliest(report, if verbose() { usize::MAX } else { 10 });
         if let Some(path) = &args.report {
-            report::write_json(path, report, summary.delta_len).map_err(Failure::from)?;
+            report::write_json(path, report, summary.delta_len)?;
         }
     }
     if matches!(mode, ProgressMode::Json) {
@@ -876,10 +879,10 @@ impl ApplyArgs {
             checkpoint_bytes: self.checkpoint_bytes,
             checkpoint_interval: seconds(self.checkpoint_seconds, "checkpoint-seconds")?,
             max_image_size: self.max_image_size,
-            trusted_keys: keys::explicit(self.trusted_keys.as_deref()).map_err(Failure::from)?,
+            trusted_keys: keys::explicit(self.trusted_keys.as_deref())?,
             keyring: Some(self.keyring.clone()),
             expect_new: self.expect_new,
-            device_zeroing: !self.compare_zero_runs,
+            compare_zero_runs: self.compare_zero_runs,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! `delta gen --report FILE.json`, and the costliest files printed after
 //! every generation: where the delta's bytes go.
 
+use crate::Failure;
 use delta_core::Report;
 use std::path::Path;
 
@@ -56,7 +57,8 @@ pub fn to_json(report: &Report, delta_len: u64) -> serde_json::Value {
 }
 
 /// Writes [`to_json`] to `path`.
-pub fn write_json(path: &Path, report: &Report, delta_len: u64) -> Result<(), String> {
+pub fn write_json(path: &Path, report: &Report, delta_len: u64) -> Result<(), Failure> {
     let text = format!("{:#}\n", to_json(report, delta_len));
-    std::fs::write(path, text).map_err(|e| format!("write report {}: {e}", path.display()))
+    std::fs::write(path, text)
+        .map_err(|e| Failure::from(format!("write report {}: {e}", path.display())))
 }

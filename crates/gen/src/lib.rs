@@ -51,7 +51,9 @@ pub use delta_core::{Phase as GenPhase, Progress as GenProgress};
 pub use error::{Error, Result};
 pub use sign::sign_file;
 
-use delta_core::{DeltaOptions, DiffOptions, EncodeOptions, Patcher, SegmentRef, Sink, Source};
+pub use delta_core::{DeltaOptions, DiffOptions, EncodeOptions};
+
+use delta_core::{Patcher, SegmentRef, Sink, Source};
 use delta_format::{Digest, SegmentEntry};
 use std::cmp::Reverse;
 use std::io::{self, BufWriter, Write};
@@ -62,46 +64,23 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 /// worker thread.
 pub type GenProgressFn = Arc<dyn Fn(&GenProgress) + Send + Sync>;
 
-/// Knobs of the generator.
+/// Knobs of the generator: core's [`DeltaOptions`] (what delta to build,
+/// the one place each of its knobs is defined) and the generator's own
+/// (threads, keys, output, progress), which change no byte of the delta
+/// beyond its signatures.
 #[derive(Clone)]
 pub struct GenOptions {
+    /// What delta to build: segment size, matcher, zstd level, full,
+    /// migration, merging, copies of new content, window lists, deflate
+    /// and LZMA segments, report (see [`DeltaOptions`]). A missing old
+    /// image implies [`DeltaOptions::full`].
+    pub delta: DeltaOptions,
     /// Worker threads (0: one per core). At most
     /// [`std::thread::available_parallelism`] are started: threads beyond
     /// the cores cannot run at once and each costs a stack and scratch
     /// (100,000 of them took minutes and hundreds of MiB to start). The
     /// output does not depend on the number.
     pub threads: usize,
-    /// Bytes of new image per segment.
-    pub segment_len: usize,
-    /// Block size of the matcher, in bytes.
-    pub block_size: usize,
-    /// zstd level of payloads (random-looking streams get at most 3).
-    pub level: i32,
-    /// Most bytes of old image a segment's zstd frame may reference.
-    pub max_reference: usize,
-    /// Build a full-image payload (no old image needed to apply).
-    pub full: bool,
-    /// Mark the update as a 1.x → 2.x migration.
-    pub migration: bool,
-    /// Largest segment made by merging cheap neighbours, in bytes of new
-    /// image (at most `segment_len` disables merging).
-    pub merge_len: usize,
-    /// Let segments copy new content that earlier segments carry; off,
-    /// each segment depends on the old image only.
-    pub copy_new: bool,
-    /// Give payloads window lists, so that windows leave out long old runs
-    /// that COPY ops take whole; off, every window is one contiguous range.
-    pub window_list: bool,
-    /// See through the gzip and zlib files of ext4 and tar images (deflate
-    /// segments, format version 3); off, deltas are version 2.
-    pub deflate: bool,
-    /// Compress segments of mostly new bytes (new executables) with LZMA2
-    /// after a branch filter where that is smaller (LZMA segments, format
-    /// version 4); off, no delta is version 4.
-    pub lzma: bool,
-    /// Share the payload bytes out over the files of the new image
-    /// ([`Summary::report`]).
-    pub report: bool,
     /// Keys that sign the delta (none: unsigned). Each adds a signature of
     /// the table digest; their secret bytes are wiped when dropped.
     pub signing_keys: Vec<delta_core::signature::SecretKey>,
@@ -117,19 +96,8 @@ pub struct GenOptions {
 impl std::fmt::Debug for GenOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GenOptions")
+            .field("delta", &self.delta)
             .field("threads", &self.threads)
-            .field("segment_len", &self.segment_len)
-            .field("block_size", &self.block_size)
-            .field("level", &self.level)
-            .field("max_reference", &self.max_reference)
-            .field("full", &self.full)
-            .field("migration", &self.migration)
-            .field("merge_len", &self.merge_len)
-            .field("copy_new", &self.copy_new)
-            .field("window_list", &self.window_list)
-            .field("deflate", &self.deflate)
-            .field("lzma", &self.lzma)
-            .field("report", &self.report)
             .field("signing_keys", &self.signing_keys)
             .field("replace", &self.replace)
             .field("progress", &self.progress.as_ref().map(|_| "Fn"))
@@ -139,21 +107,9 @@ impl std::fmt::Debug for GenOptions {
 
 impl Default for GenOptions {
     fn default() -> Self {
-        let slice = DeltaOptions::default();
         GenOptions {
+            delta: DeltaOptions::default(),
             threads: 0,
-            segment_len: slice.segment_len,
-            block_size: slice.diff.block_size,
-            level: slice.encode.level,
-            max_reference: slice.diff.max_reference,
-            full: slice.full,
-            migration: slice.migration,
-            merge_len: slice.merge_len,
-            copy_new: slice.copy_new,
-            window_list: slice.window_list,
-            deflate: slice.deflate,
-            lzma: slice.lzma,
-            report: slice.report,
             signing_keys: Vec::new(),
             replace: true,
             progress: None,
@@ -162,28 +118,6 @@ impl Default for GenOptions {
 }
 
 impl GenOptions {
-    fn delta_options(&self) -> DeltaOptions {
-        DeltaOptions {
-            diff: DiffOptions {
-                block_size: self.block_size,
-                max_reference: self.max_reference,
-            },
-            encode: EncodeOptions {
-                level: self.level,
-                ..EncodeOptions::default()
-            },
-            segment_len: self.segment_len,
-            full: self.full,
-            migration: self.migration,
-            merge_len: self.merge_len,
-            copy_new: self.copy_new,
-            window_list: self.window_list,
-            deflate: self.deflate,
-            lzma: self.lzma,
-            report: self.report,
-        }
-    }
-
     fn check(&self) -> Result<()> {
         let bad = |name, reason: &str| {
             Err(Error::Option {
@@ -191,16 +125,17 @@ impl GenOptions {
                 reason: reason.into(),
             })
         };
-        if !(64..=1 << 20).contains(&self.block_size) {
+        let delta = &self.delta;
+        if !(64..=1 << 20).contains(&delta.diff.block_size) {
             return bad("block_size", "must be 64 bytes to 1 MiB");
         }
-        if !(4096..=16 << 20).contains(&self.segment_len) {
+        if !(4096..=16 << 20).contains(&delta.segment_len) {
             return bad("segment_len", "must be 4 KiB to 16 MiB");
         }
-        if !(1..=22).contains(&self.level) {
+        if !(1..=22).contains(&delta.encode.level) {
             return bad("level", "zstd levels are 1 to 22");
         }
-        if self.max_reference > 256 << 20 {
+        if delta.diff.max_reference > 256 << 20 {
             return bad("max_reference", "must be at most 256 MiB");
         }
         Ok(())
@@ -231,7 +166,7 @@ pub struct Summary {
     pub literal_len: u64,
     /// What the container maps found, and the deflate segments made.
     pub content: delta_core::ContentSummary,
-    /// Where the payload bytes go, by file (with [`GenOptions::report`]).
+    /// Where the payload bytes go, by file (with [`DeltaOptions::report`]).
     pub report: Option<delta_core::Report>,
 }
 
@@ -314,14 +249,12 @@ struct Inputs {
 
 impl Inputs {
     fn open(old: Option<&Path>, new: &Path, options: &GenOptions) -> Result<Inputs> {
-        let options = GenOptions {
-            full: options.full || old.is_none(),
-            ..options.clone()
-        };
+        let mut options = options.clone();
+        options.delta.full |= old.is_none();
         let pool = thread_pool(&options)?;
         // A full payload does not read the old image.
         let old = old
-            .filter(|_| !options.full)
+            .filter(|_| !options.delta.full)
             .map(|path| mmap::Input::open(path, mmap::Role::Old))
             .transpose()?;
         let new = mmap::Input::open(new, mmap::Role::New)?;
@@ -537,7 +470,11 @@ fn generate_with(
     out: &mut dyn Write,
 ) -> Result<Summary> {
     let delta = build_delta(workers, old, new, options)?;
-    let old_len = if options.full { 0 } else { old.len() as u64 };
+    let old_len = if options.delta.full {
+        0
+    } else {
+        old.len() as u64
+    };
     write_delta(delta, workers, (old_len, new.len() as u64), out)
 }
 
@@ -548,11 +485,10 @@ fn build_delta(
     new: &[u8],
     options: &GenOptions,
 ) -> Result<delta_core::Delta> {
-    let old = if options.full { &[][..] } else { old };
-    let delta_options = options.delta_options();
+    let old = if options.delta.full { &[][..] } else { old };
     let mut delta = workers
         .pool
-        .install(|| delta_core::generate(old, new, &delta_options, workers))?;
+        .install(|| delta_core::generate(old, new, &options.delta, workers))?;
     check_reference_total(&delta.segments, old.len() as u64, new.len() as u64)?;
     if !options.signing_keys.is_empty() {
         delta.sign(&options.signing_keys)?;
@@ -849,7 +785,10 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
         let options = GenOptions {
-            segment_len: 64 << 10,
+            delta: DeltaOptions {
+                segment_len: 64 << 10,
+                ..DeltaOptions::default()
+            },
             progress: Some(Arc::new(move |p: &GenProgress| {
                 sink.lock().unwrap().push(*p);
             })),
@@ -888,14 +827,17 @@ mod tests {
         let (old, new) = (fixtures.next().unwrap(), fixtures.next().unwrap());
         let options = |threads| GenOptions {
             threads,
-            segment_len: 64 << 10,
+            delta: DeltaOptions {
+                segment_len: 64 << 10,
+                ..DeltaOptions::default()
+            },
             ..GenOptions::default()
         };
         let one = generate_to_vec(&old, &new, &options(1)).unwrap();
         let three = generate_to_vec(&old, &new, &options(3)).unwrap();
         assert_eq!(one, three);
         // The same pipeline as core's serial runner.
-        let serial = delta_core::diff_slices(&old, &new, &options(3).delta_options()).unwrap();
+        let serial = delta_core::diff_slices(&old, &new, &options(3).delta).unwrap();
         assert_eq!(three, serial);
     }
 }

@@ -1,7 +1,9 @@
 /* Applies a delta with libdelta and prints its progress:
  *
- *   apply OLD DELTA OUT      (OLD "-" for a full-image payload)
+ *   apply [--compare-zero-runs] OLD DELTA OUT      (OLD "-" for a full-image payload)
  *
+ * (--compare-zero-runs: a block device's zero runs are read and compared
+ * like data, as `delta apply --compare-zero-runs`.)
  * prints "progress STEP DONE/TOTAL" lines, then "applied OUT blake3 DIGEST";
  * on failure "error: MESSAGE" on stderr and the exit code the `delta`
  * command would give. Update log, journal and locks go into the temporary
@@ -20,8 +22,13 @@ static void on_progress(void *user_data, uint32_t step, uint64_t done, uint64_t 
 }
 
 int main(int argc, char **argv) {
+  bool compare_zero_runs = argc > 1 && strcmp(argv[1], "--compare-zero-runs") == 0;
+  if (compare_zero_runs) {
+    argv++;
+    argc--;
+  }
   if (argc != 4) {
-    fprintf(stderr, "usage: %s OLD|- DELTA OUT\n", argv[0]);
+    fprintf(stderr, "usage: %s [--compare-zero-runs] OLD|- DELTA OUT\n", argv[0]);
     return 2;
   }
   if (delta_abi_version() != DELTA_ABI_VERSION) {
@@ -42,6 +49,7 @@ int main(int argc, char **argv) {
   options.state_dir = state;
   options.lock_root = none;
   options.supervisor_config = none;
+  options.compare_zero_runs = compare_zero_runs;
 
   const char *old = strcmp(argv[1], "-") == 0 ? NULL : argv[1];
   DeltaApplyResult result;

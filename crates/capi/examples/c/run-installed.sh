@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs libdelta into a temporary prefix with install.sh, builds the C
-# example from it with pkg-config (shared library, soname libdelta.so.0)
+# example from it with pkg-config (shared library, soname libdelta.so.ABI)
 # and applies a small delta made by `delta gen` with it.
 #
 #   crates/capi/examples/c/run-installed.sh [BUILD_DIR]
@@ -27,15 +27,16 @@ echo "pkg-config: $(pkg-config --modversion delta): $(pkg-config --cflags --libs
 # shellcheck disable=SC2046 # pkg-config prints several words on purpose
 cc -std=c99 -Wall -Wextra -Werror "$here/apply.c" $(pkg-config --cflags --libs delta) -o "$work/apply"
 export LD_LIBRARY_PATH=$work/prefix/lib
-ldd "$work/apply" | grep -q "libdelta.so.0 => $work/prefix/lib/libdelta.so.0" \
-  || fail "the example does not load libdelta.so.0 from the prefix: $(ldd "$work/apply")"
+abi=$(sed -n 's/^pub const DELTA_ABI_VERSION: c_uint = \([0-9]*\);/\1/p' "$root/crates/capi/src/lib.rs")
+ldd "$work/apply" | grep -q "libdelta.so.$abi => $work/prefix/lib/libdelta.so.$abi" \
+  || fail "the example does not load libdelta.so.$abi from the prefix: $(ldd "$work/apply")"
 
 head -c 200000 /dev/urandom > "$work/old.img"
 { head -c 100000 "$work/old.img"; head -c 5000 /dev/urandom; tail -c 100000 "$work/old.img"; } > "$work/new.img"
 "$build/delta" gen "$work/old.img" "$work/new.img" -o "$work/u.delta" > /dev/null
 digest=$("$build/delta" info --json "$work/u.delta" | sed -n 's/.*"new_blake3":"\([0-9a-f]*\)".*/\1/p')
 [ -n "$digest" ] || fail "no digest from delta info"
-TMPDIR=$work "$work/apply" "$work/old.img" "$work/u.delta" "$work/out.img" | tee "$work/apply.out"
+TMPDIR=$work "$work/apply" --compare-zero-runs "$work/old.img" "$work/u.delta" "$work/out.img" | tee "$work/apply.out"
 cmp "$work/out.img" "$work/new.img" || fail "the target differs from the new image"
 grep -q "^progress 1 " "$work/apply.out" || fail "no applying progress line"
 grep -q "blake3 $digest\$" "$work/apply.out" || fail "the digest printed is not the new image's"

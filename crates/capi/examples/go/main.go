@@ -1,9 +1,12 @@
 // Command delta-go-example generates, inspects and applies deltas through
 // libdelta's C ABI with cgo, as a device agent in Go would:
 //
-//	delta-go-example gen OLD NEW OUT
+//	delta-go-example gen [-replace] [-no-lzma] OLD NEW OUT
 //	delta-go-example info DELTA
-//	delta-go-example apply [-cancel-on-step N] OLD|- DELTA OUT
+//	delta-go-example apply [-cancel-on-step N] [-compare-zero-runs] OLD|- DELTA OUT
+//
+// gen refuses an existing OUT unless -replace is given, as delta gen does
+// without --force.
 //
 // apply prints "progress STEP DONE/TOTAL" lines from the progress callback
 // and "applied OUT: N bytes, blake3 DIGEST"; Ctrl-C (or -cancel-on-step)
@@ -70,13 +73,23 @@ func cString(s string) *C.char {
 	return C.CString(s)
 }
 
-func gen(oldPath, newPath, out string) {
+func gen(args []string) {
+	flags := flag.NewFlagSet("gen", flag.ExitOnError)
+	replace := flags.Bool("replace", false, "replace an existing OUT")
+	noLzma := flags.Bool("no-lzma", false, "compress every segment with zstd (no LZMA segments)")
+	flags.Parse(args)
+	if flags.NArg() != 3 {
+		usage()
+	}
+	oldPath, newPath, out := flags.Arg(0), flags.Arg(1), flags.Arg(2)
 	cOld, cNew, cOut := cString(oldPath), cString(newPath), cString(out)
 	defer C.free(unsafe.Pointer(cOld))
 	defer C.free(unsafe.Pointer(cNew))
 	defer C.free(unsafe.Pointer(cOut))
 	var options C.DeltaGenOptions
 	C.delta_gen_options_default(&options)
+	options.replace = C.bool(*replace)
+	options.lzma = C.bool(!*noLzma)
 	var result C.DeltaGenResult
 	var err *C.DeltaError
 	if C.delta_generate(cOld, cNew, cOut, &options, &result, &err) != C.DELTA_OK {
@@ -100,6 +113,7 @@ func info(delta string) {
 func apply(args []string) {
 	flags := flag.NewFlagSet("apply", flag.ExitOnError)
 	cancelOnStep := flags.Int("cancel-on-step", -1, "set the cancel flag when this step is reported")
+	compareZeroRuns := flags.Bool("compare-zero-runs", false, "read and compare zero runs on a block device")
 	flags.Parse(args)
 	if flags.NArg() != 3 {
 		usage()
@@ -125,6 +139,7 @@ func apply(args []string) {
 	options.state_dir = strings[4]
 	options.lock_root = strings[5]
 	options.supervisor_config = strings[5]
+	options.compare_zero_runs = C.bool(*compareZeroRuns)
 
 	// The cancel flag lives in C memory: the library reads it from its
 	// own thread while Go code may store to it from any goroutine.
@@ -153,7 +168,7 @@ func apply(args []string) {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: delta-go-example gen OLD NEW OUT | info DELTA | apply [-cancel-on-step N] OLD|- DELTA OUT")
+	fmt.Fprintln(os.Stderr, "usage: delta-go-example gen [-replace] [-no-lzma] OLD NEW OUT | info DELTA | apply [-cancel-on-step N] [-compare-zero-runs] OLD|- DELTA OUT")
 	os.Exit(2)
 }
 
@@ -168,8 +183,8 @@ func main() {
 	}
 	args := os.Args[2:]
 	switch {
-	case os.Args[1] == "gen" && len(args) == 3:
-		gen(args[0], args[1], args[2])
+	case os.Args[1] == "gen":
+		gen(args)
 	case os.Args[1] == "info" && len(args) == 1:
 		info(args[0])
 	case os.Args[1] == "apply":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Go example against the static libdelta.a and checks it on a
-# small delta: gen, info, apply (progress lines, digest, byte-exact
-# target), a cancel and the resumed re-run, and a damaged delta.
+# small delta: gen (an existing output refused without -replace), info,
+# apply (progress lines, digest, byte-exact target), a cancel and the
+# resumed re-run, and a damaged delta.
 #
 #   crates/capi/examples/go/run.sh [LIB_DIR]
 #
@@ -42,6 +43,20 @@ new_len=$(stat -c %s "$work/new.img")
 export TMPDIR=$work
 "$work/example" gen "$work/old.img" "$work/new.img" "$work/u.delta" | tee "$work/gen.out"
 grep -q "^generated $work/u.delta: [0-9]* bytes" "$work/gen.out" || fail "gen output"
+# An existing output: refused (exit 1, the delta kept), replaced with -replace.
+cp "$work/u.delta" "$work/u.kept"
+set +e
+"$work/example" gen "$work/old.img" "$work/new.img" "$work/u.delta" > /dev/null 2> "$work/exists.err"
+code=$?
+set -e
+cat "$work/exists.err"
+[ "$code" = 1 ] || fail "existing output: exit code $code, expected 1"
+grep -q "^error: refusing to replace $work/u.delta: it exists (set options.replace" "$work/exists.err" \
+  || fail "existing output: message"
+cmp "$work/u.delta" "$work/u.kept" || fail "a refused gen changed the existing delta"
+"$work/example" gen -replace -no-lzma "$work/old.img" "$work/new.img" "$work/u.delta" > /dev/null
+"$work/example" gen -replace "$work/old.img" "$work/new.img" "$work/u.delta" > /dev/null
+cmp "$work/u.delta" "$work/u.kept" || fail "the same options gave another delta"
 "$work/example" info "$work/u.delta" | tee "$work/info.out"
 digest=$(sed -n 's/.*blake3 \([0-9a-f]\{64\}\),.*/\1/p' "$work/info.out")
 [ -n "$digest" ] || fail "info prints no digest"
@@ -58,7 +73,7 @@ cat "$work/cancel.out" "$work/cancel.err"
 grep -q "^error: cancelled" "$work/cancel.err" || fail "cancel: message"
 [ -e "$work/out.img" ] && fail "cancel left the target in place"
 
-"$work/example" apply "$work/old.img" "$work/u.delta" "$work/out.img" | tee "$work/apply.out"
+"$work/example" apply -compare-zero-runs "$work/old.img" "$work/u.delta" "$work/out.img" | tee "$work/apply.out"
 grep -q "^progress 0 " "$work/apply.out" || fail "no preparing progress line"
 grep -q "^progress 1 [0-9]*/$new_len\$" "$work/apply.out" || fail "no applying progress line"
 grep -q "^progress 5 $new_len/$new_len\$" "$work/apply.out" || fail "no done progress line"
