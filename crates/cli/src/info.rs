@@ -1,6 +1,6 @@
 //! `delta info`: the header and the share of each kind of op.
 
-use crate::Failure;
+use crate::failure::Failure;
 use delta_format::Limits;
 use std::path::Path;
 
@@ -10,7 +10,7 @@ use delta_core::to_hex as hex;
 /// applier reads it.
 pub fn run(path: &Path, json: bool) -> Result<(), Failure> {
     let name = path.display().to_string();
-    let mut input = crate::open_input(path)?;
+    let mut input = crate::apply::open_input(path)?;
     let (index, _) = delta_apply::read_index_from(input.as_mut(), &Limits::default())
         .map_err(|e| Failure::chain(&e, 1))?;
     let file_len = index.file_len;

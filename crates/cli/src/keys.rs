@@ -1,6 +1,6 @@
 //! `delta keygen`, `delta sign`, `delta verify`, and reading key files.
 
-use crate::Failure;
+use crate::failure::Failure;
 use delta_core::signature::{PublicKey, SecretKey};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -93,7 +93,7 @@ pub fn explicit(path: Option<&Path>) -> Result<Vec<PublicKey>, Failure> {
 
 /// `delta verify DELTA [OLD]` (DELTA may be `-` or a URL).
 pub fn verify(delta: &Path, old: Option<&Path>, trusted: &[PublicKey]) -> Result<(), Failure> {
-    let input = crate::open_input(delta)?;
+    let input = crate::apply::open_input(delta)?;
     let verified =
         delta_apply::verify_from(input, old, trusted).map_err(|e| Failure::chain(&e, 1))?;
     say!(

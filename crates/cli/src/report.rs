@@ -1,7 +1,7 @@
 //! `delta gen --report FILE.json`, and the costliest files printed after
 //! every generation: where the delta's bytes go.
 
-use crate::Failure;
+use crate::failure::Failure;
 use delta_core::Report;
 use std::path::Path;
 
