@@ -59,7 +59,7 @@ enum Attempt {
 }
 
 /// A delta read over HTTP(S), resumed with Range requests.
-pub struct UrlInput {
+pub(crate) struct UrlInput {
     url: String,
     agent: ureq::Agent,
     options: UrlOptions,
@@ -88,7 +88,7 @@ impl std::fmt::Debug for UrlInput {
 impl UrlInput {
     /// A download of `url` (`http://` or `https://`); nothing is sent until
     /// the first read.
-    pub fn new(url: &str, options: UrlOptions) -> UrlInput {
+    pub(crate) fn new(url: &str, options: UrlOptions) -> UrlInput {
         let timeout = Some(options.timeout);
         let tls = ureq::tls::TlsConfig::builder()
             .root_certs(root_certs())

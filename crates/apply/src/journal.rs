@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// How far an apply got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum State {
+pub(crate) enum State {
     /// Segments `0..segments_done`, and the first `segment_bytes` bytes of
     /// the next one, are written and fsynced.
     Applying,
@@ -26,7 +26,7 @@ pub enum State {
 
 /// The journal record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     /// Record layout version.
     pub version: u32,
     /// Digest of the delta's header and table (identifies the delta).
@@ -45,7 +45,7 @@ pub struct Record {
 
 /// A journal file.
 #[derive(Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     path: PathBuf,
     /// Written first, then renamed over `path`.
     temp: PathBuf,
@@ -56,18 +56,18 @@ const MAX_RECORD: u64 = 64 << 10;
 
 impl Journal {
     /// The journal at `path`.
-    pub fn new(path: PathBuf) -> Journal {
+    pub(crate) fn new(path: PathBuf) -> Journal {
         let temp = crate::target::suffixed(&path, ".tmp");
         Journal { path, temp }
     }
 
     /// The journal's path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The temporary file each store writes before renaming it into place.
-    pub fn temp_path(&self) -> &Path {
+    pub(crate) fn temp_path(&self) -> &Path {
         &self.temp
     }
 
@@ -79,7 +79,7 @@ impl Journal {
     /// # Errors
     /// A folder at the journal path that holds files (never removed), or
     /// a stale journal that cannot be removed.
-    pub fn load(&self) -> Result<(Option<Record>, Option<String>)> {
+    pub(crate) fn load(&self) -> Result<(Option<Record>, Option<String>)> {
         let meta = match std::fs::symlink_metadata(&self.path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, None)),
@@ -141,7 +141,7 @@ impl Journal {
     ///
     /// # Errors
     /// I/O errors naming the journal.
-    pub fn store(&self, record: &Record) -> Result<()> {
+    pub(crate) fn store(&self, record: &Record) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let tmp = &self.temp;
         let io = |op, path: &Path, source| Error::Io {
@@ -171,7 +171,7 @@ impl Journal {
     ///
     /// # Errors
     /// I/O errors other than "not found".
-    pub fn remove(&self) -> Result<()> {
+    pub(crate) fn remove(&self) -> Result<()> {
         match std::fs::remove_file(&self.path) {
             Ok(()) => sync_parent(&self.path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -188,7 +188,7 @@ impl Journal {
 ///
 /// # Errors
 /// I/O errors naming the folder.
-pub fn sync_parent(path: &Path) -> Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

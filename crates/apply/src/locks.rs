@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Lock files under `root` that some process holds: `root/*/*/updates.lock`.
-pub fn held_locks(root: &Path) -> Vec<PathBuf> {
+pub(crate) fn held_locks(root: &Path) -> Vec<PathBuf> {
     let mut held = Vec::new();
     for app in read_dirs(root) {
         for service in read_dirs(&app) {
@@ -69,7 +69,7 @@ fn read_dirs(dir: &Path) -> Vec<PathBuf> {
 /// True when the supervisor's target-state config sets
 /// `SUPERVISOR_OVERRIDE_LOCK` (or legacy `RESIN_OVERRIDE_LOCK`) to "true".
 /// A missing or unreadable file means no override.
-pub fn override_requested(config: &Path) -> bool {
+pub(crate) fn override_requested(config: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(config) else {
         return false;
     };
@@ -84,7 +84,7 @@ pub fn override_requested(config: &Path) -> bool {
 
 /// The single-instance lock, held for the life of the value.
 #[derive(Debug)]
-pub struct InstanceLock {
+pub(crate) struct InstanceLock {
     _file: File,
 }
 
@@ -94,7 +94,7 @@ impl InstanceLock {
     /// # Errors
     /// [`Error::AlreadyRunning`] if another process holds it, or an I/O
     /// error creating it.
-    pub fn acquire(path: &Path) -> Result<InstanceLock> {
+    pub(crate) fn acquire(path: &Path) -> Result<InstanceLock> {
         let io = |op, source| Error::Io {
             op,
             path: path.to_owned(),

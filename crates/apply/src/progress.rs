@@ -78,7 +78,7 @@ pub struct Progress {
 pub type ProgressFn = Box<dyn FnMut(&Progress) + Send>;
 
 /// How often long loops report progress.
-pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// The one path of progress: every step change, byte count and warning of
 /// a run goes through here, to the caller's callback and the update log.

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 /// An open file (or block device) read with `pread`, with its size taken
 /// once at open.
 #[derive(Debug)]
-pub struct FileSource {
+pub(crate) struct FileSource {
     /// None for the empty source of a full-image payload.
     file: Option<File>,
     len: u64,
@@ -18,7 +18,7 @@ pub struct FileSource {
 impl FileSource {
     /// Wraps `file`, whose size is `len` bytes (block devices report 0 in
     /// metadata, so the caller measures it).
-    pub fn new(file: File, len: u64) -> FileSource {
+    pub(crate) fn new(file: File, len: u64) -> FileSource {
         FileSource {
             file: Some(file),
             len,
@@ -26,7 +26,7 @@ impl FileSource {
     }
 
     /// A source of no bytes, for a full-image payload.
-    pub fn empty() -> FileSource {
+    pub(crate) fn empty() -> FileSource {
         FileSource { file: None, len: 0 }
     }
 }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 /// One place bytes live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Place {
+pub(crate) enum Place {
     /// Bytes `start..end` of a whole disk, named by its device number.
     Disk {
         /// Major and minor number of the whole disk.
@@ -84,7 +84,7 @@ impl Place {
 
 /// Where a path's bytes live (see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Storage {
+pub(crate) struct Storage {
     /// The bytes themselves.
     pub direct: Vec<Place>,
     /// File systems whose devices hold them.
@@ -93,7 +93,7 @@ pub struct Storage {
 
 impl Storage {
     /// True when writing `self` could change a byte of `old`.
-    pub fn conflicts_with(&self, old: &Storage) -> bool {
+    pub(crate) fn conflicts_with(&self, old: &Storage) -> bool {
         let any = |a: &[Place], b: &[Place]| a.iter().any(|x| b.iter().any(|y| x.overlaps(y)));
         any(&self.direct, &old.direct)
             || any(&self.direct, &old.container)
@@ -102,7 +102,7 @@ impl Storage {
 
     /// True when writing `self` writes raw bytes of the device `disk`
     /// holds (a mounted file system, say).
-    pub fn writes_into(&self, device: &Storage) -> bool {
+    pub(crate) fn writes_into(&self, device: &Storage) -> bool {
         self.direct
             .iter()
             .any(|x| device.direct.iter().any(|y| x.overlaps(y)))
@@ -111,7 +111,7 @@ impl Storage {
 
 /// How a block device zeroes a range without the zeros being sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Zeroing {
+pub(crate) enum Zeroing {
     /// A loop device: a discard punches a hole in its backing file, which
     /// reads back as zeros (`BLKDISCARD`).
     Discard,
@@ -130,7 +130,7 @@ const MAX_DEPTH: usize = 16;
 
 /// Reads sysfs (normally `/sys`; tests pass a fake tree).
 #[derive(Debug, Clone)]
-pub struct Sysfs {
+pub(crate) struct Sysfs {
     root: PathBuf,
 }
 
@@ -155,7 +155,7 @@ impl Sysfs {
     /// # Errors
     /// Why a block device's storage cannot be told (no sysfs entry, a loop
     /// device whose backing file is gone): the caller refuses to write it.
-    pub fn storage(&self, meta: &Metadata, len: u64) -> Result<Storage, String> {
+    pub(crate) fn storage(&self, meta: &Metadata, len: u64) -> Result<Storage, String> {
         if meta.file_type().is_block_device() {
             self.block(split(meta.rdev()), 0, u64::MAX, 0)
         } else {
@@ -173,7 +173,7 @@ impl Sysfs {
 
     /// How the block device whose metadata is `meta` can zero a range
     /// itself, from its queue limits (a partition's are its disk's).
-    pub fn zeroing(&self, meta: &Metadata) -> Zeroing {
+    pub(crate) fn zeroing(&self, meta: &Metadata) -> Zeroing {
         let (major, minor) = split(meta.rdev());
         let Ok(mut dir) =
             std::fs::canonicalize(self.root.join(format!("dev/block/{major}:{minor}")))
@@ -330,7 +330,7 @@ fn list(dir: &Path) -> Vec<PathBuf> {
 
 /// Mounted file systems with a real device: `(major, minor, mount point)`
 /// from `/proc/self/mountinfo`.
-pub fn mounted_devices(mountinfo: &str) -> Vec<((u32, u32), String)> {
+pub(crate) fn mounted_devices(mountinfo: &str) -> Vec<((u32, u32), String)> {
     mountinfo
         .lines()
         .filter_map(|line| {
@@ -347,7 +347,7 @@ pub fn mounted_devices(mountinfo: &str) -> Vec<((u32, u32), String)> {
 impl Sysfs {
     /// The first mounted file system whose device the target would write,
     /// with its mount point.
-    pub fn mounted_in(&self, target: &Storage, mountinfo: &str) -> Option<String> {
+    pub(crate) fn mounted_in(&self, target: &Storage, mountinfo: &str) -> Option<String> {
         mounted_devices(mountinfo)
             .into_iter()
             .find(|(number, _)| {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Where the new image goes.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub(crate) enum Target {
     /// A regular file: written as `<path>.partial`, renamed on commit.
     File {
         /// Final path.
@@ -32,7 +32,7 @@ pub enum Target {
 
 /// The old image as opened: what a target must never write.
 #[derive(Debug)]
-pub struct OldImage {
+pub(crate) struct OldImage {
     /// The path named by the caller.
     pub path: PathBuf,
     /// Metadata of the open file (device and inode).
@@ -43,7 +43,7 @@ pub struct OldImage {
 
 impl OldImage {
     /// Describes the old image open as `file`, `len` bytes long.
-    pub fn of(path: &Path, file: &File, len: u64) -> Result<OldImage> {
+    pub(crate) fn of(path: &Path, file: &File, len: u64) -> Result<OldImage> {
         let meta = file.metadata().map_err(|source| Error::Io {
             op: "stat old image",
             path: path.to_owned(),
@@ -92,7 +92,7 @@ impl Target {
     /// [`Error::UnsafeTarget`] for anything that is neither a regular file
     /// nor a block device (a folder, a character device, a FIFO...), before
     /// any work is done.
-    pub fn new(path: &Path) -> Result<Target> {
+    pub(crate) fn new(path: &Path) -> Result<Target> {
         let refuse = |reason: String| Error::UnsafeTarget {
             target: path.to_owned(),
             reason,
@@ -127,7 +127,7 @@ impl Target {
     }
 
     /// The path bytes are written to before the commit.
-    pub fn write_path(&self) -> &Path {
+    pub(crate) fn write_path(&self) -> &Path {
         match self {
             Target::File { partial, .. } => partial,
             Target::Block { path, .. } => path,
@@ -135,7 +135,7 @@ impl Target {
     }
 
     /// The path named by the user.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             Target::File { path, .. } | Target::Block { path, .. } => path,
         }
@@ -149,7 +149,7 @@ impl Target {
     /// # Errors
     /// [`Error::ImageTooLarge`], or [`Error::UnsafeTarget`] for an empty
     /// image on a device.
-    pub fn check_fits(&self, delta: &Path, new_len: u64, max_file: u64) -> Result<()> {
+    pub(crate) fn check_fits(&self, delta: &Path, new_len: u64, max_file: u64) -> Result<()> {
         let too_large = |limit: String| Error::ImageTooLarge {
             delta: delta.to_owned(),
             new_len,
@@ -181,7 +181,7 @@ impl Target {
     ///
     /// # Errors
     /// [`Error::UnsafeTarget`] naming the reason.
-    pub fn check_safe(&self, old: Option<&OldImage>, names: &[&Path]) -> Result<()> {
+    pub(crate) fn check_safe(&self, old: Option<&OldImage>, names: &[&Path]) -> Result<()> {
         let refuse = |reason: String| {
             Err(Error::UnsafeTarget {
                 target: self.path().to_owned(),
@@ -273,7 +273,7 @@ impl Target {
     ///
     /// # Errors
     /// [`Error::TargetInUse`] when another run holds it, or I/O errors.
-    pub fn lock(&self) -> Result<TargetLock> {
+    pub(crate) fn lock(&self) -> Result<TargetLock> {
         let path = self.write_path();
         let io = |op, source| Error::Io {
             op,
@@ -353,7 +353,7 @@ impl Target {
     /// I/O errors naming the path, a file system without room for
     /// `data_len` bytes, an opened file that is the old image, or one that
     /// is not the inode locked.
-    pub fn open(
+    pub(crate) fn open(
         &self,
         lock: &TargetLock,
         fresh: bool,
@@ -429,7 +429,7 @@ impl Target {
 
     /// The length of the partial file an earlier run left, if it is a
     /// regular file (not followed through a symlink).
-    pub fn partial_len(&self) -> Option<u64> {
+    pub(crate) fn partial_len(&self) -> Option<u64> {
         match self {
             Target::File { partial, .. } => std::fs::symlink_metadata(partial)
                 .ok()
@@ -441,7 +441,7 @@ impl Target {
 
     /// Whether the write path could hold a finished image of `len` bytes:
     /// a partial file of exactly that length, or a device.
-    pub fn may_hold(&self, len: u64) -> bool {
+    pub(crate) fn may_hold(&self, len: u64) -> bool {
         match self {
             Target::File { .. } => self.partial_len() == Some(len),
             Target::Block { size, .. } => *size >= len,
@@ -481,7 +481,7 @@ impl Target {
 /// A run's exclusive hold on its target (see [`Target::lock`]), released
 /// when dropped.
 #[derive(Debug)]
-pub struct TargetLock {
+pub(crate) struct TargetLock {
     /// The open file whose `flock` is held.
     file: File,
     dev: u64,
@@ -507,7 +507,7 @@ impl TargetLock {
     ///
     /// # Errors
     /// [`Error::UnsafeTarget`] when `partial` names another file.
-    pub fn check_commit(&self, target: &Path, partial: &Path) -> Result<()> {
+    pub(crate) fn check_commit(&self, target: &Path, partial: &Path) -> Result<()> {
         if self.names_it(partial, false) {
             return Ok(());
         }
@@ -533,10 +533,10 @@ impl Drop for TargetLock {
 
 /// Open flags and error numbers, from rustix (no `unsafe`).
 mod libc_flags {
-    pub const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
-    pub const EXCL: i32 = rustix::fs::OFlags::EXCL.bits() as i32;
-    pub const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
-    pub const EBUSY: i32 = rustix::io::Errno::BUSY.raw_os_error();
+    pub(super) const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+    pub(super) const EXCL: i32 = rustix::fs::OFlags::EXCL.bits() as i32;
+    pub(super) const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
+    pub(super) const EBUSY: i32 = rustix::io::Errno::BUSY.raw_os_error();
 }
 
 /// Removes what a stale name holds (a file or a planted symlink; the link

@@ -407,7 +407,7 @@ pub const WRITER_MEMORY: u64 = (POOL as u64 + 1) * WRITE_BUFFER as u64;
 /// buffers, a writer thread compares, writes and hashes them, so decoding
 /// the next segment overlaps putting and hashing this one. Memory: [`POOL`]
 /// buffers of [`WRITE_BUFFER`] bytes, plus one for comparing.
-pub struct TargetWriter {
+pub(crate) struct TargetWriter {
     buf: Vec<u8>,
     /// Bytes handed to the writer thread (the image position of `buf[0]`).
     sent: u64,
@@ -485,7 +485,7 @@ impl TargetWriter {
     }
 
     /// Bytes of the image produced so far.
-    pub fn position(&self) -> u64 {
+    pub(crate) fn position(&self) -> u64 {
         self.sent + self.buf.len() as u64
     }
 
@@ -545,7 +545,7 @@ impl TargetWriter {
     }
 
     /// Writes buffered bytes and makes them durable (`fdatasync`).
-    pub fn sync(&mut self) -> io::Result<()> {
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
         self.flush_buf()?;
         self.ask(Job::Sync)
     }
@@ -553,7 +553,7 @@ impl TargetWriter {
     /// Puts everything, sets a file target's length (trailing holes),
     /// fsyncs, and returns the digest of the whole image and what the
     /// writes did.
-    pub fn finish(mut self) -> io::Result<(blake3::Hash, WriteStats)> {
+    pub(crate) fn finish(mut self) -> io::Result<(blake3::Hash, WriteStats)> {
         self.flush_buf()?;
         self.jobs = None;
         match self.worker.take().map(std::thread::JoinHandle::join) {

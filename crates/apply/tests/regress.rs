@@ -7,7 +7,9 @@
 //! To add a case, copy a minimized input there (see `fuzz/README.md`); a
 //! failure names the file to replay with `cargo fuzz run <target> <file>`.
 
+// The fuzz crate's module: its items are `pub` there, for the fuzz targets.
 #[path = "../../../fuzz/src/checks.rs"]
+#[allow(unreachable_pub)]
 mod checks;
 
 use std::path::{Path, PathBuf};

@@ -58,7 +58,7 @@ struct Report {
 /// # Errors
 /// One line naming the file: it cannot be read or written, is not JSON, or
 /// lacks a field of the report (naming the field and what was expected).
-pub fn run(input: &Path, output: &Path) -> Result<(), crate::failure::Failure> {
+pub(crate) fn run(input: &Path, output: &Path) -> Result<(), crate::failure::Failure> {
     let text = std::fs::read_to_string(input)
         .map_err(|e| format!("read report {}: {e}", input.display()))?;
     let report = parse(&text).map_err(|e| format!("{}: {e}", input.display()))?;

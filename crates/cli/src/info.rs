@@ -8,7 +8,7 @@ use delta_core::to_hex as hex;
 
 /// Prints what the delta at `path` (or `-`, or a URL) holds, read as the
 /// applier reads it.
-pub fn run(path: &Path, json: bool) -> Result<(), Failure> {
+pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
     let name = path.display().to_string();
     let mut input = crate::apply::open_input(path)?;
     let (index, _) = delta_apply::read_index_from(input.as_mut(), &Limits::default())

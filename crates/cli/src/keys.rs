@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 /// `delta keygen -o KEY`: a new secret key in KEY (mode 0600, never over
 /// an existing file) and its public key in KEY.pub.
-pub fn keygen(out: &Path) -> Result<(), Failure> {
+pub(crate) fn keygen(out: &Path) -> Result<(), Failure> {
     let mut seed = Zeroizing::new([0u8; 32]);
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut seed[..]))
@@ -57,7 +57,7 @@ fn write_new(path: &Path, mode: u32, text: &[u8]) -> Result<(), Failure> {
 }
 
 /// Reads a secret key file; the bytes read are wiped afterwards.
-pub fn read_secret(path: &Path) -> Result<SecretKey, Failure> {
+pub(crate) fn read_secret(path: &Path) -> Result<SecretKey, Failure> {
     let mut text = Zeroizing::new(String::new());
     std::fs::File::open(path)
         .and_then(|f| f.take(4096).read_to_string(&mut text))
@@ -66,7 +66,7 @@ pub fn read_secret(path: &Path) -> Result<SecretKey, Failure> {
 }
 
 /// `delta sign DELTA --key KEY...`.
-pub fn sign(delta: &Path, keys: &[PathBuf]) -> Result<(), Failure> {
+pub(crate) fn sign(delta: &Path, keys: &[PathBuf]) -> Result<(), Failure> {
     let secrets = keys
         .iter()
         .map(|k| read_secret(k))
@@ -85,14 +85,18 @@ pub fn sign(delta: &Path, keys: &[PathBuf]) -> Result<(), Failure> {
 }
 
 /// The keys of `--trusted-keys PATH`, or none when it is not given.
-pub fn explicit(path: Option<&Path>) -> Result<Vec<PublicKey>, Failure> {
+pub(crate) fn explicit(path: Option<&Path>) -> Result<Vec<PublicKey>, Failure> {
     path.map_or(Ok(Vec::new()), |path| {
         delta_apply::keys::load_keyring(path).map_err(|e| Failure::chain(&e, 1))
     })
 }
 
 /// `delta verify DELTA [OLD]` (DELTA may be `-` or a URL).
-pub fn verify(delta: &Path, old: Option<&Path>, trusted: &[PublicKey]) -> Result<(), Failure> {
+pub(crate) fn verify(
+    delta: &Path,
+    old: Option<&Path>,
+    trusted: &[PublicKey],
+) -> Result<(), Failure> {
     let input = crate::apply::open_input(delta)?;
     let verified =
         delta_apply::verify_from(input, old, trusted).map_err(|e| Failure::chain(&e, 1))?;

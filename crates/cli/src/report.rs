@@ -6,7 +6,7 @@ use delta_core::Report;
 use std::path::Path;
 
 /// Prints the `n` files that cost the most payload bytes.
-pub fn print_costliest(report: &Report, n: usize) {
+pub(crate) fn print_costliest(report: &Report, n: usize) {
     let files: Vec<_> = report
         .files
         .iter()
@@ -35,7 +35,7 @@ pub fn print_costliest(report: &Report, n: usize) {
 }
 
 /// The report as JSON (fields documented in the README).
-pub fn to_json(report: &Report, delta_len: u64) -> serde_json::Value {
+pub(crate) fn to_json(report: &Report, delta_len: u64) -> serde_json::Value {
     let outside = report.files.iter().find(|f| f.path.is_empty());
     serde_json::json!({
         "container": report.container,
@@ -57,7 +57,7 @@ pub fn to_json(report: &Report, delta_len: u64) -> serde_json::Value {
 }
 
 /// Writes [`to_json`] to `path`.
-pub fn write_json(path: &Path, report: &Report, delta_len: u64) -> Result<(), Failure> {
+pub(crate) fn write_json(path: &Path, report: &Report, delta_len: u64) -> Result<(), Failure> {
     let text = format!("{:#}\n", to_json(report, delta_len));
     std::fs::write(path, text)
         .map_err(|e| Failure::from(format!("write report {}: {e}", path.display())))

@@ -3,7 +3,9 @@
 //! fuzz target (`fuzz/src/map_image.rs`, compiled here as a module). To add
 //! a case, copy a minimized input there (see `fuzz/README.md`).
 
+// The fuzz crate's module: its items are `pub` there, for the fuzz targets.
 #[path = "../../../fuzz/src/map_image.rs"]
+#[allow(unreachable_pub)]
 mod checks;
 
 use std::path::{Path, PathBuf};

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// Which input a file is, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// The image the delta starts from.
     Old,
     /// The image the delta rebuilds.
@@ -27,7 +27,7 @@ pub enum Role {
 
 impl Role {
     /// "old image" or "new image".
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Role::Old => "old image",
             Role::New => "new image",
@@ -111,7 +111,7 @@ fn utc(secs: i64, nanos: i64) -> String {
 
 /// An input image, mapped read-only (or empty).
 #[derive(Debug)]
-pub struct Input {
+pub(crate) struct Input {
     role: Role,
     path: PathBuf,
     file: File,
@@ -129,7 +129,7 @@ impl Input {
     /// [`Error::NotAnImage`] for a FIFO, character device, socket or
     /// directory (refused before any read, without blocking), and
     /// [`Error::Input`] when the file cannot be opened, measured or mapped.
-    pub fn open(path: &Path, role: Role) -> Result<Input> {
+    pub(crate) fn open(path: &Path, role: Role) -> Result<Input> {
         let io = |op, source| Error::Input {
             op,
             role: role.name(),
@@ -194,27 +194,27 @@ impl Input {
     }
 
     /// The mapped bytes.
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }
 
     /// Which input this is.
-    pub fn role(&self) -> Role {
+    pub(crate) fn role(&self) -> Role {
         self.role
     }
 
     /// The path the caller named.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Device and inode of the opened file.
-    pub fn id(&self) -> (u64, u64) {
+    pub(crate) fn id(&self) -> (u64, u64) {
         (self.stamp.dev, self.stamp.ino)
     }
 
     /// Major and minor number of a block device input.
-    pub fn block_device(&self) -> Option<u64> {
+    pub(crate) fn block_device(&self) -> Option<u64> {
         self.block_device.then_some(self.rdev)
     }
 
@@ -225,7 +225,7 @@ impl Input {
     /// # Errors
     /// [`Error::Changed`] saying what changed, or [`Error::Input`] when the
     /// file cannot be measured.
-    pub fn check_unchanged(&self) -> Result<()> {
+    pub(crate) fn check_unchanged(&self) -> Result<()> {
         let now = Stamp::of(&self.file, self.block_device).map_err(|source| Error::Input {
             op: "stat",
             role: self.role.name(),
@@ -239,7 +239,7 @@ impl Input {
     }
 
     /// The error for this input having changed during the run.
-    pub fn changed(&self, what: String) -> Error {
+    pub(crate) fn changed(&self, what: String) -> Error {
         Error::Changed {
             role: self.role.name(),
             path: self.path.clone(),

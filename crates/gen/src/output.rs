@@ -94,7 +94,7 @@ fn is_errno(e: &io::Error, errno: Errno) -> bool {
 
 /// The output file being written.
 #[derive(Debug)]
-pub struct Target {
+pub(crate) struct Target {
     out: PathBuf,
     tmp: PathBuf,
     file: File,
@@ -114,7 +114,7 @@ impl Target {
     /// [`Error::OutputNotRegular`], [`Error::OutputIsInput`],
     /// [`Error::OutputExists`], or an I/O error naming the output, its
     /// folder or its temporary name.
-    pub fn prepare(out: &Path, inputs: &[&Input], replace: bool) -> Result<Target> {
+    pub(crate) fn prepare(out: &Path, inputs: &[&Input], replace: bool) -> Result<Target> {
         let protected = protected(inputs);
         match std::fs::metadata(out) {
             Ok(meta) => {
@@ -173,7 +173,7 @@ impl Target {
     }
 
     /// The file to write the delta to.
-    pub fn file(&self) -> &File {
+    pub(crate) fn file(&self) -> &File {
         &self.file
     }
 
@@ -182,7 +182,7 @@ impl Target {
     ///
     /// # Errors
     /// An I/O error naming the file; `OUT.tmp` is removed again.
-    pub fn commit(mut self) -> Result<()> {
+    pub(crate) fn commit(mut self) -> Result<()> {
         if !self.named {
             remove_stale(&self.tmp, &self.protected)?;
             link(&self.file, &self.tmp).map_err(|e| io_error("link", &self.tmp, e))?;

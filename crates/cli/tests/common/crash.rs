@@ -17,17 +17,17 @@ use std::rc::Rc;
 /// The system calls traced: those that change files, name them, or give
 /// their descriptors (clone to tell threads, which share descriptors, from
 /// forked children, which copy them).
-pub const TRACED: &str = "trace=openat,creat,write,pwrite64,pwritev,pwritev2,writev,lseek,\
+pub(crate) const TRACED: &str = "trace=openat,creat,write,pwrite64,pwritev,pwritev2,writev,lseek,\
 ftruncate,fallocate,fsync,fdatasync,sync_file_range,rename,renameat,renameat2,unlink,unlinkat,\
 close,dup,dup2,dup3,fcntl,mkdir,mkdirat,linkat,link,copy_file_range,clone,clone3,fork,vfork";
 
 /// A file or folder of the model, by number: writes go to the file an fd
 /// was opened on even after it was renamed.
-pub type Inode = usize;
+pub(crate) type Inode = usize;
 
 /// One operation on the run's folder, in the order the log shows it.
 #[derive(Clone, Debug)]
-pub enum Op {
+pub(crate) enum Op {
     /// A new empty file (or folder) linked at `path`.
     Create {
         path: String,
@@ -78,7 +78,7 @@ impl Op {
 
 /// The folder's names and the contents of its files.
 #[derive(Clone, Debug, Default)]
-pub struct Fs {
+pub(crate) struct Fs {
     names: BTreeMap<String, Inode>,
     /// Files by inode; an inode without contents is a folder.
     files: HashMap<Inode, Vec<u8>>,
@@ -88,7 +88,7 @@ pub struct Fs {
 impl Fs {
     /// The files and folders under `root` (one level of folders deep
     /// suffices for the run's layout), the folder itself as `.`.
-    pub fn read(root: &Path) -> Fs {
+    pub(crate) fn read(root: &Path) -> Fs {
         let mut fs = Fs::default();
         let dot = fs.fresh();
         fs.names.insert(".".into(), dot);
@@ -117,7 +117,7 @@ impl Fs {
     }
 
     /// Writes the folders and files under `root`, which exists.
-    pub fn write(&self, root: &Path) {
+    pub(crate) fn write(&self, root: &Path) {
         for (name, inode) in self.names.iter().filter(|(n, _)| *n != ".") {
             let path = root.join(name);
             match self.files.get(inode) {
@@ -128,7 +128,7 @@ impl Fs {
     }
 
     /// The contents of file `name`, if it is one.
-    pub fn file(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn file(&self, name: &str) -> Option<&[u8]> {
         self.files.get(self.names.get(name)?).map(Vec::as_slice)
     }
 
@@ -198,7 +198,7 @@ struct Open {
 }
 
 /// A run's operations on its folder, read from an strace log.
-pub struct Recording {
+pub(crate) struct Recording {
     /// The folder before the run.
     start: Fs,
     pub ops: Vec<Op>,
@@ -212,7 +212,7 @@ pub struct Recording {
 /// before it ran) whose relative paths `tracked` accepts. Panics on a call
 /// on a tracked file that the model does not know, so that a change of the
 /// applier's habits fails here instead of going unchecked.
-pub fn record(start: Fs, log: &str, tracked: impl Fn(&str) -> bool) -> Recording {
+pub(crate) fn record(start: Fs, log: &str, tracked: impl Fn(&str) -> bool) -> Recording {
     let calls = merge_unfinished(log);
     let children = clone_children(&calls);
     let mut rec = Recorder {
@@ -591,7 +591,7 @@ fn relative(path: &[u8]) -> Option<String> {
 
 /// How a crash state treats the operations not yet durable at its cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Nothing was pending: the cut came right after a barrier.
     Synced,
     /// (a) all lost.
@@ -606,11 +606,11 @@ pub enum Kind {
 }
 
 /// The kinds of states that lose or keep something not yet durable.
-pub const KINDS: [Kind; 4] = [Kind::AllLost, Kind::AllKept, Kind::OneLost, Kind::Torn];
+pub(crate) const KINDS: [Kind; 4] = [Kind::AllLost, Kind::AllKept, Kind::OneLost, Kind::Torn];
 
 /// One folder a power cut may leave.
 #[derive(Clone, Debug)]
-pub struct CrashState {
+pub(crate) struct CrashState {
     /// The kind of the first state found that leaves this folder.
     pub kind: Kind,
     /// Every kind of state that leaves it: cuts at different points can
@@ -627,14 +627,14 @@ pub struct CrashState {
 
 impl Recording {
     /// The operations, one a line, for messages.
-    pub fn describe(&self, ops: impl Iterator<Item = usize>) -> String {
+    pub(crate) fn describe(&self, ops: impl Iterator<Item = usize>) -> String {
         ops.map(|i| format!("  {i}: {}", self.ops[i].describe(&self.names)))
             .collect::<Vec<_>>()
             .join("\n")
     }
 
     /// The folder `state` leaves.
-    pub fn materialize(&self, state: &CrashState) -> Fs {
+    pub(crate) fn materialize(&self, state: &CrashState) -> Fs {
         let mut fs = self.start.clone();
         for &(i, torn) in &state.applied {
             match (&self.ops[i], torn) {
@@ -690,7 +690,7 @@ impl Recording {
     /// Every distinct folder a power cut may leave, then at most `cap` of
     /// them, spread over the kinds and the run; and the number of distinct
     /// folders.
-    pub fn crash_states(&self, cap: usize) -> (Vec<CrashState>, usize) {
+    pub(crate) fn crash_states(&self, cap: usize) -> (Vec<CrashState>, usize) {
         let durable = self.durable_at();
         let mut distinct: Vec<CrashState> = Vec::new();
         let mut index: HashMap<blake3::Hash, usize> = HashMap::new();

@@ -9,13 +9,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 /// The `delta` binary under test.
-pub const DELTA: &str = env!("CARGO_BIN_EXE_delta");
+pub(crate) const DELTA: &str = env!("CARGO_BIN_EXE_delta");
 
 /// What `delta apply` is given in a fixture, each unless the test names
 /// it: every path of the device's (update logs, journal, instance lock,
 /// application locks, supervisor config, keyring) inside the fixture's
 /// folder, and short waits between lock probes and download retries.
-pub const APPLY_DEFAULTS: [(&str, &str); 8] = [
+pub(crate) const APPLY_DEFAULTS: [(&str, &str); 8] = [
     ("--log-dir", "logs"),
     ("--state-dir", "."),
     ("--instance-lock", "apply.lock"),
@@ -29,7 +29,7 @@ pub const APPLY_DEFAULTS: [(&str, &str); 8] = [
 /// `delta ARGS` in `dir`, with no proxy from the environment; an `apply`
 /// gets each of `defaults` (flag and value) whose flag `args` does not
 /// name.
-pub fn delta_in(dir: &Path, args: &[&str], defaults: &[(&str, &str)]) -> Command {
+pub(crate) fn delta_in(dir: &Path, args: &[&str], defaults: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(DELTA);
     cmd.current_dir(dir).args(args);
     for proxy in ["http_proxy", "https_proxy", "all_proxy"] {
@@ -47,13 +47,13 @@ pub fn delta_in(dir: &Path, args: &[&str], defaults: &[(&str, &str)]) -> Command
 
 /// A temp dir standing for a device: `old.img`, `new.img` and `u.delta`
 /// once made, and the folders `locks` and `logs`.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub dir: tempfile::TempDir,
 }
 
 impl Fixture {
     /// An empty device: only the folders `locks` and `logs`.
-    pub fn empty() -> Fixture {
+    pub(crate) fn empty() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         for sub in ["locks", "logs"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
@@ -62,7 +62,7 @@ impl Fixture {
     }
 
     /// A device holding `old` as `old.img` and `new` as `new.img`.
-    pub fn with_images(old: &[u8], new: &[u8]) -> Fixture {
+    pub(crate) fn with_images(old: &[u8], new: &[u8]) -> Fixture {
         let f = Fixture::empty();
         std::fs::write(f.path("old.img"), old).unwrap();
         std::fs::write(f.path("new.img"), new).unwrap();
@@ -71,7 +71,7 @@ impl Fixture {
 
     /// Makes `u.delta` of `old.img` to `new.img` with segments (and merges)
     /// of `segment` (`--segment-size` units) and `extra` arguments.
-    pub fn make_delta(&self, segment: &str, extra: &[&str]) {
+    pub(crate) fn make_delta(&self, segment: &str, extra: &[&str]) {
         let mut args = vec!["gen", "old.img", "new.img", "-o", "u.delta"];
         args.extend_from_slice(&["--segment-size", segment, "--max-merge", segment]);
         args.extend_from_slice(extra);
@@ -79,33 +79,33 @@ impl Fixture {
         assert!(out.status.success(), "{}", stderr(&out));
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// `delta ARGS` in the fixture's folder, with no proxy from the
     /// environment; an `apply` gets the [`APPLY_DEFAULTS`] it does not
     /// name.
-    pub fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         delta_in(self.dir.path(), args, &APPLY_DEFAULTS)
     }
 
     /// `delta` with exactly `args` (no defaults) in the fixture's folder.
-    pub fn raw_command(&self, args: &[&str]) -> Command {
+    pub(crate) fn raw_command(&self, args: &[&str]) -> Command {
         delta_in(self.dir.path(), args, &[])
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
 
     /// Runs `delta` with exactly `args` (no defaults).
-    pub fn run_raw(&self, args: &[&str]) -> Output {
+    pub(crate) fn run_raw(&self, args: &[&str]) -> Output {
         self.raw_command(args).output().unwrap()
     }
 
     /// `delta apply old.img u.delta -o out.img` with `extra`.
-    pub fn apply(&self, extra: &[&str]) -> Output {
+    pub(crate) fn apply(&self, extra: &[&str]) -> Output {
         let mut args = vec!["apply", "old.img", "u.delta", "-o", "out.img"];
         args.extend_from_slice(extra);
         self.run(&args)
@@ -113,7 +113,7 @@ impl Fixture {
 
     /// Starts `delta apply old.img u.delta -o out.img` with `extra`, its
     /// stdout and stderr piped.
-    pub fn spawn_apply(&self, extra: &[&str]) -> Child {
+    pub(crate) fn spawn_apply(&self, extra: &[&str]) -> Child {
         let mut args = vec!["apply", "old.img", "u.delta", "-o", "out.img"];
         args.extend_from_slice(extra);
         self.command(&args)
@@ -124,7 +124,7 @@ impl Fixture {
     }
 
     /// `out.img` is `new.img`, and nothing of the run is left beside it.
-    pub fn assert_done(&self) {
+    pub(crate) fn assert_done(&self) {
         assert!(
             std::fs::read(self.path("out.img")).unwrap()
                 == std::fs::read(self.path("new.img")).unwrap(),
@@ -137,7 +137,7 @@ impl Fixture {
     /// A child process holding an exclusive flock on service `service`'s
     /// `updates.lock`, as an application would, once it holds it; and the
     /// lock's path.
-    pub fn hold_lock(&self, service: &str) -> (Child, PathBuf) {
+    pub(crate) fn hold_lock(&self, service: &str) -> (Child, PathBuf) {
         use std::io::BufRead;
         let dir = self.path("locks/1").join(service);
         std::fs::create_dir_all(&dir).unwrap();
@@ -158,7 +158,7 @@ impl Fixture {
     }
 
     /// The update logs in `logs`, oldest first.
-    pub fn logs(&self) -> Vec<PathBuf> {
+    pub(crate) fn logs(&self) -> Vec<PathBuf> {
         let mut logs: Vec<PathBuf> = std::fs::read_dir(self.path("logs"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -168,16 +168,16 @@ impl Fixture {
     }
 }
 
-pub fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-pub fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The number after `"key":` in a JSON text (0 when absent).
-pub fn json_u64(text: &str, key: &str) -> u64 {
+pub(crate) fn json_u64(text: &str, key: &str) -> u64 {
     let needle = format!("\"{key}\":");
     text.find(&needle)
         .map(|at| {
@@ -191,7 +191,7 @@ pub fn json_u64(text: &str, key: &str) -> u64 {
 }
 
 /// A loop device over a file, detached on drop.
-pub struct LoopDevice {
+pub(crate) struct LoopDevice {
     pub path: PathBuf,
 }
 
@@ -199,7 +199,7 @@ impl LoopDevice {
     /// Attaches `file` (with `-P` to scan partitions). `None`, with the
     /// reason printed, where the machine cannot; a failure when
     /// `require_env` is set to 1.
-    pub fn attach(file: &Path, partitions: bool, require_env: &str) -> Option<LoopDevice> {
+    pub(crate) fn attach(file: &Path, partitions: bool, require_env: &str) -> Option<LoopDevice> {
         let mut last = String::new();
         for _ in 0..5 {
             let mut cmd = Command::new("losetup");
@@ -221,7 +221,7 @@ impl LoopDevice {
         None
     }
 
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.path.to_str().unwrap()
     }
 }
@@ -234,7 +234,7 @@ impl Drop for LoopDevice {
 
 /// Reports that this machine cannot run a test: a failure when the
 /// environment variable `require_env` is 1, else a line in the output.
-pub fn cannot(what: &str, why: &str, require_env: &str) {
+pub(crate) fn cannot(what: &str, why: &str, require_env: &str) {
     let why = why.trim();
     assert!(
         std::env::var(require_env).as_deref() != Ok("1"),
@@ -246,7 +246,7 @@ pub fn cannot(what: &str, why: &str, require_env: &str) {
 /// Mounts a tmpfs of `size` (mount's units) at `dir`. False, with the reason
 /// printed, where the machine cannot; a failure when
 /// `DELTA_REQUIRE_MOUNTS=1` (set by `.ci/run` when it can).
-pub fn mount_tmpfs(dir: &Path, size: &str) -> bool {
+pub(crate) fn mount_tmpfs(dir: &Path, size: &str) -> bool {
     let out = Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
         .arg(dir)
@@ -270,11 +270,11 @@ pub fn mount_tmpfs(dir: &Path, size: &str) -> bool {
 
 /// How long a test waits for an event (a line, a file, a lock) before it
 /// fails: far longer than any run takes, so only a hang reaches it.
-pub const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The lines a child writes to a pipe, read on a thread of their own, so
 /// that a wait for one of them has a deadline even if the child hangs.
-pub struct Lines {
+pub(crate) struct Lines {
     lines: std::sync::mpsc::Receiver<String>,
     /// Every line received so far.
     pub seen: Vec<String>,
@@ -282,7 +282,7 @@ pub struct Lines {
 
 impl Lines {
     /// Reads `pipe` (a child's stdout or stderr) line by line, to its end.
-    pub fn of(pipe: impl std::io::Read + Send + 'static) -> Lines {
+    pub(crate) fn of(pipe: impl std::io::Read + Send + 'static) -> Lines {
         use std::io::BufRead;
         let (send, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -301,7 +301,7 @@ impl Lines {
 
     /// Waits for the first line that satisfies `ready` and returns it;
     /// fails the test if the pipe ends first or [`DEADLINE`] passes.
-    pub fn wait_for(&mut self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(&mut self, what: &str, ready: impl Fn(&str) -> bool) -> String {
         let deadline = std::time::Instant::now() + DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -324,7 +324,7 @@ impl Lines {
 
     /// Every line, those seen included, to the end of the pipe (at most
     /// [`DEADLINE`] from now).
-    pub fn rest(mut self) -> Vec<String> {
+    pub(crate) fn rest(mut self) -> Vec<String> {
         let deadline = std::time::Instant::now() + DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -344,7 +344,7 @@ impl Lines {
 
 /// Polls `reached` (every millisecond) until it is true; fails the test,
 /// naming `what`, after [`DEADLINE`].
-pub fn poll_until(what: &str, mut reached: impl FnMut() -> bool) {
+pub(crate) fn poll_until(what: &str, mut reached: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + DEADLINE;
     while !reached() {
         assert!(

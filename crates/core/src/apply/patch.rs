@@ -24,7 +24,7 @@ use std::sync::Arc;
 type Applied<T, E> = std::result::Result<T, SegmentError<E>>;
 
 /// Bytes of old image read per `read_at` call while copying.
-pub const COPY_CHUNK: usize = 256 * 1024;
+pub(crate) const COPY_CHUNK: usize = 256 * 1024;
 
 /// Fixed memory an applier needs on top of a header's `apply_memory`:
 /// copy buffer, zstd context, I/O buffers (a generous 2 MiB), and for

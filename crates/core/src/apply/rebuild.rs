@@ -17,19 +17,19 @@
 /// holds its own copy of the content and grows its output (to twice the
 /// stream at worst) on top of the buffers the applier keeps, so these
 /// bound [`REBUILD_OVERHEAD`]. Chunked segments have no such limit.
-pub const MAX_NEW_RAW: usize = 2 << 20;
+pub(crate) const MAX_NEW_RAW: usize = 2 << 20;
 /// See [`MAX_NEW_RAW`].
-pub const MAX_NEW_STREAM: usize = 1 << 20;
+pub(crate) const MAX_NEW_STREAM: usize = 1 << 20;
 /// Memory of preflate's re-deflater on top of the buffers an applier
 /// keeps: its copy of the content ([`MAX_NEW_RAW`]), its output (twice
 /// [`MAX_NEW_STREAM`] at worst) and its hash chains and tables (measured
 /// 1.0 MiB).
-pub const REBUILD_OVERHEAD: u64 = (MAX_NEW_RAW + 2 * MAX_NEW_STREAM) as u64 + (1 << 20);
+pub(crate) const REBUILD_OVERHEAD: u64 = (MAX_NEW_RAW + 2 * MAX_NEW_STREAM) as u64 + (1 << 20);
 /// Most content of earlier new streams a deflate segment's prefix holds:
 /// new files share much with the ones next to them (changelogs, translated
 /// manual pages), and each prefix byte costs zstd time to load and the
 /// applier a byte to inflate.
-pub const HISTORY: u64 = 512 << 10;
+pub(crate) const HISTORY: u64 = 512 << 10;
 
 /// Inflates the raw deflate stream `input` into `out`, which it must fill
 /// exactly, consuming all of `input`.

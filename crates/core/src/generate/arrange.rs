@@ -30,7 +30,7 @@ pub(crate) fn arrange(
 /// inside one costs only the writes since the applier's last journal
 /// checkpoint (it checkpoints inside segments), so only the stream limit
 /// below bounds a merge.
-pub const MAX_MERGED_LEN: usize = usize::MAX;
+pub(crate) const MAX_MERGED_LEN: usize = usize::MAX;
 /// Most stream bytes (ops, diff and literal bytes) of one merged segment.
 /// Random-looking literal bytes (which compress to their own size) are
 /// merged only while twice their stream fits the applier's
@@ -57,7 +57,7 @@ const MAX_MERGED_LITERAL: usize = 64 << 10;
 ///
 /// Applier memory is set by streams and references, not by `new_len`, so
 /// merged segments cost a device little.
-pub fn merge_plans(
+pub(crate) fn merge_plans(
     units: Vec<(Range<usize>, SegmentPlan)>,
     max_len: usize,
     max_reference: usize,
@@ -162,7 +162,7 @@ const EDIT_RUN: usize = 1024;
 /// rebuilt binary gains from seeing more of its old version (the binary
 /// pair -1.9%). Segments of new files are left alone: a wider window costs
 /// zstd the time of loading it and barely helps them.
-pub fn widen_edit_references(
+pub(crate) fn widen_edit_references(
     segments: &mut [(Range<usize>, SegmentPlan)],
     max_reference: usize,
     old_len: u64,

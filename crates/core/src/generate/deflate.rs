@@ -29,21 +29,21 @@ use std::ops::Range;
 
 /// Most bytes an old version may inflate to (it becomes part of the zstd
 /// prefix, which the entry's `stream_len` counts).
-pub const MAX_RAW: usize = 4 << 20;
+pub(crate) const MAX_RAW: usize = 4 << 20;
 /// Longest stream the generator cuts into chunks: its content is held
 /// whole while the delta is made (not by the applier).
 const MAX_CHUNKED_STREAM: usize = 64 << 20;
 /// Stream bytes handed to preflate at a time when cutting a stream into
 /// chunks (about 256 KiB of text): a chunk ends at the last block that
 /// ends within them, or, when none does, within twice as many.
-pub const CHUNK_STREAM: usize = 64 << 10;
+pub(crate) const CHUNK_STREAM: usize = 64 << 10;
 /// Most content of one chunk the generator makes: the first chunk may
 /// hold this much (see [`cut_into_chunks`]), as a whole stream once did.
 const CHUNK_RAW_LIMIT: usize = 2 << 20;
 /// Most applier memory (the entry's `payload_len + stream_len + ref_len`)
 /// a deflate segment may need: what any segment may
 /// ([`SEGMENT_MEMORY`](crate::SEGMENT_MEMORY)).
-pub const MAX_MEMORY: u64 = crate::segment::SEGMENT_MEMORY;
+pub(crate) const MAX_MEMORY: u64 = crate::segment::SEGMENT_MEMORY;
 /// Smallest stream worth a deflate segment: below it the table entry costs
 /// more than the block matcher does.
 const MIN_STREAM: usize = 256;

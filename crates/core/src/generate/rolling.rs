@@ -15,7 +15,7 @@ const PRIME: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Hash of one block, the same value a rolling hash reaches over those
 /// bytes.
-pub fn hash_block(bytes: &[u8]) -> u64 {
+pub(crate) fn hash_block(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0u64, |h, &b| {
         h.wrapping_mul(PRIME).wrapping_add(u64::from(b) + 1)
     })
@@ -116,7 +116,7 @@ pub(crate) fn slide(
 }
 
 /// True if every byte is zero.
-pub fn is_zero(bytes: &[u8]) -> bool {
+pub(crate) fn is_zero(bytes: &[u8]) -> bool {
     let words = bytes.chunks_exact(8);
     let tail = words.remainder();
     words

@@ -23,11 +23,11 @@ use std::ops::Range;
 /// 16 KiB: from 4 KiB on, deltas were 0.03% (os-minor) and 0.05%
 /// (os-major) larger for 10% and 9% fewer window bytes; from 64 KiB on,
 /// 0.06% and 0.01% smaller for 30% and 6% more.
-pub const MIN_SKIPPED_RUN: u64 = 16 << 10;
+pub(crate) const MIN_SKIPPED_RUN: u64 = 16 << 10;
 
 /// Bytes kept at each end of a skipped run: matches that start in the
 /// bytes next to a run may run into it.
-pub const SKIP_MARGIN: u64 = 64;
+pub(crate) const SKIP_MARGIN: u64 = 64;
 
 /// How a segment's window is laid out in its payload.
 #[derive(Debug, Clone, Copy)]

@@ -11,25 +11,25 @@ use std::process::{Command, Stdio};
 use rustix::fs::{AtFlags, Mode, OFlags};
 
 /// xorshift64*: seeded, fast, and incompressible as far as gzip can tell.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(len + 8);
         while out.len() < len {
             out.extend_from_slice(&self.next().to_le_bytes());
@@ -63,7 +63,7 @@ const WORDS: &[&str] = &[
 ];
 
 /// Log-like text: compresses about 4:1, like real application data.
-pub fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
+pub(crate) fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 100);
     while out.len() < len {
         let t = 1_600_000_000 + out.len() as u64;
@@ -79,7 +79,7 @@ pub fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
 }
 
 /// Writes `len` incompressible bytes from `seed` in 1 MiB pieces.
-pub fn write_noise(path: &Path, len: u64, seed: u64) {
+pub(crate) fn write_noise(path: &Path, len: u64, seed: u64) {
     let mut rng = Rng::new(seed);
     let mut file = fs::File::create(path).unwrap();
     let mut left = len;
@@ -94,7 +94,7 @@ pub fn write_noise(path: &Path, len: u64, seed: u64) {
 /// directories, a few large compressible ones, incompressible ones,
 /// symlinks (to a file, to a directory, dangling, absolute), empty
 /// directories, long names, a hard link, a fifo. About 11 MB.
-pub fn mixed_tree(root: &Path, seed: u64) {
+pub(crate) fn mixed_tree(root: &Path, seed: u64) {
     let mut rng = Rng::new(seed);
     for i in 0..400u64 {
         let dir = root.join(format!("db/shard{}/part{}", i % 7, i % 3));
@@ -140,7 +140,7 @@ pub fn mixed_tree(root: &Path, seed: u64) {
 
 /// GNU tar's archive of `dir` as `tar -cf - -C dir .` (with `-z` if `gzip`),
 /// allowing exit status 2 (some files could not be read).
-pub fn gnu_tar(dir: &Path, gzip: bool) -> Vec<u8> {
+pub(crate) fn gnu_tar(dir: &Path, gzip: bool) -> Vec<u8> {
     let out = Command::new("tar")
         .arg(if gzip { "-czf" } else { "-cf" })
         .arg("-")
@@ -159,7 +159,7 @@ pub fn gnu_tar(dir: &Path, gzip: bool) -> Vec<u8> {
 }
 
 /// Number of members in a tar archive, as `tar -tf -` lists them.
-pub fn gnu_tar_members(archive: &[u8]) -> u64 {
+pub(crate) fn gnu_tar_members(archive: &[u8]) -> u64 {
     let mut child = Command::new("tar")
         .arg("-tf")
         .arg("-")
@@ -179,14 +179,14 @@ pub fn gnu_tar_members(archive: &[u8]) -> u64 {
 }
 
 /// `|ours - theirs| / theirs`.
-pub fn relative_difference(ours: u64, theirs: u64) -> f64 {
+pub(crate) fn relative_difference(ours: u64, theirs: u64) -> f64 {
     ours.abs_diff(theirs) as f64 / theirs as f64
 }
 
 /// A chain of `depth` directories named `d` in a temporary folder, built
 /// by descriptors (its paths outgrow `PATH_MAX`), and removed the same way
 /// when dropped: std's `remove_dir_all` would hold a descriptor per level.
-pub struct DeepTree {
+pub(crate) struct DeepTree {
     tmp: tempfile::TempDir,
     depth: usize,
 }
@@ -197,7 +197,7 @@ impl DeepTree {
     /// after its `d`: in creation order, in reverse and in most hash
     /// orders, some file comes after `d`, so the walk has to come back to
     /// that level after the levels below it.
-    pub fn new(depth: usize, files_every: usize) -> DeepTree {
+    pub(crate) fn new(depth: usize, files_every: usize) -> DeepTree {
         let tmp = tempfile::tempdir().unwrap();
         let mut dir = open_dir(rustix::fs::CWD, tmp.path());
         for level in 0..depth {
@@ -214,7 +214,7 @@ impl DeepTree {
         DeepTree { tmp, depth }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.tmp.path()
     }
 }
@@ -260,7 +260,7 @@ fn make_file(dir: &OwnedFd, name: &str, len: usize) {
 }
 
 /// Length of `tar -cf - -C dir .`, counted as it streams by.
-pub fn gnu_tar_len(dir: &Path) -> u64 {
+pub(crate) fn gnu_tar_len(dir: &Path) -> u64 {
     let mut child = Command::new("tar")
         .args(["-cf", "-", "-C"])
         .arg(dir)
@@ -276,7 +276,7 @@ pub fn gnu_tar_len(dir: &Path) -> u64 {
 
 /// Runs test `test` of this test binary alone in a child process, with
 /// `env` set to `dir`, and checks that it passed; returns its output.
-pub fn run_child(test: &str, env: &str, dir: &Path) -> String {
+pub(crate) fn run_child(test: &str, env: &str, dir: &Path) -> String {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(env, dir)
