@@ -89,7 +89,7 @@ pub unsafe extern "C" fn delta_gen_options_default(options: *mut DeltaGenOptions
 }
 
 impl Default for DeltaGenOptions {
-    /// The Rust defaults, with `replace` off.
+    /// The Rust defaults.
     fn default() -> Self {
         let g = GenOptions::default();
         let d = &g.delta;
@@ -106,7 +106,7 @@ impl Default for DeltaGenOptions {
             window_list: d.window_list,
             deflate: d.deflate,
             lzma: d.lzma,
-            replace: false,
+            replace: g.replace,
         }
     }
 }

@@ -209,8 +209,8 @@ fn the_c_defaults_are_the_rust_ones() {
     );
     assert_eq!((gen.deflate, gen.lzma), (d.delta.deflate, d.delta.lzma));
     assert!(
-        d.replace && !gen.replace,
-        "delta_generate replaces nothing by default"
+        !d.replace && !gen.replace,
+        "no front end replaces an existing output by default"
     );
 
     let d = ApplyOptions::default();

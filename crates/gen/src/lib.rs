@@ -67,8 +67,9 @@ pub type GenProgressFn = Arc<dyn Fn(&GenProgress) + Send + Sync>;
 /// Knobs of the generator: core's [`DeltaOptions`] (what delta to build,
 /// the one place each of its knobs is defined) and the generator's own
 /// (threads, keys, output, progress), which change no byte of the delta
-/// beyond its signatures.
-#[derive(Clone)]
+/// beyond its signatures. The default replaces no existing output, as
+/// `delta gen` without `--force` and the C API.
+#[derive(Clone, Default)]
 pub struct GenOptions {
     /// What delta to build: segment size, matcher, zstd level, full,
     /// migration, merging, copies of new content, window lists, deflate
@@ -102,18 +103,6 @@ impl std::fmt::Debug for GenOptions {
             .field("replace", &self.replace)
             .field("progress", &self.progress.as_ref().map(|_| "Fn"))
             .finish()
-    }
-}
-
-impl Default for GenOptions {
-    fn default() -> Self {
-        GenOptions {
-            delta: DeltaOptions::default(),
-            threads: 0,
-            signing_keys: Vec::new(),
-            replace: true,
-            progress: None,
-        }
     }
 }
 
