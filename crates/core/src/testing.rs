@@ -206,3 +206,11 @@ pub fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
         ("small/new.bin", small_new),
     ]
 }
+
+/// `data` as a gzip file made by flate2 at `level` (0 to 9).
+pub fn gzip(data: &[u8], level: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+    encoder.write_all(data).expect("writing to a vector");
+    encoder.finish().expect("writing to a vector")
+}

@@ -146,14 +146,7 @@ impl Patcher {
         let totals = decoder.finish().map_err(format)?;
         check_totals(segment, entry, totals)?;
         let digest: Digest = *run.hasher.finalize().as_bytes();
-        if digest != entry.output_digest {
-            return Err(Error::OutputDigest {
-                segment,
-                start: seg.new_offset,
-                end: seg.new_offset.saturating_add(entry.new_len),
-            }
-            .into());
-        }
+        check_output(seg, &digest)?;
         Ok(digest)
     }
 
@@ -281,14 +274,7 @@ impl Patcher {
         let rebuilt = filled.and_then(|()| self.rebuild(seg, &parts, &prefix, sink));
         self.reference = prefix;
         let (digest, kept) = rebuilt?;
-        if digest != entry.output_digest {
-            return Err(Error::OutputDigest {
-                segment,
-                start: seg.new_offset,
-                end: seg.new_offset.saturating_add(entry.new_len),
-            }
-            .into());
-        }
+        check_output(seg, &digest)?;
         if let Some(content) = kept {
             let start = seg.new_offset + parts.head.len() as u64;
             self.keep_rebuilt(start..start + stream_len, content);
@@ -611,6 +597,18 @@ impl<'a> ChunkedFrame<'a> {
         }
         Ok(())
     }
+}
+
+/// Checks the digest of what a segment produced against its entry's.
+fn check_output(seg: SegmentRef<'_>, digest: &Digest) -> Result<()> {
+    if *digest != seg.entry.output_digest {
+        return Err(Error::OutputDigest {
+            segment: seg.index,
+            start: seg.new_offset,
+            end: seg.new_offset.saturating_add(seg.entry.new_len),
+        });
+    }
+    Ok(())
 }
 
 /// Fills `buf` with the old bytes at `offset`.

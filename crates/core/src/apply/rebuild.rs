@@ -234,14 +234,7 @@ impl Redeflate for InProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
-    fn gzip(data: &[u8], level: u32) -> Vec<u8> {
-        let mut encoder =
-            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
-        encoder.write_all(data).unwrap();
-        encoder.finish().unwrap()
-    }
+    use crate::testing::gzip;
 
     #[test]
     fn inflate_exact_wants_the_stated_length() {

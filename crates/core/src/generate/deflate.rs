@@ -501,14 +501,8 @@ fn sub_ranges(extents: &[Range<u64>], part: Range<u64>) -> Vec<Range<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::gzip;
     use std::io::Write;
-
-    fn gzip(data: &[u8], level: u32) -> Vec<u8> {
-        let mut encoder =
-            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
-        encoder.write_all(data).unwrap();
-        encoder.finish().unwrap()
-    }
 
     #[test]
     fn finds_the_stream_in_gzip_and_zlib_files() {
