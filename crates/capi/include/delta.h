@@ -117,6 +117,16 @@
 // `delta_error_free`.
 typedef struct DeltaError DeltaError;
 
+// Receives progress reports, on the thread that called `delta_apply`:
+// the step (a `DELTA_STEP_*` number), bytes done and total in that step,
+// and a detail or NULL (valid during the call only). Called at each step
+// change and at least once a second during long steps.
+typedef void (*DeltaProgressFn)(void *user_data,
+                                uint32_t step,
+                                uint64_t bytes_done,
+                                uint64_t bytes_total,
+                                const char *message);
+
 // Options of `delta_apply()`. Fill with `delta_apply_options_default`,
 // then change fields. A string field is a path owned by the caller (valid
 // during the call) or NULL for the library's default.
@@ -180,17 +190,16 @@ typedef struct DeltaApplyOptions {
   // delta for another image is refused before anything is written.
   // NULL: any.
   const char *expect_new;
+  // Called with `user_data` at each progress report; NULL: none.
+  DeltaProgressFn progress;
+  // Passed to `progress` as its first argument.
+  void *user_data;
+  // NULL, or an `int` the caller may set non-zero from any thread, with
+  // an atomic store (C11 `atomic_store`, `__atomic_store_n`, Go's
+  // `atomic.StoreInt32`), to stop the apply with `DELTA_ERR_CANCELLED`;
+  // it must stay valid until `delta_apply()` returns.
+  const int *cancel;
 } DeltaApplyOptions;
-
-// Receives progress reports, on the thread that called `delta_apply`:
-// the step (a `DELTA_STEP_*` number), bytes done and total in that step,
-// and a detail or NULL (valid during the call only). Called at each step
-// change and at least once a second during long steps.
-typedef void (*DeltaProgressFn)(void *user_data,
-                                uint32_t step,
-                                uint64_t bytes_done,
-                                uint64_t bytes_total,
-                                const char *message);
 
 // What `delta_apply()` did.
 typedef struct DeltaApplyResult {
@@ -347,13 +356,9 @@ void delta_apply_options_default(struct DeltaApplyOptions *options);
 // path, `-` for standard input, or an `http://` or `https://` URL,
 // applied as it downloads (10 retries, 30 s timeout).
 //
-// `options` NULL means the defaults. `progress` (may be NULL) is called
-// with `user_data`. `cancel` (may be NULL) points to an `int` that the
-// caller may set to non-zero from any thread, with an atomic store (C11
-// `atomic_store`, `__atomic_store_n`, Go's `atomic.StoreInt32`), to stop
-// the apply with `DELTA_ERR_CANCELLED`; it
-// must stay valid until this function returns. On success `*result` (may
-// be NULL) is filled. Under glibc it sets the process's mmap threshold to
+// `options` NULL means the defaults, with no progress callback and no
+// cancel flag (`options.progress`, `options.user_data`,
+// `options.cancel`). On success `*result` (may be NULL) is filled. Under glibc it sets the process's mmap threshold to
 // 1 MiB (`mallopt(M_MMAP_THRESHOLD)`), so that freed buffers leave the
 // process and peak memory stays within what the delta states.
 //
@@ -364,15 +369,13 @@ void delta_apply_options_default(struct DeltaApplyOptions *options);
 //
 // # Safety
 // Each string is NULL or NUL-terminated and valid during the call;
-// `options`, `result` and `err` are NULL or valid; `progress` is NULL or
-// a function of that signature; `cancel` as above.
+// `options`, `result` and `err` are NULL or valid; `options.progress` is
+// NULL or a function of that signature; `options.cancel` as its field
+// says.
 int delta_apply(const char *old,
                 const char *delta,
                 const char *target,
                 const struct DeltaApplyOptions *options,
-                DeltaProgressFn progress,
-                void *user_data,
-                const int *cancel,
                 struct DeltaApplyResult *result,
                 struct DeltaError **err);
 

@@ -118,6 +118,15 @@ pub struct DeltaApplyOptions {
     /// delta for another image is refused before anything is written.
     /// NULL: any.
     pub expect_new: *const c_char,
+    /// Called with `user_data` at each progress report; NULL: none.
+    pub progress: DeltaProgressFn,
+    /// Passed to `progress` as its first argument.
+    pub user_data: *mut c_void,
+    /// NULL, or an `int` the caller may set non-zero from any thread, with
+    /// an atomic store (C11 `atomic_store`, `__atomic_store_n`, Go's
+    /// `atomic.StoreInt32`), to stop the apply with `DELTA_ERR_CANCELLED`;
+    /// it must stay valid until `delta_apply()` returns.
+    pub cancel: *const c_int,
 }
 
 /// What `delta_apply()` did.
@@ -179,6 +188,9 @@ pub unsafe extern "C" fn delta_apply_options_default(options: *mut DeltaApplyOpt
         trusted_keys: std::ptr::null(),
         keyring: std::ptr::null(),
         expect_new: std::ptr::null(),
+        progress: None,
+        user_data: std::ptr::null_mut(),
+        cancel: std::ptr::null(),
     };
     // SAFETY: not NULL (checked), valid for writing by the caller's
     // contract.
@@ -326,13 +338,9 @@ impl Callback {
 /// path, `-` for standard input, or an `http://` or `https://` URL,
 /// applied as it downloads (10 retries, 30 s timeout).
 ///
-/// `options` NULL means the defaults. `progress` (may be NULL) is called
-/// with `user_data`. `cancel` (may be NULL) points to an `int` that the
-/// caller may set to non-zero from any thread, with an atomic store (C11
-/// `atomic_store`, `__atomic_store_n`, Go's `atomic.StoreInt32`), to stop
-/// the apply with `DELTA_ERR_CANCELLED`; it
-/// must stay valid until this function returns. On success `*result` (may
-/// be NULL) is filled. Under glibc it sets the process's mmap threshold to
+/// `options` NULL means the defaults, with no progress callback and no
+/// cancel flag (`options.progress`, `options.user_data`,
+/// `options.cancel`). On success `*result` (may be NULL) is filled. Under glibc it sets the process's mmap threshold to
 /// 1 MiB (`mallopt(M_MMAP_THRESHOLD)`), so that freed buffers leave the
 /// process and peak memory stays within what the delta states.
 ///
@@ -343,18 +351,15 @@ impl Callback {
 ///
 /// # Safety
 /// Each string is NULL or NUL-terminated and valid during the call;
-/// `options`, `result` and `err` are NULL or valid; `progress` is NULL or
-/// a function of that signature; `cancel` as above.
+/// `options`, `result` and `err` are NULL or valid; `options.progress` is
+/// NULL or a function of that signature; `options.cancel` as its field
+/// says.
 #[no_mangle]
-#[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn delta_apply(
     old: *const c_char,
     delta: *const c_char,
     target: *const c_char,
     options: *const DeltaApplyOptions,
-    progress: DeltaProgressFn,
-    user_data: *mut c_void,
-    cancel: *const c_int,
     result: *mut DeltaApplyResult,
     err: *mut *mut DeltaError,
 ) -> c_int {
@@ -369,6 +374,10 @@ pub unsafe extern "C" fn delta_apply(
                 path_arg(target, "target")?,
                 options.as_ref(),
             )
+        };
+        let (progress, user_data, cancel) = match options {
+            Some(o) => (o.progress, o.user_data, o.cancel),
+            None => (None, std::ptr::null_mut(), std::ptr::null()),
         };
         let options = match options {
             // SAFETY: its strings are NULL or valid by this function's

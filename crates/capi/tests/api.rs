@@ -111,16 +111,17 @@ fn apply(
     let (old, delta, target) = (c(&f.old), c(&f.delta), c(target));
     let mut result = std::mem::MaybeUninit::<DeltaApplyResult>::zeroed();
     let mut err = null_mut();
+    let raw = DeltaApplyOptions {
+        cancel,
+        ..options.raw
+    };
     // SAFETY: valid strings, options and out pointers for the call.
     let code = unsafe {
         delta_apply(
             old.as_ptr(),
             delta.as_ptr(),
             target.as_ptr(),
-            &options.raw,
-            None,
-            null_mut(),
-            cancel,
+            &raw,
             result.as_mut_ptr(),
             &mut err,
         )
@@ -197,16 +198,18 @@ fn apply_rebuilds_the_image_and_byte_paths_work() {
     let mut steps: Vec<(u32, u64)> = Vec::new();
     let (old, delta, target) = (c(&f.old), c(&f.delta), c(&f.path("again.img")));
     let options = options(f.dir.path());
+    let raw = DeltaApplyOptions {
+        progress: Some(record),
+        user_data: (&mut steps as *mut Vec<(u32, u64)>).cast(),
+        ..options.raw
+    };
     // SAFETY: valid strings and options; the callback gets our Vec.
     let code = unsafe {
         delta_apply(
             old.as_ptr(),
             delta.as_ptr(),
             target.as_ptr(),
-            &options.raw,
-            Some(record),
-            (&mut steps as *mut Vec<(u32, u64)>).cast(),
-            null(),
+            &raw,
             null_mut(),
             null_mut(),
         )
@@ -246,9 +249,6 @@ fn wrong_requests_get_their_codes() {
             null(),
             null(),
             target.as_ptr(),
-            null(),
-            None,
-            null_mut(),
             null(),
             null_mut(),
             &mut err,
@@ -308,6 +308,12 @@ fn held_application_locks_mean_not_now_and_cancel_stops_the_wait() {
     let flag = AtomicI32::new(0);
     let (old, delta, target) = (c(&f.old), c(&f.delta), c(&f.path("d.img")));
     let mut err = null_mut();
+    let raw = DeltaApplyOptions {
+        progress: Some(cancel_when_waiting),
+        user_data: std::ptr::from_ref(&flag).cast_mut().cast(),
+        cancel: flag.as_ptr(),
+        ..o.raw
+    };
     // SAFETY: valid strings, options and flag; the callback gets the flag,
     // which outlives the call.
     let code = unsafe {
@@ -315,10 +321,7 @@ fn held_application_locks_mean_not_now_and_cancel_stops_the_wait() {
             old.as_ptr(),
             delta.as_ptr(),
             target.as_ptr(),
-            &o.raw,
-            Some(cancel_when_waiting),
-            std::ptr::from_ref(&flag).cast_mut().cast(),
-            flag.as_ptr(),
+            &raw,
             null_mut(),
             &mut err,
         )

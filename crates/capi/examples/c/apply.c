@@ -50,12 +50,13 @@ int main(int argc, char **argv) {
   options.lock_root = none;
   options.supervisor_config = none;
   options.compare_zero_runs = compare_zero_runs;
+  options.progress = on_progress;
+  options.user_data = stdout;
 
   const char *old = strcmp(argv[1], "-") == 0 ? NULL : argv[1];
   DeltaApplyResult result;
   DeltaError *err = NULL;
-  int code = delta_apply(old, argv[2], argv[3], &options, on_progress, stdout, NULL, &result,
-                         &err);
+  int code = delta_apply(old, argv[2], argv[3], &options, &result, &err);
   if (code != DELTA_OK) {
     fprintf(stderr, "error: %s\n", delta_error_message(err));
     int exit_code = delta_error_exit_code(err);

@@ -14,6 +14,9 @@ static void trampoline(void *user_data, uint32_t step, uint64_t done, uint64_t t
 int apply_with_progress(const char *old, const char *delta, const char *target,
                         const DeltaApplyOptions *options, uintptr_t handle, const int *cancel,
                         DeltaApplyResult *result, DeltaError **err) {
-  return delta_apply(old, delta, target, options, trampoline, (void *)handle, cancel, result,
-                     err);
+  DeltaApplyOptions with = *options;
+  with.progress = trampoline;
+  with.user_data = (void *)handle;
+  with.cancel = cancel;
+  return delta_apply(old, delta, target, &with, result, err);
 }
