@@ -94,6 +94,35 @@ impl Device {
         assert!(!self.path("out.img.partial").exists());
         assert!(!self.path("out.img.journal").exists());
     }
+
+    /// Runs `meanwhile` while an apply to `out.img` holds its verified
+    /// target and waits for an application's update lock (from its
+    /// `WaitingForLock` report), then releases the lock and checks that the
+    /// apply commits.
+    fn while_an_apply_waits_for_a_lock(&self, meanwhile: impl FnOnce()) {
+        let update_lock = self.hold_update_lock("main");
+        let (waiting, waits) = std::sync::mpsc::channel();
+        let mut first = Applier::new(ApplyOptions {
+            lock_timeout: Some(DEADLINE),
+            ..self.options()
+        })
+        .on_progress(move |p: &Progress| {
+            if p.step == Step::WaitingForLock {
+                let _ = waiting.send(());
+            }
+        });
+        let first = std::thread::scope(|scope| {
+            let running = scope.spawn(|| self.apply(&mut first));
+            if waits.recv_timeout(DEADLINE).is_err() {
+                panic!("the first apply never waited: {:?}", running.join());
+            }
+            meanwhile();
+            drop(update_lock);
+            running.join().unwrap()
+        });
+        first.unwrap();
+        self.assert_done();
+    }
 }
 
 /// Reads `inner` and sets `cancel` once `after` bytes were read: a cancel
@@ -323,22 +352,7 @@ fn trusted_keys_in_the_options_refuse_an_unsigned_or_foreign_delta_before_writin
 #[test]
 fn a_second_apply_to_a_target_being_written_is_refused() {
     let device = Device::new();
-    let update_lock = device.hold_update_lock("main");
-    let (waiting, waits) = std::sync::mpsc::channel();
-    let mut first = Applier::new(ApplyOptions {
-        lock_timeout: Some(DEADLINE),
-        ..device.options()
-    })
-    .on_progress(move |p: &Progress| {
-        if p.step == Step::WaitingForLock {
-            let _ = waiting.send(());
-        }
-    });
-    let first = std::thread::scope(|scope| {
-        let running = scope.spawn(|| device.apply(&mut first));
-        if waits.recv_timeout(DEADLINE).is_err() {
-            panic!("the first apply never waited: {:?}", running.join());
-        }
+    device.while_an_apply_waits_for_a_lock(|| {
         std::os::unix::fs::symlink(device.dir.path(), device.path("same-folder")).unwrap();
         for target in [device.path("out.img"), device.path("same-folder/out.img")] {
             let mut second = Applier::new(ApplyOptions {
@@ -351,11 +365,7 @@ fn a_second_apply_to_a_target_being_written_is_refused() {
             assert!(matches!(err, Error::TargetInUse { .. }), "{err}");
             assert!(err.to_string().contains("out.img.partial"), "{err}");
         }
-        drop(update_lock);
-        running.join().unwrap()
     });
-    first.unwrap();
-    device.assert_done();
 }
 
 /// The application releases its lock when the applier reports the wait:
@@ -447,22 +457,7 @@ fn cancel_while_waiting_for_a_lock_keeps_the_verified_target_for_the_next_run() 
 #[test]
 fn a_second_apply_while_one_runs_is_refused_by_the_instance_lock() {
     let device = Device::new();
-    let update_lock = device.hold_update_lock("main");
-    let (waiting, waits) = std::sync::mpsc::channel();
-    let mut first = Applier::new(ApplyOptions {
-        lock_timeout: Some(DEADLINE),
-        ..device.options()
-    })
-    .on_progress(move |p: &Progress| {
-        if p.step == Step::WaitingForLock {
-            let _ = waiting.send(());
-        }
-    });
-    let first = std::thread::scope(|scope| {
-        let running = scope.spawn(|| device.apply(&mut first));
-        if waits.recv_timeout(DEADLINE).is_err() {
-            panic!("the first apply never waited: {:?}", running.join());
-        }
+    device.while_an_apply_waits_for_a_lock(|| {
         let err = Applier::new(device.options())
             .apply(
                 Some(&device.path("old.img")),
@@ -475,11 +470,7 @@ fn a_second_apply_while_one_runs_is_refused_by_the_instance_lock() {
         assert!(!device.path("other.img").exists());
         assert!(!device.path("other.img.partial").exists());
         assert!(!device.path("other.img.journal").exists());
-        drop(update_lock);
-        running.join().unwrap()
     });
-    first.unwrap();
-    device.assert_done();
 }
 
 /// Targets the applier must never write: the old image itself (also by
