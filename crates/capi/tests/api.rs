@@ -102,26 +102,22 @@ fn options(dir: &Path) -> Options {
 }
 
 /// `delta_apply` with the fixture's images: the code, the error, the result.
+/// `options` and what its pointers reach outlive the call.
 fn apply(
     f: &Fixture,
     target: &Path,
-    options: &Options,
-    cancel: *const c_int,
+    options: &DeltaApplyOptions,
 ) -> (c_int, *mut DeltaError, DeltaApplyResult) {
     let (old, delta, target) = (c(&f.old), c(&f.delta), c(target));
     let mut result = std::mem::MaybeUninit::<DeltaApplyResult>::zeroed();
     let mut err = null_mut();
-    let raw = DeltaApplyOptions {
-        cancel,
-        ..options.raw
-    };
     // SAFETY: valid strings, options and out pointers for the call.
     let code = unsafe {
         delta_apply(
             old.as_ptr(),
             delta.as_ptr(),
             target.as_ptr(),
-            &raw,
+            options,
             result.as_mut_ptr(),
             &mut err,
         )
@@ -180,7 +176,7 @@ fn apply_rebuilds_the_image_and_byte_paths_work() {
         .dir
         .path()
         .join(std::ffi::OsStr::from_bytes(b"out-\xff.img"));
-    let (code, err, result) = apply(&f, &target, &options(f.dir.path()), null());
+    let (code, err, result) = apply(&f, &target, &options(f.dir.path()).raw);
     assert_eq!(code, DELTA_OK, "{:?}", (!err.is_null()).then(|| take(err)));
     assert_eq!(std::fs::read(&target).unwrap(), f.new_bytes);
     assert_eq!(result.new_len, f.new_bytes.len() as u64);
@@ -228,17 +224,17 @@ fn wrong_requests_get_their_codes() {
     let mut o = options(f.dir.path());
     let wrong = CString::new("00".repeat(32)).unwrap();
     o.raw.expect_new = wrong.as_ptr();
-    let (code, err, _) = apply(&f, &f.path("a.img"), &o, null());
+    let (code, err, _) = apply(&f, &f.path("a.img"), &o.raw);
     assert_eq!((code, take(err).0), (DELTA_ERR_UNEXPECTED_IMAGE, code));
     let malformed = CString::new("beef").unwrap();
     o.raw.expect_new = malformed.as_ptr();
-    let (code, err, _) = apply(&f, &f.path("a.img"), &o, null());
+    let (code, err, _) = apply(&f, &f.path("a.img"), &o.raw);
     assert_eq!(code, DELTA_ERR_INVALID_ARGUMENT);
     assert!(take(err).1.contains("expect_new"));
     let right = CString::new(blake3::hash(&f.new_bytes).to_hex().as_str()).unwrap();
     o.raw.expect_new = right.as_ptr();
     // The old image as the target is refused.
-    let (code, err, _) = apply(&f, &f.old, &o, null());
+    let (code, err, _) = apply(&f, &f.old, &o.raw);
     assert_eq!(code, DELTA_ERR_UNSAFE_TARGET, "{:?}", take(err));
     // No delta.
     let mut err = null_mut();
@@ -263,12 +259,16 @@ fn a_set_cancel_flag_cancels_and_a_rerun_completes() {
     let f = Fixture::new(Default::default());
     let o = options(f.dir.path());
     let flag = AtomicI32::new(1);
-    let (code, err, _) = apply(&f, &f.path("c.img"), &o, flag.as_ptr());
+    let with_cancel = DeltaApplyOptions {
+        cancel: flag.as_ptr(),
+        ..o.raw
+    };
+    let (code, err, _) = apply(&f, &f.path("c.img"), &with_cancel);
     assert_eq!(code, DELTA_ERR_CANCELLED);
     assert!(take(err).1.contains("cancelled"));
     assert!(!f.path("c.img").exists());
     flag.store(0, Ordering::SeqCst);
-    let (code, _, _) = apply(&f, &f.path("c.img"), &o, flag.as_ptr());
+    let (code, _, _) = apply(&f, &f.path("c.img"), &with_cancel);
     assert_eq!(code, DELTA_OK);
     assert_eq!(std::fs::read(f.path("c.img")).unwrap(), f.new_bytes);
 }
@@ -283,7 +283,7 @@ fn held_application_locks_mean_not_now_and_cancel_stops_the_wait() {
 
     let mut o = options(f.dir.path());
     o.raw.lock_timeout_ms = 0;
-    let (code, err, _) = apply(&f, &f.path("d.img"), &o, null());
+    let (code, err, _) = apply(&f, &f.path("d.img"), &o.raw);
     assert_eq!(code, DELTA_ERR_LOCKED);
     // SAFETY: `err` is live until `take` frees it.
     assert_eq!(unsafe { delta_error_exit_code(err) }, 3);
@@ -306,31 +306,19 @@ fn held_application_locks_mean_not_now_and_cancel_stops_the_wait() {
     o.raw.lock_timeout_ms = -1;
     o.raw.lock_poll_ms = 50;
     let flag = AtomicI32::new(0);
-    let (old, delta, target) = (c(&f.old), c(&f.delta), c(&f.path("d.img")));
-    let mut err = null_mut();
+    // The callback gets the flag, which outlives the call.
     let raw = DeltaApplyOptions {
         progress: Some(cancel_when_waiting),
         user_data: std::ptr::from_ref(&flag).cast_mut().cast(),
         cancel: flag.as_ptr(),
         ..o.raw
     };
-    // SAFETY: valid strings, options and flag; the callback gets the flag,
-    // which outlives the call.
-    let code = unsafe {
-        delta_apply(
-            old.as_ptr(),
-            delta.as_ptr(),
-            target.as_ptr(),
-            &raw,
-            null_mut(),
-            &mut err,
-        )
-    };
+    let (code, err, _) = apply(&f, &f.path("d.img"), &raw);
     assert_eq!(flag.load(Ordering::SeqCst), 1, "no wait was reported");
     assert_eq!(code, DELTA_ERR_CANCELLED, "{:?}", take(err));
 
     drop(lock);
-    let (code, _, _) = apply(&f, &f.path("d.img"), &o, null());
+    let (code, _, _) = apply(&f, &f.path("d.img"), &o.raw);
     assert_eq!(code, DELTA_OK);
     assert_eq!(std::fs::read(f.path("d.img")).unwrap(), f.new_bytes);
 }
