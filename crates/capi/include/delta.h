@@ -261,6 +261,10 @@ typedef struct DeltaGenOptions {
   // without `--force`: `DELTA_ERR_OUTPUT_EXISTS` before any work).
   // Never an input, nor anything but a regular file.
   bool replace;
+  // Make changed ELF files from their old partners with references
+  // projected (executable segments, format version 6); off, as
+  // `--no-exec`. Last, so that the fields before keep their offsets.
+  bool exec;
 } DeltaGenOptions;
 
 // What `delta_generate` produced.

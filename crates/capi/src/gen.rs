@@ -49,6 +49,10 @@ pub struct DeltaGenOptions {
     /// without `--force`: `DELTA_ERR_OUTPUT_EXISTS` before any work).
     /// Never an input, nor anything but a regular file.
     pub replace: bool,
+    /// Make changed ELF files from their old partners with references
+    /// projected (executable segments, format version 6); off, as
+    /// `--no-exec`. Last, so that the fields before keep their offsets.
+    pub exec: bool,
 }
 
 /// What `delta_generate` produced.
@@ -107,6 +111,7 @@ impl Default for DeltaGenOptions {
             deflate: d.deflate,
             lzma: d.lzma,
             replace: g.replace,
+            exec: d.exec,
         }
     }
 }
@@ -136,6 +141,7 @@ impl DeltaGenOptions {
                 window_list: self.window_list,
                 deflate: self.deflate,
                 lzma: self.lzma,
+                exec: self.exec,
                 ..d.delta
             },
             threads: size(u64::from(self.threads), "threads")?,
@@ -221,6 +227,7 @@ mod tests {
             deflate: !d.deflate,
             lzma: !d.lzma,
             replace: !d.replace,
+            exec: !d.exec,
         };
         let o = changed.options().unwrap();
         let delta = &o.delta;
@@ -241,6 +248,7 @@ mod tests {
         // deflate and lzma are two knobs: one no longer turns the other off.
         assert_eq!((delta.deflate, delta.lzma), (!d.deflate, !d.lzma));
         assert_eq!(o.replace, !d.replace);
+        assert_eq!(delta.exec, !d.exec);
         let only_deflate_off = DeltaGenOptions {
             deflate: false,
             ..DeltaGenOptions::default()

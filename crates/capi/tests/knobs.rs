@@ -65,6 +65,7 @@ fn tables() -> Vec<Table> {
             window_list: C(&["window_list"]),
             deflate: C(&["deflate"]),
             lzma: C(&["lzma"]),
+            exec: C(&["exec"]),
             report: Out(
                 "the per-file report has no C result to go in (`delta gen --report FILE.json` \
                  writes it); it changes no byte of the delta",

@@ -159,6 +159,9 @@ pub(crate) struct Tuning {
     /// Compress every segment with zstd, as version 3 appliers need (by default segments of mostly new bytes, such as new executables, are LZMA2-compressed after a branch filter where that is smaller: LZMA segments, format version 4).
     #[arg(long)]
     pub(crate) no_lzma: bool,
+    /// Treat ELF files inside ext4 and tar images as bytes, as version 5 appliers need (by default each changed executable or library is made from its old partner, found by path or by name without its version, with the partner's calls, jumps and PC-relative loads projected to where the new file has them: executable segments, format version 6).
+    #[arg(long)]
+    pub(crate) no_exec: bool,
 }
 
 impl Tuning {
@@ -184,6 +187,7 @@ impl Tuning {
                 window_list: !self.contiguous_windows,
                 deflate: !self.no_deflate,
                 lzma: !self.no_lzma,
+                exec: !self.no_exec,
                 ..d
             },
             ..GenOptions::default()

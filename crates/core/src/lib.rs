@@ -46,6 +46,7 @@
 // half.
 mod apply;
 mod error;
+mod exec;
 mod frame;
 mod generate;
 mod hex;
@@ -83,6 +84,7 @@ pub mod internal {
     pub use crate::apply::sink::NullSink;
     pub use crate::generate::deflate::{chunks_of, ChunkData};
     pub use crate::generate::encode::{encode_segment, Encoded, Produced};
+    pub use crate::generate::exec::file_segment as exec_file_segment;
     pub use crate::generate::index::BlockIndex;
     pub use crate::generate::plan::{plan_segment, SegmentPlan};
     pub use crate::generate::reuse::copy_repeats;

@@ -27,6 +27,7 @@ fn options(block_size: usize, segment_len: usize) -> DeltaOptions {
         window_list: true,
         deflate: true,
         lzma: true,
+        exec: true,
         report: true,
     }
 }

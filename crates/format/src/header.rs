@@ -20,7 +20,7 @@ pub const MAGIC: [u8; 8] = [0x89, b'D', b'L', b'T', b'\r', b'\n', 0x1a, b'\n'];
 /// [`FLAG_SEGMENT_KINDS`], else version 2 (so deltas that need nothing new
 /// stay readable by older appliers, and an older applier refuses a delta
 /// it cannot apply before it writes anything).
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// The oldest format version this build reads.
 pub const MIN_VERSION: u32 = 2;
 /// Bytes of the fixed header.
@@ -79,6 +79,9 @@ pub const FLAG_LZMA: u32 = 64;
 /// Header flag (version 5, only with [`FLAG_SEGMENT_KINDS`]): segments of
 /// kind [`DEFLATE_CHUNKS`](crate::kind::DEFLATE_CHUNKS) may occur.
 pub const FLAG_DEFLATE_CHUNKS: u32 = 128;
+/// Header flag (version 6, only with [`FLAG_SEGMENT_KINDS`]): segments of
+/// kind [`EXEC`](crate::kind::EXEC) may occur.
+pub const FLAG_EXEC: u32 = 256;
 const KNOWN_FLAGS: u32 = FLAG_FULL
     | FLAG_MIGRATION
     | FLAG_COPY_NEW
@@ -86,12 +89,15 @@ const KNOWN_FLAGS: u32 = FLAG_FULL
     | FLAG_SIGNED
     | FLAG_SEGMENT_KINDS
     | FLAG_LZMA
-    | FLAG_DEFLATE_CHUNKS;
+    | FLAG_DEFLATE_CHUNKS
+    | FLAG_EXEC;
 
 /// The version a header with `flags` is written as (see [`VERSION`]).
 fn version_of(flags: u32) -> u32 {
-    if flags & FLAG_DEFLATE_CHUNKS != 0 {
+    if flags & FLAG_EXEC != 0 {
         VERSION
+    } else if flags & FLAG_DEFLATE_CHUNKS != 0 {
+        5
     } else if flags & FLAG_LZMA != 0 {
         4
     } else if flags & FLAG_SEGMENT_KINDS != 0 {
@@ -336,7 +342,11 @@ impl Header {
                 known: KNOWN_FLAGS,
             });
         }
-        for (flag, name) in [(FLAG_LZMA, "LZMA"), (FLAG_DEFLATE_CHUNKS, "DEFLATE_CHUNKS")] {
+        for (flag, name) in [
+            (FLAG_LZMA, "LZMA"),
+            (FLAG_DEFLATE_CHUNKS, "DEFLATE_CHUNKS"),
+            (FLAG_EXEC, "EXEC"),
+        ] {
             if flags & flag != 0 && flags & FLAG_SEGMENT_KINDS == 0 {
                 return Err(invalid(
                     "flags",
@@ -350,8 +360,8 @@ impl Header {
                 "version",
                 version.into(),
                 format!(
-                    "{VERSION} exactly when flag DEFLATE_CHUNKS ({FLAG_DEFLATE_CHUNKS:#x}) is set, \
-                     else 4 exactly when flag LZMA ({FLAG_LZMA:#x}) is set, else 3 exactly when \
+                    "{VERSION} exactly when flag EXEC ({FLAG_EXEC:#x}) is set, else 5 exactly \
+                     when flag DEFLATE_CHUNKS ({FLAG_DEFLATE_CHUNKS:#x}) is set, else 4 exactly when flag LZMA ({FLAG_LZMA:#x}) is set, else 3 exactly when \
                      flag SEGMENT_KINDS ({FLAG_SEGMENT_KINDS:#x}) is set, else {MIN_VERSION}"
                 ),
             ));

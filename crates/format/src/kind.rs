@@ -1,4 +1,4 @@
-//! Segment kinds (versions 3 to 5): how a segment makes its bytes, when the
+//! Segment kinds (versions 3 to 6): how a segment makes its bytes, when the
 //! header has [`FLAG_SEGMENT_KINDS`].
 //!
 //! Every payload then starts with one kind byte:
@@ -105,6 +105,9 @@ pub const LZMA: u8 = 2;
 /// Kind byte (version 5): a deflate stream rebuilt chunk by chunk from its
 /// inflated content, in memory that does not grow with the content.
 pub const DEFLATE_CHUNKS: u8 = 3;
+/// Kind byte (version 6): one executable made from its old partner after
+/// the partner's references are projected (see [`crate::exec`]).
+pub const EXEC: u8 = 4;
 
 /// Most content bytes one chunk of a [`DEFLATE_CHUNKS`] segment may have:
 /// the re-deflater holds one chunk (and a 32 KiB window of the one before)
@@ -154,7 +157,8 @@ pub fn split(payload: &[u8], segment: u64, kinds: Kinds) -> Result<(u8, &[u8])> 
             if kind == PLAIN
                 || kind == DEFLATE
                 || (kinds.lzma && kind == LZMA)
-                || (kinds.deflate_chunks && kind == DEFLATE_CHUNKS) =>
+                || (kinds.deflate_chunks && kind == DEFLATE_CHUNKS)
+                || (kinds.exec && kind == EXEC) =>
         {
             Ok((kind, rest))
         }
@@ -165,6 +169,9 @@ pub fn split(payload: &[u8], segment: u64, kinds: Kinds) -> Result<(u8, &[u8])> 
             }
             if kinds.deflate_chunks {
                 names.push(format!("{DEFLATE_CHUNKS} (deflate in chunks)"));
+            }
+            if kinds.exec {
+                names.push(format!("{EXEC} (exec)"));
             }
             let last = names.pop().unwrap_or_default();
             Err(Error::InvalidField {
@@ -184,6 +191,8 @@ pub struct Kinds {
     /// [`DEFLATE_CHUNKS`] (the header's
     /// [`FLAG_DEFLATE_CHUNKS`](crate::FLAG_DEFLATE_CHUNKS)).
     pub deflate_chunks: bool,
+    /// [`EXEC`] (the header's [`FLAG_EXEC`](crate::FLAG_EXEC)).
+    pub exec: bool,
 }
 
 impl Kinds {
@@ -192,6 +201,7 @@ impl Kinds {
         Kinds {
             lzma: flags & crate::FLAG_LZMA != 0,
             deflate_chunks: flags & crate::FLAG_DEFLATE_CHUNKS != 0,
+            exec: flags & crate::FLAG_EXEC != 0,
         }
     }
 }
@@ -738,6 +748,7 @@ mod tests {
     const LZMA_ONLY: Kinds = Kinds {
         lzma: true,
         deflate_chunks: false,
+        exec: false,
     };
 
     fn sample() -> (Deflate<'static>, SegmentEntry) {

@@ -1,4 +1,4 @@
-//! Wire format of delta files (versions 2 to 5).
+//! Wire format of delta files (versions 2 to 6).
 //!
 //! A delta file rebuilds a *new* image from an *old* one (or from nothing,
 //! for a full-image payload). This crate knows its byte layout and nothing
@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod exec;
 mod header;
 pub mod kind;
 mod reader;
@@ -42,7 +43,7 @@ pub mod window;
 pub use error::{Error, Result};
 pub use header::{
     max_reference_total, Digest, Header, Index, Limits, OutputTotals, SegmentEntry, DIGEST_LEN,
-    ENTRY_LEN, FLAG_COPY_NEW, FLAG_DEFLATE_CHUNKS, FLAG_FULL, FLAG_LZMA, FLAG_MIGRATION,
+    ENTRY_LEN, FLAG_COPY_NEW, FLAG_DEFLATE_CHUNKS, FLAG_EXEC, FLAG_FULL, FLAG_LZMA, FLAG_MIGRATION,
     FLAG_SEGMENT_KINDS, FLAG_SIGNED, FLAG_WINDOW_LIST, HEADER_LEN, MAGIC, MIN_VERSION,
     REFERENCE_FACTOR, REFERENCE_SLACK, STREAM_SLACK, VERSION,
 };

@@ -12,8 +12,10 @@ use crate::apply::rebuild::{self, InProcess, Redeflate};
 use crate::apply::sink::{Sink, ZEROS};
 use crate::apply::source::Source;
 use crate::error::{Error, Result, SegmentError};
+use crate::exec::{self, Rewrite, ShiftMap};
 use crate::frame::{decode_frame, one_frame};
 use crate::segment::SegmentRef;
+use delta_format::exec::Exec;
 use delta_format::kind::{self, Deflate, Rebuild};
 use delta_format::{
     stream, window, Digest, Instruction, Limits, SegmentEntry, Totals, STREAM_SLACK,
@@ -123,11 +125,27 @@ impl Patcher {
             return self.apply_deflate(old, seg, kind, payload, sink);
         }
         self.redeflate.idle(entry.memory());
+        if kind == kind::EXEC {
+            return self.apply_exec(old, seg, payload, sink);
+        }
         match kind {
             kind::LZMA => self.decompress_lzma(seg, payload)?,
             _ => self.decompress(old, seg, payload)?,
         }
+        let digest = self.run_ops(old, seg, sink)?;
+        check_output(seg, &digest)?;
+        Ok(digest)
+    }
 
+    /// Runs the op stream in the stream buffer, reading `old`, into `sink`;
+    /// returns the digest of what it produced.
+    fn run_ops<S: Source + ?Sized, K: Sink + ?Sized>(
+        &mut self,
+        old: &S,
+        seg: SegmentRef<'_>,
+        sink: &mut K,
+    ) -> Applied<Digest, K::Error> {
+        let segment = seg.index;
         let mut run = Run {
             old,
             sink,
@@ -144,8 +162,56 @@ impl Patcher {
             run.execute(instruction)?;
         }
         let totals = decoder.finish().map_err(format)?;
-        check_totals(segment, entry, totals)?;
-        let digest: Digest = *run.hasher.finalize().as_bytes();
+        check_totals(segment, seg.entry, totals)?;
+        Ok(*run.hasher.finalize().as_bytes())
+    }
+
+    /// Applies an executable segment (see [`delta_format::exec`]): reads
+    /// the old file into the reference buffer, projects its references,
+    /// decodes the op stream against it and runs the ops on it.
+    fn apply_exec<S: Source + ?Sized, K: Sink + ?Sized>(
+        &mut self,
+        old: &S,
+        seg: SegmentRef<'_>,
+        body: &[u8],
+        sink: &mut K,
+    ) -> Applied<Digest, K::Error> {
+        let segment = seg.index;
+        let parts = Exec::decode(body, segment, seg.entry, old.len())
+            .map_err(|source| Error::Format { segment, source })?;
+        // Both are within the entry's memory, which was checked against
+        // apply_memory and the caller's limit.
+        let (file_len, ops_len) = (parts.old_len() as usize, parts.ops_len as usize);
+        self.fit(ops_len, file_len);
+        let mut file = std::mem::take(&mut self.reference);
+        file.clear();
+        file.resize(file_len, 0);
+        let result = (|| {
+            let mut at = 0;
+            for range in &parts.ranges {
+                let len = (range.end - range.start) as usize;
+                read_range(old, range.start, &mut file[at..at + len])?;
+                at += len;
+            }
+            exec::rewrite(
+                parts.arch,
+                &mut file,
+                Rewrite::Project(ShiftMap::new(&parts.shifts)),
+            );
+            let reference = &file[parts.reference.start as usize..parts.reference.end as usize];
+            self.stream.resize(ops_len, 0);
+            decode_frame(segment, parts.frame, reference, &mut self.stream)
+        })();
+        // The ops read the projected file, never the new image.
+        let inner = SegmentRef {
+            new_limit: 0,
+            ..seg
+        };
+        let digest = result
+            .map_err(SegmentError::from)
+            .and_then(|()| self.run_ops(file.as_slice(), inner, sink));
+        self.reference = file;
+        let digest = digest?;
         check_output(seg, &digest)?;
         Ok(digest)
     }

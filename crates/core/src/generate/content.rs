@@ -38,6 +38,15 @@ pub struct ContentSummary {
     pub deflate_bytes: u64,
     /// Payload bytes of the deflate segments.
     pub deflate_payload: u64,
+    /// Changed ELF files with an old partner: the executable candidates.
+    pub exec_candidates: u64,
+    /// Executable segments made of them (the rest were not smaller than
+    /// plain segments).
+    pub exec_segments: u64,
+    /// Bytes of new image that executable segments produce.
+    pub exec_bytes: u64,
+    /// Payload bytes of the executable segments.
+    pub exec_payload: u64,
 }
 
 /// The container maps of both images, when both map and are of one kind,

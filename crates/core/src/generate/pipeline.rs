@@ -22,6 +22,7 @@ use crate::generate::arrange::{arrange, MAX_MERGED_LEN};
 use crate::generate::content::{deflate_pairs, map_both, ContentSummary};
 use crate::generate::deflate;
 use crate::generate::encode::{encode_cost, encode_segment, EncodeOptions, Produced};
+use crate::generate::exec;
 use crate::generate::index::BlockIndex;
 use crate::generate::plan::{plan_segment, DiffOptions};
 use crate::generate::report::{plain_pieces, FileSpan, Piece, Report};
@@ -31,8 +32,8 @@ use crate::generate::window::{CopiedRuns, WindowLayout};
 use crate::segment::SegmentRef;
 use delta_format::kind::{self, BranchFilter, Kinds};
 use delta_format::{
-    Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_DEFLATE_CHUNKS, FLAG_FULL, FLAG_LZMA,
-    FLAG_MIGRATION, FLAG_SEGMENT_KINDS, FLAG_WINDOW_LIST,
+    Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_DEFLATE_CHUNKS, FLAG_EXEC, FLAG_FULL,
+    FLAG_LZMA, FLAG_MIGRATION, FLAG_SEGMENT_KINDS, FLAG_WINDOW_LIST,
 };
 use std::io::{self, Write};
 use std::ops::Range;
@@ -70,6 +71,13 @@ pub struct DeltaOptions {
     /// smaller than zstd (LZMA segments, format version 4, see
     /// [`crate::lzma`]); off, no delta is version 4.
     pub lzma: bool,
+    /// Make each changed ELF file of a file-system image from its old
+    /// partner (same path, or same name but for its version), with the
+    /// partner's calls, jumps and PC-relative loads projected to where the
+    /// new file has them, where that is smaller than plain segments
+    /// (executable segments, format version 6, see
+    /// [`crate::generate::exec`]); off, no delta is version 6.
+    pub exec: bool,
     /// Share the payload bytes out over the files of the new image
     /// ([`Delta::report`], see [`crate::generate::report`]).
     pub report: bool,
@@ -88,6 +96,7 @@ impl Default for DeltaOptions {
             window_list: true,
             deflate: true,
             lzma: true,
+            exec: true,
             report: false,
         }
     }
@@ -203,11 +212,20 @@ pub fn generate<R: Runner>(
         || BlockIndex::build(old, options.diff.block_size, runner),
     );
     runner.hashed(&old_digest, &new_digest);
-    let (pairs, mut content, report_spans) = map_content(old, new, options);
+    let Mapped {
+        deflate: pairs,
+        exec: exec_pairs,
+        mut content,
+        spans: report_spans,
+    } = map_content(old, new, options);
     indexing.finish();
     let deflated = deflate_segments(old, new, pairs, options, runner)?;
     let lzma = options.lzma.then(|| branch_filter(new));
-    let holes: Vec<_> = deflated.iter().map(|m| m.range.clone()).collect();
+    let execs = exec_segments(old, new, exec_pairs, &index, options, lzma, runner)?;
+    let mut holes: Vec<_> = (deflated.iter().chain(&execs))
+        .map(|m| m.range.clone())
+        .collect();
+    holes.sort_by_key(|range| range.start);
     let units = alike(split_around(new.len(), options.segment_len, &holes));
     let planning = Tally::start(runner, Phase::Planning, span(&units));
     let units = runner.map(units, |range| {
@@ -268,7 +286,8 @@ pub fn generate<R: Runner>(
     // stays version 2.
     let any_lzma = encoded.iter().any(|(_, kind)| *kind == kind::LZMA);
     let any_chunks = (deflated.iter()).any(|m| m.payload.first() == Some(&kind::DEFLATE_CHUNKS));
-    let kinds = !deflated.is_empty() || any_lzma;
+    let any_exec = !execs.is_empty();
+    let kinds = !deflated.is_empty() || any_lzma || any_exec;
     let mut all: Vec<Made> = encoded
         .into_iter()
         .map(|(made, kind)| if kinds { made.with_kind(kind) } else { made })
@@ -284,7 +303,11 @@ pub fn generate<R: Runner>(
     content.deflate_segments = deflated.len() as u64;
     content.deflate_bytes = deflated.iter().map(|m| m.entry.new_len).sum();
     content.deflate_payload = deflated.iter().map(|m| m.entry.payload_len).sum();
+    content.exec_segments = execs.len() as u64;
+    content.exec_bytes = execs.iter().map(|m| m.entry.new_len).sum();
+    content.exec_payload = execs.iter().map(|m| m.entry.payload_len).sum();
     all.extend(deflated);
+    all.extend(execs);
     all.sort_by_key(|m| m.range.start);
     let mut costs = Vec::new();
     let (segments, payloads): (Vec<_>, Vec<_>) = all
@@ -302,7 +325,8 @@ pub fn generate<R: Runner>(
             | flag(options.migration, FLAG_MIGRATION)
             | flag(kinds, FLAG_SEGMENT_KINDS)
             | flag(any_lzma, FLAG_LZMA)
-            | flag(any_chunks, FLAG_DEFLATE_CHUNKS),
+            | flag(any_chunks, FLAG_DEFLATE_CHUNKS)
+            | flag(any_exec, FLAG_EXEC),
         old_len: old.len() as u64,
         new_len: new.len() as u64,
         old_digest,
@@ -328,34 +352,66 @@ pub fn generate<R: Runner>(
     })
 }
 
+/// What the images hold, as far as the options need it (see [`map_content`]).
+struct Mapped {
+    /// The gzip and zlib files of the new image with their old versions.
+    deflate: Vec<deflate::Pair>,
+    /// The changed ELF files of the new image with their old partners.
+    exec: Vec<exec::Pair>,
+    /// The content summary.
+    content: ContentSummary,
+    /// The report's file spans (with `options.report`).
+    spans: Option<Vec<FileSpan>>,
+}
+
 /// What the images hold, as far as `options` need it: the gzip and zlib
-/// files of the new image with their old versions (deflate segments), the
-/// content summary, and the report's file spans (with `options.report`).
-fn map_content(
-    old: &[u8],
-    new: &[u8],
-    options: &DeltaOptions,
-) -> (Vec<deflate::Pair>, ContentSummary, Option<Vec<FileSpan>>) {
-    let mapped = !options.full && (options.deflate || options.report);
+/// files of the new image with their old versions (deflate segments), its
+/// changed ELF files with their partners (executable segments), the
+/// content summary, and the report's file spans.
+fn map_content(old: &[u8], new: &[u8], options: &DeltaOptions) -> Mapped {
+    let mapped = !options.full && (options.deflate || options.exec || options.report);
     let (maps, mut content) = if mapped {
         map_both(old, new)
     } else {
         (None, ContentSummary::default())
     };
-    let pairs = match &maps {
-        Some((old_map, new_map)) if options.deflate => deflate_pairs(old_map, new_map, old, new),
-        _ => Vec::new(),
+    let (deflate, exec) = match &maps {
+        Some((old_map, new_map)) => (
+            if options.deflate {
+                deflate_pairs(old_map, new_map, old, new)
+            } else {
+                Vec::new()
+            },
+            if options.exec {
+                exec::exec_pairs(old_map, new_map, old, new)
+            } else {
+                Vec::new()
+            },
+        ),
+        None => (Vec::new(), Vec::new()),
     };
-    content.deflate_candidates = pairs.len() as u64;
-    let report_spans = match (&maps, options.report) {
+    content.deflate_candidates = deflate.len() as u64;
+    content.exec_candidates = exec.len() as u64;
+    let spans = match (&maps, options.report) {
         (Some((old_map, new_map)), true) => {
             let old_paths = old_map.files.iter().map(|f| f.path.clone()).collect();
-            Some(crate::generate::report::spans(new_map, &old_paths, &pairs))
+            let partners = (deflate.iter())
+                .filter_map(|p| Some((p.path.clone(), p.old_path.clone()?)))
+                .chain(exec.iter().map(|p| (p.path.clone(), p.old_path.clone())))
+                .collect();
+            Some(crate::generate::report::spans(
+                new_map, &old_paths, &partners,
+            ))
         }
         (None, true) => Some(Vec::new()),
         _ => None,
     };
-    (pairs, content, report_spans)
+    Mapped {
+        deflate,
+        exec,
+        content,
+        spans,
+    }
 }
 
 /// A segment made: the new range it produces, its table entry, its payload
@@ -457,6 +513,7 @@ fn deflate_segment<R: Runner>(
         allowed: Kinds {
             lzma: false,
             deflate_chunks: true,
+            exec: false,
         },
     };
     runner.check(old, new, segment, &payload)?;
@@ -466,6 +523,107 @@ fn deflate_segment<R: Runner>(
         weight: 1,
     };
     Ok(Some(Made::new(range, entry, payload, vec![piece])))
+}
+
+/// The executable segments of the candidate ELF files `pairs` (see
+/// [`exec::exec_pairs`]) that are smaller than the plain segment of the
+/// same bytes, each checked by `runner`, in new-image order.
+fn exec_segments<R: Runner>(
+    old: &[u8],
+    new: &[u8],
+    pairs: Vec<exec::Pair>,
+    index: &BlockIndex,
+    options: &DeltaOptions,
+    lzma: Option<BranchFilter>,
+    runner: &R,
+) -> Result<Vec<Made>, R::Error> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let total = pairs.iter().map(|pair| pair.new.len() as u64).sum();
+    let items = pairs
+        .into_iter()
+        .map(|pair| (pair.new.len() as u64, pair))
+        .collect();
+    let tally = Tally::start(runner, Phase::Executables, total);
+    let made = runner.map(items, |pair| {
+        let made = exec_segment(old, new, &pair, index, options, lzma, runner);
+        tally.add(pair.new.len() as u64);
+        made
+    });
+    tally.finish();
+    made.into_iter()
+        .filter_map(Result::transpose)
+        .collect::<Result<_, _>>()
+}
+
+/// Bytes an executable segment must save over the plain segment of the
+/// same bytes: two table entries and frame headers (it splits a plain
+/// segment in two). On os-minor, files whose build ID alone changed cost
+/// about 145 bytes either way, and 55 such segments made the delta larger.
+const EXEC_MARGIN: u64 = 2 * delta_format::ENTRY_LEN as u64 + 64;
+
+/// The executable segment of `pair`, checked by `runner`, if it is smaller
+/// than the plain segment of the same bytes would be, by more than
+/// [`EXEC_MARGIN`] and 5%.
+fn exec_segment<R: Runner>(
+    old: &[u8],
+    new: &[u8],
+    pair: &exec::Pair,
+    index: &BlockIndex,
+    options: &DeltaOptions,
+    lzma: Option<BranchFilter>,
+    runner: &R,
+) -> Result<Option<Made>, R::Error> {
+    let range = pair.new.clone();
+    let produced = Produced {
+        bytes: &new[range.clone()],
+        digest: runner.digest(&new[range.clone()]),
+    };
+    let plan = plan_segment(old, new, range.clone(), index, &options.diff);
+    let plain = encode_segment(
+        old,
+        produced,
+        &plan,
+        WindowLayout::Contiguous,
+        &options.encode,
+        lzma,
+    )?;
+    let Some(made) = exec::encode(old, new, pair, produced.digest, &options.encode, true)? else {
+        return Ok(None);
+    };
+    // The segment costs a table entry, and splits the plain segment around
+    // it in two: it must win by more than that.
+    let worth = made.entry.payload_len + EXEC_MARGIN < plain.entry.payload_len
+        && made.entry.payload_len * 20 < plain.entry.payload_len * 19;
+    if !worth {
+        return Ok(None);
+    }
+    let segment = SegmentRef {
+        index: 0,
+        new_offset: range.start as u64,
+        payload_offset: 0,
+        entry: &made.entry,
+        new_limit: 0,
+        window_list: options.window_list,
+        kinds: true,
+        allowed: Kinds {
+            exec: true,
+            ..Kinds::default()
+        },
+    };
+    runner.check(old, new, segment, &made.payload)?;
+    let piece = Piece {
+        range: range.start as u64..range.end as u64,
+        how: crate::generate::report::How::Exec,
+        weight: 1,
+    };
+    Ok(Some(Made::new(
+        range,
+        made.entry,
+        made.payload,
+        vec![piece],
+    )))
 }
 
 /// How the plain and LZMA segments are read: what [`SegmentRef`] needs
@@ -505,6 +663,7 @@ impl SegmentChecks {
                     allowed: Kinds {
                         lzma: self.lzma,
                         deflate_chunks: false,
+                        exec: false,
                     },
                 };
                 runner.check(old, new, segment, &made.payload)

@@ -30,7 +30,6 @@
 //! is one file's; a slice shared by files (tar's 512-byte records, 1 KiB
 //! blocks) is split between them by bytes.
 
-use crate::generate::deflate::Pair;
 use crate::generate::plan::SegmentPlan;
 use delta_format::Op;
 use std::collections::HashMap;
@@ -61,10 +60,20 @@ pub enum How {
     Literal,
     /// Literal bytes of an LZMA segment (new executables, branch-filtered).
     Lzma,
+    /// Made from its old partner with references projected (an executable
+    /// segment).
+    Exec,
 }
 
 /// Every [`How`], in declaration order (their `as usize` values).
-const HOWS: [How; 5] = [How::Copy, How::Diff, How::Deflate, How::Literal, How::Lzma];
+const HOWS: [How; 6] = [
+    How::Copy,
+    How::Diff,
+    How::Deflate,
+    How::Literal,
+    How::Lzma,
+    How::Exec,
+];
 
 impl How {
     /// Its name in the report.
@@ -75,6 +84,7 @@ impl How {
             How::Deflate => "deflate",
             How::Literal => "literal",
             How::Lzma => "lzma",
+            How::Exec => "exec",
         }
     }
 }
@@ -328,7 +338,7 @@ fn split_piece(piece: &Piece, owner: &[(u64, u64, usize)], outside: usize, out: 
     let len = u128::from(stop - start).max(1);
     let saved = match piece.how {
         How::Diff | How::Literal | How::Lzma => len.saturating_sub(u128::from(piece.weight)),
-        How::Copy | How::Deflate => 0,
+        How::Copy | How::Deflate | How::Exec => 0,
     };
     let (mut at, mut given) = (start, 0u64);
     // The first interval that ends after `at`.
@@ -364,12 +374,8 @@ fn split_piece(piece: &Piece, owner: &[(u64, u64, usize)], outside: usize, out: 
 pub(crate) fn spans(
     new_map: &delta_fsmap::FileMap,
     old_paths: &std::collections::HashSet<String>,
-    pairs: &[Pair],
+    partners: &HashMap<String, String>,
 ) -> Vec<FileSpan> {
-    let deflate_partner: HashMap<&str, &str> = pairs
-        .iter()
-        .filter_map(|p| Some((p.path.as_str(), p.old_path.as_deref()?)))
-        .collect();
     new_map
         .files
         .iter()
@@ -381,8 +387,8 @@ pub(crate) fn spans(
                 .iter()
                 .map(|e| e.physical..e.physical + e.len)
                 .collect(),
-            partner: deflate_partner
-                .get(f.path.as_str())
+            partner: partners
+                .get(&f.path)
                 .map(|p| p.to_string())
                 .or_else(|| old_paths.contains(&f.path).then(|| f.path.clone())),
         })

@@ -72,6 +72,9 @@ pub enum Phase {
     /// Rebuilding changed gzip and zlib files from their content, each
     /// re-applied (bytes: the candidate files of the new image).
     Deflating,
+    /// Making changed ELF files from their old partners, each re-applied
+    /// (bytes: the candidate files of the new image).
+    Executables,
     /// Finding copies, zero runs, diffs and literals for every unit (bytes:
     /// new image).
     Planning,
@@ -87,11 +90,12 @@ pub enum Phase {
 
 impl Phase {
     /// The name used in progress output: `indexing`, `deflating`,
-    /// `planning`, `encoding`, `writing`, `checking`.
+    /// `executables`, `planning`, `encoding`, `writing`, `checking`.
     pub fn name(self) -> &'static str {
         match self {
             Phase::Indexing => "indexing",
             Phase::Deflating => "deflating",
+            Phase::Executables => "executables",
             Phase::Planning => "planning",
             Phase::Encoding => "encoding",
             Phase::Writing => "writing",

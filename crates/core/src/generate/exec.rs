@@ -1,0 +1,389 @@
+//! Executable segments: each changed ELF file of the new image, made from
+//! its old partner with its references projected (see
+//! [`delta_format::exec`] and [`crate::exec`]).
+//!
+//! A new ELF file becomes a candidate ([`exec_pairs`]) when its bytes are
+//! one run of the new image, the old image does not hold them as they are,
+//! and an old ELF file is its partner: the file at the same path, else the
+//! one whose name is the same but for its version numbers
+//! (`libapt-pkg.so.6.0.0` and `libapt-pkg.so.7.0.0`,
+//! `libsystemd-shared-252.so` and `libsystemd-shared-257.so`), in the most
+//! alike folder.
+//!
+//! [`encode`] finds what moved ([`shift_points`]): it masks the references
+//! of both files, matches the masked new file against the masked old one,
+//! and turns each match into a point of the shift map (how far the old
+//! address moved to reach the new one). It then projects the old file with
+//! that map, plans the new file against it as a plain segment would be, and
+//! keeps the result when it is smaller than the same plan without the
+//! projection... the caller compares it with the plain segments.
+
+use crate::exec::{self, arch_of, layout, Layout, Rewrite, ShiftMap};
+use crate::generate::encode::{encode_segment, EncodeOptions, Produced};
+use crate::generate::index::BlockIndex;
+use crate::generate::plan::{plan_segment, DiffOptions};
+use crate::generate::runner::Serial;
+use crate::generate::window::WindowLayout;
+use delta_format::exec::{Exec, ExecArch, MAX_SHIFTS};
+use delta_format::{Op, SegmentEntry};
+use delta_fsmap::{FileMap, MappedFile};
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+/// Largest old or new file made into an executable segment: the applier
+/// holds the old file whole (Android's update_engine caps Zucchini at
+/// 150 MiB; a segment's memory is capped lower still, see
+/// [`SEGMENT_MEMORY`](crate::SEGMENT_MEMORY)).
+pub(crate) const MAX_FILE: u64 = 64 << 20;
+
+/// Block of the matcher that finds what moved, and of the plan against the
+/// projected file: a file pair is small, so blocks can be too.
+const BLOCK: usize = 64;
+/// Shortest match that makes a point of the shift map.
+const MIN_MATCH: u64 = 64;
+
+/// A new ELF file and its old partner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pair {
+    /// The new file's path.
+    pub(crate) path: String,
+    /// The old partner's path.
+    pub(crate) old_path: String,
+    /// The new file's bytes in the new image.
+    pub(crate) new: Range<usize>,
+    /// The old file's bytes in the old image, in file order.
+    pub(crate) old: Vec<Range<u64>>,
+}
+
+/// The candidates of `new` (mapped as `new_map`) against `old`, sorted by
+/// their place in the new image, not overlapping.
+pub(crate) fn exec_pairs(
+    old_map: &FileMap,
+    new_map: &FileMap,
+    old: &[u8],
+    new: &[u8],
+) -> Vec<Pair> {
+    let partners = Partners::new(old_map, old);
+    let mut pairs: Vec<Pair> = new_map
+        .files
+        .iter()
+        .filter_map(|file| {
+            let range = elf_run(file, new)?;
+            let bytes = &new[range.clone()];
+            if partners.same.contains(&blake3::hash(bytes)) {
+                return None;
+            }
+            let partner = partners.find(&file.path)?;
+            Some(Pair {
+                path: file.path.clone(),
+                old_path: partner.path.clone(),
+                new: range,
+                old: file_ranges(partner)?,
+            })
+        })
+        .collect();
+    pairs.sort_by_key(|pair| pair.new.start);
+    // Hard links list the same bytes under two paths: keep one.
+    pairs.dedup_by(|b, a| b.new.start < a.new.end);
+    pairs
+}
+
+/// The new image range of `file` when it is one run that starts like an
+/// ELF file and is not too large.
+fn elf_run(file: &MappedFile, image: &[u8]) -> Option<Range<usize>> {
+    if file.size > MAX_FILE || file.size < 64 {
+        return None;
+    }
+    let range = file.contiguous()?;
+    let range = usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?;
+    image
+        .get(range.clone())?
+        .starts_with(b"\x7fELF")
+        .then_some(range)
+}
+
+/// The image ranges of all of `file`'s bytes, in file order, or `None` when
+/// it has holes or is too large.
+fn file_ranges(file: &MappedFile) -> Option<Vec<Range<u64>>> {
+    if file.size > MAX_FILE {
+        return None;
+    }
+    let mut at = 0;
+    let mut out = Vec::with_capacity(file.extents.len());
+    for extent in &file.extents {
+        if extent.logical != at {
+            return None;
+        }
+        out.push(extent.physical..extent.physical + extent.len);
+        at += extent.len;
+    }
+    (at == file.size && at > 0).then_some(out)
+}
+
+/// The old ELF files, by path and by versionless name, and the digests of
+/// every old ELF file's bytes.
+struct Partners<'a> {
+    by_path: HashMap<&'a str, &'a MappedFile>,
+    by_stem: HashMap<String, Vec<&'a MappedFile>>,
+    same: HashSet<blake3::Hash>,
+}
+
+impl<'a> Partners<'a> {
+    fn new(map: &'a FileMap, image: &[u8]) -> Partners<'a> {
+        let mut partners = Partners {
+            by_path: HashMap::new(),
+            by_stem: HashMap::new(),
+            same: HashSet::new(),
+        };
+        for file in &map.files {
+            let Some(range) = elf_run(file, image) else {
+                continue;
+            };
+            partners.same.insert(blake3::hash(&image[range]));
+            partners.by_path.insert(&file.path, file);
+            let stem = stem(file_name(&file.path));
+            partners.by_stem.entry(stem).or_default().push(file);
+        }
+        partners
+    }
+
+    /// The old partner of the new file at `path`: the file at the same
+    /// path, else the one of the same versionless name whose path shares
+    /// the longest start with this one's.
+    fn find(&self, path: &str) -> Option<&'a MappedFile> {
+        if let Some(file) = self.by_path.get(path) {
+            return Some(file);
+        }
+        let candidates = self.by_stem.get(&stem(file_name(path)))?;
+        candidates
+            .iter()
+            .max_by_key(|file| {
+                (
+                    common_prefix(&file.path, path),
+                    std::cmp::Reverse(&file.path),
+                )
+            })
+            .copied()
+    }
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// A file name without its version numbers: digits go, and so do the dots,
+/// dashes and underscores that only separated them (`libfoo.so.6.0.0` and
+/// `libfoo.so.7` are both `libfoo.so`; `libsystemd-shared-252.so` is
+/// `libsystemd-shared.so`).
+fn stem(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for part in name.split(['.', '-', '_']) {
+        let kept: String = part.chars().filter(|c| !c.is_ascii_digit()).collect();
+        if !kept.is_empty() {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&kept);
+        }
+    }
+    out
+}
+
+/// Bytes at the start of `a` and `b` that are the same.
+fn common_prefix(a: &str, b: &str) -> usize {
+    a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
+}
+
+/// An executable segment made by [`encode`].
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    /// Its table entry.
+    pub(crate) entry: SegmentEntry,
+    /// Its payload, kind byte first.
+    pub(crate) payload: Vec<u8>,
+}
+
+/// The executable segment of `pair`, whose new bytes have digest
+/// `digest`, or `None` when it does not fit `options.max_memory`. With
+/// `transform` off, the old file is used as it is (the partner alone).
+///
+/// # Errors
+/// [`Error::Compress`](crate::Error::Compress) when zstd fails.
+pub(crate) fn encode(
+    old: &[u8],
+    new: &[u8],
+    pair: &Pair,
+    digest: delta_format::Digest,
+    options: &EncodeOptions,
+    transform: bool,
+) -> crate::Result<Option<Encoded>> {
+    let mut file = Vec::new();
+    for range in &pair.old {
+        file.extend_from_slice(&old[range.start as usize..range.end as usize]);
+    }
+    let new_file = &new[pair.new.clone()];
+    let arch = match (layout(&file), layout(new_file)) {
+        (Some(a), Some(b)) if transform && a.machine == b.machine => arch_of(&a),
+        _ => ExecArch::None,
+    };
+    let points = if arch == ExecArch::None {
+        Vec::new()
+    } else {
+        shift_points(arch, &file, new_file)
+    };
+    exec::rewrite(arch, &mut file, Rewrite::Project(ShiftMap::new(&points)));
+    let index = BlockIndex::build(&file, BLOCK, &Serial);
+    let diff = DiffOptions {
+        block_size: BLOCK,
+        max_reference: file.len().saturating_mul(2),
+    };
+    let plan = plan_segment(&file, new_file, 0..new_file.len(), &index, &diff);
+    // The prefix is part of the old file the applier holds anyway: only
+    // the whole segment's memory is checked, below.
+    let inner = EncodeOptions {
+        max_memory: u64::MAX,
+        ..options.clone()
+    };
+    let produced = Produced {
+        bytes: new_file,
+        digest,
+    };
+    let plain = encode_segment(
+        &file,
+        produced,
+        &plan,
+        WindowLayout::Contiguous,
+        &inner,
+        None,
+    )?;
+    let parts = Exec {
+        arch,
+        ranges: pair.old.clone(),
+        shifts: points,
+        ops_len: plain.entry.stream_len,
+        reference: plain.entry.ref_offset..plain.entry.ref_offset + plain.entry.ref_len,
+        frame: &plain.payload,
+    };
+    let mut payload = Vec::with_capacity(plain.payload.len() + 64);
+    parts.encode(&mut payload);
+    let entry = parts.entry(&payload, &plain.entry);
+    Ok((entry.memory() <= options.max_memory).then_some(Encoded { entry, payload }))
+}
+
+/// The shift map that makes `old` (an ELF file of `arch`) most like `new`:
+/// a point for each long match of their masked bytes, and one for each
+/// section the new file has under the same name (`.bss` has no bytes to
+/// match), sorted and with runs of one shift merged. Empty when either
+/// file's headers do not read, or when the map would be too long.
+pub(crate) fn shift_points(arch: ExecArch, old: &[u8], new: &[u8]) -> Vec<(u64, i64)> {
+    let (Some(old_layout), Some(new_layout)) = (layout(old), layout(new)) else {
+        return Vec::new();
+    };
+    let masked = |bytes: &[u8]| {
+        let mut bytes = bytes.to_vec();
+        exec::rewrite(arch, &mut bytes, Rewrite::Mask);
+        bytes
+    };
+    let (old_masked, new_masked) = (masked(old), masked(new));
+    let index = BlockIndex::build(&old_masked, BLOCK, &Serial);
+    let diff = DiffOptions {
+        block_size: BLOCK,
+        max_reference: 0,
+    };
+    let plan = plan_segment(&old_masked, &new_masked, 0..new.len(), &index, &diff);
+    // (address, shift, priority): matches win over section starts.
+    let mut points = Vec::new();
+    for section in &old_layout.sections {
+        let twin = new_layout.sections.iter().find(|s| s.name == section.name);
+        if let (Some(twin), false) = (twin, section.name.is_empty()) {
+            points.push((section.addr, twin.addr.wrapping_sub(section.addr) as i64, 0));
+        }
+    }
+    let mut at = 0u64;
+    for op in &plan.ops {
+        if let Op::Copy { src, len } | Op::Diff { src, len } = *op {
+            if len >= MIN_MATCH {
+                match_points(&old_layout, &new_layout, src, at, len, &mut points);
+            }
+        }
+        at += op.len();
+    }
+    points.sort_by_key(|&(address, _, priority)| (address, std::cmp::Reverse(priority)));
+    points.dedup_by_key(|&mut (address, _, _)| address);
+    let mut merged: Vec<(u64, i64)> = Vec::with_capacity(points.len());
+    for (address, shift, _) in points {
+        if merged.last().is_none_or(|&(_, last)| last != shift) {
+            merged.push((address, shift));
+        }
+    }
+    if merged.len() as u64 > MAX_SHIFTS {
+        return Vec::new();
+    }
+    merged
+}
+
+/// The points of one match (old file bytes from `src` and new ones from
+/// `at`, `len` of them): one where each old section it covers starts.
+fn match_points(
+    old: &Layout,
+    new: &Layout,
+    src: u64,
+    at: u64,
+    len: u64,
+    points: &mut Vec<(u64, i64, u8)>,
+) {
+    for section in old.sections.iter().filter(|s| !s.nobits) {
+        let start = src.max(section.offset);
+        let end = (src + len).min(section.offset.saturating_add(section.size));
+        if start >= end {
+            continue;
+        }
+        let new_offset = at + (start - src);
+        let Some(new_address) = new.sections.iter().find_map(|s| s.address_of(new_offset)) else {
+            continue;
+        };
+        let Some(old_address) = section.address_of(start) else {
+            continue;
+        };
+        points.push((old_address, new_address.wrapping_sub(old_address) as i64, 1));
+    }
+}
+
+/// The executable segment of the whole of `new_file` against the whole of
+/// `old_file`, each taken as an image of one file (for benchmarks and
+/// tests: the segment's ranges and offsets are those of the files).
+///
+/// # Errors
+/// [`Error::Compress`](crate::Error::Compress) when zstd fails.
+pub fn file_segment(
+    old_file: &[u8],
+    new_file: &[u8],
+    transform: bool,
+) -> crate::Result<Option<(SegmentEntry, Vec<u8>)>> {
+    let pair = Pair {
+        path: String::new(),
+        old_path: String::new(),
+        new: 0..new_file.len(),
+        old: std::iter::once(0..old_file.len() as u64).collect(),
+    };
+    let digest = *blake3::hash(new_file).as_bytes();
+    let options = EncodeOptions::default();
+    let encoded = encode(old_file, new_file, &pair, digest, &options, transform)?;
+    Ok(encoded.map(|e| (e.entry, e.payload)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stems_drop_versions() {
+        assert_eq!(stem("libapt-pkg.so.6.0.0"), stem("libapt-pkg.so.7.0.0"));
+        assert_eq!(
+            stem("libsystemd-shared-252.so"),
+            stem("libsystemd-shared-257.so")
+        );
+        assert_eq!(stem("perl5.36.0"), "perl");
+        assert_ne!(stem("libssl.so.3"), stem("libcrypto.so.3"));
+    }
+}
