@@ -35,7 +35,8 @@
 #   armhf-minor   run): bookworm minbase + FOREIGN_PKGS (openssl, curl, systemd, ...)
 #                 unpacked by debootstrap --foreign and tar (old) vs the same with the
 #                 newer versions from bookworm-updates/-security unpacked over it (new).
-#                 INFO lists the packages that changed version and the changed files.
+#                 INFO lists the packages that changed version and the changed ELF
+#                 files; CHANGED lists every changed or added file.
 #
 # Needs root (debootstrap, chroot, mounts). Installs debootstrap/e2fsprogs/openssl if
 # missing. Network: the Debian mirror configured in /etc/apt/sources.list*.
@@ -809,7 +810,7 @@ build_foreign_minor() {
   local files_changed elf_changed
   files_changed=$( (cd "$new" && find . -type f -print0 | sort -z | xargs -0 -n 200 sh -c '
       for f; do cmp -s "$f" "$0/$f" || echo "$f"; done' "$old") | tee "$d/files-changed" | wc -l)
-  elf_changed=$( (cd "$new" && while read -r f; do [ "$(head -c 4 "$f" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] && echo "$f" || true; done <"$d/files-changed") | wc -l)
+  elf_changed=$( (cd "$new" && while read -r f; do [ "$(head -c 4 "$f" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] && echo "$f" || true; done <"$d/files-changed") | tee "$d/elf-changed" | wc -l)
   local s_old s_new
   s_old="$(wc -l <"$d/pkgs-old") packages, $(du -sm --apparent-size "$old" | cut -f1) MiB"
   s_new="$(wc -l <"$d/pkgs-new") packages, $(du -sm --apparent-size "$new" | cut -f1) MiB"
@@ -829,11 +830,12 @@ new = old + the newer version of each package that has one in $s-updates or
   new one has not removed), status file updated: $s_new
 Packages that changed version ($n; pkg old -> new):
 $(awk '{ printf "  %s %s -> %s\n", $1, $2, $3 }' "$d/changed")
-Files changed (same path, other bytes): $files_changed, of them ELF: $elf_changed
-$(sed 's/^\.\//  \//' "$d/files-changed")
+Files changed or added (regular files; all listed in CHANGED): $files_changed, of them ELF ($elf_changed):
+$(sed 's/^\.\//  \//' "$d/elf-changed")
 Built $(date -u +%Y-%m-%d) from the live mirror.
 EOF
-  rm -f "$d/pkgs-old" "$d/pkgs-new" "$d/changed" "$d/files-changed"
+  sed 's/^\.\//\//' "$d/files-changed" >"$d/CHANGED"
+  rm -f "$d/pkgs-old" "$d/pkgs-new" "$d/changed" "$d/files-changed" "$d/elf-changed"
 }
 
 # ---------------------------------------------------------------- main
