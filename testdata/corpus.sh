@@ -31,6 +31,12 @@
 #                 trixie-updates/-security + 8 more packages (ALT_MORE_PKGS) + config edits.
 #   alt-major     640 MiB ext4 images: bullseye minbase + upgrades + ALT_PKGS + ALT_MORE_PKGS
 #                 + alt config (old) vs the same on bookworm (new).
+#   arm64-minor   640 MiB ext4 images of another architecture (no qemu, no foreign code
+#   armhf-minor   run): bookworm minbase + FOREIGN_PKGS (openssl, curl, systemd, ...)
+#                 unpacked by debootstrap --foreign and tar (old) vs the same with the
+#                 newer versions from bookworm-updates/-security unpacked over it (new).
+#                 INFO lists the packages that changed version and the changed ELF
+#                 files; CHANGED lists every changed or added file.
 #
 # Needs root (debootstrap, chroot, mounts). Installs debootstrap/e2fsprogs/openssl if
 # missing. Network: the Debian mirror configured in /etc/apt/sources.list*.
@@ -46,7 +52,7 @@ shopt -s inherit_errexit
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE="$HERE/cache/corpus"
 DEFAULT=(os-minor os-major binary sparse-shift random)
-HELD_OUT=(alt-minor alt-major)
+HELD_OUT=(alt-minor alt-major arm64-minor armhf-minor)
 ALL=("${DEFAULT[@]}" "${HELD_OUT[@]}")
 ONLY=()
 
@@ -686,6 +692,152 @@ Both: SSH host keys removed. Built $(date -u +%Y-%m-%d) from the live mirror.
 EOF
 }
 
+
+# ---------------------------------------------------------------- held-out foreign-arch images
+# arm64-minor / armhf-minor: a point-release update of a Debian tree of another
+# architecture, made without running any of its code (no qemu): debootstrap's first stage
+# (--foreign) downloads and unpacks the packages, the rest are unpacked with tar, and the
+# newer versions from SUITE-updates/-security are unpacked over the tree.
+FOREIGN_SUITE=bookworm
+FOREIGN_PKGS="openssl libssl3 curl libcurl4 ca-certificates systemd libsystemd-shared udev iproute2 procps kmod"
+
+# foreign_apt ARCH: an apt of its own (config, lists, cache under $WORK/apt-ARCH) that
+# sees SUITE, SUITE-updates and SUITE-security for ARCH; sets FAPT to its -o options.
+foreign_apt() {
+  local arch=$1 r="$WORK/apt-$1" s=$FOREIGN_SUITE key=/usr/share/keyrings/debian-archive-keyring.gpg
+  mkdir -p "$r/etc/apt/apt.conf.d" "$r/etc/apt/preferences.d" "$r/etc/apt/sources.list.d" \
+    "$r/var/lib/apt/lists/partial" "$r/var/cache/apt/archives/partial" "$r/var/lib/dpkg"
+  : >"$r/var/lib/dpkg/status"
+  printf 'deb [arch=%s signed-by=%s] %s %s main\n' \
+    "$arch" "$key" "$MIRROR" "$s" "$arch" "$key" "$MIRROR" "$s-updates" "$arch" "$key" "$SEC_MIRROR" "$s-security" \
+    >"$r/etc/apt/sources.list"
+  FAPT=(-o "Dir=$r" -o "Dir::State::status=$r/var/lib/dpkg/status" -o "APT::Architecture=$arch"
+        -o "APT::Architectures::=$arch" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
+  log "$arch: apt-get update ($s, $s-updates, $s-security)"
+  apt-get -q "${FAPT[@]}" update >"$WORK/apt-$arch.log" 2>&1 || { tail -5 "$WORK/apt-$arch.log" >&2; die "$arch: apt-get update failed"; }
+}
+
+# unpack_deb DEB TREE: unpack a deb's files over TREE (as dpkg would, keeping /bin -> usr/bin)
+unpack_deb() {
+  dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" --keep-directory-symlink --numeric-owner -p -f -
+}
+deb_files() { dpkg-deb --fsys-tarfile "$1" | tar -t -f - | grep -v '/$' | sed 's:^\./::' | sort; }
+
+# foreign_status TREE DEB...: a dpkg status file listing the debs as unpacked
+foreign_status() {
+  local t=$1 deb; shift
+  for deb in "$@"; do
+    dpkg-deb -f "$deb" | awk 'NR == 1 { print; print "Status: install ok unpacked"; next } { print }'
+    echo
+  done >"$t/var/lib/dpkg/status"
+}
+
+# foreign_tree ARCH TREE PKGLIST: the first stage of debootstrap --foreign (cached in
+# $WORK/base-SUITE-ARCH), then every downloaded deb unpacked; PKGLIST gets "pkg version deb"
+foreign_tree() {
+  local arch=$1 t=$2 list=$3 base="$WORK/base-$FOREIGN_SUITE-$1" deb
+  ensure debootstrap:debootstrap dpkg-deb:dpkg
+  if [ ! -f "$base.done" ]; then
+    rm -rf "$base"; mkdir -p "$WORK/debs-$FOREIGN_SUITE-$arch"
+    log "debootstrap --foreign --variant=minbase --arch=$arch $FOREIGN_SUITE $MIRROR"
+    debootstrap --foreign --variant=minbase --arch="$arch" --include="${FOREIGN_PKGS// /,}" \
+      --cache-dir="$WORK/debs-$FOREIGN_SUITE-$arch" "$FOREIGN_SUITE" "$base" "$MIRROR" \
+      >"$WORK/debootstrap-$FOREIGN_SUITE-$arch.log" 2>&1 \
+      || { tail -5 "$WORK/debootstrap-$FOREIGN_SUITE-$arch.log" >&2; die "$arch: debootstrap --foreign failed"; }
+    touch "$base.done"
+  fi
+  rm -rf "$t"; cp -a "$base" "$t"
+  # debootstrap unpacked the required packages; unpack all (required + minbase + include)
+  : >"$list"
+  while read -r _ deb; do
+    deb="$t$deb"
+    unpack_deb "$deb" "$t"
+    printf '%s %s %s\n' "$(dpkg-deb -f "$deb" Package)" "$(dpkg-deb -f "$deb" Version)" "$deb" >>"$list"
+  done <"$t/debootstrap/debpaths"
+  sort -o "$list" "$list"
+}
+
+# foreign_finish TREE PKGLIST: dpkg status, image hygiene, fixed timestamps
+foreign_finish() {
+  local t=$1 list=$2
+  # shellcheck disable=SC2046
+  foreign_status "$t" $(cut -d' ' -f3 "$list")
+  rm -rf "$t/debootstrap" "$t"/var/cache/apt/archives/*.deb "$t"/var/lib/apt/lists/*
+  printf 'deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n' \
+    "$MIRROR" "$FOREIGN_SUITE" "$MIRROR" "$FOREIGN_SUITE" "$SEC_MIRROR" "$FOREIGN_SUITE" >"$t/etc/apt/sources.list"
+  : >"$t/etc/machine-id"
+  find "$t" -xdev -exec touch -h -d "@$ROOTFS_EPOCH" {} +
+}
+
+# build_foreign_minor DIR ARCH
+build_foreign_minor() {
+  local d=$1 arch=$2 s=$FOREIGN_SUITE name="$2-minor"
+  local old="$WORK/tree-$name-old" new="$WORK/tree-$name-new" dl="$WORK/dl-$name"
+  log "$name: $s $arch minbase + packages (old) vs + $s-updates/-security unpacked over it (new)"
+  foreign_tree "$arch" "$old" "$d/pkgs-old"
+  foreign_apt "$arch"
+  # newer versions: apt's candidate from SUITE + -updates + -security, where it differs
+  local pkgs cands
+  mapfile -t pkgs < <(cut -d' ' -f1 "$d/pkgs-old")
+  cands=$(apt-cache "${FAPT[@]}" policy "${pkgs[@]}" 2>/dev/null \
+          | awk '/^[^ ]/ { p = $1; sub(/:.*/, "", p) } /^  Candidate:/ { print p, $2 }')
+  awk 'NR == FNR { c[$1] = $2; next } ($1 in c) && c[$1] != $2 && c[$1] != "(none)" { print $1, $2, c[$1] }' \
+    <(printf '%s\n' "$cands") "$d/pkgs-old" >"$d/changed"
+  rm -rf "$dl"; mkdir -p "$dl"; chmod 777 "$dl"
+  local p v1 v2 deb olddeb n=0
+  while read -r p v1 v2; do
+    (cd "$dl" && apt-get -q "${FAPT[@]}" download "$p=$v2" >>"$WORK/apt-$arch.log" 2>&1) || die "$name: download of $p=$v2 failed"
+    n=$((n + 1))
+  done <"$d/changed"
+  log "$name: $n packages have a newer version in $s-updates/-security"
+  [ "$n" -gt 0 ] || log "$name: WARNING: no package changed version"
+  rm -rf "$new"; cp -a "$old" "$new"
+  awk -v o="$old/" -v n="$new/" '{ sub("^" o, n, $3); print }' "$d/pkgs-old" >"$d/pkgs-new"
+  while read -r p v1 v2; do
+    deb=$(ls "$dl/${p}_"*.deb); olddeb=$(awk -v p="$p" '$1 == p { print $3 }' "$d/pkgs-old")
+    olddeb=${olddeb/#$old/$new}
+    # files the old version had and the new one has not are removed, as dpkg would
+    comm -23 <(deb_files "$olddeb") <(deb_files "$deb") | while read -r f; do rm -f "$new/$f"; done
+    unpack_deb "$deb" "$new"
+    cp "$deb" "$new/var/cache/apt/archives/"
+    awk -v p="$p" -v v="$v2" -v deb="$new/var/cache/apt/archives/${deb##*/}" \
+      '$1 == p { $2 = v; $3 = deb } { print }' "$d/pkgs-new" >"$d/pkgs-new.tmp"
+    mv "$d/pkgs-new.tmp" "$d/pkgs-new"
+  done <"$d/changed"
+  foreign_finish "$old" "$d/pkgs-old"
+  foreign_finish "$new" "$d/pkgs-new"
+  # what changed, counted on the trees
+  local files_changed elf_changed
+  files_changed=$( (cd "$new" && find . -type f -print0 | sort -z | xargs -0 -n 200 sh -c '
+      for f; do cmp -s "$f" "$0/$f" || echo "$f"; done' "$old") | tee "$d/files-changed" | wc -l)
+  elf_changed=$( (cd "$new" && while read -r f; do [ "$(head -c 4 "$f" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] && echo "$f" || true; done <"$d/files-changed") | tee "$d/elf-changed" | wc -l)
+  local s_old s_new
+  s_old="$(wc -l <"$d/pkgs-old") packages, $(du -sm --apparent-size "$old" | cut -f1) MiB"
+  s_new="$(wc -l <"$d/pkgs-new") packages, $(du -sm --apparent-size "$new" | cut -f1) MiB"
+  mkimage "$old" "$d/old.img" "$ROOTFS_EPOCH"
+  mkimage "$new" "$d/new.img" "$ROOTFS_EPOCH"
+  rm -rf "$old" "$new" "$dl"
+  cat >"$d/INFO" <<EOF
+$name: ext4 $IMG_SIZE, Debian $s $arch minbase + packages ($s_old) -> $n packages updated from $s-updates/-security; $files_changed files changed, $elf_changed of them ELF
+Details: $IMG_SIZE ext4 images (mkfs.ext4 -d, same fixed UUID/hash seed and timestamps as os-*).
+No $arch code runs: old = the first stage of debootstrap --foreign --variant=minbase
+  --arch=$arch $s ($MIRROR, point release $(cat "$WORK/base-$s-$arch/etc/debian_version")) with --include
+  $FOREIGN_PKGS
+  (and their dependencies), every downloaded deb unpacked with tar, a dpkg status file listing
+  them as unpacked, /debootstrap and the debs removed: $s_old
+new = old + the newer version of each package that has one in $s-updates or
+  $s-security (apt's candidate), unpacked over the tree (files the old version had and the
+  new one has not removed), status file updated: $s_new
+Packages that changed version ($n; pkg old -> new):
+$(awk '{ printf "  %s %s -> %s\n", $1, $2, $3 }' "$d/changed")
+Files changed or added (regular files; all listed in CHANGED): $files_changed, of them ELF ($elf_changed):
+$(sed 's/^\.\//  \//' "$d/elf-changed")
+Built $(date -u +%Y-%m-%d) from the live mirror.
+EOF
+  sed 's/^\.\//\//' "$d/files-changed" >"$d/CHANGED"
+  rm -f "$d/pkgs-old" "$d/pkgs-new" "$d/changed" "$d/files-changed" "$d/elf-changed"
+}
+
 # ---------------------------------------------------------------- main
 ensure openssl:openssl perl:perl-base od:coreutils
 for name in "${ONLY[@]}"; do
@@ -703,6 +855,8 @@ for name in "${ONLY[@]}"; do
     random) build_random "$tmp" ;;
     alt-minor) build_alt_minor "$tmp" ;;
     alt-major) build_alt_major "$tmp" ;;
+    arm64-minor) build_foreign_minor "$tmp" arm64 ;;
+    armhf-minor) build_foreign_minor "$tmp" armhf ;;
   esac
   finish "$name" "$tmp"
 done
