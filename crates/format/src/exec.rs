@@ -17,14 +17,23 @@
 //!
 //! ```text
 //! u8 arch                            ExecArch: 0 none, 1 x86-64, 2 AArch64
-//! varint range_count                 1..=MAX_EXEC_RANGES: the old file's bytes
-//! range_count × (varint zigzag(start - previous end), varint len)
+//! varint piece_count                 1..=MAX_EXEC_RANGES: the old file, in file order
+//! piece_count × piece
+//!
+//! piece:
+//! varint len << 1 | hole             hole 1: len zero bytes (a hole in the file)
+//! varint zigzag(start - previous end)  only when hole is 0: len bytes of the old image
 //! varint shift_count                 0..=MAX_SHIFTS
 //! shift_count × (varint address - previous address, varint zigzag(shift - previous shift))
 //! varint ops_len                     bytes of the op stream
 //! varint ref_offset, varint ref_len  the zstd prefix: a range of the projected old file
 //! zstd frame                         the op stream, against the prefix
 //! ```
+//!
+//! Pieces lay the old file out as its program headers expect it: a sparse
+//! file (AArch64 libraries align their segments to 64 KiB, and the padding
+//! is a hole) has zero pieces where it has holes. Old-image ranges count
+//! from the end of the range before (the first from 0).
 //!
 //! The shift map is a step function over the old file's virtual addresses:
 //! an address from one point up to the next moves by that point's shift,
@@ -90,13 +99,37 @@ pub fn exec_stream_len(ops_len: u64, shift_count: u64) -> u64 {
     ops_len.saturating_add(shift_count.saturating_mul(SHIFT_MEMORY))
 }
 
+/// A run of an executable segment's old file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Bytes of the old image.
+    Old(Range<u64>),
+    /// This many zero bytes (a hole of a sparse file).
+    Zeros(u64),
+}
+
+impl Piece {
+    /// Bytes of the file it makes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Piece::Old(range) => range.end - range.start,
+            Piece::Zeros(len) => *len,
+        }
+    }
+
+    /// True when it makes no bytes (never in a valid payload).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The parts of an executable segment's payload, after the kind byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exec<'a> {
     /// How the old file's references are found.
     pub arch: ExecArch,
-    /// The old file's bytes in the old image, in file order.
-    pub ranges: Vec<Range<u64>>,
+    /// The old file, in file order.
+    pub pieces: Vec<Piece>,
     /// The shift map: `(address, shift)` points, addresses increasing.
     pub shifts: Vec<(u64, i64)>,
     /// Bytes of the op stream.
@@ -110,20 +143,27 @@ pub struct Exec<'a> {
 impl<'a> Exec<'a> {
     /// Bytes of the old file.
     pub fn old_len(&self) -> u64 {
-        let lens = self.ranges.iter().map(|r| r.end - r.start);
-        lens.fold(0, u64::saturating_add)
+        self.pieces
+            .iter()
+            .map(Piece::len)
+            .fold(0, u64::saturating_add)
     }
 
     /// Appends the payload, kind byte first.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(crate::kind::EXEC);
         out.push(self.arch as u8);
-        varint::put(out, self.ranges.len() as u64);
+        varint::put(out, self.pieces.len() as u64);
         let mut at = 0u64;
-        for range in &self.ranges {
-            varint::put(out, varint::zigzag(range.start.wrapping_sub(at) as i64));
-            varint::put(out, range.end - range.start);
-            at = range.end;
+        for piece in &self.pieces {
+            match piece {
+                Piece::Old(range) => {
+                    varint::put(out, (range.end - range.start) << 1);
+                    varint::put(out, varint::zigzag(range.start.wrapping_sub(at) as i64));
+                    at = range.end;
+                }
+                Piece::Zeros(len) => varint::put(out, len << 1 | 1),
+            }
         }
         varint::put(out, self.shifts.len() as u64);
         let (mut address, mut shift) = (0u64, 0i64);
@@ -185,22 +225,31 @@ impl<'a> Exec<'a> {
         let count = varint::get(body, &mut pos, WHAT)?;
         if count == 0 || count > MAX_EXEC_RANGES {
             let expected = format!("1..={MAX_EXEC_RANGES}");
-            return Err(invalid("range count", count, expected));
+            return Err(invalid("piece count", count, expected));
         }
-        // Bounded: count ≤ MAX_EXEC_RANGES, and each range takes 2 bytes.
-        let mut ranges = Vec::with_capacity(count.min(body.len() as u64 / 2) as usize);
+        // Bounded: count ≤ MAX_EXEC_RANGES, and each piece takes a byte.
+        let mut pieces = Vec::with_capacity(count.min(body.len() as u64) as usize);
         let mut at = 0u64;
         for i in 0..count {
+            let head = varint::get(body, &mut pos, WHAT)?;
+            let len = head >> 1;
+            if len == 0 {
+                let expected = "a piece of 1 byte or more".into();
+                return Err(invalid(&format!("piece #{i} length"), 0, expected));
+            }
+            if head & 1 == 1 {
+                pieces.push(Piece::Zeros(len));
+                continue;
+            }
             let shift = varint::unzigzag(varint::get(body, &mut pos, WHAT)?);
-            let len = varint::get(body, &mut pos, WHAT)?;
             let start = i128::from(at) + i128::from(shift);
             let end = start + i128::from(len);
-            if len == 0 || start < 0 || end > i128::from(old_len) {
-                let expected = format!("a non-empty range within the old image ({old_len} bytes)");
+            if start < 0 || end > i128::from(old_len) {
+                let expected = format!("a range within the old image ({old_len} bytes)");
                 let found = end.clamp(0, u64::MAX.into()) as u64;
-                return Err(invalid(&format!("range #{i} end"), found, expected));
+                return Err(invalid(&format!("piece #{i} end"), found, expected));
             }
-            ranges.push(start as u64..end as u64);
+            pieces.push(Piece::Old(start as u64..end as u64));
             at = end as u64;
         }
         let count = varint::get(body, &mut pos, WHAT)?;
@@ -232,10 +281,7 @@ impl<'a> Exec<'a> {
             let expected = format!("the op stream and the shift map, {stream_len}");
             return Err(invalid("stream_len", entry.stream_len, expected));
         }
-        let file_len = ranges
-            .iter()
-            .map(|r| r.end - r.start)
-            .fold(0, u64::saturating_add);
+        let file_len = pieces.iter().map(Piece::len).fold(0, u64::saturating_add);
         if entry.ref_offset != 0 || entry.ref_len != file_len {
             let expected = format!("ref_offset 0 and ref_len the old file's {file_len} bytes");
             return Err(invalid("ref_len", entry.ref_len, expected));
@@ -259,7 +305,7 @@ impl<'a> Exec<'a> {
         }
         Ok(Exec {
             arch,
-            ranges,
+            pieces,
             shifts,
             ops_len,
             reference,
@@ -275,7 +321,11 @@ mod tests {
     fn sample() -> Exec<'static> {
         Exec {
             arch: ExecArch::X86_64,
-            ranges: vec![4096..8192, 100..200],
+            pieces: vec![
+                Piece::Old(4096..8192),
+                Piece::Zeros(50),
+                Piece::Old(100..200),
+            ],
             shifts: vec![(0x1000, 0), (0x2040, 16), (0x9000, -8)],
             ops_len: 40,
             reference: 10..4000,
@@ -303,7 +353,7 @@ mod tests {
         assert_eq!(payload[0], crate::kind::EXEC);
         let back = Exec::decode(&payload[1..], 3, &entry, 10_000).unwrap();
         assert_eq!(back, exec);
-        assert_eq!(entry.ref_len, 4196);
+        assert_eq!(entry.ref_len, 4246);
         assert_eq!(entry.stream_len, 40 + 3 * SHIFT_MEMORY);
     }
 
@@ -313,7 +363,7 @@ mod tests {
         let body = &payload[1..];
         let message = |r: Result<Exec<'_>>| r.unwrap_err().to_string();
         // The old file passes the old image's end.
-        assert!(message(Exec::decode(body, 3, &entry, 8000)).contains("range #0 end"));
+        assert!(message(Exec::decode(body, 3, &entry, 8000)).contains("piece #0 end"));
         // Unknown arch.
         let mut bad = body.to_vec();
         bad[0] = 9;

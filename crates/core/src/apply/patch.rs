@@ -15,7 +15,7 @@ use crate::error::{Error, Result, SegmentError};
 use crate::exec::{self, Rewrite, ShiftMap};
 use crate::frame::{decode_frame, one_frame};
 use crate::segment::SegmentRef;
-use delta_format::exec::Exec;
+use delta_format::exec::{Exec, Piece};
 use delta_format::kind::{self, Deflate, Rebuild};
 use delta_format::{
     stream, window, Digest, Instruction, Limits, SegmentEntry, Totals, STREAM_SLACK,
@@ -188,9 +188,11 @@ impl Patcher {
         file.resize(file_len, 0);
         let result = (|| {
             let mut at = 0;
-            for range in &parts.ranges {
-                let len = (range.end - range.start) as usize;
-                read_range(old, range.start, &mut file[at..at + len])?;
+            for piece in &parts.pieces {
+                let len = piece.len() as usize;
+                if let Piece::Old(range) = piece {
+                    read_range(old, range.start, &mut file[at..at + len])?;
+                }
                 at += len;
             }
             exec::rewrite(

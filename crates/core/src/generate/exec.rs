@@ -24,7 +24,7 @@ use crate::generate::index::BlockIndex;
 use crate::generate::plan::{plan_segment, DiffOptions};
 use crate::generate::runner::Serial;
 use crate::generate::window::WindowLayout;
-use delta_format::exec::{Exec, ExecArch, MAX_SHIFTS};
+use delta_format::exec::{Exec, ExecArch, Piece, MAX_SHIFTS};
 use delta_format::{Op, SegmentEntry};
 use delta_fsmap::{FileMap, MappedFile};
 use std::collections::{HashMap, HashSet};
@@ -36,9 +36,15 @@ use std::ops::Range;
 /// [`SEGMENT_MEMORY`](crate::SEGMENT_MEMORY)).
 pub(crate) const MAX_FILE: u64 = 64 << 20;
 
-/// Block of the matcher that finds what moved, and of the plan against the
-/// projected file: a file pair is small, so blocks can be too.
+/// Block of the matcher that finds what moved: a file pair is small, so
+/// blocks can be too.
 const BLOCK: usize = 64;
+/// Block of the plan against the projected file. Few, long anchors plan
+/// smaller segments than many short ones: the op stream is compressed
+/// against the file, which finds the short matches (os-minor's and
+/// arm64-minor's rebuilt libraries: 64-byte blocks 180,556 and 675,075
+/// bytes, 4096-byte blocks 165,625 and 642,404).
+const PLAN_BLOCK: usize = 4096;
 /// Shortest match that makes a point of the shift map.
 const MIN_MATCH: u64 = 64;
 
@@ -49,10 +55,28 @@ pub(crate) struct Pair {
     pub(crate) path: String,
     /// The old partner's path.
     pub(crate) old_path: String,
-    /// The new file's bytes in the new image.
+    /// The new image range the segment makes: the new file's data, which
+    /// is one run of the image (its holes, if any, are not).
     pub(crate) new: Range<usize>,
-    /// The old file's bytes in the old image, in file order.
-    pub(crate) old: Vec<Range<u64>>,
+    /// The new file as its headers see it: each run of `new` at its offset
+    /// in the file, of `new_size` bytes in all (zeros elsewhere).
+    pub(crate) new_runs: Vec<(u64, Range<usize>)>,
+    /// Bytes of the new file.
+    pub(crate) new_size: u64,
+    /// The old file, in file order: runs of the old image and holes.
+    pub(crate) old: Vec<Piece>,
+}
+
+impl Pair {
+    /// The new file as its headers see it.
+    fn new_file(&self, new: &[u8]) -> Vec<u8> {
+        let mut file = vec![0; self.new_size as usize];
+        for (at, run) in &self.new_runs {
+            let at = *at as usize;
+            file[at..at + run.len()].copy_from_slice(&new[run.clone()]);
+        }
+        file
+    }
 }
 
 /// The candidates of `new` (mapped as `new_map`) against `old`, sorted by
@@ -68,7 +92,7 @@ pub(crate) fn exec_pairs(
         .files
         .iter()
         .filter_map(|file| {
-            let range = elf_run(file, new)?;
+            let (range, new_runs) = elf_run(file, new)?;
             let bytes = &new[range.clone()];
             if partners.same.contains(&blake3::hash(bytes)) {
                 return None;
@@ -78,7 +102,9 @@ pub(crate) fn exec_pairs(
                 path: file.path.clone(),
                 old_path: partner.path.clone(),
                 new: range,
-                old: file_ranges(partner)?,
+                new_runs,
+                new_size: file.size,
+                old: pieces(partner)?,
             })
         })
         .collect();
@@ -88,36 +114,51 @@ pub(crate) fn exec_pairs(
     pairs
 }
 
-/// The new image range of `file` when it is one run that starts like an
-/// ELF file and is not too large.
-fn elf_run(file: &MappedFile, image: &[u8]) -> Option<Range<usize>> {
+/// The new image range of `file`'s data and where each run of it lies in
+/// the file, when its data is one run of the image (holes apart), it starts
+/// like an ELF file, and it is not too large.
+#[allow(clippy::type_complexity)]
+fn elf_run(file: &MappedFile, image: &[u8]) -> Option<(Range<usize>, Vec<(u64, Range<usize>)>)> {
     if file.size > MAX_FILE || file.size < 64 {
         return None;
     }
-    let range = file.contiguous()?;
-    let range = usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?;
+    let first = file.extents.first().filter(|e| e.logical == 0)?;
+    let start = usize::try_from(first.physical).ok()?;
+    let mut end = start;
+    let mut runs = Vec::with_capacity(file.extents.len());
+    for extent in &file.extents {
+        let len = usize::try_from(extent.len).ok()?;
+        if usize::try_from(extent.physical).ok()? != end {
+            return None;
+        }
+        runs.push((extent.logical, end..end.checked_add(len)?));
+        end += len;
+    }
     image
-        .get(range.clone())?
+        .get(start..end)?
         .starts_with(b"\x7fELF")
-        .then_some(range)
+        .then_some((start..end, runs))
 }
 
-/// The image ranges of all of `file`'s bytes, in file order, or `None` when
-/// it has holes or is too large.
-fn file_ranges(file: &MappedFile) -> Option<Vec<Range<u64>>> {
-    if file.size > MAX_FILE {
+/// The pieces of all of `file`'s bytes, in file order: its extents, and
+/// zeros for its holes; `None` when it is too large.
+fn pieces(file: &MappedFile) -> Option<Vec<Piece>> {
+    if file.size > MAX_FILE || file.size == 0 {
         return None;
     }
     let mut at = 0;
     let mut out = Vec::with_capacity(file.extents.len());
     for extent in &file.extents {
-        if extent.logical != at {
-            return None;
+        if extent.logical > at {
+            out.push(Piece::Zeros(extent.logical - at));
         }
-        out.push(extent.physical..extent.physical + extent.len);
-        at += extent.len;
+        out.push(Piece::Old(extent.physical..extent.physical + extent.len));
+        at = extent.logical + extent.len;
     }
-    (at == file.size && at > 0).then_some(out)
+    if file.size > at {
+        out.push(Piece::Zeros(file.size - at));
+    }
+    Some(out)
 }
 
 /// The old ELF files, by path and by versionless name, and the digests of
@@ -136,7 +177,7 @@ impl<'a> Partners<'a> {
             same: HashSet::new(),
         };
         for file in &map.files {
-            let Some(range) = elf_run(file, image) else {
+            let Some((range, _)) = elf_run(file, image) else {
                 continue;
             };
             partners.same.insert(blake3::hash(&image[range]));
@@ -218,23 +259,31 @@ pub(crate) fn encode(
     transform: bool,
 ) -> crate::Result<Option<Encoded>> {
     let mut file = Vec::new();
-    for range in &pair.old {
-        file.extend_from_slice(&old[range.start as usize..range.end as usize]);
+    for piece in &pair.old {
+        match piece {
+            Piece::Old(range) => {
+                file.extend_from_slice(&old[range.start as usize..range.end as usize])
+            }
+            Piece::Zeros(len) => file.resize(file.len() + *len as usize, 0),
+        }
     }
-    let new_file = &new[pair.new.clone()];
-    let arch = match (layout(&file), layout(new_file)) {
+    // What the segment makes: the new file's data, holes left out.
+    let new_bytes = &new[pair.new.clone()];
+    let new_file = pair.new_file(new);
+    let arch = match (layout(&file), layout(&new_file)) {
         (Some(a), Some(b)) if transform && a.machine == b.machine => arch_of(&a),
         _ => ExecArch::None,
     };
     let points = if arch == ExecArch::None {
         Vec::new()
     } else {
-        shift_points(arch, &file, new_file)
+        shift_points(arch, &file, &new_file)
     };
+    let new_file = new_bytes;
     exec::rewrite(arch, &mut file, Rewrite::Project(ShiftMap::new(&points)));
-    let index = BlockIndex::build(&file, BLOCK, &Serial);
+    let index = BlockIndex::build(&file, PLAN_BLOCK, &Serial);
     let diff = DiffOptions {
-        block_size: BLOCK,
+        block_size: PLAN_BLOCK,
         max_reference: file.len().saturating_mul(2),
     };
     let plan = plan_segment(&file, new_file, 0..new_file.len(), &index, &diff);
@@ -258,7 +307,7 @@ pub(crate) fn encode(
     )?;
     let parts = Exec {
         arch,
-        ranges: pair.old.clone(),
+        pieces: pair.old.clone(),
         shifts: points,
         ops_len: plain.entry.stream_len,
         reference: plain.entry.ref_offset..plain.entry.ref_offset + plain.entry.ref_len,
@@ -364,7 +413,9 @@ pub fn file_segment(
         path: String::new(),
         old_path: String::new(),
         new: 0..new_file.len(),
-        old: std::iter::once(0..old_file.len() as u64).collect(),
+        new_runs: vec![(0, 0..new_file.len())],
+        new_size: new_file.len() as u64,
+        old: vec![Piece::Old(0..old_file.len() as u64)],
     };
     let digest = *blake3::hash(new_file).as_bytes();
     let options = EncodeOptions::default();
