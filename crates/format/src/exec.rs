@@ -16,7 +16,7 @@
 //! The payload after the kind byte is:
 //!
 //! ```text
-//! u8 arch                            ExecArch: 0 none, 1 x86-64, 2 AArch64
+//! u8 arch                            ExecArch: 0 none, 1 x86-64, 2 AArch64, 3 ARM Thumb-2
 //! varint piece_count                 1..=MAX_EXEC_RANGES: the old file, in file order
 //! piece_count × piece
 //!
@@ -73,12 +73,14 @@ pub enum ExecArch {
     /// AArch64: B, BL, B.cond, CBZ/CBNZ, TBZ/TBNZ, LDR literal, ADR, and
     /// ADRP with the ADD or LDR after it.
     Aarch64 = 2,
+    /// 32-bit ARM in Thumb-2 code: BL, BLX and B.W.
+    Thumb = 3,
 }
 
 impl ExecArch {
     /// The architecture of byte `b`, if it names one.
     pub fn from_byte(b: u8) -> Option<ExecArch> {
-        [Self::None, Self::X86_64, Self::Aarch64]
+        [Self::None, Self::X86_64, Self::Aarch64, Self::Thumb]
             .into_iter()
             .find(|a| *a as u8 == b)
     }
@@ -89,6 +91,7 @@ impl ExecArch {
             ExecArch::None => "none",
             ExecArch::X86_64 => "x86-64",
             ExecArch::Aarch64 => "aarch64",
+            ExecArch::Thumb => "arm-thumb",
         }
     }
 }
@@ -218,7 +221,7 @@ impl<'a> Exec<'a> {
             offset: 0,
         })?;
         let arch = ExecArch::from_byte(byte).ok_or_else(|| {
-            let expected = "0 (none), 1 (x86-64) or 2 (aarch64)".into();
+            let expected = "0 (none), 1 (x86-64), 2 (aarch64) or 3 (arm-thumb)".into();
             invalid("arch", byte.into(), expected)
         })?;
         let mut pos = 1;

@@ -5,7 +5,8 @@
 //!
 //! A reference is a field of an instruction that names another address
 //! relative to its own: an x86-64 rel32 call, jump or conditional jump, a
-//! RIP-relative operand, an AArch64 branch, literal load, ADR or ADRP pair.
+//! RIP-relative operand, an AArch64 branch, literal load, ADR or ADRP pair,
+//! a Thumb-2 BL, BLX or B.W.
 //! Projecting one rewrites it as if both its place and its target had moved
 //! as the [`ShiftMap`] says, so that code which only moved in the new file
 //! reads the same as there. Only the old file is ever rewritten this way:
@@ -18,6 +19,7 @@
 
 mod arm64;
 mod elf;
+mod thumb;
 mod x86;
 
 pub(crate) use elf::{layout, Layout};
@@ -71,9 +73,11 @@ pub(crate) enum Rewrite<'a> {
 pub(crate) fn arch_of(layout: &Layout) -> ExecArch {
     const EM_X86_64: u16 = 62;
     const EM_AARCH64: u16 = 183;
+    const EM_ARM: u16 = 40;
     match (layout.machine, layout.is_64) {
         (EM_X86_64, true) => ExecArch::X86_64,
         (EM_AARCH64, true) => ExecArch::Aarch64,
+        (EM_ARM, false) => ExecArch::Thumb,
         _ => ExecArch::None,
     }
 }
@@ -100,6 +104,7 @@ pub(crate) fn rewrite(arch: ExecArch, file: &mut [u8], how: Rewrite<'_>) -> u64 
         found += match arch {
             ExecArch::X86_64 => x86::rewrite(file, code, section.addr, how),
             ExecArch::Aarch64 => arm64::rewrite(file, code, section.addr, how),
+            ExecArch::Thumb => thumb::rewrite(file, code, section.addr, how),
             ExecArch::None => 0,
         };
     }
