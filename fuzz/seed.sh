@@ -13,12 +13,14 @@
 #   deflate_segment       flags, [old source], head, tail, corrections, content
 #                         (checks.rs; seeds in testdata/regress/deflate_segment/)
 #   lzma_segment          mode (filter, hostile bit), [ops_len], LZMA2 data or op stream
+#   exec_segment          mode (old file, hostile bit), payload body or offset and bytes
+#                         (checks.rs; seeds in testdata/regress/exec_segment/)
 set -euo pipefail
 fuzz=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$fuzz")
 cd "$root"
 corpus=$fuzz/corpus
-targets=(decode_header decode_ops apply roundtrip decode_signatures map_image deflate_segment lzma_segment)
+targets=(decode_header decode_ops apply roundtrip decode_signatures map_image deflate_segment lzma_segment exec_segment)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

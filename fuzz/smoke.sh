@@ -12,8 +12,8 @@ fuzz=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$fuzz")
 export RUSTC_BOOTSTRAP=1
 seconds=${FUZZ_SECONDS:-60}
-targets=(decode_header decode_ops apply roundtrip decode_signatures map_image deflate_segment lzma_segment)
-declare -A max_len=([decode_header]=8192 [decode_ops]=4096 [apply]=8192 [roundtrip]=16384 [decode_signatures]=2048 [map_image]=131072 [deflate_segment]=32768 [lzma_segment]=65536)
+targets=(decode_header decode_ops apply roundtrip decode_signatures map_image deflate_segment lzma_segment exec_segment)
+declare -A max_len=([decode_header]=8192 [decode_ops]=4096 [apply]=8192 [roundtrip]=16384 [decode_signatures]=2048 [map_image]=131072 [deflate_segment]=32768 [lzma_segment]=65536 [exec_segment]=16384)
 # Slow inputs are findings too: nothing here should take a second.
 flags=(-rss_limit_mb=2048 -timeout=10)
 

@@ -937,3 +937,119 @@ fn plain_output(ops: &[u8]) -> Option<(delta_format::Totals, Vec<u8>)> {
         _ => None,
     }
 }
+
+/// Old files of [`exec_segment`]: two builds' first build of small
+/// programs (see `testdata/elf`), for x86-64, AArch64 and ARM Thumb-2.
+const EXEC_OLD: [&[u8]; 3] = [
+    include_bytes!("../../testdata/elf/out/x86_64/libtally.so-a-stripped"),
+    include_bytes!("../../testdata/elf/out/aarch64/calc-a-stripped"),
+    include_bytes!("../../testdata/elf/out/armhf/tally-a-stripped"),
+];
+
+/// `exec_segment`: the ELF reader, the rewriting of references, and
+/// executable segments (kind 4, see `delta_format::exec`):
+///
+/// ```text
+/// u8 mode   bits 0..2: the old file: one of EXEC_OLD (0..=2), or the rest
+///           of the input (3); bit 2: the rest is a hostile payload body
+///           (after its kind byte), applied to the old file; else the new
+///           file is the old one with the rest written over it at the
+///           offset its first two bytes give (little-endian, modulo the
+///           length), and bit 3 turns the projection off
+/// rest      the payload body, or offset and bytes
+/// ```
+///
+/// Any bytes go through the ELF reader and every architecture's rewriting
+/// (masked, and projected by a map made of the input): nothing may panic.
+/// A segment the generator makes must rebuild the new file exactly; a
+/// hostile one must be refused or make what its entry says, within the
+/// memory its entry states.
+pub fn exec_segment(data: &[u8]) {
+    use delta_format::exec::{exec_stream_len, Exec};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let points: Vec<(u64, i64)> = rest
+        .chunks_exact(4)
+        .take(16)
+        .scan(0u64, |at, c| {
+            *at += u64::from(u16::from_le_bytes([c[0], c[1]])) + 1;
+            Some((*at, i64::from(i16::from_le_bytes([c[2], c[3]]))))
+        })
+        .collect();
+    for arch in 0..4 {
+        let mut file = rest.to_vec();
+        delta_core::internal::exec_rewrite(arch, &mut file, None);
+        delta_core::internal::exec_rewrite(arch, &mut file, Some(&points));
+    }
+    let old = match mode & 3 {
+        3 => rest,
+        i => EXEC_OLD[usize::from(i)],
+    };
+    if mode & 4 != 0 {
+        let Ok(parts) = Exec::parse(rest, 0, old.len() as u64) else {
+            return;
+        };
+        // The table's check: a segment's memory within the applier's limit.
+        let file_len = parts.old_len();
+        if file_len > 64 << 20 || parts.ops_len > 1 << 20 {
+            return;
+        }
+        let mut payload = vec![delta_format::kind::EXEC];
+        payload.extend_from_slice(rest);
+        let entry = SegmentEntry {
+            new_len: parts.ops_len,
+            payload_len: payload.len() as u64,
+            stream_len: exec_stream_len(parts.ops_len, parts.shifts.len() as u64),
+            ref_len: file_len,
+            payload_digest: *blake3::hash(&payload).as_bytes(),
+            ..SegmentEntry::default()
+        };
+        let _ = apply_exec(old, &entry, &payload);
+        return;
+    }
+    let Some((offset, bytes)) = rest.split_at_checked(2) else {
+        return;
+    };
+    let mut new = old.to_vec();
+    if !new.is_empty() {
+        let at = usize::from(u16::from_le_bytes([offset[0], offset[1]])) % new.len();
+        let end = (at + bytes.len()).min(new.len());
+        new[at..end].copy_from_slice(&bytes[..end - at]);
+        new.extend_from_slice(&bytes[end - at..]);
+    } else {
+        new.extend_from_slice(bytes);
+    }
+    if new.is_empty() {
+        return;
+    }
+    let made = delta_core::internal::exec_file_segment(old, &new, mode & 8 == 0)
+        .expect("encoding an executable segment");
+    let Some((entry, payload)) = made else {
+        return;
+    };
+    let out = apply_exec(old, &entry, &payload).expect("a generated segment applies");
+    assert!(out == new, "an executable segment rebuilt other bytes");
+}
+
+/// Applies the executable segment `entry` with `payload` to `old`.
+fn apply_exec(old: &[u8], entry: &SegmentEntry, payload: &[u8]) -> Result<Vec<u8>, String> {
+    let seg = delta_core::SegmentRef {
+        index: 0,
+        new_offset: 0,
+        payload_offset: 0,
+        entry,
+        new_limit: 0,
+        window_list: false,
+        kinds: true,
+        allowed: delta_format::kind::Kinds {
+            exec: true,
+            ..Default::default()
+        },
+    };
+    let mut out = Vec::new();
+    delta_core::Patcher::new()
+        .apply_segment(old, seg, payload, &mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}

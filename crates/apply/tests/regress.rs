@@ -92,3 +92,8 @@ fn deflate_segment() {
 fn lzma_segment() {
     replay("lzma_segment", 4, checks::lzma_segment);
 }
+
+#[test]
+fn exec_segment() {
+    replay("exec_segment", 4, checks::exec_segment);
+}

@@ -55,15 +55,22 @@ pub(crate) fn run(path: &Path, json: bool) -> Result<(), Failure> {
         return Ok(());
     }
     out!("file           {name} ({file_len} bytes)");
+    let kinds = if h.has_segment_kinds() {
+        let mut kinds = vec!["deflate"];
+        if h.has_lzma() {
+            kinds.push("LZMA");
+        }
+        if h.flags & delta_format::FLAG_EXEC != 0 {
+            kinds.push("executable");
+        }
+        format!(", segment kinds: {} segments", kinds.join(", "))
+    } else {
+        String::new()
+    };
     out!(
-        "format         version {} ({}{})",
+        "format         version {} ({}{kinds})",
         h.version(),
         value["kind"].as_str().unwrap_or(""),
-        match (h.has_segment_kinds(), h.has_lzma()) {
-            (true, true) => ", segment kinds: deflate and LZMA segments",
-            (true, false) => ", segment kinds: deflate segments rebuild gzip/zlib files",
-            _ => "",
-        }
     );
     out!("migration      {}", h.is_migration());
     out!(

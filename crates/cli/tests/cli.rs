@@ -244,8 +244,8 @@ fn wrong_magic() {
 fn unknown_version() {
     let f = Fixture::new();
     let mut bad = f.delta_bytes();
-    // A version 1 delta (ops stored by row) and a future version 6.
-    for version in [1u8, 6] {
+    // A version 1 delta (ops stored by row) and a future version 7.
+    for version in [1u8, 7] {
         bad[8] = version;
         f.write_delta("bad.delta", &bad);
         assert_fails(
@@ -254,14 +254,14 @@ fn unknown_version() {
             &format!("unsupported format version {version}"),
         );
     }
-    // Versions 3 to 5 without their flags say something they do not hold.
-    for version in [3u8, 4, 5] {
+    // Versions 3 to 6 without their flags say something they do not hold.
+    for version in [3u8, 4, 5, 6] {
         bad[8] = version;
         f.write_delta("bad.delta", &bad);
         assert_fails(
             &f.apply("old.bin", "bad.delta"),
             f.path(),
-            &format!("invalid version: {version}, expected 5 exactly when flag DEFLATE_CHUNKS"),
+            &format!("invalid version: {version}, expected 6 exactly when flag EXEC"),
         );
     }
 }

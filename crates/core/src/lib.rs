@@ -82,6 +82,7 @@ pub use generate::runner::{Phase, Progress, Runner, Serial};
 pub mod internal {
     pub use crate::apply::rebuild::inflate_exact;
     pub use crate::apply::sink::NullSink;
+    pub use crate::exec::rewrite_for_tests as exec_rewrite;
     pub use crate::generate::deflate::{chunks_of, ChunkData};
     pub use crate::generate::encode::{encode_segment, Encoded, Produced};
     pub use crate::generate::exec::file_segment as exec_file_segment;

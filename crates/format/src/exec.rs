@@ -201,16 +201,48 @@ impl<'a> Exec<'a> {
     /// `old_len` bytes.
     ///
     /// # Errors
-    /// [`Error::BadVarint`] for a damaged or missing number,
-    /// [`Error::InvalidField`] for an unknown arch, a range that is empty or
-    /// out of the old image, addresses that do not increase, lengths that
-    /// disagree with the entry, a prefix outside the old file, or no frame.
+    /// What [`Exec::parse`] refuses, and [`Error::InvalidField`] for lengths
+    /// that disagree with the entry.
     pub fn decode(
         body: &'a [u8],
         segment: u64,
         entry: &SegmentEntry,
         old_len: u64,
     ) -> Result<Exec<'a>> {
+        let parts = Exec::parse(body, segment, old_len)?;
+        let invalid = |what: &str, found: u64, expected: String| Error::InvalidField {
+            field: format!("segment[{segment}] exec {what}"),
+            found,
+            expected,
+        };
+        let stream_len = exec_stream_len(parts.ops_len, parts.shifts.len() as u64);
+        let stream_max = entry.new_len.saturating_mul(2).saturating_add(STREAM_SLACK);
+        if stream_len > stream_max {
+            let expected = format!("with the shift map at most {stream_max}");
+            return Err(invalid("ops_len", parts.ops_len, expected));
+        }
+        if entry.stream_len != stream_len {
+            let expected = format!("the op stream and the shift map, {stream_len}");
+            return Err(invalid("stream_len", entry.stream_len, expected));
+        }
+        let file_len = parts.old_len();
+        if entry.ref_offset != 0 || entry.ref_len != file_len {
+            let expected = format!("ref_offset 0 and ref_len the old file's {file_len} bytes");
+            return Err(invalid("ref_len", entry.ref_len, expected));
+        }
+        Ok(parts)
+    }
+
+    /// Reads the payload `body` (after its kind byte) of segment `segment`:
+    /// its fields, each within its own bounds and the old image's
+    /// `old_len` bytes, but not checked against a table entry.
+    ///
+    /// # Errors
+    /// [`Error::BadVarint`] for a damaged or missing number,
+    /// [`Error::InvalidField`] for an unknown arch, an empty piece or one out
+    /// of the old image, addresses that do not increase, a prefix outside
+    /// the old file, or no frame.
+    pub fn parse(body: &'a [u8], segment: u64, old_len: u64) -> Result<Exec<'a>> {
         let invalid = |what: &str, found: u64, expected: String| Error::InvalidField {
             field: format!("segment[{segment}] exec {what}"),
             found,
@@ -274,21 +306,10 @@ impl<'a> Exec<'a> {
             shifts.push((address, shift));
         }
         let ops_len = varint::get(body, &mut pos, WHAT)?;
-        let stream_len = exec_stream_len(ops_len, count);
-        let stream_max = entry.new_len.saturating_mul(2).saturating_add(STREAM_SLACK);
-        if ops_len == 0 || stream_len > stream_max {
-            let expected = format!("1 or more, with the shift map at most {stream_max}");
-            return Err(invalid("ops_len", ops_len, expected));
-        }
-        if entry.stream_len != stream_len {
-            let expected = format!("the op stream and the shift map, {stream_len}");
-            return Err(invalid("stream_len", entry.stream_len, expected));
+        if ops_len == 0 {
+            return Err(invalid("ops_len", 0, "1 or more".into()));
         }
         let file_len = pieces.iter().map(Piece::len).fold(0, u64::saturating_add);
-        if entry.ref_offset != 0 || entry.ref_len != file_len {
-            let expected = format!("ref_offset 0 and ref_len the old file's {file_len} bytes");
-            return Err(invalid("ref_len", entry.ref_len, expected));
-        }
         let ref_offset = varint::get(body, &mut pos, WHAT)?;
         let ref_len = varint::get(body, &mut pos, WHAT)?;
         let reference = match ref_offset.checked_add(ref_len) {

@@ -111,6 +111,20 @@ pub(crate) fn rewrite(arch: ExecArch, file: &mut [u8], how: Rewrite<'_>) -> u64 
     found
 }
 
+/// [`rewrite`] for benchmarks and fuzz targets: the references of `file`
+/// (an ELF file of the machine `arch` names, see [`ExecArch`]) projected
+/// with the shift map `points`, or masked without one; how many it found.
+pub fn rewrite_for_tests(arch: u8, file: &mut [u8], points: Option<&[(u64, i64)]>) -> u64 {
+    let Some(arch) = ExecArch::from_byte(arch) else {
+        return 0;
+    };
+    let how = match points {
+        Some(points) => Rewrite::Project(ShiftMap::new(points)),
+        None => Rewrite::Mask,
+    };
+    rewrite(arch, file, how)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
