@@ -204,12 +204,14 @@ pub(crate) fn print_gen_summary(output: &str, s: &delta_gen::Summary, elapsed: D
             c.deflate_candidates,
             c.deflate_payload
         );
-        say!(
-            "executables made from their old partners: {} bytes of new image in {} of {} changed, for {} payload bytes",
-            c.exec_bytes,
-            c.exec_segments,
-            c.exec_candidates,
-            c.exec_payload
-        );
+        if c.exec_candidates > 0 {
+            say!(
+                "executables made from their old partners: {} bytes of new image in {} of {} changed, for {} payload bytes",
+                c.exec_bytes,
+                c.exec_segments,
+                c.exec_candidates,
+                c.exec_payload
+            );
+        }
     }
 }
