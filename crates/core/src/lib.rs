@@ -83,6 +83,7 @@ pub mod internal {
     pub use crate::apply::sink::NullSink;
     pub use crate::generate::deflate::{chunks_of, ChunkData};
     pub use crate::generate::encode::{encode_segment, Encoded, Produced};
+    pub use crate::generate::fine::{fine_plan, fine_plan_with, suffix_array, FineOptions};
     pub use crate::generate::index::BlockIndex;
     pub use crate::generate::plan::{plan_segment, SegmentPlan};
     pub use crate::generate::reuse::copy_repeats;
