@@ -8,7 +8,7 @@
 //! cargo run --release -p delta-benches --example fine_pairs -- OLD NEW [OLD NEW ...]
 //! ```
 //!
-//! `FINE_GAIN`, `FINE_PENALTY`, `FINE_MIN_COPY` and `FINE_MIN_ZERO` set the
+//! `FINE_GAIN`, `FINE_APPROX`, `FINE_PENALTY`, `FINE_MIN_COPY` and `FINE_MIN_ZERO` set the
 //! fine matcher's options; `NO_BSDIFF=1` skips the (slow) peer.
 
 use delta_core::internal::{
@@ -53,6 +53,7 @@ fn main() {
     let defaults = FineOptions::default();
     let fine_options = FineOptions {
         min_gain: env_or("FINE_GAIN", defaults.min_gain),
+        min_approx_gain: env_or("FINE_APPROX", defaults.min_approx_gain),
         mismatch_penalty: env_or("FINE_PENALTY", defaults.mismatch_penalty),
         min_copy: env_or("FINE_MIN_COPY", defaults.min_copy),
         min_zero: env_or("FINE_MIN_ZERO", defaults.min_zero),
