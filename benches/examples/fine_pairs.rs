@@ -47,7 +47,7 @@ fn encoded(old: &[u8], new: &[u8], plan: &SegmentPlan) -> usize {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     assert!(
-        !args.is_empty() && args.len() % 2 == 0,
+        !args.is_empty() && args.len().is_multiple_of(2),
         "usage: fine_pairs OLD NEW [OLD NEW ...]"
     );
     let defaults = FineOptions::default();
