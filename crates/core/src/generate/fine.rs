@@ -279,11 +279,16 @@ impl Builder<'_> {
     fn gain(&self, scan: usize, pos: usize, last_offset: i64) -> i64 {
         let (old, new) = (self.old, self.new);
         let ahead = &new[scan..new.len().min(scan + LOOKAHEAD)];
-        let here = ahead
-            .iter()
-            .zip(&old[pos..])
-            .filter(|(n, o)| n == o)
-            .count();
+        let goal = self.options.min_approx_gain;
+        let mut here = 0;
+        for (i, (n, o)) in ahead.iter().zip(&old[pos..]).enumerate() {
+            here += usize::from(n == o);
+            if here + (ahead.len() - i - 1) <= goal {
+                // Cannot beat the goal even if all the rest match: most
+                // candidates in unrelated data stop here early.
+                return 0;
+            }
+        }
         let there = usize::try_from(scan as i64 + last_offset)
             .ok()
             .and_then(|j| old.get(j..))
