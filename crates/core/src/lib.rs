@@ -86,6 +86,7 @@ pub mod internal {
     pub use crate::generate::deflate::{chunks_of, ChunkData};
     pub use crate::generate::encode::{encode_segment, Encoded, Produced};
     pub use crate::generate::exec::file_segment as exec_file_segment;
+    pub use crate::generate::fine::{fine_plan, fine_plan_with, suffix_array, FineOptions};
     pub use crate::generate::index::BlockIndex;
     pub use crate::generate::plan::{plan_segment, SegmentPlan};
     pub use crate::generate::reuse::copy_repeats;

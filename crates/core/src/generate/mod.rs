@@ -14,6 +14,7 @@ pub(crate) mod content;
 pub(crate) mod deflate;
 pub(crate) mod encode;
 pub(crate) mod exec;
+pub(crate) mod fine;
 pub(crate) mod index;
 pub(crate) mod pipeline;
 pub(crate) mod plan;
