@@ -14,14 +14,16 @@
 //! of both files, matches the masked new file against the masked old one,
 //! and turns each match into a point of the shift map (how far the old
 //! address moved to reach the new one). It then projects the old file with
-//! that map, plans the new file against it as a plain segment would be, and
-//! keeps the result when it is smaller than the same plan without the
-//! projection... the caller compares it with the plain segments.
+//! that map, and plans the new file against it with the suffix-array
+//! matcher ([`crate::generate::fine`]), with two mismatch penalties, keeping
+//! the smaller. The caller compares the result with the plain segment of
+//! the same bytes.
 
 use crate::exec::{self, arch_of, layout, Layout, Rewrite, ShiftMap};
 use crate::generate::encode::{encode_segment, EncodeOptions, Produced};
+use crate::generate::fine::{fine_plan_sorted, suffix_array, FineOptions};
 use crate::generate::index::BlockIndex;
-use crate::generate::plan::{plan_segment, DiffOptions};
+use crate::generate::plan::{plan_segment, DiffOptions, SegmentPlan};
 use crate::generate::runner::Serial;
 use crate::generate::window::WindowLayout;
 use delta_format::exec::{Exec, ExecArch, Piece, MAX_SHIFTS};
@@ -39,12 +41,6 @@ pub(crate) const MAX_FILE: u64 = 64 << 20;
 /// Block of the matcher that finds what moved: a file pair is small, so
 /// blocks can be too.
 const BLOCK: usize = 64;
-/// Block of the plan against the projected file. Few, long anchors plan
-/// smaller segments than many short ones: the op stream is compressed
-/// against the file, which finds the short matches (os-minor's and
-/// arm64-minor's rebuilt libraries: 64-byte blocks 180,556 and 675,075
-/// bytes, 4096-byte blocks 165,625 and 642,404).
-const PLAN_BLOCK: usize = 4096;
 /// Shortest match that makes a point of the shift map.
 const MIN_MATCH: u64 = 64;
 
@@ -235,7 +231,7 @@ fn common_prefix(a: &str, b: &str) -> usize {
     a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
 }
 
-/// An executable segment made by [`encode`].
+/// An executable segment made by [`finish`].
 #[derive(Debug)]
 pub(crate) struct Encoded {
     /// Its table entry.
@@ -244,20 +240,48 @@ pub(crate) struct Encoded {
     pub(crate) payload: Vec<u8>,
 }
 
-/// The executable segment of `pair`, whose new bytes have digest
-/// `digest`, or `None` when it does not fit `options.max_memory`. With
-/// `transform` off, the old file is used as it is (the partner alone).
+/// An executable segment planned by [`prepare`], before its final
+/// compression.
+pub(crate) struct Prepared {
+    arch: ExecArch,
+    pieces: Vec<Piece>,
+    points: Vec<(u64, i64)>,
+    /// The projected old file.
+    file: Vec<u8>,
+    plan: SegmentPlan,
+    /// Payload bytes of the plan compressed at [`PROBE_LEVEL`].
+    pub(crate) probe_len: u64,
+}
+
+/// The zstd level at which plans are compared (with each other, and with
+/// the plain segment of the same bytes): about ten times as fast as level
+/// 19, and it ranks plans alike.
+pub(crate) const PROBE_LEVEL: i32 = 3;
+
+/// The mismatch penalties of the fine matcher tried on each pair, the
+/// smaller payload kept: 1 (bsdiff's) suits point releases, whose code
+/// differs little once projected, 3 major upgrades (on os-minor's,
+/// arm64-minor's and armhf-minor's rebuilt libraries, both together make
+/// 126,779, 583,176 and 249,718 bytes; penalty 1 alone 128,271, 589,753 and
+/// 249,718; block anchors, as plain segments are planned, 165,626, 642,405
+/// and 332,733).
+const PENALTIES: [i64; 2] = [1, 3];
+
+/// Plans the executable segment of `pair`: reads the old file and, with
+/// `transform`, finds its shift map and projects it; plans the new file
+/// against the old one as it is and as projected, with each of
+/// [`PENALTIES`], and keeps the plan that compresses smaller at
+/// [`PROBE_LEVEL`] (with its map).
 ///
 /// # Errors
 /// [`Error::Compress`](crate::Error::Compress) when zstd fails.
-pub(crate) fn encode(
+pub(crate) fn prepare(
     old: &[u8],
     new: &[u8],
     pair: &Pair,
     digest: delta_format::Digest,
-    options: &EncodeOptions,
     transform: bool,
-) -> crate::Result<Option<Encoded>> {
+) -> crate::Result<Prepared> {
     let mut file = Vec::new();
     for piece in &pair.old {
         match piece {
@@ -267,47 +291,86 @@ pub(crate) fn encode(
             Piece::Zeros(len) => file.resize(file.len() + *len as usize, 0),
         }
     }
-    // What the segment makes: the new file's data, holes left out.
-    let new_bytes = &new[pair.new.clone()];
     let new_file = pair.new_file(new);
     let arch = match (layout(&file), layout(&new_file)) {
         (Some(a), Some(b)) if transform && a.machine == b.machine => arch_of(&a),
         _ => ExecArch::None,
     };
-    let points = if arch == ExecArch::None {
-        Vec::new()
-    } else {
-        shift_points(arch, &file, &new_file)
+    // Each way the file can be read: projected, and as it is (a projection
+    // can cost more in its map than it saves on a small file).
+    let mut ways = vec![(ExecArch::None, Vec::new(), file.clone())];
+    if arch != ExecArch::None {
+        let points = shift_points(arch, &file, &new_file);
+        exec::rewrite(arch, &mut file, Rewrite::Project(ShiftMap::new(&points)));
+        ways.push((arch, points, file));
+    }
+    // What the segment makes: the new file's data, holes left out.
+    let produced = Produced {
+        bytes: &new[pair.new.clone()],
+        digest,
     };
-    let new_file = new_bytes;
-    exec::rewrite(arch, &mut file, Rewrite::Project(ShiftMap::new(&points)));
-    let index = BlockIndex::build(&file, PLAN_BLOCK, &Serial);
-    let diff = DiffOptions {
-        block_size: PLAN_BLOCK,
-        max_reference: file.len().saturating_mul(2),
+    let probe = EncodeOptions {
+        level: PROBE_LEVEL,
+        max_memory: u64::MAX,
     };
-    let plan = plan_segment(&file, new_file, 0..new_file.len(), &index, &diff);
+    let mut best: Option<Prepared> = None;
+    for (arch, points, file) in ways {
+        let sa = suffix_array(&file);
+        for mismatch_penalty in PENALTIES {
+            let fine = FineOptions {
+                mismatch_penalty,
+                max_reference: file.len(),
+                ..FineOptions::default()
+            };
+            let plan = fine_plan_sorted(&file, &sa, produced.bytes, &fine);
+            let layout = WindowLayout::Contiguous;
+            let made = encode_segment(&file, produced, &plan, layout, &probe, None)?;
+            // The map's bytes count too.
+            let probe_len = made.payload.len() as u64 + 4 * points.len() as u64;
+            if best.as_ref().is_none_or(|b| probe_len < b.probe_len) {
+                best = Some(Prepared {
+                    arch,
+                    pieces: pair.old.clone(),
+                    points: points.clone(),
+                    file: file.clone(),
+                    plan,
+                    probe_len,
+                });
+            }
+        }
+    }
+    Ok(best.expect("at least one way"))
+}
+
+/// Compresses a prepared segment as `options` say; `None` when it does not
+/// fit `options.max_memory`.
+///
+/// # Errors
+/// [`Error::Compress`](crate::Error::Compress) when zstd fails.
+pub(crate) fn finish(
+    prepared: Prepared,
+    produced: Produced<'_>,
+    options: &EncodeOptions,
+) -> crate::Result<Option<Encoded>> {
+    let Prepared {
+        arch,
+        pieces,
+        points,
+        file,
+        plan,
+        ..
+    } = prepared;
     // The prefix is part of the old file the applier holds anyway: only
     // the whole segment's memory is checked, below.
     let inner = EncodeOptions {
         max_memory: u64::MAX,
         ..options.clone()
     };
-    let produced = Produced {
-        bytes: new_file,
-        digest,
-    };
-    let plain = encode_segment(
-        &file,
-        produced,
-        &plan,
-        WindowLayout::Contiguous,
-        &inner,
-        None,
-    )?;
+    let layout = WindowLayout::Contiguous;
+    let plain = encode_segment(&file, produced, &plan, layout, &inner, None)?;
     let parts = Exec {
         arch,
-        pieces: pair.old.clone(),
+        pieces,
         shifts: points,
         ops_len: plain.entry.stream_len,
         reference: plain.entry.ref_offset..plain.entry.ref_offset + plain.entry.ref_len,
@@ -418,8 +481,12 @@ pub fn file_segment(
         old: vec![Piece::Old(0..old_file.len() as u64)],
     };
     let digest = *blake3::hash(new_file).as_bytes();
-    let options = EncodeOptions::default();
-    let encoded = encode(old_file, new_file, &pair, digest, &options, transform)?;
+    let prepared = prepare(old_file, new_file, &pair, digest, transform)?;
+    let produced = Produced {
+        bytes: new_file,
+        digest,
+    };
+    let encoded = finish(prepared, produced, &EncodeOptions::default())?;
     Ok(encoded.map(|e| (e.entry, e.payload)))
 }
 

@@ -95,7 +95,17 @@ pub fn fine_plan(old: &[u8], new: &[u8]) -> SegmentPlan {
 /// old file of 2 GiB or more (beyond the suffix array's `i32`) is not
 /// searched: `new` becomes literal and zero ops.
 pub fn fine_plan_with(old: &[u8], new: &[u8], options: &FineOptions) -> SegmentPlan {
-    let sa = suffix_array(old);
+    fine_plan_sorted(old, &suffix_array(old), new, options)
+}
+
+/// [`fine_plan_with`] with the suffix array `sa` of `old` ([`suffix_array`])
+/// already made: several plans against one old file sort it once.
+pub(crate) fn fine_plan_sorted(
+    old: &[u8],
+    sa: &[i32],
+    new: &[u8],
+    options: &FineOptions,
+) -> SegmentPlan {
     let mut builder = Builder {
         old,
         new,
@@ -103,7 +113,7 @@ pub fn fine_plan_with(old: &[u8], new: &[u8], options: &FineOptions) -> SegmentP
         plan: SegmentPlan::default(),
         disp_weight: HashMap::new(),
     };
-    builder.scan(&sa);
+    builder.scan(sa);
     builder.choose_reference();
     builder.plan
 }

@@ -580,25 +580,26 @@ fn exec_segment<R: Runner>(
         bytes: &new[range.clone()],
         digest: runner.digest(&new[range.clone()]),
     };
-    let plan = plan_segment(old, new, range.clone(), index, &options.diff);
-    let plain = encode_segment(
-        old,
-        produced,
-        &plan,
-        WindowLayout::Contiguous,
-        &options.encode,
-        lzma,
-    )?;
-    let Some(made) = exec::encode(old, new, pair, produced.digest, &options.encode, true)? else {
-        return Ok(None);
+    // Both are compared compressed at the probe level; only the segment
+    // kept is compressed at the delta's level.
+    let probe = EncodeOptions {
+        level: exec::PROBE_LEVEL,
+        ..options.encode.clone()
     };
+    let plan = plan_segment(old, new, range.clone(), index, &options.diff);
+    let layout = WindowLayout::Contiguous;
+    let plain = encode_segment(old, produced, &plan, layout, &probe, lzma)?;
+    let prepared = exec::prepare(old, new, pair, produced.digest, true)?;
     // The segment costs a table entry, and splits the plain segment around
     // it in two: it must win by more than that.
-    let worth = made.entry.payload_len + EXEC_MARGIN < plain.entry.payload_len
-        && made.entry.payload_len * 20 < plain.entry.payload_len * 19;
+    let (exec_len, plain_len) = (prepared.probe_len, plain.entry.payload_len);
+    let worth = exec_len + EXEC_MARGIN < plain_len && exec_len * 20 < plain_len * 19;
     if !worth {
         return Ok(None);
     }
+    let Some(made) = exec::finish(prepared, produced, &options.encode)? else {
+        return Ok(None);
+    };
     let segment = SegmentRef {
         index: 0,
         new_offset: range.start as u64,
