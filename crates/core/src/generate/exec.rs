@@ -64,6 +64,11 @@ pub(crate) struct Pair {
 }
 
 impl Pair {
+    /// Bytes of the old file.
+    pub(crate) fn old_len(&self) -> u64 {
+        self.old.iter().map(Piece::len).sum()
+    }
+
     /// The new file as its headers see it.
     fn new_file(&self, new: &[u8]) -> Vec<u8> {
         let mut file = vec![0; self.new_size as usize];
@@ -211,10 +216,18 @@ fn file_name(path: &str) -> &str {
 /// A file name without its version numbers: digits go, and so do the dots,
 /// dashes and underscores that only separated them (`libfoo.so.6.0.0` and
 /// `libfoo.so.7` are both `libfoo.so`; `libsystemd-shared-252.so` is
-/// `libsystemd-shared.so`).
+/// `libsystemd-shared.so`), and hashes that tools add to names
+/// (auditwheel's `libscipy_openblas64_-6bb31eeb.so`: parts of six or more
+/// hex digits, one at least a digit).
 fn stem(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for part in name.split(['.', '-', '_']) {
+        let hash = part.len() >= 6
+            && part.bytes().all(|b| b.is_ascii_hexdigit())
+            && part.bytes().any(|b| b.is_ascii_digit());
+        if hash {
+            continue;
+        }
         let kept: String = part.chars().filter(|c| !c.is_ascii_digit()).collect();
         if !kept.is_empty() {
             if !out.is_empty() {
@@ -503,5 +516,10 @@ mod tests {
         );
         assert_eq!(stem("perl5.36.0"), "perl");
         assert_ne!(stem("libssl.so.3"), stem("libcrypto.so.3"));
+        assert_eq!(
+            stem("libscipy_openblas64_-6bb31eeb.so"),
+            stem("libscipy_openblas64_-56d6093b.so")
+        );
+        assert_ne!(stem("libfeed.so"), stem("libface.so"));
     }
 }

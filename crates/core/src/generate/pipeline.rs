@@ -576,6 +576,11 @@ fn exec_segment<R: Runner>(
     runner: &R,
 ) -> Result<Option<Made>, R::Error> {
     let range = pair.new.clone();
+    // The applier holds the old file whole: one past the segment's memory
+    // is not worth planning.
+    if pair.old_len() > options.encode.max_memory {
+        return Ok(None);
+    }
     let produced = Produced {
         bytes: &new[range.clone()],
         digest: runner.digest(&new[range.clone()]),
