@@ -213,30 +213,25 @@ fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// A file name without its version numbers: digits go, and so do the dots,
-/// dashes and underscores that only separated them (`libfoo.so.6.0.0` and
+/// A file name without its version numbers: the parts between dots,
+/// dashes and underscores that are all digits go (`libfoo.so.6.0.0` and
 /// `libfoo.so.7` are both `libfoo.so`; `libsystemd-shared-252.so` is
-/// `libsystemd-shared.so`), and hashes that tools add to names
+/// `libsystemd.shared.so`), and so do hashes that tools add to names
 /// (auditwheel's `libscipy_openblas64_-6bb31eeb.so`: parts of six or more
-/// hex digits, one at least a digit).
+/// hex digits, one at least a digit). Digits inside a part stay: they
+/// name the library (`libnghttp2` and `libnghttp3` are two).
 fn stem(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for part in name.split(['.', '-', '_']) {
-        let hash = part.len() >= 6
-            && part.bytes().all(|b| b.is_ascii_hexdigit())
-            && part.bytes().any(|b| b.is_ascii_digit());
-        if hash {
-            continue;
-        }
-        let kept: String = part.chars().filter(|c| !c.is_ascii_digit()).collect();
-        if !kept.is_empty() {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(&kept);
-        }
-    }
-    out
+    let kept: Vec<&str> = name
+        .split(['.', '-', '_'])
+        .filter(|part| {
+            let version = part.bytes().all(|b| b.is_ascii_digit());
+            let hash = part.len() >= 6
+                && part.bytes().all(|b| b.is_ascii_hexdigit())
+                && part.bytes().any(|b| b.is_ascii_digit());
+            !part.is_empty() && !version && !hash
+        })
+        .collect();
+    kept.join(".")
 }
 
 /// Bytes at the start of `a` and `b` that are the same.
@@ -514,7 +509,9 @@ mod tests {
             stem("libsystemd-shared-252.so"),
             stem("libsystemd-shared-257.so")
         );
-        assert_eq!(stem("perl5.36.0"), "perl");
+        assert_eq!(stem("perl5.36.0"), "perl5");
+        assert_ne!(stem("libnghttp2.so.14.28.3"), stem("libnghttp3.so.9.2.6"));
+        assert_eq!(stem("libpython3.11.so.1.0"), stem("libpython3.13.so.1.0"));
         assert_ne!(stem("libssl.so.3"), stem("libcrypto.so.3"));
         assert_eq!(
             stem("libscipy_openblas64_-6bb31eeb.so"),
