@@ -212,7 +212,7 @@ pub(crate) struct GenArgs {
     /// Replace an existing output file (without: exit 1, the file kept as it is).
     #[arg(short, long)]
     pub(crate) force: bool,
-    /// Progress display: the phases (indexing, deflating, planning, encoding, writing, checking) with bytes done.
+    /// Progress display: the phases (indexing, deflating, executables, planning, encoding, writing, checking) with bytes done.
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) progress: ProgressMode,
     /// Write a full-image payload (applies without an old image).
