@@ -7,8 +7,9 @@
 //! calls, jumps and PC-relative loads: code that moved by a few bytes
 //! changes every reference that crosses the move. The applier reads the old
 //! partner (wherever it lies in the old image), finds its references (the
-//! same way the generator did), and rewrites each one as if both its place
-//! and its target had moved as the shift map says. The old file then looks
+//! same way the generator did: calls, jumps, PC-relative loads, and the
+//! addresses of its dynamic relocations), and rewrites each one as if both
+//! its place and its target had moved as the shift map says. The old file then looks
 //! like the new one, and a plain op stream against it is small. Only the
 //! old file is disassembled: the new bytes come out of the op stream as
 //! they are.

@@ -32,6 +32,8 @@ pub(crate) struct Section {
     pub(crate) exec: bool,
     /// Has no bytes in the file (`SHT_NOBITS`, e.g. `.bss`).
     pub(crate) nobits: bool,
+    /// `sh_type`.
+    pub(crate) kind: u32,
 }
 
 impl Section {
@@ -43,6 +45,13 @@ impl Section {
         let start = usize::try_from(self.offset).ok()?;
         let end = start.checked_add(usize::try_from(self.size).ok()?)?;
         (end <= file_len).then_some(start..end)
+    }
+
+    /// The file offset of virtual address `address`, when the section holds
+    /// it in the file.
+    pub(crate) fn offset_of(&self, address: u64) -> Option<u64> {
+        let inside = !self.nobits && address >= self.addr && address - self.addr < self.size;
+        inside.then(|| self.offset.wrapping_add(address - self.addr))
     }
 
     /// The virtual address of file offset `offset`, when the section holds it.
@@ -79,6 +88,7 @@ fn parse<Elf: FileHeader<Endian = Endianness>>(data: &[u8], is_64: bool) -> Opti
             size: s.sh_size(endian).into(),
             exec: s.sh_flags(endian).into() & u64::from(SHF_EXECINSTR) != 0,
             nobits: s.sh_type(endian) == SHT_NOBITS,
+            kind: s.sh_type(endian),
         })
         .collect();
     Some(Layout {

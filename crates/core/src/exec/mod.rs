@@ -6,7 +6,8 @@
 //! A reference is a field of an instruction that names another address
 //! relative to its own: an x86-64 rel32 call, jump or conditional jump, a
 //! RIP-relative operand, an AArch64 branch, literal load, ADR or ADRP pair,
-//! a Thumb-2 BL, BLX or B.W.
+//! a Thumb-2 BL, BLX or B.W; and the dynamic relocations that name
+//! addresses (see [`reloc`]).
 //! Projecting one rewrites it as if both its place and its target had moved
 //! as the [`ShiftMap`] says, so that code which only moved in the new file
 //! reads the same as there. Only the old file is ever rewritten this way:
@@ -19,6 +20,7 @@
 
 mod arm64;
 mod elf;
+mod reloc;
 mod thumb;
 mod x86;
 
@@ -108,7 +110,7 @@ pub(crate) fn rewrite(arch: ExecArch, file: &mut [u8], how: Rewrite<'_>) -> u64 
             ExecArch::None => 0,
         };
     }
-    found
+    found + reloc::rewrite(file, &layout, how)
 }
 
 /// [`rewrite`] for benchmarks and fuzz targets: the references of `file`
