@@ -21,6 +21,7 @@
 mod arm64;
 mod elf;
 mod reloc;
+mod tables;
 mod thumb;
 mod x86;
 
@@ -110,7 +111,7 @@ pub(crate) fn rewrite(arch: ExecArch, file: &mut [u8], how: Rewrite<'_>) -> u64 
             ExecArch::None => 0,
         };
     }
-    found + reloc::rewrite(file, &layout, how)
+    found + reloc::rewrite(file, &layout, how) + tables::rewrite(file, &layout, how)
 }
 
 /// [`rewrite`] for benchmarks and fuzz targets: the references of `file`
