@@ -1,7 +1,9 @@
 //! Tables of addresses besides the relocations: the dynamic symbol table
-//! (each defined symbol's `st_value`) and the unwinder's search table in
+//! (each defined symbol's `st_value`), the unwinder's search table in
 //! `.eh_frame_hdr` (each function's start and its FDE, counted from the
-//! table's own address). Code that moved moves them all.
+//! table's own address) and the unwind records in `.eh_frame` (each
+//! function's start, counted from the field's own address). Code that moved
+//! moves them all.
 
 use super::elf::Layout;
 use super::Rewrite;
@@ -59,6 +61,8 @@ pub(super) fn rewrite(file: &mut [u8], layout: &Layout, how: Rewrite<'_>) -> u64
                 }
                 at += entry;
             }
+        } else if section.name == b".eh_frame" {
+            found += eh_frame(file, range, section.addr, how);
         } else if section.name == b".eh_frame_hdr" && range.len() >= 12 {
             let at = range.start;
             let header = &file[at..at + 4];
@@ -85,6 +89,90 @@ pub(super) fn rewrite(file: &mut [u8], layout: &Layout, how: Rewrite<'_>) -> u64
         }
     }
     found
+}
+
+/// The pointer encoding of FDEs this reads: signed 4 bytes relative to the
+/// field's own address (`DW_EH_PE_pcrel | DW_EH_PE_sdata4`).
+const PCREL_SDATA4: u8 = 0x1b;
+
+/// Rewrites the `pc_begin` of each FDE in the `.eh_frame` bytes at `range`
+/// (loaded at `addr`) whose CIE says [`PCREL_SDATA4`]; returns how many.
+fn eh_frame(file: &mut [u8], range: std::ops::Range<usize>, addr: u64, how: Rewrite<'_>) -> u64 {
+    // The encoding of each CIE seen, by its offset (a handful per file).
+    let mut cies: Vec<(usize, u8)> = Vec::new();
+    let mut found = 0;
+    let mut at = range.start;
+    while at + 8 <= range.end {
+        let len = read(file, at, 4) as usize;
+        if len == 0 || len == 0xffff_ffff || len > range.end - at - 4 {
+            break;
+        }
+        let end = at + 4 + len;
+        let id = read(file, at + 4, 4) as usize;
+        if id == 0 {
+            cies.push((at, cie_encoding(&file[at + 8..end])));
+        } else if let Some(&(_, encoding)) = (at + 4)
+            .checked_sub(id)
+            .and_then(|cie| cies.iter().find(|(at, _)| *at == cie))
+        {
+            let field = at + 8;
+            if encoding == PCREL_SDATA4 && field + 4 <= end {
+                found += 1;
+                let place = addr.wrapping_add((field - range.start) as u64);
+                let value = read(file, field, 4) as u32 as i32;
+                let target = place.wrapping_add_signed(value.into());
+                let new = match how {
+                    Rewrite::Project(map) => map.project(target).wrapping_sub(map.project(place)),
+                    Rewrite::Mask => 0,
+                };
+                write(file, field, 4, new);
+            }
+        }
+        at = end;
+    }
+    found
+}
+
+/// The FDE pointer encoding a CIE's body (after its id) gives with an `R`
+/// augmentation, or 0 (absolute) when it has none or does not read.
+fn cie_encoding(body: &[u8]) -> u8 {
+    let mut at = 1; // version
+    let Some(len) = body.get(at..).and_then(|b| b.iter().position(|&c| c == 0)) else {
+        return 0;
+    };
+    let augmentation = &body[at..at + len];
+    at += len + 1;
+    if augmentation.first() != Some(&b'z') {
+        return 0;
+    }
+    // code alignment, data alignment, return register (LEB128 each, or a
+    // byte for the register in version 1, which LEB128 reads alike below
+    // 128), then the augmentation data's length.
+    for _ in 0..4 {
+        while body.get(at).is_some_and(|b| b & 0x80 != 0) {
+            at += 1;
+        }
+        at += 1;
+    }
+    for &c in &augmentation[1..] {
+        match c {
+            b'R' => return body.get(at).copied().unwrap_or(0),
+            // A personality: its encoding, then a pointer of that size.
+            b'P' => {
+                let size = match body.get(at).map(|e| e & 0x0f) {
+                    Some(0x02 | 0x0a) => 2,
+                    Some(0x03 | 0x0b) => 4,
+                    Some(0x04 | 0x0c | 0x00) => 8,
+                    _ => return 0,
+                };
+                at += 1 + size;
+            }
+            b'L' => at += 1,
+            b'S' | b'B' => {}
+            _ => return 0,
+        }
+    }
+    0
 }
 
 #[cfg(test)]
@@ -130,5 +218,34 @@ mod tests {
         assert_eq!(read(&file, 32, 8), 0x999, "undefined symbols stay");
         assert_eq!(read(&file, 60, 4) as u32 as i32, 0x2010 - 0x3040);
         assert_eq!(read(&file, 64, 4), 0x100);
+    }
+
+    #[test]
+    fn fde_starts_move() {
+        // A CIE "zR" with encoding 0x1b, then one FDE whose pc_begin names
+        // 0x1000; the section is at 0x5000.
+        let mut frame = Vec::new();
+        let cie = [1u8, b'z', b'R', 0, 1, 0x78, 16, 1, PCREL_SDATA4, 0, 0, 0];
+        frame.extend_from_slice(&((cie.len() + 4) as u32).to_le_bytes());
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        frame.extend_from_slice(&cie);
+        let fde = frame.len();
+        let field = fde + 8;
+        let place = 0x5000 + field as i64;
+        frame.extend_from_slice(&16u32.to_le_bytes());
+        frame.extend_from_slice(&((fde + 4) as u32).to_le_bytes()); // back to the CIE
+        frame.extend_from_slice(&((0x1000 - place) as i32).to_le_bytes());
+        frame.extend_from_slice(&[0x40, 0, 0, 0, 0, 0, 0, 0]);
+        frame.extend_from_slice(&0u32.to_le_bytes());
+        let len = frame.len();
+        // Code moved by 0x10, the frame section by 0x100.
+        let points = [(0x1000, 0x10), (0x5000, 0x100)];
+        let how = Rewrite::Project(ShiftMap::new(&points));
+        assert_eq!(eh_frame(&mut frame, 0..len, 0x5000, how), 1);
+        let value = read(&frame, field, 4) as u32 as i32;
+        assert_eq!(i64::from(value), 0x1010 - (place + 0x100));
+        // A CIE that does not read gives absolute pointers: left alone.
+        assert_eq!(cie_encoding(&[1, b'z', b'R']), 0);
+        assert_eq!(cie_encoding(&[]), 0);
     }
 }
