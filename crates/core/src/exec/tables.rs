@@ -1,14 +1,18 @@
 //! Tables of addresses besides the relocations: the dynamic symbol table
 //! (each defined symbol's `st_value`), the unwinder's search table in
 //! `.eh_frame_hdr` (each function's start and its FDE, counted from the
-//! table's own address) and the unwind records in `.eh_frame` (each
-//! function's start, counted from the field's own address). Code that moved
-//! moves them all.
+//! table's own address), the unwind records in `.eh_frame` (each
+//! function's start, counted from the field's own address) and ARM's unwind
+//! index `.ARM.exidx` (31-bit offsets from each word to its function and its
+//! unwind entry). Code that moved moves them all.
 
 use super::elf::Layout;
 use super::Rewrite;
 
 const SHT_DYNSYM: u32 = 11;
+const SHT_ARM_EXIDX: u32 = 0x7000_0001;
+/// The second word of an ARM index entry that says "cannot unwind".
+const EXIDX_CANTUNWIND: u64 = 1;
 /// `st_shndx` of an undefined symbol, and the first reserved index
 /// (`SHN_LORESERVE`: absolute and common symbols name no address here).
 const SHN_UNDEF: u64 = 0;
@@ -61,6 +65,8 @@ pub(super) fn rewrite(file: &mut [u8], layout: &Layout, how: Rewrite<'_>) -> u64
                 }
                 at += entry;
             }
+        } else if section.kind == SHT_ARM_EXIDX && layout.machine == 40 {
+            found += arm_exidx(file, range, section.addr, how);
         } else if section.name == b".eh_frame" {
             found += eh_frame(file, range, section.addr, how);
         } else if section.name == b".eh_frame_hdr" && range.len() >= 12 {
@@ -87,6 +93,34 @@ pub(super) fn rewrite(file: &mut [u8], layout: &Layout, how: Rewrite<'_>) -> u64
                 field += 4;
             }
         }
+    }
+    found
+}
+
+/// Rewrites the ARM unwind index at `range` (loaded at `addr`): in each
+/// 8-byte entry, the 31-bit offset from the first word to its function, and
+/// the second word's offset to its table entry when it is one (bit 31
+/// clear, not [`EXIDX_CANTUNWIND`]); returns how many.
+fn arm_exidx(file: &mut [u8], range: std::ops::Range<usize>, addr: u64, how: Rewrite<'_>) -> u64 {
+    let mut found = 0;
+    let mut at = range.start;
+    while at + 8 <= range.end {
+        for (word, always) in [(at, true), (at + 4, false)] {
+            let value = read(file, word, 4);
+            if value & 0x8000_0000 != 0 || (!always && value == EXIDX_CANTUNWIND) {
+                continue;
+            }
+            found += 1;
+            let place = addr.wrapping_add((word - range.start) as u64);
+            let offset = ((value << 33) as i64) >> 33;
+            let target = place.wrapping_add_signed(offset);
+            let new = match how {
+                Rewrite::Project(map) => map.project(target).wrapping_sub(map.project(place)),
+                Rewrite::Mask => 0,
+            };
+            write(file, word, 4, new & 0x7fff_ffff);
+        }
+        at += 8;
     }
     found
 }
@@ -245,7 +279,31 @@ mod tests {
         let value = read(&frame, field, 4) as u32 as i32;
         assert_eq!(i64::from(value), 0x1010 - (place + 0x100));
         // A CIE that does not read gives absolute pointers: left alone.
+        assert_eq!(
+            cie_encoding(&[1, b'z', b'R', 0, 1, 0x78, 16, 1, 0x1b]),
+            0x1b
+        );
         assert_eq!(cie_encoding(&[1, b'z', b'R']), 0);
         assert_eq!(cie_encoding(&[]), 0);
+    }
+
+    #[test]
+    fn arm_index_entries_move() {
+        // One entry at 0x6000: function 0x1000 (offset -0x5000), unwind
+        // entry at 0x7000 (from 0x6004); one that cannot unwind.
+        let mut index = Vec::new();
+        index.extend_from_slice(&((-0x5000i32) as u32 & 0x7fff_ffff).to_le_bytes());
+        index.extend_from_slice(&(0x7000u32 - 0x6004).to_le_bytes());
+        index.extend_from_slice(&((-0x4ff8i32) as u32 & 0x7fff_ffff).to_le_bytes());
+        index.extend_from_slice(&1u32.to_le_bytes());
+        // Code moved by 0x20, the index by 0x40, the table by 0x80.
+        let points = [(0x1000, 0x20), (0x6000, 0x40), (0x7000, 0x80)];
+        let how = Rewrite::Project(ShiftMap::new(&points));
+        assert_eq!(arm_exidx(&mut index, 0..16, 0x6000, how), 3);
+        let prel31 = |at: usize| ((read(&index, at, 4) << 33) as i64) >> 33;
+        assert_eq!(prel31(0), 0x1020 - 0x6040);
+        assert_eq!(prel31(4), 0x7080 - 0x6044);
+        assert_eq!(prel31(8), 0x1030 - 0x6048);
+        assert_eq!(read(&index, 12, 4), 1, "cannot unwind stays");
     }
 }
