@@ -992,7 +992,7 @@ pub fn exec_segment(data: &[u8]) {
         };
         // The table's check: a segment's memory within the applier's limit.
         let file_len = parts.old_len();
-        if file_len > 64 << 20 || parts.ops_len > 1 << 20 {
+        if file_len > delta_core::DEFAULT_MAX_MEMORY || parts.ops_len > 1 << 20 {
             return;
         }
         let mut payload = vec![delta_format::kind::EXEC];
@@ -1034,22 +1034,5 @@ pub fn exec_segment(data: &[u8]) {
 
 /// Applies the executable segment `entry` with `payload` to `old`.
 fn apply_exec(old: &[u8], entry: &SegmentEntry, payload: &[u8]) -> Result<Vec<u8>, String> {
-    let seg = delta_core::SegmentRef {
-        index: 0,
-        new_offset: 0,
-        payload_offset: 0,
-        entry,
-        new_limit: 0,
-        window_list: false,
-        kinds: true,
-        allowed: delta_format::kind::Kinds {
-            exec: true,
-            ..Default::default()
-        },
-    };
-    let mut out = Vec::new();
-    delta_core::Patcher::new()
-        .apply_segment(old, seg, payload, &mut out)
-        .map_err(|e| e.to_string())?;
-    Ok(out)
+    delta_core::internal::apply_one_segment(old, entry, payload).map_err(|e| e.to_string())
 }

@@ -3,9 +3,7 @@
 //! files. Prints each pair's segment with and without the projection, and
 //! checks that each rebuilds the new file.
 
-use delta_core::internal::exec_file_segment;
-use delta_core::{Patcher, SegmentRef};
-use delta_format::kind::Kinds;
+use delta_core::internal::{apply_one_segment, exec_file_segment};
 
 fn main() {
     let dir = std::env::args().nth(1).expect("usage: exec_pairs DIR");
@@ -28,24 +26,8 @@ fn main() {
                 .expect("encode")
                 .expect("within memory");
             let took = start.elapsed();
-            let seg = SegmentRef {
-                index: 0,
-                new_offset: 0,
-                payload_offset: 0,
-                entry: &entry,
-                new_limit: 0,
-                window_list: false,
-                kinds: true,
-                allowed: Kinds {
-                    exec: true,
-                    ..Kinds::default()
-                },
-            };
-            let mut out = Vec::new();
             let start = std::time::Instant::now();
-            Patcher::new()
-                .apply_segment(old.as_slice(), seg, &payload, &mut out)
-                .expect("apply");
+            let out = apply_one_segment(&old, &entry, &payload).expect("apply");
             assert!(out == new, "{name}: rebuilt bytes differ");
             sizes[i] = payload.len() as u64;
             eprintln!(

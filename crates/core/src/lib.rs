@@ -80,6 +80,7 @@ pub use generate::runner::{Phase, Progress, Runner, Serial};
 /// workspace's benchmarks and fuzz targets: not a stable API.
 #[doc(hidden)]
 pub mod internal {
+    pub use crate::apply::patch::apply_one_segment;
     pub use crate::apply::rebuild::inflate_exact;
     pub use crate::apply::sink::NullSink;
     pub use crate::exec::rewrite_for_tests as exec_rewrite;

@@ -4,9 +4,7 @@
 //! and re-applied; random edits of them; and files that are not what their
 //! header says.
 
-use delta_core::internal::exec_file_segment;
-use delta_core::{Patcher, SegmentRef};
-use delta_format::kind::Kinds;
+use delta_core::internal::{apply_one_segment, exec_file_segment};
 use delta_format::SegmentEntry;
 use proptest::prelude::*;
 use std::path::PathBuf;
@@ -22,24 +20,7 @@ fn read(path: &str) -> Vec<u8> {
 
 /// Applies one executable segment to `old`, as a delta's first segment.
 fn apply(old: &[u8], entry: &SegmentEntry, payload: &[u8]) -> Result<Vec<u8>, String> {
-    let seg = SegmentRef {
-        index: 0,
-        new_offset: 0,
-        payload_offset: 0,
-        entry,
-        new_limit: 0,
-        window_list: false,
-        kinds: true,
-        allowed: Kinds {
-            exec: true,
-            ..Kinds::default()
-        },
-    };
-    let mut out = Vec::new();
-    Patcher::new()
-        .apply_segment(old, seg, payload, &mut out)
-        .map_err(|e| e.to_string())?;
-    Ok(out)
+    apply_one_segment(old, entry, payload).map_err(|e| e.to_string())
 }
 
 /// The payload size of `old` -> `new`, with and without the projection,

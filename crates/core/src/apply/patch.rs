@@ -818,6 +818,36 @@ impl<S: Source + ?Sized, K: Sink + ?Sized> Run<'_, S, K> {
     }
 }
 
+/// Applies one segment of any kind, the first of a delta whose header
+/// allows every kind and no COPY_NEW or window list, to `old`: the
+/// single-segment applier of benchmarks, examples and fuzz targets.
+///
+/// # Errors
+/// What [`Patcher::apply_segment`] reports.
+pub fn apply_one_segment(
+    old: &[u8],
+    entry: &SegmentEntry,
+    payload: &[u8],
+) -> Applied<Vec<u8>, std::io::Error> {
+    let seg = SegmentRef {
+        index: 0,
+        new_offset: 0,
+        payload_offset: 0,
+        entry,
+        new_limit: 0,
+        window_list: false,
+        kinds: true,
+        allowed: delta_format::kind::Kinds {
+            lzma: true,
+            deflate_chunks: true,
+            exec: true,
+        },
+    };
+    let mut out = Vec::new();
+    Patcher::new().apply_segment(old, seg, payload, &mut out)?;
+    Ok(out)
+}
+
 /// Applies a whole delta held in memory to `old`, returning the new image:
 /// the small reference applier for tests and fuzzing. It checks everything
 /// the streaming applier checks except the old image's digest. It holds the

@@ -54,6 +54,13 @@ impl Section {
         inside.then(|| self.offset.wrapping_add(address - self.addr))
     }
 
+    /// Whether both sections have bytes in the file, and some in common.
+    fn overlaps(&self, other: &Section) -> bool {
+        let end = |s: &Section| s.offset.saturating_add(s.size);
+        let bytes = |s: &Section| !s.nobits && s.size > 0;
+        bytes(self) && bytes(other) && self.offset < end(other) && other.offset < end(self)
+    }
+
     /// The virtual address of file offset `offset`, when the section holds it.
     pub(crate) fn address_of(&self, offset: u64) -> Option<u64> {
         let inside = !self.nobits && offset >= self.offset && offset - self.offset < self.size;
@@ -61,8 +68,17 @@ impl Section {
     }
 }
 
+/// Most sections a layout keeps (real files load a few dozen): bounds the
+/// section lookups of each relocation.
+const MAX_SECTIONS: usize = 256;
+/// Most bytes of a section's name kept (`.eh_frame_hdr` is 13): a hostile
+/// string table cannot make each name a copy of itself.
+const MAX_NAME: usize = 32;
+
 /// The layout of `data` when it is a little-endian ELF file whose section
-/// headers read; `None` for anything else.
+/// headers read; `None` for anything else. It keeps the first
+/// [`MAX_SECTIONS`] loaded sections, in header order, whose file bytes do
+/// not overlap those of a section kept before.
 pub(crate) fn layout(data: &[u8]) -> Option<Layout> {
     match data.get(4)? {
         1 => parse::<FileHeader32<Endianness>>(data, false),
@@ -78,19 +94,30 @@ fn parse<Elf: FileHeader<Endian = Endianness>>(data: &[u8], is_64: bool) -> Opti
         return None;
     }
     let table = header.sections(endian, data).ok()?;
-    let sections = table
-        .iter()
-        .filter(|s| s.sh_flags(endian).into() & u64::from(SHF_ALLOC) != 0)
-        .map(|s| Section {
-            name: table.section_name(endian, s).unwrap_or(&[]).to_vec(),
+    let mut sections: Vec<Section> = Vec::new();
+    for s in table.iter() {
+        if sections.len() == MAX_SECTIONS {
+            break;
+        }
+        if s.sh_flags(endian).into() & u64::from(SHF_ALLOC) == 0 {
+            continue;
+        }
+        let name = table.section_name(endian, s).unwrap_or(&[]);
+        let section = Section {
+            name: name[..name.len().min(MAX_NAME)].to_vec(),
             addr: s.sh_addr(endian).into(),
             offset: s.sh_offset(endian).into(),
             size: s.sh_size(endian).into(),
             exec: s.sh_flags(endian).into() & u64::from(SHF_EXECINSTR) != 0,
             nobits: s.sh_type(endian) == SHT_NOBITS,
             kind: s.sh_type(endian),
-        })
-        .collect();
+        };
+        // Each byte of the file belongs to one section at most: every
+        // rewriting pass then reads it once, whatever the headers claim.
+        if !sections.iter().any(|kept| kept.overlaps(&section)) {
+            sections.push(section);
+        }
+    }
     Some(Layout {
         machine: header.e_machine(endian),
         is_64,
@@ -122,5 +149,23 @@ mod tests {
             // A cut header never panics; a cut table is not read.
             let _ = layout(&exe[..cut]);
         }
+    }
+
+    #[test]
+    fn overlapping_sections_are_kept_once() {
+        let section = |offset, size, nobits| Section {
+            name: Vec::new(),
+            addr: 0,
+            offset,
+            size,
+            exec: true,
+            nobits,
+            kind: 1,
+        };
+        assert!(section(0, 100, false).overlaps(&section(99, 10, false)));
+        assert!(!section(0, 100, false).overlaps(&section(100, 10, false)));
+        assert!(!section(0, 100, false).overlaps(&section(50, 10, true)));
+        assert!(!section(0, 0, false).overlaps(&section(0, 10, false)));
+        assert!(section(u64::MAX - 1, 100, false).overlaps(&section(u64::MAX - 1, 1, false)));
     }
 }

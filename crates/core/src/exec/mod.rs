@@ -114,6 +114,18 @@ pub(crate) fn rewrite(arch: ExecArch, file: &mut [u8], how: Rewrite<'_>) -> u64 
     found + reloc::rewrite(file, &layout, how) + tables::rewrite(file, &layout, how)
 }
 
+/// The little-endian word of `width` bytes (at most 8) at `at` in `file`.
+fn read(file: &[u8], at: usize, width: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes[..width].copy_from_slice(&file[at..at + width]);
+    u64::from_le_bytes(bytes)
+}
+
+/// Writes the low `width` bytes of `value` at `at` in `file`, little-endian.
+fn write(file: &mut [u8], at: usize, width: usize, value: u64) {
+    file[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+}
+
 /// [`rewrite`] for benchmarks and fuzz targets: the references of `file`
 /// (an ELF file of the machine `arch` names, see [`ExecArch`]) projected
 /// with the shift map `points`, or masked without one; how many it found.

@@ -10,7 +10,7 @@
 //! well (the linker's copy) is projected with it.
 
 use super::elf::Layout;
-use super::Rewrite;
+use super::{read, write, Rewrite};
 use std::ops::Range;
 
 const SHT_RELA: u32 = 4;
@@ -24,16 +24,6 @@ fn relative(machine: u16) -> Option<u32> {
         40 => Some(23),    // R_ARM_RELATIVE
         _ => None,
     }
-}
-
-fn read(file: &[u8], at: usize, width: usize) -> u64 {
-    let mut bytes = [0u8; 8];
-    bytes[..width].copy_from_slice(&file[at..at + width]);
-    u64::from_le_bytes(bytes)
-}
-
-fn write(file: &mut [u8], at: usize, width: usize, value: u64) {
-    file[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
 }
 
 /// Rewrites the relocation tables of `file` (laid out as `layout`);

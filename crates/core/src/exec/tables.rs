@@ -7,7 +7,7 @@
 //! unwind entry). Code that moved moves them all.
 
 use super::elf::Layout;
-use super::Rewrite;
+use super::{read, write, Rewrite};
 
 const SHT_DYNSYM: u32 = 11;
 const SHT_ARM_EXIDX: u32 = 0x7000_0001;
@@ -23,16 +23,6 @@ const SHN_LORESERVE: u64 = 0xff00;
 const DATAREL_SDATA4: u8 = 0x3b;
 /// The FDE count's encoding: unsigned 4 bytes (`DW_EH_PE_udata4`).
 const UDATA4: u8 = 0x03;
-
-fn read(file: &[u8], at: usize, width: usize) -> u64 {
-    let mut bytes = [0u8; 8];
-    bytes[..width].copy_from_slice(&file[at..at + width]);
-    u64::from_le_bytes(bytes)
-}
-
-fn write(file: &mut [u8], at: usize, width: usize, value: u64) {
-    file[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
-}
 
 /// Rewrites the dynamic symbols' values and the unwinder's search table of
 /// `file` (laid out as `layout`); returns how many values it found.
@@ -125,6 +115,10 @@ fn arm_exidx(file: &mut [u8], range: std::ops::Range<usize>, addr: u64, how: Rew
     found
 }
 
+/// CIEs of one `.eh_frame` remembered (real files have a handful): FDEs of
+/// later ones are left, and the search for an FDE's CIE stays short.
+const MAX_CIES: usize = 16;
+
 /// The pointer encoding of FDEs this reads: signed 4 bytes relative to the
 /// field's own address (`DW_EH_PE_pcrel | DW_EH_PE_sdata4`).
 const PCREL_SDATA4: u8 = 0x1b;
@@ -144,7 +138,9 @@ fn eh_frame(file: &mut [u8], range: std::ops::Range<usize>, addr: u64, how: Rewr
         let end = at + 4 + len;
         let id = read(file, at + 4, 4) as usize;
         if id == 0 {
-            cies.push((at, cie_encoding(&file[at + 8..end])));
+            if cies.len() < MAX_CIES {
+                cies.push((at, cie_encoding(&file[at + 8..end])));
+            }
         } else if let Some(&(_, encoding)) = (at + 4)
             .checked_sub(id)
             .and_then(|cie| cies.iter().find(|(at, _)| *at == cie))

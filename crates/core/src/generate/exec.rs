@@ -20,6 +20,7 @@
 //! the same bytes.
 
 use crate::exec::{self, arch_of, layout, Layout, Rewrite, ShiftMap};
+use crate::generate::content::{common_prefix, file_name};
 use crate::generate::encode::{encode_segment, EncodeOptions, Produced};
 use crate::generate::fine::{fine_plan_sorted, suffix_array, FineOptions};
 use crate::generate::index::BlockIndex;
@@ -209,10 +210,6 @@ impl<'a> Partners<'a> {
     }
 }
 
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
-
 /// A file name without its version numbers: the parts between dots,
 /// dashes and underscores that are all digits go (`libfoo.so.6.0.0` and
 /// `libfoo.so.7` are both `libfoo.so`; `libsystemd-shared-252.so` is
@@ -232,11 +229,6 @@ fn stem(name: &str) -> String {
         })
         .collect();
     kept.join(".")
-}
-
-/// Bytes at the start of `a` and `b` that are the same.
-fn common_prefix(a: &str, b: &str) -> usize {
-    a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
 }
 
 /// An executable segment made by [`finish`].
@@ -321,33 +313,36 @@ pub(crate) fn prepare(
         level: PROBE_LEVEL,
         max_memory: u64::MAX,
     };
-    let mut best: Option<Prepared> = None;
-    for (arch, points, file) in ways {
-        let sa = suffix_array(&file);
+    // The best plan so far: its way, the plan, its probe length.
+    let mut best: Option<(usize, SegmentPlan, u64)> = None;
+    for (way, (_, points, file)) in ways.iter().enumerate() {
+        let sa = suffix_array(file);
         for mismatch_penalty in PENALTIES {
             let fine = FineOptions {
                 mismatch_penalty,
                 max_reference: file.len(),
                 ..FineOptions::default()
             };
-            let plan = fine_plan_sorted(&file, &sa, produced.bytes, &fine);
+            let plan = fine_plan_sorted(file, &sa, produced.bytes, &fine);
             let layout = WindowLayout::Contiguous;
-            let made = encode_segment(&file, produced, &plan, layout, &probe, None)?;
+            let made = encode_segment(file, produced, &plan, layout, &probe, None)?;
             // The map's bytes count too.
             let probe_len = made.payload.len() as u64 + 4 * points.len() as u64;
-            if best.as_ref().is_none_or(|b| probe_len < b.probe_len) {
-                best = Some(Prepared {
-                    arch,
-                    pieces: pair.old.clone(),
-                    points: points.clone(),
-                    file: file.clone(),
-                    plan,
-                    probe_len,
-                });
+            if best.as_ref().is_none_or(|b| probe_len < b.2) {
+                best = Some((way, plan, probe_len));
             }
         }
     }
-    Ok(best.expect("at least one way"))
+    let (way, plan, probe_len) = best.unwrap_or_default();
+    let (arch, points, file) = ways.swap_remove(way);
+    Ok(Prepared {
+        arch,
+        pieces: pair.old.clone(),
+        points,
+        file,
+        plan,
+        probe_len,
+    })
 }
 
 /// Compresses a prepared segment as `options` say; `None` when it does not
