@@ -56,6 +56,9 @@ enum Attempt {
     Retry(String),
     /// Not: a 4xx answer, a delta that changed on the server.
     Fatal(String),
+    /// Not yet: the server is making the delta (202 Accepted) or is busy
+    /// (503 with Retry-After); ask again after the wait given.
+    Pending(Duration, String),
 }
 
 /// A delta read over HTTP(S), resumed with Range requests.
@@ -71,6 +74,8 @@ pub(crate) struct UrlInput {
     body: Option<ureq::BodyReader<'static>>,
     /// Failed attempts since the last byte received.
     failures: u32,
+    /// Time spent waiting on 202 and 503 answers.
+    pending: Duration,
     notes: Vec<Note>,
 }
 
@@ -110,6 +115,7 @@ impl UrlInput {
             validator: None,
             body: None,
             failures: 0,
+            pending: Duration::ZERO,
             notes: Vec::new(),
         }
     }
@@ -124,6 +130,7 @@ impl UrlInput {
                 }
                 Err(Attempt::Fatal(message)) => return Err(io::Error::other(message)),
                 Err(Attempt::Retry(reason)) => self.failed(&reason)?,
+                Err(Attempt::Pending(wait, reason)) => self.wait_pending(wait, &reason)?,
             }
         }
     }
@@ -133,6 +140,9 @@ impl UrlInput {
         let url = &self.url;
         let at = self.position;
         let mut request = self.agent.get(url);
+        if let Some(token) = &self.options.bearer {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
         if at > 0 {
             request = request.header(header::RANGE, format!("bytes={at}-"));
             if let Some(validator) = &self.validator {
@@ -176,6 +186,20 @@ impl UrlInput {
                     })?;
                 (range.0, range.1)
             }
+            s if s == StatusCode::ACCEPTED
+                || (s == StatusCode::SERVICE_UNAVAILABLE
+                    && response.headers().contains_key(header::RETRY_AFTER)) =>
+            {
+                let wait = header_number(header::RETRY_AFTER)
+                    .map_or(MIN_PENDING_WAIT, Duration::from_secs)
+                    .clamp(MIN_PENDING_WAIT, MAX_BACKOFF);
+                let why = if s == StatusCode::ACCEPTED {
+                    "the server is still making the delta (HTTP 202)"
+                } else {
+                    "the server is busy (HTTP 503)"
+                };
+                return Err(Attempt::Pending(wait, why.to_owned()));
+            }
             s if s == StatusCode::REQUEST_TIMEOUT
                 || s == StatusCode::TOO_MANY_REQUESTS
                 || s.is_server_error() =>
@@ -211,6 +235,42 @@ impl UrlInput {
         Ok(body)
     }
 
+    /// Waits `wait` for a server that is not ready, or gives up once the
+    /// waits add up to [`UrlOptions::pending_limit`].
+    fn wait_pending(&mut self, wait: Duration, reason: &str) -> io::Result<()> {
+        if self.pending >= self.options.pending_limit {
+            return Err(io::Error::other(format!(
+                "gave up after waiting {} s: {reason}",
+                self.pending.as_secs()
+            )));
+        }
+        let wait = wait.min(self.options.pending_limit - self.pending);
+        self.pending += wait;
+        self.notes.push(Note::now(format!(
+            "download: {reason}; asking again in {} s",
+            wait.as_secs_f64()
+        )));
+        self.sleep(wait, "cancelled while waiting for the server")
+    }
+
+    /// Sleeps `delay`, or returns early with an error when cancelled.
+    fn sleep(&self, delay: Duration, cancelled: &str) -> io::Result<()> {
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if self
+                .options
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                // Not ErrorKind::Interrupted: read_exact would retry that.
+                return Err(io::Error::other(cancelled.to_owned()));
+            }
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+        }
+        Ok(())
+    }
+
     /// Records a failed attempt and waits before the next, or gives up.
     fn failed(&mut self, reason: &str) -> io::Result<()> {
         self.body = None;
@@ -235,22 +295,12 @@ impl UrlInput {
             delay.as_secs_f64(),
             self.position
         )));
-        let until = Instant::now() + delay;
-        while Instant::now() < until {
-            if self
-                .options
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-            {
-                // Not ErrorKind::Interrupted: read_exact would retry that.
-                return Err(io::Error::other("cancelled while waiting to retry"));
-            }
-            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
-        }
-        Ok(())
+        self.sleep(delay, "cancelled while waiting to retry")
     }
 }
+
+/// Shortest wait between two asks to a server that is not ready.
+const MIN_PENDING_WAIT: Duration = Duration::from_secs(1);
 
 /// The device's trust anchors, else Mozilla's.
 fn root_certs() -> ureq::tls::RootCerts {

@@ -110,6 +110,13 @@ pub struct UrlOptions {
     /// A flag that stops the waits between retries (the applier's cancel
     /// handle).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Sent as `Authorization: Bearer TOKEN` (a delta service's device
+    /// token).
+    pub bearer: Option<String>,
+    /// Longest total wait for a server that answers 202 Accepted (a delta
+    /// service still making the delta) or 503 with `Retry-After`. These
+    /// waits do not count as failed attempts.
+    pub pending_limit: Duration,
 }
 
 impl Default for UrlOptions {
@@ -119,6 +126,8 @@ impl Default for UrlOptions {
             timeout: Duration::from_secs(30),
             backoff: Duration::from_secs(1),
             cancel: None,
+            bearer: None,
+            pending_limit: Duration::from_secs(3600),
         }
     }
 }

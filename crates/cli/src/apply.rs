@@ -21,7 +21,8 @@ pub(crate) fn open_input(arg: &Path) -> Result<Box<dyn delta_apply::DeltaInput>,
 /// `s` seconds given as option `--name`.
 pub(crate) fn seconds(s: f64, name: &str) -> Result<Duration, Failure> {
     if s.is_finite() && s >= 0.0 {
-        Ok(Duration::from_secs_f64(s))
+        Duration::try_from_secs_f64(s)
+            .map_err(|_| Failure::new(format!("--{name}: {s} seconds is too long"), 2))
     } else {
         Err(Failure::new(
             format!("--{name} must be a number of seconds"),
@@ -109,6 +110,12 @@ pub(crate) fn apply(args: ApplyArgs) -> Result<(), Failure> {
         timeout: seconds(args.timeout, "timeout")?,
         backoff: seconds(args.retry_delay, "retry-delay")?,
         cancel: Some(applier.cancel_handle()),
+        bearer: args
+            .token_file
+            .as_deref()
+            .map(crate::keys::read_token)
+            .transpose()?,
+        pending_limit: seconds(args.wait_for_server, "wait-for-server")?,
     };
     let input = delta_apply::input::open(delta.as_os_str(), &url)
         .map_err(|e| Failure::new(format!("open delta {}: {e}", delta.display()), 1))?;

@@ -119,6 +119,32 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Run the delta service: images by digest in a store, deltas made once, cached and served with resume.
+    #[cfg(feature = "serve")]
+    Serve(Box<ServeArgs>),
+    /// Upload IMAGE to a delta service (URL) or straight into a store (a folder or s3://); prints its digest.
+    #[cfg(feature = "serve")]
+    Push {
+        /// The image file.
+        image: PathBuf,
+        /// The service (http(s)://HOST:PORT) or a store (a folder, s3://BUCKET/PREFIX).
+        to: String,
+        /// A file holding an admin token (for a service URL).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
+    /// Make the deltas from each --from image to the --to image into a store, as the service would (for a release's most common sources).
+    #[cfg(feature = "serve")]
+    Precompute {
+        #[command(flatten)]
+        serve: Box<ServeArgs>,
+        /// The target release image: its digest in the store.
+        #[arg(long, value_name = "DIGEST")]
+        to: String,
+        /// A source release image's digest (repeatable).
+        #[arg(long = "from", value_name = "DIGEST", required = true)]
+        from: Vec<String>,
+    },
     /// Generate, apply and verify OLD to NEW in a temporary folder; print sizes, ratio and times.
     Roundtrip {
         /// The old image.
@@ -128,6 +154,50 @@ pub(crate) enum Command {
         #[command(flatten)]
         tuning: Tuning,
     },
+}
+
+/// What `delta serve` and `delta precompute` share.
+#[cfg(feature = "serve")]
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Where images and deltas are kept: a folder (made if missing) or s3://BUCKET[/PREFIX] (AWS_* variables give credentials, region and endpoint).
+    #[arg(long)]
+    pub(crate) store: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// A file of device tokens, one per line: they may fetch deltas. Without it anyone may.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) device_tokens: Option<PathBuf>,
+    /// A file of admin tokens, one per line: they may also push images. Without it nobody may push over HTTP.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) admin_tokens: Option<PathBuf>,
+    /// Generations running at once in this replica (each needs about old + new + 512 MiB).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) max_jobs: usize,
+    /// Generations waiting beyond --max-jobs; more requests are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) queue: usize,
+    /// Most bytes of deltas kept in the store (bytes or units); the least recently used are removed first. Default: no limit.
+    #[arg(long, value_parser = parse_size)]
+    pub(crate) cache_size: Option<u64>,
+    /// Largest image a push may upload.
+    #[arg(long, value_parser = parse_size, default_value = "64GiB")]
+    pub(crate) max_image_size: u64,
+    /// Seconds a generation's lease lasts unrenewed: after that another replica takes the job over.
+    #[arg(long, default_value_t = 30.0)]
+    pub(crate) lease: f64,
+    /// Where images of a bucket store are downloaded and deltas made. Default: the temporary folder.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) scratch: Option<PathBuf>,
+    /// Sign every delta with this secret key (repeatable), so devices that trust the key accept it.
+    #[arg(long = "sign", value_name = "KEY")]
+    pub(crate) sign: Vec<PathBuf>,
+    /// This replica's name in leases and logs. Default: host name and process id.
+    #[arg(long)]
+    pub(crate) replica: Option<String>,
+    #[command(flatten)]
+    pub(crate) tuning: Tuning,
 }
 
 #[derive(clap::Args)]
@@ -263,6 +333,12 @@ pub(crate) struct ApplyArgs {
     /// Seconds before the first retry of a download; the wait doubles with each failure in a row, up to 30.
     #[arg(long, default_value_t = UrlOptions::default().backoff.as_secs_f64())]
     pub(crate) retry_delay: f64,
+    /// A file holding the token sent as `Authorization: Bearer` (a delta service's device token; a URL DELTA).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Longest wait, in seconds, for a server still making the delta (HTTP 202) or busy (503 with Retry-After); these waits are not failed attempts.
+    #[arg(long, default_value_t = UrlOptions::default().pending_limit.as_secs_f64())]
+    pub(crate) wait_for_server: f64,
     /// The target, overwritten: a file (written as OUT.partial, renamed over OUT when verified) or the inactive partition's block device.
     #[arg(short, long, value_name = "OUT")]
     pub(crate) output: PathBuf,

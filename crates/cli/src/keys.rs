@@ -119,3 +119,19 @@ pub(crate) fn verify(
     );
     Ok(())
 }
+
+/// Reads a bearer token: the file's first line, trimmed.
+pub(crate) fn read_token(path: &Path) -> Result<String, Failure> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| Failure::from(format!("read token {}: {e}", path.display())))?,
+    );
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() || token.len() > 4096 || token.chars().any(|c| c.is_control()) {
+        return Err(Failure::from(format!(
+            "token {}: expected one line of at most 4096 printable characters",
+            path.display()
+        )));
+    }
+    Ok(token.to_owned())
+}

@@ -41,6 +41,8 @@ mod keys;
 mod output;
 mod report;
 mod roundtrip;
+#[cfg(feature = "serve")]
+mod serve;
 
 use crate::apply::apply;
 use crate::args::{Cli, Command, ProgressMode};
@@ -92,6 +94,16 @@ fn main() -> ExitCode {
         Command::Report { report, output } => html::run(&report, &output),
         Command::CheckData { dir, limit, json } => check_data(&dir, limit, json),
         Command::Roundtrip { old, new, tuning } => roundtrip(&old, &new, &tuning),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::serve(*args),
+        #[cfg(feature = "serve")]
+        Command::Push {
+            image,
+            to,
+            token_file,
+        } => serve::push(&image, &to, token_file.as_deref()),
+        #[cfg(feature = "serve")]
+        Command::Precompute { serve, to, from } => serve::precompute(*serve, &to, &from),
         Command::Keygen { output } => keys::keygen(&output),
         Command::Sign { delta, keys } => keys::sign(&delta, &keys),
         Command::Verify {
