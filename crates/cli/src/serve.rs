@@ -116,10 +116,14 @@ pub(crate) fn push(image: &Path, to: &str, token_file: Option<&Path>) -> Result<
     let url = format!("{}/v1/images/{digest}", to.trim_end_matches('/'));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .timeout_await_100(Some(Duration::from_secs(10)))
         .build()
         .into();
+    // Expect: 100-continue: a refusal (a token that may not push, an image
+    // too large) is answered before any of the image is sent.
     let mut request = agent
         .put(&url)
+        .header("Expect", "100-continue")
         .header("Content-Length", len.to_string())
         .header("Content-Type", "application/octet-stream");
     if let Some(token) = token_file {

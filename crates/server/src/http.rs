@@ -20,8 +20,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Seconds a client is told to wait before asking again for a delta
-/// being made, or when the queue is full.
+/// being made, or when the queue is full; 1 s for a job younger than
+/// [`QUICK_JOB`] (a small delta is ready soon).
 const RETRY_AFTER: u64 = 5;
+const QUICK_JOB: f64 = 10.0;
 
 /// Who may do what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,8 +233,13 @@ async fn answer(service: &Arc<Service>, pair: Pair, headers: &HeaderMap) -> Resp
         }
     }
     service.metrics.misses.fetch_add(1, Ordering::Relaxed);
-    let retry = [(header::RETRY_AFTER, RETRY_AFTER.to_string())];
-    match service.jobs.request(&key, pair) {
+    let answer = service.jobs.request(&key, pair);
+    let after = match &answer {
+        Answer::Pending(status) if status.seconds < QUICK_JOB => 1,
+        _ => RETRY_AFTER,
+    };
+    let retry = [(header::RETRY_AFTER, after.to_string())];
+    match answer {
         Answer::Pending(status) if status.state == "failed" => {
             let message = status.error.unwrap_or_default();
             (

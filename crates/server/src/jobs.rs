@@ -93,6 +93,8 @@ pub(crate) struct JobConfig {
     pub(crate) lease_ms: i64,
     pub(crate) scratch: PathBuf,
     pub(crate) replica: String,
+    /// Told after each delta published (the cache trims itself then).
+    pub(crate) published: Arc<tokio::sync::Notify>,
 }
 
 /// The generations of this process.
@@ -289,6 +291,7 @@ impl Jobs {
         };
         self.store.put_ref(key, &r).await?;
         self.metrics.generations.fetch_add(1, Ordering::Relaxed);
+        self.config.published.notify_one();
         self.metrics
             .generation_millis
             .fetch_add((seconds * 1000.0) as u64, Ordering::Relaxed);

@@ -119,6 +119,8 @@ pub(crate) struct Service {
     fingerprint: String,
     /// When this replica last served each key (for the cache's LRU).
     used: Mutex<HashMap<String, Instant>>,
+    /// Told when a delta is published.
+    published: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Service {
@@ -151,6 +153,7 @@ impl Service {
                 .map(|t| blake3::hash(t.trim().as_bytes()))
                 .collect()
         };
+        let published = Arc::new(tokio::sync::Notify::new());
         let jobs = Jobs::new(
             config.store.clone(),
             JobConfig {
@@ -160,6 +163,7 @@ impl Service {
                 lease_ms: config.lease.as_millis().min(i64::MAX as u128) as i64,
                 scratch: config.scratch.clone(),
                 replica: config.replica.clone(),
+                published: Arc::clone(&published),
             },
             Arc::clone(&metrics),
         );
@@ -173,6 +177,7 @@ impl Service {
             log_requests: config.log_requests,
             fingerprint,
             used: Mutex::new(HashMap::new()),
+            published,
         }
     }
 
@@ -215,12 +220,13 @@ impl Service {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let now_s = chrono::Utc::now().timestamp();
-        // Seconds since last use: this replica's record, else the age.
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        // Milliseconds since last use: this replica's record, else the
+        // ref's age.
         let idle = |key: &str, modified: i64| {
             used.get(key)
-                .map_or((now_s - modified).max(0) as u64, |at| {
-                    now.duration_since(*at).as_secs()
+                .map_or((now_ms - modified).max(0) as u128, |at| {
+                    now.duration_since(*at).as_millis()
                 })
         };
         entries.sort_by_key(|(key, _, modified)| std::cmp::Reverse(idle(key, *modified)));
@@ -266,7 +272,7 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<()>
                         serde_json::json!({"event": "trim failed", "error": e.to_string()})
                     );
                 }
-                tokio::time::sleep(TRIM_EVERY).await;
+                let _ = tokio::time::timeout(TRIM_EVERY, trimmer.published.notified()).await;
             }
         });
     }

@@ -160,7 +160,7 @@ impl Store {
         self.create(&Store::ref_path(key), body).await.map(|_| ())
     }
 
-    /// Every ref: its key, length and last modification.
+    /// Every ref: its key, length and last modification (Unix ms).
     pub(crate) async fn refs(&self) -> Result<Vec<(String, u64, i64)>> {
         let prefix = StorePath::from("deltas");
         let mut list = self.inner.list(Some(&prefix));
@@ -174,7 +174,11 @@ impl Store {
             else {
                 continue;
             };
-            out.push((key.to_owned(), meta.size, meta.last_modified.timestamp()));
+            out.push((
+                key.to_owned(),
+                meta.size,
+                meta.last_modified.timestamp_millis(),
+            ));
         }
         Ok(out)
     }
