@@ -559,7 +559,9 @@ fn bad_requests_get_4xx_and_nothing_is_written_outside_the_store() {
     let server = site.serve(&[]);
     let before = site.files();
     let good = &site.new;
-    let cases: Vec<(String, Option<&str>, Vec<(&str, String)>, u16)> = vec![
+    // Path, token, extra headers, the status expected.
+    type Case<'a> = (String, Option<&'a str>, Vec<(&'a str, String)>, u16);
+    let cases: Vec<Case> = vec![
         (
             format!("/v1/deltas/{}/{good}", &good[..40]),
             Some("device-secret"),
@@ -579,7 +581,7 @@ fn bad_requests_get_4xx_and_nothing_is_written_outside_the_store() {
             404,
         ),
         (
-            format!("/v1/full/..%2F..%2Fetc%2Fpasswd"),
+            "/v1/full/..%2F..%2Fetc%2Fpasswd".to_owned(),
             Some("device-secret"),
             vec![],
             400,
