@@ -91,7 +91,7 @@ impl Site {
 
     /// Starts `delta serve` on this site's store with `extra` options.
     fn serve(&self, extra: &[&str]) -> Server {
-        Server::start(self.dir.path(), "store", extra)
+        Server::start(self.dir.path(), "store", extra, &[])
     }
 
     /// `delta apply old.img URL -o out.img` with the device token.
@@ -155,9 +155,10 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: &Path, store: &str, extra: &[&str]) -> Server {
+    fn start(dir: &Path, store: &str, extra: &[&str], env: &[(&str, String)]) -> Server {
         let mut child = Command::new(DELTA)
             .current_dir(dir)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args([
                 "serve",
                 "--store",
@@ -707,4 +708,141 @@ fn a_full_queue_answers_503_and_the_cache_keeps_its_limit() {
     );
     assert_eq!(server.get(&second, Some("device-secret")).status, 200);
     assert_eq!(server.get(&first, Some("device-secret")).status, 202);
+}
+
+/// A real S3-compatible server (moto's, installed by
+/// `scripts/s3-server.sh`) on a free port, with one bucket; killed when
+/// dropped.
+struct S3 {
+    child: Child,
+    port: u16,
+}
+
+impl S3 {
+    fn start(bucket: &str) -> S3 {
+        let program = std::env::var("DELTA_S3_SERVER").unwrap_or_else(|_| {
+            let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
+            format!("{tmp}/delta-moto/bin/moto_server")
+        });
+        assert!(
+            Path::new(&program).exists(),
+            "no S3 server at {program}: run scripts/s3-server.sh (or set DELTA_S3_SERVER)"
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s3 = S3 { child, port };
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        poll_until("the S3 server", || TcpStream::connect(addr).is_ok());
+        let made = request(addr, "PUT", &format!("/{bucket}"), None, &[], b"");
+        assert_eq!(made.status, 200, "create bucket: {made:?}");
+        s3
+    }
+
+    /// The variables that point `object_store` at this server.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn replicas_sharing_an_s3_bucket_make_one_generation_and_devices_apply_it() {
+    let s3 = S3::start("fleet");
+    let site = Site::new(2 << 20, 11);
+    let store = "s3://fleet/releases";
+    let env = s3.env();
+    // Images go in through the service (an admin push) and straight in.
+    let push = |image: &str, to: &str, extra: &[&str]| {
+        let mut args = vec!["push", image, to];
+        args.extend_from_slice(extra);
+        let out = delta_in(site.dir.path(), &args, &[])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        common::stdout(&out).trim().to_owned()
+    };
+    assert_eq!(push("old.img", store, &[]), site.old);
+    let servers: Vec<Server> = (0..3)
+        .map(|i| {
+            let replica = format!("s3-{i}");
+            Server::start(
+                site.dir.path(),
+                store,
+                &[
+                    "--replica",
+                    &replica,
+                    "--lease",
+                    "2",
+                    "--scratch",
+                    "scratch",
+                ],
+                &env,
+            )
+        })
+        .collect();
+    std::fs::write(site.path("admin.token"), "admin-secret\n").unwrap();
+    let url = format!("http://{}", servers[0].addr);
+    assert_eq!(
+        push("new.img", &url, &["--token-file", "admin.token"]),
+        site.new
+    );
+    let path = format!("/v1/deltas/{}/{}", site.old, site.new);
+    std::thread::scope(|s| {
+        for server in &servers {
+            for _ in 0..5 {
+                s.spawn(|| server.get(&path, Some("device-secret")));
+            }
+        }
+    });
+    let answers: Vec<Answer> = servers.iter().map(|s| s.wait_ready(&path)).collect();
+    let made: u64 = servers
+        .iter()
+        .map(|s| s.metric("delta_generations_total"))
+        .sum();
+    assert_eq!(made, 1, "generations across the replicas");
+    for answer in &answers[1..] {
+        assert_eq!(answer.header("etag"), answers[0].header("etag"));
+    }
+    let out = site.apply(&site.delta_url(&servers[2]), &[]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    site.assert_out_is_new();
+    // The bucket holds the images, one blob and one ref, and no lease.
+    let list = request(
+        ([127, 0, 0, 1], s3.port).into(),
+        "GET",
+        "/fleet?list-type=2",
+        None,
+        &[],
+        b"",
+    );
+    let keys: Vec<&str> = std::str::from_utf8(&list.body)
+        .unwrap()
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|k| k.split("</Key>").next())
+        .collect();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert!(keys.iter().all(|k| !k.contains("/leases/")), "{keys:?}");
 }
