@@ -846,3 +846,32 @@ fn replicas_sharing_an_s3_bucket_make_one_generation_and_devices_apply_it() {
     assert_eq!(keys.len(), 4, "{keys:?}");
     assert!(keys.iter().all(|k| !k.contains("/leases/")), "{keys:?}");
 }
+
+#[test]
+fn sigterm_lets_answers_under_way_finish_then_exits() {
+    let site = Site::new(2 << 20, 12);
+    let mut server = site.serve(&[]);
+    let path = format!("/v1/deltas/{}/{}", site.old, site.new);
+    let whole = server.wait_ready(&path).body;
+    // A download under way: its head read, its body not.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer device-secret\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    stream.read_exact(&mut first).unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    let raw = [&first[..], &rest].concat();
+    let body_at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(raw[body_at..] == whole[..], "the answer under way was cut");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(TcpStream::connect(server.addr).is_err(), "still accepting");
+}

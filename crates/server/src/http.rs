@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::{GetOptions, GetRange, ObjectStoreExt, WriteMultipart};
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -325,7 +325,7 @@ async fn send_blob(service: &Arc<Service>, r: &DeltaRef, headers: &HeaderMap) ->
         Err(e) => return error(StatusCode::BAD_GATEWAY, format!("blob {}: {e}", r.digest)),
     };
     let served = Arc::clone(service);
-    let body = got.into_stream().map(move |chunk| {
+    let body = blob_stream(got, span.end - span.start).map(move |chunk| {
         if let Ok(bytes) = &chunk {
             served
                 .metrics
@@ -357,6 +357,37 @@ async fn send_blob(service: &Arc<Service>, r: &DeltaRef, headers: &HeaderMap) ->
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
     response
+}
+
+/// Bytes a blob in a folder store is read by at a time (object_store's own
+/// stream of a file reads 8 KiB at a time, each on a blocking thread:
+/// 310 MB/s in all on loopback here).
+const FILE_CHUNK: usize = 128 << 10;
+
+/// The bytes of `got`: a folder store's file read [`FILE_CHUNK`] at a time,
+/// else the store's own stream.
+fn blob_stream(
+    got: object_store::GetResult,
+    len: u64,
+) -> futures::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    match got.payload {
+        object_store::GetResultPayload::File(file, _) => {
+            let start = got.range.start;
+            let reading = async move {
+                let mut file = tokio::fs::File::from_std(file);
+                file.seek(std::io::SeekFrom::Start(start)).await?;
+                Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(
+                    file.take(len),
+                    FILE_CHUNK,
+                ))
+            };
+            futures::stream::once(reading).try_flatten().boxed()
+        }
+        object_store::GetResultPayload::Stream(stream) => stream
+            .map(|chunk| chunk.map_err(std::io::Error::other))
+            .boxed(),
+    }
 }
 
 async fn image_info(

@@ -41,6 +41,8 @@ const MAX_HEAD: usize = 16 << 10;
 const MAX_HEADERS: usize = 64;
 /// Most connections open at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 4096;
+/// Longest wait, on SIGTERM, for answers under way to finish.
+const DRAIN: Duration = Duration::from_secs(20);
 /// How often the cache is trimmed to its limit.
 const TRIM_EVERY: Duration = Duration::from_secs(30);
 
@@ -247,8 +249,9 @@ impl Service {
     }
 }
 
-/// Serves until the process ends; `ready` is told the bound address
-/// once requests are accepted.
+/// Serves until SIGTERM or SIGINT, then lets answers under way finish
+/// (for up to 20 s); `ready` is told the bound address once requests are
+/// accepted.
 ///
 /// # Errors
 /// The address cannot be bound, or the scratch folder cannot be made.
@@ -278,37 +281,58 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<()>
     }
     let app = http::router(Arc::clone(&service));
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let signal = |kind| {
+        tokio::signal::unix::signal(kind)
+            .map_err(|e| Error::Serve(format!("cannot handle signals: {e}")))
+    };
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
     ready(bound);
     loop {
-        let permit = Arc::clone(&connections)
-            .acquire_owned()
-            .await
-            .map_err(|e| Error::Serve(e.to_string()))?;
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                eprintln!(
-                    "{}",
-                    serde_json::json!({"event": "accept failed", "error": e.to_string()})
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => {
+                permit.map_err(|e| Error::Serve(e.to_string()))?
             }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
         };
-        let app = app.clone();
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    eprintln!("{}", serde_json::json!({"event": "accept failed", "error": e.to_string()}));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        };
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .max_buf_size(MAX_HEAD.max(8192))
+            .max_headers(MAX_HEADERS)
+            .serve_connection(io, service);
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .max_buf_size(MAX_HEAD.max(8192))
-                .max_headers(MAX_HEADERS)
-                .serve_connection(io, service)
-                .await;
+            let _ = connection.await;
             drop(permit);
         });
     }
+    // SIGTERM or SIGINT: no new connections; answers under way finish (up
+    // to DRAIN), idle keep-alive connections close. Generations under way
+    // are dropped: their leases expire and another replica takes them.
+    drop(listener);
+    eprintln!(
+        "{}",
+        serde_json::json!({"event": "stopping", "drain_seconds": DRAIN.as_secs()})
+    );
+    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+    Ok(())
 }
 
 /// [`serve`] on a runtime of its own, printing the address it listens on.
