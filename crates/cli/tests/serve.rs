@@ -875,3 +875,109 @@ fn sigterm_lets_answers_under_way_finish_then_exits() {
     assert!(status.success(), "{status:?}");
     assert!(TcpStream::connect(server.addr).is_err(), "still accepting");
 }
+
+#[test]
+fn precompute_fills_the_store_so_devices_are_answered_at_once() {
+    let site = Site::new(1 << 20, 13);
+    std::fs::write(site.path("older.img"), noise(1 << 20, 14)).unwrap();
+    let older = site.push("older.img");
+    let out = delta_in(
+        site.dir.path(),
+        &[
+            "precompute",
+            "--store",
+            "store",
+            "--to",
+            &site.new,
+            "--from",
+            &site.old,
+            "--from",
+            &older,
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(site.path("store/deltas"))
+            .unwrap()
+            .count(),
+        2
+    );
+    let server = site.serve(&[]);
+    for from in [&site.old, &older] {
+        let answer = server.get(
+            &format!("/v1/deltas/{from}/{}", site.new),
+            Some("device-secret"),
+        );
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    assert_eq!(server.metric("delta_generations_total"), 0);
+    let out = site.apply(&site.delta_url(&server), &[]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    site.assert_out_is_new();
+    // An unknown source is refused before any work, naming it.
+    let unknown = blake3::hash(b"x").to_hex().to_string();
+    let out = delta_in(
+        site.dir.path(),
+        &[
+            "precompute",
+            "--store",
+            "store",
+            "--to",
+            &site.new,
+            "--from",
+            &unknown,
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains(&unknown),
+        "{}",
+        common::stderr(&out)
+    );
+}
+
+#[test]
+fn pushes_over_the_size_limit_are_refused() {
+    let site = Site::new(64 << 10, 15);
+    let server = site.serve(&["--max-image-size", "1000"]);
+    let body = noise(5000, 16);
+    let digest = blake3::hash(&body).to_hex().to_string();
+    let answer = request(
+        server.addr,
+        "PUT",
+        &format!("/v1/images/{digest}"),
+        Some("admin-secret"),
+        &[],
+        &body,
+    );
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert!(!site.path(&format!("store/images/{digest}")).exists());
+    // Without Content-Length (chunked), the limit holds as bytes arrive.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "PUT /v1/images/{digest} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin-secret\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    for chunk in body.chunks(500) {
+        let _ = write!(stream, "{:x}\r\n", chunk.len());
+        let _ = stream.write_all(chunk);
+        let _ = stream.write_all(b"\r\n");
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    assert!(
+        raw.starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert!(!site.path(&format!("store/images/{digest}")).exists());
+}

@@ -378,26 +378,32 @@ pub fn precompute(config: Config, target: Digest, sources: &[Digest]) -> Result<
                 return Err(Error::Store(format!("image {image} is not in the store")));
             }
         }
-        let mut keys = Vec::new();
-        for pair in &pairs {
-            let key = service.key(pair);
-            loop {
-                if service.store.delta_ref(&key).await?.is_some() {
-                    break;
+        // Every pair asked at once (--max-jobs run together, the rest
+        // queue), then asked again until each is in the store.
+        let keys: Vec<String> = pairs.iter().map(|p| service.key(p)).collect();
+        let mut waiting: Vec<usize> = (0..pairs.len()).collect();
+        while !waiting.is_empty() {
+            let mut still = Vec::new();
+            for i in waiting {
+                if service.store.delta_ref(&keys[i]).await?.is_some() {
+                    continue;
                 }
-                match service.jobs.request(&key, *pair) {
-                    jobs::Answer::Pending(s) if s.state == "failed" => {
+                if let jobs::Answer::Pending(s) = service.jobs.request(&keys[i], pairs[i]) {
+                    if s.state == "failed" {
                         return Err(Error::Generate(format!(
                             "{} -> {}: {}",
-                            pair.source_name(),
-                            pair.to,
+                            pairs[i].source_name(),
+                            pairs[i].to,
                             s.error.unwrap_or_default()
-                        )))
+                        )));
                     }
-                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
+                still.push(i);
             }
-            keys.push(key);
+            waiting = still;
+            if !waiting.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
         Ok(keys)
     })
