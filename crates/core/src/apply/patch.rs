@@ -263,17 +263,16 @@ impl Patcher {
     /// Gives back buffer memory this segment does not need, so that the
     /// stream and prefix buffers together hold at most what one segment
     /// needs (which `apply_memory` bounds), not the largest stream and the
-    /// largest prefix of different segments.
+    /// largest prefix of different segments. Each buffer larger than its
+    /// share is emptied and shrunk: one that stayed because the sum of
+    /// both was small enough would still grow the other past it (a 3.8 MB
+    /// executable's prefix kept through a 6.8 MB LZMA stream).
     fn fit(&mut self, stream_len: usize, ref_len: usize) {
-        let held = self
-            .stream
-            .capacity()
-            .saturating_add(self.reference.capacity());
-        if held > stream_len.saturating_add(ref_len) {
-            for (buf, len) in [
-                (&mut self.stream, stream_len),
-                (&mut self.reference, ref_len),
-            ] {
+        for (buf, len) in [
+            (&mut self.stream, stream_len),
+            (&mut self.reference, ref_len),
+        ] {
+            if buf.capacity() > len {
                 buf.clear();
                 buf.shrink_to(len);
             }
@@ -893,4 +892,27 @@ pub fn apply_slice_with(
         return Err(Error::NewDigest);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Patcher;
+
+    #[test]
+    fn buffers_hold_at_most_what_one_segment_needs() {
+        // An executable segment left a 3.8 MB prefix, an earlier one a
+        // 2 MB stream; an LZMA segment then needs a 6.8 MB stream alone.
+        let mut patcher = Patcher::new();
+        patcher.stream.reserve_exact(2_000_000);
+        patcher.reference.reserve_exact(3_800_000);
+        patcher.fit(6_800_000, 0);
+        patcher.stream.resize(6_800_000, 0);
+        assert_eq!(patcher.reference.capacity(), 0);
+        let held = patcher.stream.capacity() + patcher.reference.capacity();
+        assert!(held <= 6_800_000 + 64, "{held} bytes held");
+        // And back: a small stream with a large prefix.
+        patcher.fit(1000, 3_000_000);
+        patcher.reference.resize(3_000_000, 0);
+        assert!(patcher.stream.capacity() <= 1000);
+    }
 }
