@@ -196,6 +196,12 @@ pub(crate) struct ServeArgs {
     /// This replica's name in leases and logs. Default: host name and process id.
     #[arg(long)]
     pub(crate) replica: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key. Default: plain HTTP (for a TLS-terminating proxy).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) tuning: Tuning,
 }

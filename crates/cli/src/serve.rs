@@ -22,6 +22,7 @@ fn config(args: ServeArgs) -> Result<Config, Failure> {
     if let Some(scratch) = args.scratch {
         config.scratch = scratch;
     }
+    config.tls = args.tls_cert.zip(args.tls_key);
     if let Some(replica) = args.replica {
         config.replica = replica;
     }

@@ -981,3 +981,43 @@ fn pushes_over_the_size_limit_are_refused() {
     );
     assert!(!site.path(&format!("store/images/{digest}")).exists());
 }
+
+#[test]
+fn https_with_tls_cert_and_key() {
+    let site = Site::new(1 << 20, 17);
+    common::make_tls_leaf(site.dir.path());
+    let server = site.serve(&["--tls-cert", "leaf.pem", "--tls-key", "leaf.key"]);
+    let url = format!(
+        "https://127.0.0.1:{}/v1/deltas/{}/{}",
+        server.addr.port(),
+        site.old,
+        site.new
+    );
+    let out = delta_in(
+        site.dir.path(),
+        &[
+            "apply",
+            "old.img",
+            &url,
+            "-o",
+            "out.img",
+            "--token-file",
+            "device.token",
+        ],
+        &APPLY_DEFAULTS,
+    )
+    .env("SSL_CERT_FILE", site.path("ca.pem"))
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    site.assert_out_is_new();
+    // Plain HTTP to the TLS port is not answered as HTTP.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    assert!(!raw.starts_with(b"HTTP/1.1 200"));
+}

@@ -761,59 +761,7 @@ struct TlsServer {
 
 impl TlsServer {
     fn start(dir: &std::path::Path) -> TlsServer {
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .current_dir(dir)
-                .args(args)
-                .output()
-                .expect("openssl(1), installed by .ci/run");
-            assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-        };
-        let key = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        openssl(
-            &[
-                &["req", "-subj", "/CN=test-ca", "-x509"][..],
-                &key,
-                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
-            ]
-            .concat(),
-        );
-        openssl(
-            &[
-                &["req", "-subj", "/CN=127.0.0.1"][..],
-                &key,
-                &["-keyout", "leaf.key", "-out", "leaf.csr"],
-            ]
-            .concat(),
-        );
-        std::fs::write(
-            dir.join("leaf.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "leaf.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ]);
+        common::make_tls_leaf(dir);
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

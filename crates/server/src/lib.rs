@@ -41,6 +41,8 @@ const MAX_HEAD: usize = 16 << 10;
 const MAX_HEADERS: usize = 64;
 /// Most connections open at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 4096;
+/// Longest a TLS handshake may take.
+const HANDSHAKE: Duration = Duration::from_secs(30);
 /// Longest wait, on SIGTERM, for answers under way to finish.
 const DRAIN: Duration = Duration::from_secs(20);
 /// How often the cache is trimmed to its limit.
@@ -76,6 +78,9 @@ pub struct Config {
     pub replica: String,
     /// One JSON line per request on stderr.
     pub log_requests: bool,
+    /// Serve HTTPS with this certificate chain and key (PEM files), else
+    /// plain HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
@@ -96,6 +101,7 @@ impl Config {
             gen: GenOptions::default(),
             replica: default_replica(),
             log_requests: true,
+            tls: None,
         }
     }
 }
@@ -279,6 +285,10 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<()>
             }
         });
     }
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
     let app = http::router(Arc::clone(&service));
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -309,17 +319,17 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<()>
             _ = term.recv() => break,
             _ = int.recv() => break,
         };
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .max_buf_size(MAX_HEAD.max(8192))
-            .max_headers(MAX_HEADERS)
-            .serve_connection(io, service);
-        let connection = graceful.watch(connection);
+        let (app, watcher, tls) = (app.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            let _ = connection.await;
+            match tls {
+                None => serve_connection(stream, app, watcher).await,
+                Some(tls) => {
+                    let handshake = tokio::time::timeout(HANDSHAKE, tls.accept(stream)).await;
+                    if let Ok(Ok(stream)) = handshake {
+                        serve_connection(stream, app, watcher).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -333,6 +343,54 @@ pub async fn serve(config: Config, ready: impl FnOnce(SocketAddr)) -> Result<()>
     );
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
     Ok(())
+}
+
+/// Answers the requests of one connection (HTTP/1.1, keep-alive), until
+/// it closes or the server drains.
+async fn serve_connection<I>(
+    io: I,
+    app: axum::Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(MAX_HEAD.max(8192))
+        .max_headers(MAX_HEADERS)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let _ = watcher.watch(connection).await;
+}
+
+/// The TLS side of `--tls-cert` and `--tls-key`: rustls (ring), TLS 1.2
+/// and 1.3.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let bad = |path: &std::path::Path, e: &dyn std::fmt::Display| {
+        Error::Serve(format!("{}: {e}", path.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad(cert, &"no certificate (PEM) in the file"));
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Serve(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| bad(key, &e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// [`serve`] on a runtime of its own, printing the address it listens on.
