@@ -210,17 +210,20 @@ impl Jobs {
     /// until it is published or that replica's lease expires.
     async fn run(&self, key: &str, pair: Pair, job: &Arc<Job>) -> Result<()> {
         let ttl = self.config.lease_ms;
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|e| Error::Generate(e.to_string()))?;
         loop {
+            // A slot is held only to take the lease and generate: a job
+            // waiting on another replica leaves it to other keys.
+            let slot = self
+                .slots
+                .acquire()
+                .await
+                .map_err(|e| Error::Generate(e.to_string()))?;
             if self.store.delta_ref(key).await?.is_some() {
                 return Ok(());
             }
             match lease::acquire(&self.store, key, &self.config.replica, ttl).await? {
                 Acquired::Elsewhere(other) => {
+                    drop(slot);
                     job.set(|s| {
                         s.state = "waiting";
                         s.phase = other.phase.clone();
