@@ -199,6 +199,11 @@ typedef struct DeltaApplyOptions {
   // `atomic.StoreInt32`), to stop the apply with `DELTA_ERR_CANCELLED`;
   // it must stay valid until `delta_apply()` returns.
   const int *cancel;
+  // Sent as `Authorization: Bearer TOKEN` when `delta` is an http(s)
+  // URL (a delta service's device token); NULL: none. The service's
+  // 202 and 503 `Retry-After` answers are waited through (up to an
+  // hour) either way.
+  const char *bearer_token;
 } DeltaApplyOptions;
 
 // What `delta_apply()` did.

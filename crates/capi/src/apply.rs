@@ -127,6 +127,11 @@ pub struct DeltaApplyOptions {
     /// `atomic.StoreInt32`), to stop the apply with `DELTA_ERR_CANCELLED`;
     /// it must stay valid until `delta_apply()` returns.
     pub cancel: *const c_int,
+    /// Sent as `Authorization: Bearer TOKEN` when `delta` is an http(s)
+    /// URL (a delta service's device token); NULL: none. The service's
+    /// 202 and 503 `Retry-After` answers are waited through (up to an
+    /// hour) either way.
+    pub bearer_token: *const c_char,
 }
 
 /// What `delta_apply()` did.
@@ -191,6 +196,7 @@ pub unsafe extern "C" fn delta_apply_options_default(options: *mut DeltaApplyOpt
         progress: None,
         user_data: std::ptr::null_mut(),
         cancel: std::ptr::null(),
+        bearer_token: std::ptr::null(),
     };
     // SAFETY: not NULL (checked), valid for writing by the caller's
     // contract.
@@ -379,6 +385,17 @@ pub unsafe extern "C" fn delta_apply(
             Some(o) => (o.progress, o.user_data, o.cancel),
             None => (None, std::ptr::null_mut(), std::ptr::null()),
         };
+        let bearer = match options.map(|o| o.bearer_token) {
+            Some(token) if !token.is_null() => {
+                // SAFETY: not NULL (checked), a valid string by this
+                // function's contract.
+                let bytes = unsafe { CStr::from_ptr(token) }.to_bytes();
+                let token = std::str::from_utf8(bytes)
+                    .map_err(|_| Failure::argument("options.bearer_token is not UTF-8"))?;
+                Some(token.to_owned())
+            }
+            _ => None,
+        };
         let options = match options {
             // SAFETY: its strings are NULL or valid by this function's
             // contract.
@@ -397,6 +414,7 @@ pub unsafe extern "C" fn delta_apply(
         }
         let url = delta_apply::UrlOptions {
             cancel: Some(applier.cancel_handle()),
+            bearer,
             ..delta_apply::UrlOptions::default()
         };
         let input = delta_apply::input::open(delta.as_os_str(), &url).map_err(|source| {

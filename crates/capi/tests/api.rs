@@ -501,3 +501,63 @@ fn generate_refuses_an_existing_output_unless_told_to_replace_it() {
     .unwrap();
     assert_eq!(std::fs::read(f.path("no-deflate.delta")).unwrap(), rust);
 }
+
+#[test]
+fn a_url_delta_is_fetched_with_the_bearer_token() {
+    use std::io::{Read, Write};
+    let f = Fixture::new(Default::default());
+    let bytes = std::fs::read(&f.delta).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = CString::new(format!("http://{}/u.delta", listener.local_addr().unwrap())).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let answer = if head.contains("\r\nauthorization: bearer s3cret\r\n") {
+                let mut a = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    bytes.len()
+                )
+                .into_bytes();
+                a.extend_from_slice(&bytes);
+                a
+            } else {
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec()
+            };
+            let _ = stream.write_all(&answer);
+        }
+    });
+    let call = |options: &DeltaApplyOptions| {
+        let (old, target) = (c(&f.old), c(&f.path("out.img")));
+        let mut result = std::mem::MaybeUninit::<DeltaApplyResult>::zeroed();
+        let mut err = null_mut();
+        // SAFETY: valid strings, options and out pointers for the call.
+        let code = unsafe {
+            delta_apply(
+                old.as_ptr(),
+                url.as_ptr(),
+                target.as_ptr(),
+                options,
+                result.as_mut_ptr(),
+                &mut err,
+            )
+        };
+        (code, err)
+    };
+    let mut o = options(f.dir.path());
+    let (code, err) = call(&o.raw);
+    assert_ne!(code, DELTA_OK);
+    let (_, message) = take(err);
+    assert!(message.contains("401"), "{message}");
+    let token = CString::new("s3cret").unwrap();
+    o.raw.bearer_token = token.as_ptr();
+    let (code, err) = call(&o.raw);
+    assert_eq!(code, DELTA_OK, "{:?}", (!err.is_null()).then(|| take(err)));
+    assert!(std::fs::read(f.path("out.img")).unwrap() == f.new_bytes);
+}

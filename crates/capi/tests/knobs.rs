@@ -172,8 +172,9 @@ fn every_rust_knob_is_in_the_c_api_or_left_out_with_a_reason() {
     // The progress callback and the cancel flag are calls on the Rust
     // `Applier` (`on_progress`, `cancel_handle`), not fields of its options:
     // in C they ride in the options, so that `delta_apply` takes six
-    // arguments.
-    for name in ["progress", "user_data", "cancel"] {
+    // arguments. So does the bearer token of a URL delta, a field of the
+    // Rust `UrlOptions` that `delta_apply::input::open` takes.
+    for name in ["progress", "user_data", "cancel", "bearer_token"] {
         assert!(
             c_fields(header, "DeltaApplyOptions").contains(name),
             "{name}"
