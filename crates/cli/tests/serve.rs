@@ -1021,3 +1021,34 @@ fn https_with_tls_cert_and_key() {
     let _ = stream.read_to_end(&mut raw);
     assert!(!raw.starts_with(b"HTTP/1.1 200"));
 }
+
+#[test]
+fn an_image_that_is_not_what_its_name_says_makes_no_delta() {
+    let site = Site::new(256 << 10, 18);
+    // Damage the stored target after its push.
+    let stored = site.path(&format!("store/images/{}", site.new));
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(&stored, bytes).unwrap();
+    let server = site.serve(&[]);
+    let path = format!("/v1/deltas/{}/{}", site.old, site.new);
+    let mut last = None;
+    poll_until("the generation to fail", || {
+        let answer = server.get(&path, Some("device-secret"));
+        let failed = answer.status == 500;
+        last = Some(answer);
+        failed
+    });
+    let text = String::from_utf8_lossy(&last.unwrap().body).into_owned();
+    assert!(text.contains("store is damaged"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(site.path("store/deltas"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(site.path("store/blobs")).unwrap().count(),
+        0
+    );
+}

@@ -44,6 +44,11 @@ impl Digest {
     pub fn of(hash: blake3::Hash) -> Digest {
         Digest(*hash.as_bytes())
     }
+
+    /// Its 32 bytes.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 impl fmt::Display for Digest {

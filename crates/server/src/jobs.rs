@@ -20,6 +20,38 @@ use tokio::sync::Semaphore;
 /// error) before a request may start it again.
 const FAILURE_KEPT: Duration = Duration::from_secs(60);
 
+/// Checks that the delta at `path` was made from and to the images its
+/// pair names: an image in the store that is not what its name says (a
+/// bucket written by other hands, a disk error) must not become a delta
+/// that devices verify against the wrong target.
+fn check_images(path: &Path, pair: Pair) -> Result<()> {
+    use std::io::Read;
+    let mut head = [0u8; delta_format::HEADER_LEN];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map_err(|e| Error::Generate(format!("read {}: {e}", path.display())))?;
+    let limits = delta_format::Limits {
+        max_memory: u64::MAX,
+        ..delta_format::Limits::default()
+    };
+    let header = delta_format::Header::decode(&head, &limits)
+        .map_err(|e| Error::Generate(format!("{}: {e}", path.display())))?;
+    let named = [
+        ("target", Some(pair.to), header.new_digest),
+        ("source", pair.from, header.old_digest),
+    ];
+    for (what, digest, found) in named {
+        if let Some(digest) = digest.filter(|d| d.bytes() != &found) {
+            return Err(Error::Generate(format!(
+                "the {what} image stored as {digest} hashes to {}: the store is damaged; \
+                 push the image again",
+                delta_core::to_hex(&found)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What a delta is made from: a source image, or none (a full payload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Pair {
@@ -342,6 +374,7 @@ impl Jobs {
         tokio::task::spawn_blocking(move || {
             delta_gen::generate(old.as_deref(), &new, &to, &options)
                 .map_err(|e| Error::Generate(e.to_string()))?;
+            check_images(&to, pair)?;
             let mut hasher = blake3::Hasher::new();
             hasher
                 .update_mmap(&to)
