@@ -720,9 +720,18 @@ struct S3 {
 
 impl S3 {
     fn start(bucket: &str) -> S3 {
+        // $DELTA_S3_SERVER, else what scripts/s3-server.sh installs (once,
+        // into a venv) and names.
         let program = std::env::var("DELTA_S3_SERVER").unwrap_or_else(|_| {
-            let tmp = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
-            format!("{tmp}/delta-moto/bin/moto_server")
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/s3-server.sh");
+            let out = Command::new(&script).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{} failed (it needs python3 with venv and PyPI): {}",
+                script.display(),
+                common::stderr(&out)
+            );
+            common::stdout(&out).trim().to_owned()
         });
         assert!(
             Path::new(&program).exists(),
