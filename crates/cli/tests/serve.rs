@@ -232,6 +232,28 @@ impl Drop for Server {
     }
 }
 
+/// Asks every server for `path` five times at once, then until each
+/// answers 200; checks that one generation made it, served alike by all.
+fn asked_of_all_made_once(servers: &[Server], path: &str) -> Vec<Answer> {
+    std::thread::scope(|s| {
+        for server in servers {
+            for _ in 0..5 {
+                s.spawn(|| server.get(path, Some("device-secret")));
+            }
+        }
+    });
+    let answers: Vec<Answer> = servers.iter().map(|s| s.wait_ready(path)).collect();
+    let made: u64 = servers
+        .iter()
+        .map(|s| s.metric("delta_generations_total"))
+        .sum();
+    assert_eq!(made, 1, "generations across the replicas");
+    for answer in &answers[1..] {
+        assert_eq!(answer.header("etag"), answers[0].header("etag"));
+    }
+    answers
+}
+
 /// An HTTP answer.
 #[derive(Debug)]
 struct Answer {
@@ -396,21 +418,8 @@ fn three_replicas_sharing_a_store_make_one_generation_and_the_same_bytes() {
         .map(|i| site.serve(&["--replica", &format!("r{i}"), "--lease", "2"]))
         .collect();
     let path = format!("/v1/deltas/{}/{}", site.old, site.new);
-    std::thread::scope(|s| {
-        for server in &servers {
-            for _ in 0..5 {
-                s.spawn(|| server.get(&path, Some("device-secret")));
-            }
-        }
-    });
-    let answers: Vec<Answer> = servers.iter().map(|s| s.wait_ready(&path)).collect();
-    let made: u64 = servers
-        .iter()
-        .map(|s| s.metric("delta_generations_total"))
-        .sum();
-    assert_eq!(made, 1, "generations across the replicas");
+    let answers = asked_of_all_made_once(&servers, &path);
     for answer in &answers[1..] {
-        assert_eq!(answer.header("etag"), answers[0].header("etag"));
         assert!(answer.body == answers[0].body);
     }
     assert!(
@@ -818,22 +827,7 @@ fn replicas_sharing_an_s3_bucket_make_one_generation_and_devices_apply_it() {
         site.new
     );
     let path = format!("/v1/deltas/{}/{}", site.old, site.new);
-    std::thread::scope(|s| {
-        for server in &servers {
-            for _ in 0..5 {
-                s.spawn(|| server.get(&path, Some("device-secret")));
-            }
-        }
-    });
-    let answers: Vec<Answer> = servers.iter().map(|s| s.wait_ready(&path)).collect();
-    let made: u64 = servers
-        .iter()
-        .map(|s| s.metric("delta_generations_total"))
-        .sum();
-    assert_eq!(made, 1, "generations across the replicas");
-    for answer in &answers[1..] {
-        assert_eq!(answer.header("etag"), answers[0].header("etag"));
-    }
+    asked_of_all_made_once(&servers, &path);
     let out = site.apply(&site.delta_url(&servers[2]), &[]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     site.assert_out_is_new();

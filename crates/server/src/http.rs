@@ -278,7 +278,7 @@ fn asked_range(value: &str, len: u64) -> Result<Option<Range<u64>>, ()> {
     let range = match (first.trim().is_empty(), number(first), number(last)) {
         (true, _, Some(suffix)) => len.saturating_sub(suffix)..len,
         (false, Some(a), None) if last.trim().is_empty() => a..len,
-        (false, Some(a), Some(b)) if b >= a => a..(b + 1).min(len),
+        (false, Some(a), Some(b)) if b >= a => a..b.saturating_add(1).min(len),
         _ => return Ok(None),
     };
     if range.start >= len || range.is_empty() {
@@ -526,5 +526,9 @@ mod tests {
         assert_eq!(asked_range("items=0-1", 100), Ok(None));
         assert_eq!(asked_range("bytes=5-1", 100), Ok(None));
         assert_eq!(asked_range("bytes=x-1", 100), Ok(None));
+        assert_eq!(
+            asked_range(&format!("bytes=0-{}", u64::MAX), 100),
+            Ok(Some(0..100))
+        );
     }
 }

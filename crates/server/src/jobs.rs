@@ -107,6 +107,19 @@ impl Job {
     }
 }
 
+/// Jobs of `table` running or queued (not failed).
+fn live_jobs(table: &HashMap<String, Arc<Job>>) -> usize {
+    table
+        .values()
+        .filter(|j| {
+            j.ended
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none()
+        })
+        .count()
+}
+
 /// What a request for a delta gets from [`Jobs::request`].
 #[derive(Debug)]
 pub(crate) enum Answer {
@@ -167,15 +180,7 @@ impl Jobs {
         if let Some(job) = table.get(key) {
             return Answer::Pending(job.status());
         }
-        let live = table
-            .values()
-            .filter(|j| {
-                j.ended
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .is_none()
-            })
-            .count();
+        let live = live_jobs(&table);
         if live >= self.config.max_jobs.max(1) + self.config.queue {
             return Answer::Busy;
         }
@@ -222,15 +227,7 @@ impl Jobs {
                         Some(Instant::now());
                 }
             }
-            let live = table
-                .values()
-                .filter(|j| {
-                    j.ended
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .is_none()
-                })
-                .count();
+            let live = live_jobs(&table);
             jobs.metrics
                 .queue_depth
                 .store(live as u64, Ordering::Relaxed);

@@ -218,7 +218,10 @@ impl Service {
                 entries.push((key, r, modified));
             }
         }
-        let mut total: u64 = entries.iter().map(|(_, r, _)| r.len).sum();
+        // Lengths come from refs in the store: summed without overflow.
+        let mut total = entries
+            .iter()
+            .fold(0u64, |sum, (_, r, _)| sum.saturating_add(r.len));
         if total <= limit {
             return Ok(());
         }
@@ -246,7 +249,7 @@ impl Service {
             kept[i].clear();
             let shared = kept.contains(&r.digest);
             self.store.evict(key, &r.digest, shared).await?;
-            total -= r.len;
+            total = total.saturating_sub(r.len);
             self.metrics
                 .evictions
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
