@@ -309,12 +309,14 @@ impl Jobs {
         };
         let seconds = started.elapsed().as_secs_f64();
         job.set(|s| s.state = "uploading");
-        let (delta, digest, len) = made;
-        self.store
-            .upload(&delta, &Store::blob_path(&digest))
+        let (delta, digest) = made;
+        let digest_hex = digest.to_string();
+        let len = self
+            .store
+            .upload(&delta, &Store::blob_path(&digest_hex), digest)
             .await?;
         let r = DeltaRef {
-            digest,
+            digest: digest_hex,
             len,
             from: pair.source_name(),
             to: pair.to.to_string(),
@@ -336,13 +338,8 @@ impl Jobs {
     }
 
     /// Runs the generator on the pair's images (in the store's folder, or
-    /// downloaded into `work`); the delta's file, digest and length.
-    async fn make(
-        &self,
-        pair: Pair,
-        job: &Arc<Job>,
-        work: &Path,
-    ) -> Result<(PathBuf, String, u64)> {
+    /// downloaded into `work`); the delta's file and digest.
+    async fn make(&self, pair: Pair, job: &Arc<Job>, work: &Path) -> Result<(PathBuf, Digest)> {
         let image = |d: Digest| async move {
             if let Some(path) = self.store.local_image(&d) {
                 return Ok::<_, Error>(path);
@@ -376,10 +373,7 @@ impl Jobs {
             hasher
                 .update_mmap(&to)
                 .map_err(|e| Error::Generate(format!("hash {}: {e}", to.display())))?;
-            let len = std::fs::metadata(&to)
-                .map_err(|e| Error::Generate(format!("stat {}: {e}", to.display())))?
-                .len();
-            Ok((to, hasher.finalize().to_hex().to_string(), len))
+            Ok((to, Digest::of(hasher.finalize())))
         })
         .await
         .map_err(|e| Error::Generate(format!("the generation task died: {e}")))?

@@ -242,57 +242,19 @@ impl Store {
             .map_err(|e| Error::Store(format!("put {path}: {e}")))
     }
 
-    /// Uploads the file `from` to `path` in parts of [`PART`] bytes.
-    pub(crate) async fn upload(&self, from: &Path, path: &StorePath) -> Result<()> {
-        self.upload_hashed(from, path).await.map(|_| ())
-    }
-
-    /// [`Store::upload`], completed only when the bytes sent hash to
-    /// `expected`; their length.
-    pub(crate) async fn upload_checked(
+    /// Uploads the file `from` to `path` in parts of [`PART`] bytes,
+    /// hashing what it sends; the upload is completed only when that is
+    /// `expected` (else dropped: the file changed meanwhile). Its length.
+    pub(crate) async fn upload(
         &self,
         from: &Path,
         path: &StorePath,
         expected: Digest,
     ) -> Result<u64> {
-        let (hash, len, writer) = self.upload_hashed_open(from, path).await?;
-        if Digest::of(hash) != expected {
-            writer.abort().await.ok();
-            return Err(Error::Store(format!(
-                "{} changed while it was uploaded: not stored",
-                from.display()
-            )));
-        }
-        writer
-            .finish()
-            .await
-            .map_err(|e| Error::Store(format!("upload {path}: {e}")))?;
-        Ok(len)
-    }
-
-    async fn upload_hashed(&self, from: &Path, path: &StorePath) -> Result<u64> {
-        let (_, len, writer) = self.upload_hashed_open(from, path).await?;
-        writer
-            .finish()
-            .await
-            .map_err(|e| Error::Store(format!("upload {path}: {e}")))?;
-        Ok(len)
-    }
-
-    /// Sends the file `from` to an upload of `path`, not yet completed:
-    /// the bytes' hash and length, and the upload.
-    async fn upload_hashed_open(
-        &self,
-        from: &Path,
-        path: &StorePath,
-    ) -> Result<(blake3::Hash, u64, WriteMultipart)> {
         let io = |e: std::io::Error| Error::Store(format!("read {}: {e}", from.display()));
+        let failed = |e: object_store::Error| Error::Store(format!("upload {path}: {e}"));
         let mut file = tokio::fs::File::open(from).await.map_err(io)?;
-        let upload = self
-            .inner
-            .put_multipart(path)
-            .await
-            .map_err(|e| Error::Store(format!("upload {path}: {e}")))?;
+        let upload = self.inner.put_multipart(path).await.map_err(failed)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
         let mut buf = vec![0u8; 1 << 20];
         let mut hasher = blake3::Hasher::new();
@@ -306,15 +268,20 @@ impl Store {
                     return Err(io(e));
                 }
             };
-            writer
-                .wait_for_capacity(2)
-                .await
-                .map_err(|e| Error::Store(format!("upload {path}: {e}")))?;
+            writer.wait_for_capacity(2).await.map_err(failed)?;
             hasher.update(&buf[..n]);
             len += n as u64;
             writer.write(&buf[..n]);
         }
-        Ok((hasher.finalize(), len, writer))
+        if Digest::of(hasher.finalize()) != expected {
+            writer.abort().await.ok();
+            return Err(Error::Store(format!(
+                "{} changed while it was uploaded: not stored",
+                from.display()
+            )));
+        }
+        writer.finish().await.map_err(failed)?;
+        Ok(len)
     }
 
     /// Downloads `path` into the file `to` (created or truncated).
