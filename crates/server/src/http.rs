@@ -390,17 +390,25 @@ fn blob_stream(
     }
 }
 
+/// The image a `/v1/images/` request names, once its token allows `role`.
+fn image_request(
+    service: &Service,
+    headers: &HeaderMap,
+    role: Role,
+    digest: &str,
+) -> Result<Digest, Refusal> {
+    authorize(service, headers, role)?;
+    parse_digest("image", digest)
+}
+
 async fn image_info(
     State(service): State<Arc<Service>>,
     Path(digest): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorize(&service, &headers, Role::Device) {
-        return refused.into_response();
-    }
-    let digest = match parse_digest("image", &digest) {
+    let digest = match image_request(&service, &headers, Role::Device, &digest) {
         Ok(d) => d,
-        Err(e) => return e.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     match service.store.image_len(&digest).await {
         Ok(Some(len)) => axum::Json(serde_json::json!({"digest": digest.to_string(), "len": len}))
@@ -421,12 +429,9 @@ async fn push_image(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(refused) = authorize(&service, &headers, Role::Admin) {
-        return refused.into_response();
-    }
-    let digest = match parse_digest("image", &digest) {
+    let digest = match image_request(&service, &headers, Role::Admin, &digest) {
         Ok(d) => d,
-        Err(e) => return e.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     match service.store.image_len(&digest).await {
         Ok(Some(len)) => {
