@@ -495,10 +495,15 @@ fn kill_9_while_reading_stdin_then_resume_with_a_fresh_pipe() {
 fn over_http_with_dropped_connections() {
     let f = Fixture::new(6 << 20, 5);
     let delta = f.delta();
+    // Four drops, each at most 400 kB into its answer, all land inside the
+    // delta whatever the server's random draw (the port seeds it).
+    let drop_after = (100_000, 400_000);
+    assert!(4 * drop_after.1 < delta.len() as u64, "{}", delta.len());
     let server = Server::start(
         delta.clone(),
         Behaviour {
             drops: 4,
+            drop_after,
             ..Behaviour::default()
         },
     );
