@@ -161,6 +161,15 @@ pub enum Error {
     /// checkpoint of what was written, so the same run resumes.
     #[error("cancelled; re-run the same command to resume")]
     Cancelled,
+    /// A thread decoding segments ahead ended without its answer (a bug:
+    /// it panicked).
+    #[error("delta {path}: the thread decoding segment {segment} ended without an answer")]
+    HelperEnded {
+        /// The delta.
+        path: PathBuf,
+        /// The segment it held.
+        segment: u64,
+    },
 }
 
 /// Exit code of [`Error::Cancelled`]: cancelled, re-run to resume.

@@ -54,8 +54,10 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod ahead;
 mod checkpoint;
 mod checks;
+mod costs;
 mod error;
 #[cfg(feature = "http")]
 mod http;
@@ -73,6 +75,7 @@ mod target;
 mod verify;
 mod writer;
 
+pub use ahead::{threads_for, MAX_DEFAULT_THREADS, THREAD_MEMORY};
 pub use error::{Error, Result, EXIT_CANCELLED};
 pub use input::{DeltaInput, FileInput, Note, ReaderInput, UrlOptions};
 pub use progress::{Progress, ProgressFn, Step, StepEvent};
@@ -158,6 +161,12 @@ pub struct ApplyOptions {
     /// --compare-zero-runs`); off (the default), zero runs go to the
     /// device's zeroing where it is known to read back as zeros.
     pub compare_zero_runs: bool,
+    /// Segments decoded at once (`delta apply --threads`): 0, the default,
+    /// is one per core, at most [`MAX_DEFAULT_THREADS`]. Each thread
+    /// beyond the first adds at most [`THREAD_MEMORY`] to
+    /// [`memory_limit`](ApplyOptions::memory_limit); 1 keeps the apply
+    /// within it.
+    pub threads: usize,
 }
 
 /// Where an apply keeps its journal, update logs and instance lock.
@@ -256,6 +265,7 @@ impl Default for ApplyOptions {
             keyring: Some(keys::DEFAULT_KEYRING.into()),
             expect_new: None,
             compare_zero_runs: false,
+            threads: 0,
         }
     }
 }

@@ -145,6 +145,8 @@ pub struct Sandboxed {
     peak: AtomicU64,
     /// The most a worker held of its own between rebuilds, in bytes.
     residual: AtomicU64,
+    /// The most a worker has had of its own, in bytes.
+    own_peak: AtomicU64,
 }
 
 /// A worker's own memory (beyond the pages it shares with the applier).
@@ -176,6 +178,7 @@ impl Sandboxed {
             worker: Mutex::new(None),
             peak: AtomicU64::new(0),
             residual: AtomicU64::new(0),
+            own_peak: AtomicU64::new(0),
         }
     }
 
@@ -187,6 +190,12 @@ impl Sandboxed {
     /// between rebuilds. (This process alone: [`peak_memory_of_self`].)
     pub fn peak_memory(&self) -> u64 {
         self.peak.load(Ordering::Relaxed)
+    }
+
+    /// The most memory a worker has had of its own (beyond the pages it
+    /// shares with this process), in bytes.
+    pub fn worker_peak_memory(&self) -> u64 {
+        self.own_peak.load(Ordering::Relaxed)
     }
 
     /// The stream `corrections` rebuild from `raw`, if it is at most
@@ -230,6 +239,7 @@ impl Sandboxed {
                 let together = proc_status_bytes("VmRSS:").saturating_add(own.peak);
                 self.peak.fetch_max(together, Ordering::Relaxed);
                 self.residual.fetch_max(own.now, Ordering::Relaxed);
+                self.own_peak.fetch_max(own.peak, Ordering::Relaxed);
                 *slot = Some(worker);
                 answer
             }

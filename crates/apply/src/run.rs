@@ -3,8 +3,10 @@
 //! and [`Run::commit`]. Progress, log lines and warnings all go through
 //! one [`Reporter`].
 
+use crate::ahead::{self, Ahead, Ready};
 use crate::checkpoint::{self, Checkpoints, Every, SegmentPlace, SegmentSink};
 use crate::checks::{check_migration_data, open_source, verify_source};
+use crate::costs::{self, Costs};
 use crate::error::{Error, Result};
 use crate::input::DeltaInput;
 use crate::journal::{self, Journal, Record, State};
@@ -19,6 +21,7 @@ use delta_format::{Header, Index, Limits};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The delta being applied: its checked index, and the stream its
 /// payloads come from.
@@ -192,6 +195,9 @@ pub(crate) struct Run<'o, 'r, 'c> {
     resume: Option<Resume>,
     /// What this run's writes did on the target.
     stats: writer::WriteStats,
+    /// The most memory the helpers' re-deflater workers had of their own,
+    /// added up; 0 without helpers.
+    helpers_peak: u64,
 }
 
 /// The paths a run is given.
@@ -289,6 +295,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             identity,
             resume: None,
             stats: writer::WriteStats::default(),
+            helpers_peak: 0,
         };
         run.resume = run.load_resume()?;
         Ok(run)
@@ -459,90 +466,68 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
     }
 
     /// Applies the segments still to do, in order, through `writer`, and
-    /// returns the digest of the whole image.
-    fn apply_segments(&mut self, mut writer: TargetWriter) -> Result<blake3::Hash> {
-        let index = &self.delta.index;
-        let new_len = index.header.new_len;
-        let write_path = self.target.write_path();
-        let io = |op, source| Error::Io {
-            op,
-            path: write_path.to_owned(),
-            source,
+    /// returns the digest of the whole image. With more than one thread,
+    /// small segments are decoded ahead by helpers ([`crate::ahead`]).
+    fn apply_segments(&mut self, writer: TargetWriter) -> Result<blake3::Hash> {
+        let helpers = match ahead::threads_for(self.options.threads) {
+            1 => 0,
+            n => n,
         };
-        let first = self.resume.map_or(0, |r| r.segments_done as usize);
-        let mut skip = self.resume.map_or(0, |r| r.segment_bytes);
-        let mut checkpoints = Checkpoints::new(
-            &self.journal,
-            write_path,
-            &self.identity,
-            self.cancel,
-            Every {
-                bytes: self.options.checkpoint_bytes,
-                interval: self.options.checkpoint_interval,
-            },
-            writer.position(),
-        );
-        let mut patcher = Patcher::new().with_redeflate(self.sandbox.clone());
-        let mut payload = Vec::new();
-        for i in first..index.segments.len() {
-            if self.cancel.load(Ordering::Relaxed) {
-                // Segments before `i` are written: record them, unless
-                // none was written in this run (the journal says so).
-                if i > first {
-                    checkpoints.store(&mut writer, i as u64, 0)?;
-                }
-                return Err(Error::Cancelled);
-            }
-            let seg = SegmentRef::of(index, i);
-            self.delta
-                .stream
-                .read_payload(&seg, &mut payload, self.report)
-                .map_err(|e| or_cancelled(self.cancel, e))?;
-            let place = SegmentPlace {
-                segment: seg.index,
-                start: seg.new_offset,
-                skip: std::mem::take(&mut skip),
-                total: new_len,
-            };
-            let mut sink = SegmentSink::new(&mut writer, &mut checkpoints, self.report, place);
-            let applied = patcher.apply_segment(&self.source, seg, &payload, &mut sink);
-            match applied.map_err(checkpoint::stopped) {
-                Ok(_) => {}
-                Err(Ok(stopped)) => return Err(stopped),
-                Err(Err(_)) if self.cancel.load(Ordering::Relaxed) => {
-                    // Stopped by the cancel (a re-deflater is killed at
-                    // once): the run that resumes does this segment again.
-                    if i > first {
-                        checkpoints.store(&mut writer, i as u64, 0)?;
-                    }
-                    return Err(Error::Cancelled);
-                }
-                Err(Err(source)) => {
-                    return Err(Error::Segment {
-                        path: self.delta.path.clone(),
-                        source,
-                    })
-                }
-            }
-            let last = i + 1 == index.segments.len();
-            if !last && checkpoints.due(writer.position()) {
-                checkpoints.store(&mut writer, i as u64 + 1, 0)?;
-            }
-        }
-        // The re-deflater's worker, if the last segments were deflate
-        // segments, is not needed past them.
-        self.sandbox.end_worker();
-        let (digest, stats) = writer.finish().map_err(|e| io("write", e))?;
+        let Run {
+            options,
+            cancel,
+            report,
+            delta,
+            source,
+            sandbox,
+            target,
+            journal,
+            identity,
+            resume,
+            ..
+        } = self;
+        let Delta {
+            path: delta_path,
+            index,
+            stream,
+        } = delta;
+        let mut order = InOrder {
+            options,
+            cancel,
+            report,
+            delta_path,
+            index,
+            stream,
+            source,
+            sandbox,
+            write_path: target.write_path(),
+            journal,
+            identity,
+            resume: *resume,
+        };
+        let (digest, stats) = if helpers == 0 {
+            order.write(writer, None)?
+        } else {
+            let index: &Index = index;
+            let source: &FileSource = source;
+            let view = writer.view();
+            std::thread::scope(|scope| {
+                let mut ahead = Ahead::start(scope, helpers, index, source, &view, cancel);
+                let written = order.write(writer, Some(&mut ahead));
+                ahead.stop();
+                order.report.log.line(format!(
+                    "{helpers} threads decoding: {} segments decoded ahead, {} applied again in \
+                     turn",
+                    ahead.decoded, ahead.again
+                ));
+                written.map(|w| (w, ahead.workers_peak_memory()))
+            })
+            .map(|(written, peak)| {
+                self.helpers_peak = peak;
+                written
+            })?
+        };
         self.delta.check_end()?;
-        self.report.log.line(format!(
-            "target {}: {new_len} bytes of image; {} written, {} found in place, {} zeroed \
-             by the device, {} read to compare",
-            write_path.display(),
-            stats.written,
-            stats.skipped,
-            stats.zeroed,
-            stats.compared
-        ));
         self.stats = stats;
         Ok(digest)
     }
@@ -585,8 +570,213 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             new_digest: hex(&header.new_digest),
             warnings: Vec::new(),
             log_path: None,
-            peak_memory: peak_memory_of_self().max(self.sandbox.peak_memory()),
+            peak_memory: if self.helpers_peak == 0 {
+                peak_memory_of_self().max(self.sandbox.peak_memory())
+            } else {
+                // Every worker's own memory on top of this process's peak.
+                peak_memory_of_self()
+                    .saturating_add(self.sandbox.worker_peak_memory())
+                    .saturating_add(self.helpers_peak)
+            },
         })
+    }
+}
+
+/// What writing the segments in order needs of a [`Run`].
+struct InOrder<'a, 'c> {
+    options: &'a ApplyOptions,
+    cancel: &'a Arc<AtomicBool>,
+    report: &'a mut Reporter<'c>,
+    delta_path: &'a Path,
+    index: &'a Index,
+    stream: &'a mut DeltaStream,
+    source: &'a FileSource,
+    sandbox: &'a Arc<Sandboxed>,
+    write_path: &'a Path,
+    journal: &'a Journal,
+    identity: &'a Record,
+    resume: Option<Resume>,
+}
+
+impl InOrder<'_, '_> {
+    /// Writes the segments still to do, in order, through `writer`,
+    /// taking those `ahead` decoded from it; returns the digest of the
+    /// whole image and what the writes did.
+    fn write(
+        &mut self,
+        mut writer: TargetWriter,
+        mut ahead: Option<&mut Ahead>,
+    ) -> Result<(blake3::Hash, writer::WriteStats)> {
+        let index = self.index;
+        let new_len = index.header.new_len;
+        let count = index.segments.len();
+        let first = self.resume.map_or(0, |r| r.segments_done as usize);
+        let mut skip = self.resume.map_or(0, |r| r.segment_bytes);
+        let mut checkpoints = Checkpoints::new(
+            self.journal,
+            self.write_path,
+            self.identity,
+            self.cancel,
+            Every {
+                bytes: self.options.checkpoint_bytes,
+                interval: self.options.checkpoint_interval,
+            },
+            writer.position(),
+        );
+        let mut patcher = Patcher::new().with_redeflate(self.sandbox.clone());
+        let mut payload = Vec::new();
+        let mut costs = Costs::default();
+        // The failure to read payload `next`, once the segments before it
+        // are written.
+        let mut unread = None;
+        // Segments `i..next` have had their payloads read: handed to a
+        // helper, or (segment `i` only) held in `payload`.
+        let mut next = first;
+        for i in first..count {
+            if self.cancel.load(Ordering::Relaxed) {
+                // Segments before `i` are written: record them, unless
+                // none was written in this run (the journal says so).
+                if i > first {
+                    checkpoints.store(&mut writer, i as u64, 0)?;
+                }
+                return Err(Error::Cancelled);
+            }
+            while next < count && unread.is_none() {
+                let entry = &index.segments[next];
+                let helper = ahead.as_deref_mut().filter(|a| a.has_room(entry));
+                if helper.is_none() && next > i {
+                    break;
+                }
+                let seg = SegmentRef::of(index, next);
+                let read = match helper {
+                    Some(helper) => {
+                        let mut own = Vec::new();
+                        let read = self.read_payload(&seg, &mut own);
+                        if read.is_ok() {
+                            if let Err(back) = helper.hand_out(next, entry, own) {
+                                payload = back;
+                            }
+                        }
+                        read
+                    }
+                    None => self.read_payload(&seg, &mut payload),
+                };
+                match read {
+                    Ok(()) => next += 1,
+                    // Segments before it are written first (and
+                    // checkpointed), as without reading ahead.
+                    Err(e) if next > i => unread = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            if next == i {
+                if let Some(e) = unread.take() {
+                    return Err(e);
+                }
+            }
+            let seg = SegmentRef::of(index, i);
+            let ready = match ahead.as_deref_mut().filter(|a| a.holds(i)) {
+                Some(helper) => Some(self.wait_for(helper, &mut writer, i)?),
+                None => None,
+            };
+            let decoded = match ready {
+                Some(Ready::Output(output)) => Some(output),
+                Some(Ready::Payload(back)) => {
+                    payload = back;
+                    None
+                }
+                None => None,
+            };
+            let place = SegmentPlace {
+                segment: seg.index,
+                start: seg.new_offset,
+                skip: std::mem::take(&mut skip),
+                total: new_len,
+            };
+            let mut sink = SegmentSink::new(&mut writer, &mut checkpoints, self.report, place);
+            let applied = match &decoded {
+                Some(output) => output.replay(seg.new_offset, &mut sink),
+                None => {
+                    let started = Instant::now();
+                    let applied = patcher.apply_segment(self.source, seg, &payload, &mut sink);
+                    let kind = costs::kind_of(&seg, &payload);
+                    costs.add(kind, seg.entry.new_len, started.elapsed());
+                    applied.map(|_| ())
+                }
+            };
+            match applied.map_err(checkpoint::stopped) {
+                Ok(()) => {}
+                Err(Ok(stopped)) => return Err(stopped),
+                Err(Err(_)) if self.cancel.load(Ordering::Relaxed) => {
+                    // Stopped by the cancel (a re-deflater is killed at
+                    // once): the run that resumes does this segment again.
+                    if i > first {
+                        checkpoints.store(&mut writer, i as u64, 0)?;
+                    }
+                    return Err(Error::Cancelled);
+                }
+                Err(Err(source)) => {
+                    return Err(Error::Segment {
+                        path: self.delta_path.to_owned(),
+                        source,
+                    })
+                }
+            }
+            let last = i + 1 == count;
+            if !last && checkpoints.due(writer.position()) {
+                checkpoints.store(&mut writer, i as u64 + 1, 0)?;
+            }
+        }
+        // The re-deflater's worker, if the last segments were deflate
+        // segments, is not needed past them.
+        self.sandbox.end_worker();
+        if let Some(helpers) = &ahead {
+            costs.merge(&helpers.costs);
+        }
+        self.report.log.line(costs.line());
+        let io = |op, source| Error::Io {
+            op,
+            path: self.write_path.to_owned(),
+            source,
+        };
+        let (digest, stats) = writer.finish().map_err(|e| io("write", e))?;
+        self.report.log.line(format!(
+            "target {}: {new_len} bytes of image; {} written, {} found in place, {} zeroed \
+             by the device, {} read to compare",
+            self.write_path.display(),
+            stats.written,
+            stats.skipped,
+            stats.zeroed,
+            stats.compared
+        ));
+        Ok((digest, stats))
+    }
+
+    /// Waits for the helper's answer for `segment`, handing over the bytes
+    /// buffered in `writer` first if the helper may be waiting for them.
+    fn wait_for(
+        &self,
+        helper: &mut Ahead,
+        writer: &mut TargetWriter,
+        segment: usize,
+    ) -> Result<Ready> {
+        if !helper.answered(segment) {
+            writer.hand_over().map_err(|source| Error::Io {
+                op: "write",
+                path: self.write_path.to_owned(),
+                source,
+            })?;
+        }
+        helper.take(segment).ok_or_else(|| Error::HelperEnded {
+            path: self.delta_path.to_owned(),
+            segment: segment as u64,
+        })
+    }
+
+    fn read_payload(&mut self, seg: &SegmentRef<'_>, payload: &mut Vec<u8>) -> Result<()> {
+        self.stream
+            .read_payload(seg, payload, self.report)
+            .map_err(|e| or_cancelled(self.cancel, e))
     }
 }
 

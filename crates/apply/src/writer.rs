@@ -10,8 +10,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 /// Hashes bytes `0..len` of `file`, reporting bytes done of `total`.
 ///
@@ -419,9 +419,9 @@ pub(crate) struct TargetWriter {
     /// Set by the writer thread when a write failed.
     failed: Arc<AtomicBool>,
     /// Bytes of the image the writer thread has put.
-    put: Arc<AtomicU64>,
+    put: Arc<PutMark>,
     /// The target, for reading back (COPY_NEW ops).
-    reader: File,
+    reader: Arc<File>,
     worker: Option<std::thread::JoinHandle<io::Result<(blake3::Hash, WriteStats)>>>,
 }
 
@@ -458,11 +458,11 @@ impl TargetWriter {
             file.set_len(start).map_err(|e| io("truncate", e))?;
         }
         let hasher = hash_prefix(&file, path, start, report, total)?;
-        let reader = file.try_clone().map_err(|e| io("open target", e))?;
+        let reader = Arc::new(file.try_clone().map_err(|e| io("open target", e))?);
         let (jobs, queue) = mpsc::sync_channel::<Job>(POOL);
         let (give_back, free) = mpsc::sync_channel::<Vec<u8>>(POOL);
         let failed = Arc::new(AtomicBool::new(false));
-        let put = Arc::new(AtomicU64::new(start));
+        let put = Arc::new(PutMark::new(start));
         let placer = Placer::new(file, start, mode, hasher);
         let worker = {
             let (failed, put) = (Arc::clone(&failed), Arc::clone(&put));
@@ -582,8 +582,16 @@ fn run_placer(
     queue: &mpsc::Receiver<Job>,
     give_back: &mpsc::SyncSender<Vec<u8>>,
     failed: &AtomicBool,
-    put: &AtomicU64,
+    put: &PutMark,
 ) -> io::Result<(blake3::Hash, WriteStats)> {
+    // Whatever ends this thread, nobody waits for it to put more.
+    struct End<'a>(&'a PutMark);
+    impl Drop for End<'_> {
+        fn drop(&mut self) {
+            self.0.end();
+        }
+    }
+    let _end = End(put);
     let mut error: Option<io::Error> = None;
     let copy = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
     for job in queue {
@@ -618,9 +626,10 @@ fn run_placer(
         match (done, &error) {
             (Err(e), None) => {
                 failed.store(true, Ordering::Relaxed);
+                put.end();
                 error = Some(e);
             }
-            (Ok(()), None) => put.store(placer.pos, Ordering::Release),
+            (Ok(()), None) => put.advance(placer.pos),
             _ => {}
         }
     }
@@ -673,22 +682,138 @@ impl Sink for TargetWriter {
         if end > self.sent {
             self.flush_buf()?;
         }
-        if end > self.put.load(Ordering::Acquire) {
+        if end > self.put.position() {
             self.barrier()?;
         }
-        let mut done = 0;
-        while done < buf.len() {
-            match self.reader.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => {
-                    buf[done..].fill(0);
-                    break;
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        read_put(&self.reader, offset, buf)
+    }
+}
+
+/// Fills `buf` from `file` at `offset`, bytes the writer thread has put:
+/// past the end of a file target (a trailing hole not yet part of it) they
+/// are zeros.
+fn read_put(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                buf[done..].fill(0);
+                break;
             }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// How far the writer thread has put the image, for threads that wait to
+/// read it back.
+#[derive(Debug)]
+pub(crate) struct PutMark {
+    /// Bytes put, and whether the writer thread has ended (or failed).
+    state: Mutex<(u64, bool)>,
+    moved: Condvar,
+}
+
+impl PutMark {
+    fn new(start: u64) -> PutMark {
+        PutMark {
+            state: Mutex::new((start, false)),
+            moved: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn position(&self) -> u64 {
+        self.lock().0
+    }
+
+    fn advance(&self, pos: u64) {
+        self.lock().0 = pos;
+        self.moved.notify_all();
+    }
+
+    /// Nothing more will be put: waiters stop waiting.
+    fn end(&self) {
+        self.lock().1 = true;
+        self.moved.notify_all();
+    }
+
+    /// Waits until bytes before `end` are put; false if the writer thread
+    /// ended first, or `patience` passed.
+    fn wait_for(&self, end: u64, patience: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + patience;
+        let mut state = self.lock();
+        loop {
+            if state.0 >= end {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if state.1 || now >= deadline {
+                return false;
+            }
+            state = match self.moved.wait_timeout(state, deadline - now) {
+                Ok((state, _)) => state,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+}
+
+/// The target as the writer thread puts it, read by other threads: a
+/// helper decoding a segment ahead reads back the new-image bytes it
+/// copies once they are put.
+#[derive(Debug, Clone)]
+pub(crate) struct PutView {
+    reader: Arc<File>,
+    put: Arc<PutMark>,
+}
+
+impl PutView {
+    /// Fills `buf` with the new-image bytes at `offset`, waiting up to
+    /// `patience` for the writer thread to put them.
+    ///
+    /// # Errors
+    /// `WouldBlock` when they were not put in time (or will not be: the
+    /// writer ended); I/O errors reading them.
+    pub(crate) fn read_at(
+        &self,
+        offset: u64,
+        buf: &mut [u8],
+        patience: std::time::Duration,
+    ) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        if !self.put.wait_for(end, patience) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the new-image bytes were not written in time",
+            ));
+        }
+        read_put(&self.reader, offset, buf)
+    }
+}
+
+impl TargetWriter {
+    /// A view of what the writer thread puts, for other threads.
+    pub(crate) fn view(&self) -> PutView {
+        PutView {
+            reader: Arc::clone(&self.reader),
+            put: Arc::clone(&self.put),
+        }
+    }
+
+    /// Hands the bytes buffered so far to the writer thread, so that a
+    /// thread waiting to read them back gets them without this one
+    /// writing more.
+    pub(crate) fn hand_over(&mut self) -> io::Result<()> {
+        self.flush_buf()
     }
 }
 
@@ -773,5 +898,43 @@ mod tests {
         assert_eq!(stats.written, new.len() as u64);
         // Compares stop paying after a streak: far less than all is read.
         assert!(stats.compared < new.len() as u64 / 2, "{stats:?}");
+    }
+
+    /// A thread reading back through a [`PutView`] gets the bytes once
+    /// they are handed over and put, and stops waiting (with `WouldBlock`)
+    /// when the writer ends without putting them.
+    #[test]
+    fn a_view_waits_for_handed_over_bytes_and_not_past_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let file = std::fs::File::create_new(&path).unwrap();
+        let mut callback = None;
+        let mut report = Reporter::new(&mut callback, crate::log::UpdateLog::disabled());
+        let mut writer = TargetWriter::start(file, &path, 0, Mode::Sparse, &mut report, 0).unwrap();
+        let view = writer.view();
+        let reader = {
+            let view = view.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 3];
+                view.read_at(1000, &mut buf, std::time::Duration::from_secs(60))
+                    .map(|()| buf)
+            })
+        };
+        let bytes: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+        writer.write_bytes(&bytes).unwrap();
+        // Buffered here until handed over: the reader waits for them.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!reader.is_finished());
+        writer.hand_over().unwrap();
+        let got = reader.join().unwrap().unwrap();
+        assert_eq!(got, [1000u32 as u8, 1001u32 as u8, 1002u32 as u8]);
+        // Bytes past what the writer puts before it ends never come.
+        let late = std::thread::spawn(move || {
+            let mut buf = [0u8; 3];
+            view.read_at(5000, &mut buf, std::time::Duration::from_secs(60))
+        });
+        writer.finish().unwrap();
+        let err = late.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     }
 }

@@ -132,6 +132,10 @@ pub struct DeltaApplyOptions {
     /// 202 and 503 `Retry-After` answers are waited through (up to an
     /// hour) either way.
     pub bearer_token: *const c_char,
+    /// Segments decoded at once: 0 (the default) is one per core, at most
+    /// 4; 1 decodes on the calling thread only. Each thread may add
+    /// `THREAD_MEMORY` (20 MiB) to `memory_limit`.
+    pub threads: u32,
 }
 
 /// What `delta_apply()` did.
@@ -197,6 +201,7 @@ pub unsafe extern "C" fn delta_apply_options_default(options: *mut DeltaApplyOpt
         user_data: std::ptr::null_mut(),
         cancel: std::ptr::null(),
         bearer_token: std::ptr::null(),
+        threads: u32::try_from(d.threads).unwrap_or(u32::MAX),
     };
     // SAFETY: not NULL (checked), valid for writing by the caller's
     // contract.
@@ -244,6 +249,7 @@ impl DeltaApplyOptions {
             migration: self.migration,
             override_lock: self.override_lock,
             compare_zero_runs: self.compare_zero_runs,
+            threads: usize::try_from(self.threads).unwrap_or(usize::MAX),
             log_dir: if self.no_log {
                 None
             } else {
@@ -485,7 +491,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compare_zero_runs_and_keep_logs_reach_the_applier() {
+    fn compare_zero_runs_keep_logs_and_threads_reach_the_applier() {
         let mut raw = std::mem::MaybeUninit::uninit();
         // SAFETY: a valid place for the options.
         let mut raw = unsafe {
@@ -495,11 +501,14 @@ mod tests {
         // SAFETY: every string field is NULL.
         let d = unsafe { raw.options() }.unwrap();
         assert!(!d.compare_zero_runs);
+        assert_eq!(d.threads, 0);
         raw.compare_zero_runs = true;
         raw.keep_logs = 3;
+        raw.threads = 2;
         // SAFETY: every string field is NULL.
         let o = unsafe { raw.options() }.unwrap();
         assert!(o.compare_zero_runs);
         assert_eq!(o.keep_logs, 3);
+        assert_eq!(o.threads, 2);
     }
 }

@@ -114,6 +114,7 @@ fn tables() -> Vec<Table> {
             keyring: C(&["keyring"]),
             expect_new: C(&["expect_new"]),
             compare_zero_runs: C(&["compare_zero_runs"]),
+            threads: C(&["threads"]),
         }),
     ]
 }

@@ -60,6 +60,7 @@ impl ApplyArgs {
             keyring: Some(self.keyring.clone()),
             expect_new: self.expect_new,
             compare_zero_runs: self.compare_zero_runs,
+            threads: self.threads,
         })
     }
 }

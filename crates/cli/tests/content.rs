@@ -172,7 +172,7 @@ fn a_new_executable_makes_a_version_4_delta_unless_told_not_to() {
 /// text, rebuilt in chunks, and one of 1.5 MB) and 48 MiB of rebuilt binary
 /// data, where segments take their whole reference window.
 #[test]
-fn apply_peak_memory_stays_under_24_mib() {
+fn apply_peak_memory_stays_under_24_mib_and_grows_by_thread_memory() {
     use delta_core::testing::{mutate, Rng};
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(11);
@@ -228,33 +228,44 @@ fn apply_peak_memory_stays_under_24_mib() {
         apply_memory > 8 << 20,
         "segments this small prove little: {info}"
     );
-    let out = run(
-        dir.path(),
-        &[
-            "apply",
-            "old.img",
-            "d.delta",
-            "-o",
-            "out.img",
-            "--progress",
-            "json",
-        ],
-    );
-    let result: serde_json::Value = out
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find_map(|v| v.get("result").cloned())
-        .expect("a result line");
-    let peak = result["peak_memory"].as_u64().unwrap();
-    assert!(peak > 1 << 20, "peak memory not measured: {result}");
-    assert!(
-        peak < 24 << 20,
-        "peak memory {peak} bytes, apply_memory {apply_memory}"
-    );
-    assert!(
-        std::fs::read(dir.path().join("out.img")).unwrap()
-            == std::fs::read(dir.path().join("new.img")).unwrap()
-    );
+    // One thread keeps to the default limit; each helper thread may add
+    // THREAD_MEMORY (20 MiB), and the image is the same.
+    for threads in [1u64, 2, 4] {
+        std::fs::remove_file(dir.path().join("out.img")).ok();
+        let out = run(
+            dir.path(),
+            &[
+                "apply",
+                "old.img",
+                "d.delta",
+                "-o",
+                "out.img",
+                "--progress",
+                "json",
+                "--threads",
+                &threads.to_string(),
+            ],
+        );
+        let result: serde_json::Value = out
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find_map(|v| v.get("result").cloned())
+            .expect("a result line");
+        let peak = result["peak_memory"].as_u64().unwrap();
+        let helpers = if threads == 1 { 0 } else { threads };
+        let limit = (24 << 20) + helpers * delta_apply::THREAD_MEMORY;
+        eprintln!("threads {threads}: peak {peak} bytes, limit {limit}");
+        assert!(peak > 1 << 20, "peak memory not measured: {result}");
+        assert!(
+            peak < limit,
+            "{threads} threads: peak memory {peak} bytes, apply_memory {apply_memory}"
+        );
+        assert!(
+            std::fs::read(dir.path().join("out.img")).unwrap()
+                == std::fs::read(dir.path().join("new.img")).unwrap(),
+            "{threads} threads"
+        );
+    }
 }
 
 /// preflate-rs panics on some streams it is asked to cut into chunks (a

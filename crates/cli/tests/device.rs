@@ -46,7 +46,10 @@ fn kill_9_at_random_moments_then_resume() {
     let mut kills = 0;
     let mut resumed_runs = 0;
     for round in 0..60 {
-        let mut child = d.spawn_apply(&["--no-log", "--checkpoint-bytes", "1MiB"]);
+        // Two threads decode segments ahead of the writer, whatever the
+        // machine's cores: kills land while segments wait to be written.
+        let mut child =
+            d.spawn_apply(&["--no-log", "--checkpoint-bytes", "1MiB", "--threads", "2"]);
         // Kill once the target holds a random number of the bytes not yet
         // written (a moment the run is seen to reach, not one guessed from
         // a clock), give or take a few milliseconds of jitter so that some
@@ -138,7 +141,10 @@ fn resumes_inside_a_segment_after_a_kill() {
     let mut rng = Rng::new(7);
     let mut inside = 0;
     for _ in 0..40 {
-        let mut child = d.spawn_apply(&["--no-log", "--checkpoint-bytes", "1MiB"]);
+        // Two threads decode segments ahead of the writer, whatever the
+        // machine's cores: kills land while segments wait to be written.
+        let mut child =
+            d.spawn_apply(&["--no-log", "--checkpoint-bytes", "1MiB", "--threads", "2"]);
         // Kill at a random moment after a checkpoint inside a segment.
         let started = Instant::now();
         let written = loop {
