@@ -18,6 +18,7 @@
 //! helper.
 
 use crate::costs::Costs;
+use crate::history::History;
 use crate::redeflate::Sandboxed;
 use crate::source::FileSource;
 use crate::writer::PutView;
@@ -41,12 +42,18 @@ const READ_BACK_PATIENCE: Duration = Duration::from_secs(60);
 /// Bytes of segments (their buffers and output) handed out and not yet
 /// written, per helper: many small segments, so that helpers keep busy
 /// while the run writes a large one itself.
-const WINDOW_PER_THREAD: u64 = 8 << 20;
+const WINDOW_PER_THREAD: u64 = 6 << 20;
 
-/// Most memory each decoding thread adds: its share of the segments in
-/// flight, its patcher's buffers, and its re-deflater's and kept deflate
-/// content ([`delta_core::APPLY_OVERHEAD`]).
-pub const THREAD_MEMORY: u64 = WINDOW_PER_THREAD + AHEAD_SEGMENT + delta_core::APPLY_OVERHEAD;
+/// Bytes of rebuilt deflate content each helper adds to the run's shared
+/// [`History`].
+pub(crate) const HISTORY_PER_THREAD: u64 = 2 << 20;
+
+/// Most memory each decoding thread adds (20 MiB): its share of the
+/// segments in flight and of the shared deflate history, its patcher's
+/// buffers, and its re-deflater's and kept deflate content
+/// ([`delta_core::APPLY_OVERHEAD`]).
+pub const THREAD_MEMORY: u64 =
+    WINDOW_PER_THREAD + HISTORY_PER_THREAD + AHEAD_SEGMENT + delta_core::APPLY_OVERHEAD;
 
 /// Threads used when the caller leaves it to the applier: one per core,
 /// at most this many.
@@ -208,6 +215,7 @@ impl Ahead {
         index: &'env Index,
         source: &'env FileSource,
         view: &PutView,
+        history: &Arc<History>,
         cancel: &Arc<AtomicBool>,
     ) -> Ahead {
         let (jobs, queue) = mpsc::channel::<Job>();
@@ -220,7 +228,11 @@ impl Ahead {
             let queue = Arc::clone(&queue);
             let answers = answers.clone();
             let view = view.clone();
-            let body = move || helper(index, source, sandbox, view, &queue, &answers);
+            let patcher = Patcher::new()
+                .with_redeflate(sandbox.clone())
+                .with_shared(history.clone());
+            let history = Arc::clone(history);
+            let body = move || helper(index, source, patcher, view, &history, &queue, &answers);
             let spawned = std::thread::Builder::new()
                 .name(format!("delta-decode-{n}"))
                 .spawn_scoped(scope, body);
@@ -344,19 +356,18 @@ impl Drop for Ahead {
 fn helper(
     index: &Index,
     source: &FileSource,
-    sandbox: Arc<Sandboxed>,
+    mut patcher: Patcher,
     view: PutView,
+    history: &History,
     queue: &Mutex<Receiver<Job>>,
     answers: &Sender<Done>,
 ) {
-    let mut patcher = Patcher::new().with_redeflate(sandbox.clone());
     loop {
         let job = match queue.lock() {
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
         let Ok(Job { segment, payload }) = job else {
-            sandbox.end_worker();
             return;
         };
         let seg = SegmentRef::of(index, segment);
@@ -367,6 +378,7 @@ fn helper(
             view: view.clone(),
         };
         let applied = patcher.apply_segment(source, seg, &payload, &mut output);
+        history.finish(segment);
         let done = Done {
             segment,
             kind: crate::costs::kind_of(&seg, &payload),

@@ -59,6 +59,7 @@ mod checkpoint;
 mod checks;
 mod costs;
 mod error;
+mod history;
 #[cfg(feature = "http")]
 mod http;
 pub mod input;

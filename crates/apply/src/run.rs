@@ -8,6 +8,7 @@ use crate::checkpoint::{self, Checkpoints, Every, SegmentPlace, SegmentSink};
 use crate::checks::{check_migration_data, open_source, verify_source};
 use crate::costs::{self, Costs};
 use crate::error::{Error, Result};
+use crate::history::History;
 use crate::input::DeltaInput;
 use crate::journal::{self, Journal, Record, State};
 use crate::progress::{Reporter, Step};
@@ -504,6 +505,7 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             journal,
             identity,
             resume: *resume,
+            history: None,
         };
         let (digest, stats) = if helpers == 0 {
             order.write(writer, None)?
@@ -511,9 +513,15 @@ impl<'o, 'r, 'c> Run<'o, 'r, 'c> {
             let index: &Index = index;
             let source: &FileSource = source;
             let view = writer.view();
+            let first = resume.map_or(0, |r| r.segments_done as usize);
+            let budget = helpers as u64 * ahead::HISTORY_PER_THREAD;
+            let history = Arc::new(History::new(&index.new_offsets, first, budget));
+            order.history = Some(Arc::clone(&history));
             std::thread::scope(|scope| {
-                let mut ahead = Ahead::start(scope, helpers, index, source, &view, cancel);
+                let mut ahead =
+                    Ahead::start(scope, helpers, index, source, &view, &history, cancel);
                 let written = order.write(writer, Some(&mut ahead));
+                history.close();
                 ahead.stop();
                 order.report.log.line(format!(
                     "{helpers} threads decoding: {} segments decoded ahead, {} applied again in \
@@ -596,6 +604,8 @@ struct InOrder<'a, 'c> {
     journal: &'a Journal,
     identity: &'a Record,
     resume: Option<Resume>,
+    /// The deflate content shared with the helpers, when there are any.
+    history: Option<Arc<History>>,
 }
 
 impl InOrder<'_, '_> {
@@ -624,6 +634,9 @@ impl InOrder<'_, '_> {
             writer.position(),
         );
         let mut patcher = Patcher::new().with_redeflate(self.sandbox.clone());
+        if let Some(history) = &self.history {
+            patcher = patcher.with_shared(history.clone());
+        }
         let mut payload = Vec::new();
         let mut costs = Costs::default();
         // The failure to read payload `next`, once the segments before it
@@ -699,6 +712,9 @@ impl InOrder<'_, '_> {
                 None => {
                     let started = Instant::now();
                     let applied = patcher.apply_segment(self.source, seg, &payload, &mut sink);
+                    if let Some(history) = &self.history {
+                        history.finish(i);
+                    }
                     let kind = costs::kind_of(&seg, &payload);
                     costs.add(kind, seg.entry.new_len, started.elapsed());
                     applied.map(|_| ())

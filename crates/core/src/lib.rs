@@ -64,7 +64,9 @@ pub use segment::{SegmentRef, SEGMENT_MEMORY};
 pub use apply::patch::{
     apply_slice, apply_slice_with, Patcher, APPLY_OVERHEAD, DEFAULT_MAX_MEMORY,
 };
-pub use apply::rebuild::{first_line, rebuild, InProcess, Rebuilder, Redeflate, RedeflateChunks};
+pub use apply::rebuild::{
+    first_line, rebuild, InProcess, Rebuilder, Redeflate, RedeflateChunks, SharedContent,
+};
 pub use apply::sink::Sink;
 pub use apply::source::Source;
 

@@ -8,7 +8,7 @@
 //! frame that would expand past `stream_len` fails inside zstd as soon as it
 //! runs out of room, which cuts decompression bombs off at the declared size.
 
-use crate::apply::rebuild::{self, InProcess, Redeflate};
+use crate::apply::rebuild::{self, InProcess, Redeflate, SharedContent};
 use crate::apply::sink::{Sink, ZEROS};
 use crate::apply::source::Source;
 use crate::error::{Error, Result, SegmentError};
@@ -52,6 +52,8 @@ pub struct Patcher {
     /// sources, and the content is then at hand instead of being read back
     /// and inflated again (an applier that resumes starts without it).
     rebuilt: std::collections::VecDeque<(std::ops::Range<u64>, Vec<u8>)>,
+    /// Where patchers applying other segments at once share that content.
+    shared: Option<Arc<dyn SharedContent>>,
 }
 
 /// Content of rebuilt streams a [`Patcher`] keeps: the generator's
@@ -77,12 +79,20 @@ impl Patcher {
             reference: Vec::new(),
             chunk: Vec::new(),
             rebuilt: Default::default(),
+            shared: None,
         }
     }
 
     /// This patcher, re-deflating deflate segments with `redeflate`.
     pub fn with_redeflate(mut self, redeflate: Arc<dyn Redeflate>) -> Patcher {
         self.redeflate = redeflate;
+        self
+    }
+
+    /// This patcher, sharing the content of the deflate streams it
+    /// rebuilds through `shared`, and reading theirs from it.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedContent>) -> Patcher {
+        self.shared = Some(shared);
         self
     }
 
@@ -376,6 +386,14 @@ impl Patcher {
                     filled = end;
                     continue;
                 }
+                if let (true, Some(shared), [range]) =
+                    (source.new_image, &self.shared, &source.ranges[..])
+                {
+                    if shared.content(range, &mut prefix[filled..end]) {
+                        filled = end;
+                        continue;
+                    }
+                }
                 compressed.resize(size(source.len()), 0);
                 let mut read = 0;
                 for range in &source.ranges {
@@ -436,6 +454,10 @@ impl Patcher {
         match &parts.rebuild {
             Rebuild::Whole(corrections) => {
                 decode_frame(segment, parts.frame, prefix, &mut self.stream)?;
+                if let (true, Some(shared)) = (keep, &self.shared) {
+                    let start = seg.new_offset + parts.head.len() as u64;
+                    shared.publish(start..start + stream_len, &self.stream);
+                }
                 let stream = self
                     .redeflate
                     .redeflate(&self.stream, corrections, stream_len as usize)
@@ -501,6 +523,10 @@ impl Patcher {
                 }
                 if let Some(frame) = frame {
                     frame.finish()?;
+                }
+                if let (true, Some(shared)) = (keep, &self.shared) {
+                    let start = seg.new_offset + parts.head.len() as u64;
+                    shared.publish(start..start + stream_len, &kept);
                 }
                 write(parts.tail)?;
             }

@@ -153,6 +153,22 @@ pub fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or("").trim_end()
 }
 
+/// The content of deflate streams rebuilt by patchers applying segments
+/// at once, on other threads: a deflate segment reads the content of the
+/// streams before it (its history), and with this it gets it from the
+/// patcher that rebuilt it instead of reading the stream back and
+/// inflating it again.
+pub trait SharedContent: std::fmt::Debug + Send + Sync {
+    /// Offers the content of the stream at `range` of the new image, as
+    /// soon as it is decoded (before the stream is re-deflated).
+    fn publish(&self, range: std::ops::Range<u64>, content: &[u8]);
+
+    /// Fills `into` with the content of the stream at `range`, waiting
+    /// while the segment that writes it is being applied; false when it
+    /// is not at hand (the caller reads the stream back).
+    fn content(&self, range: &std::ops::Range<u64>, into: &mut [u8]) -> bool;
+}
+
 /// How a [`Patcher`](crate::Patcher) turns a deflate segment's content and
 /// corrections back into the deflate stream.
 pub trait Redeflate: std::fmt::Debug + Send + Sync {
