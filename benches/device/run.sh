@@ -10,6 +10,7 @@
 #   benches/device/run.sh calibrate           check that the throttle holds for O_DIRECT and
 #                                             for buffered writes (writeback), dio off and on
 #   benches/device/run.sh all [PAIR...]       calibrate, primitives, bench
+# A slow-CPU device: DEVBENCH_CPU=4x30 (4 cores at 30%, by CFS quota) with any of these.
 #
 # Profiles (MB = 10^6 bytes):   sd   = 40 MB/s read, 20 MB/s write, 1500 read IOPS
 #                               emmc = 150 MB/s read, 80 MB/s write
@@ -76,6 +77,11 @@ TARGETS=${DEVBENCH_TARGETS:-zero-sparse zero-alloc old}
 # zeroing gets).
 DEVBENCH_APPLY_ARGS=${DEVBENCH_APPLY_ARGS:-}
 DIO=${DEVBENCH_DIO:-on}
+# A slow-CPU device: N cores at PCT% of their speed each (e.g. 4x30), through the cgroup v1
+# cpu controller's CFS quota (N x PCT% of one core in all; the applier's default --threads
+# follows the quota). Empty: the machine's cores as they are.
+CPU=${DEVBENCH_CPU:-}
+CPU_CG=/sys/fs/cgroup/cpu/devbench-$$
 RESULTS=${DEVBENCH_RESULTS:-$SCRATCH/results.md}
 DROP=${DEVBENCH_DROP_CACHES:-1}
 mkdir -p "$SCRATCH"
@@ -95,6 +101,7 @@ cleanup() {
     done
   done
   for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+  [ -d "$CPU_CG" ] && rmdir "$CPU_CG" 2>/dev/null
   rm -rf "$work"
   exit $rc
 }
@@ -132,6 +139,18 @@ attach_to() { # VAR FILE [DIO]
 stat_sectors() { awk '{print $3, $7, $14}' "/sys/block/${1#/dev/}/stat"; } # read write discard
 drop_caches() { [ "$DROP" != 1 ] || { sync; echo 3 >/proc/sys/vm/drop_caches; }; }
 now() { date +%s.%N; }
+
+# Runs "$@" inside the slow-CPU cgroup when DEVBENCH_CPU is set.
+slow_cpu() {
+  if [ -z "$CPU" ]; then "$@"; return; fi
+  if [ ! -d "$CPU_CG" ]; then
+    [[ $CPU =~ ^([0-9]+)x([0-9]+)$ ]] || die "DEVBENCH_CPU=$CPU: expected NxPCT, e.g. 4x30"
+    mkdir "$CPU_CG" || die "no cgroup v1 cpu controller at /sys/fs/cgroup/cpu"
+    echo 100000 >"$CPU_CG/cpu.cfs_period_us"
+    echo $((BASH_REMATCH[1] * BASH_REMATCH[2] * 1000)) >"$CPU_CG/cpu.cfs_quota_us"
+  fi
+  sh -c 'echo $$ >"$0/tasks" && exec "$@"' "$CPU_CG" "$@"
+}
 mb() { awk -v s="$1" 'BEGIN{printf "%.1f", s*512/1e6}'; }
 sub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", b-a}'; }
 round4k() { echo $(( ($1 + 4095) / 4096 * 4096 )); }
@@ -395,7 +414,7 @@ bench_pair() { # PAIR
       local a b t0 t1 t2 rc=0
       read -r -a a < <(stat_sectors "$dev")
       t0=$(now)
-      /usr/bin/time -v -o "$work/time.txt" "$DELTA" apply "$old" "$d" -o "$dev" \
+      slow_cpu /usr/bin/time -v -o "$work/time.txt" "$DELTA" apply "$old" "$d" -o "$dev" \
         --no-log --progress none --state-dir "$s" --instance-lock "$s/lock" --lock-root "$s/nolocks" \
         --supervisor-config "$s/nocfg" --keyring "$s/nokeys" $DEVBENCH_APPLY_ARGS >"$work/apply.log" 2>&1 || rc=$?
       t1=$(now)
@@ -424,7 +443,7 @@ bench() {
   for p in "${pairs[@]}"; do bench_pair "$p"; done
   local rev; rev=$(cd "$repo" && git describe --always --dirty 2>/dev/null || echo "?")
   md ""
-  md "### delta apply onto throttled loop devices ($DELTA @ $rev, loop dio $DIO, kernel $(uname -r), $(date -u +%FT%TZ))"
+  md "### delta apply onto throttled loop devices ($DELTA @ $rev, loop dio $DIO, cpu ${CPU:-all}, kernel $(uname -r), $(date -u +%FT%TZ))"
   md ""
   md "| pair | profile | target | apply s | sync s | wr MB | rd MB | disc MB | nz est s | nz meas s | ratio | RSS MiB | cmp |"
   md "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
