@@ -24,7 +24,9 @@
 // `max_reference`, `copy_new`, `window_list`, `lzma` (no longer implied
 // by `deflate`) and `replace`; `DeltaApplyOptions` gained
 // `compare_zero_runs` and `keep_logs`.
-#define DELTA_ABI_VERSION 1
+// 2: `DeltaGenOptions` gained `exec`; `DeltaApplyOptions` gained
+// `bearer_token` and `threads`.
+#define DELTA_ABI_VERSION 2
 
 // Size of the digest strings in result structs: 64 lowercase hex digits
 // of a BLAKE3 digest and the terminating NUL.

@@ -70,7 +70,9 @@ use std::ffi::{c_char, c_uint};
 /// `max_reference`, `copy_new`, `window_list`, `lzma` (no longer implied
 /// by `deflate`) and `replace`; `DeltaApplyOptions` gained
 /// `compare_zero_runs` and `keep_logs`.
-pub const DELTA_ABI_VERSION: c_uint = 1;
+/// 2: `DeltaGenOptions` gained `exec`; `DeltaApplyOptions` gained
+/// `bearer_token` and `threads`.
+pub const DELTA_ABI_VERSION: c_uint = 2;
 
 /// Size of the digest strings in result structs: 64 lowercase hex digits
 /// of a BLAKE3 digest and the terminating NUL.
