@@ -7,9 +7,13 @@
 //! ([`Recorded`]) with its own [`Patcher`] and re-deflater: its payload and
 //! output digests are checked there. The run then writes the segments in
 //! order, so the target, its journal and a resume see the same writes as
-//! with one thread. A segment whose helper needed to read the new image,
-//! or failed in any way, is applied again by the run itself, in its turn,
-//! where a failure is reported as it would be with one thread.
+//! with one thread. A segment that copies new-image bytes waits for the
+//! writer thread to put them (the run hands over what it buffered before
+//! it waits for a helper), and a deflate segment takes the content of the
+//! streams before it from the run's [`History`]. A segment whose helper
+//! failed in any way (or waited past [`READ_BACK_PATIENCE`]) is applied
+//! again by the run itself, in its turn, where a failure is reported as it
+//! would be with one thread.
 //!
 //! Memory: the segments handed out and not yet written hold at most
 //! [`WINDOW_PER_THREAD`] per helper of buffers and output, none more than
@@ -59,11 +63,14 @@ pub const THREAD_MEMORY: u64 =
 /// at most this many.
 pub const MAX_DEFAULT_THREADS: usize = 4;
 
+/// Most threads asked for that are started.
+pub const MAX_THREADS: usize = 64;
+
 /// The decoding threads to run for `asked` (0: one per core, at most
-/// [`MAX_DEFAULT_THREADS`]).
+/// [`MAX_DEFAULT_THREADS`]; at most [`MAX_THREADS`]).
 pub fn threads_for(asked: usize) -> usize {
     if asked > 0 {
-        return asked;
+        return asked.min(MAX_THREADS);
     }
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -389,5 +396,95 @@ fn helper(
         if answers.send(done).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that records what it is given, failing past `fail_at` bytes.
+    #[derive(Default)]
+    struct Seen {
+        calls: Vec<(bool, u64)>,
+        len: u64,
+        fail_at: Option<u64>,
+    }
+
+    impl Sink for Seen {
+        type Error = io::Error;
+
+        fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+            self.calls.push((false, bytes.len() as u64));
+            self.grow(bytes.len() as u64)
+        }
+
+        fn write_zeros(&mut self, len: u64) -> io::Result<()> {
+            self.calls.push((true, len));
+            self.grow(len)
+        }
+    }
+
+    impl Seen {
+        fn grow(&mut self, len: u64) -> io::Result<()> {
+            self.len += len;
+            match self.fail_at {
+                Some(at) if self.len > at => Err(io::Error::other("full")),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn recorded() -> Recorded {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let file = std::fs::File::create_new(&path).unwrap();
+        let mut callback = None;
+        let mut report =
+            crate::progress::Reporter::new(&mut callback, crate::log::UpdateLog::disabled());
+        let writer = crate::writer::TargetWriter::start(
+            file,
+            &path,
+            0,
+            crate::writer::Mode::Sparse,
+            &mut report,
+            0,
+        )
+        .unwrap();
+        let mut out = Recorded {
+            bytes: Vec::new(),
+            pieces: Vec::new(),
+            view: writer.view(),
+        };
+        out.write_bytes(b"abc").unwrap();
+        out.write_zeros(1 << 20).unwrap();
+        out.write_bytes(b"de").unwrap();
+        out
+    }
+
+    #[test]
+    fn a_recorded_segment_is_replayed_in_its_pieces_zero_runs_included() {
+        let out = recorded();
+        assert_eq!(out.len(), 5 + (1 << 20));
+        let mut seen = Seen::default();
+        out.replay(1000, &mut seen).unwrap();
+        assert_eq!(seen.calls, [(false, 3), (true, 1 << 20), (false, 2)]);
+        // A failed write names its new-image offset.
+        let mut full = Seen {
+            fail_at: Some(4),
+            ..Seen::default()
+        };
+        match out.replay(1000, &mut full) {
+            Err(SegmentError::Write { offset, .. }) => assert_eq!(offset, 1003),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn threads_asked_for_are_capped_and_zero_is_the_cores() {
+        assert_eq!(threads_for(3), 3);
+        assert_eq!(threads_for(10_000), MAX_THREADS);
+        let cores = threads_for(0);
+        assert!((1..=MAX_DEFAULT_THREADS).contains(&cores));
     }
 }

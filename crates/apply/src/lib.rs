@@ -76,7 +76,7 @@ mod target;
 mod verify;
 mod writer;
 
-pub use ahead::{threads_for, MAX_DEFAULT_THREADS, THREAD_MEMORY};
+pub use ahead::{threads_for, MAX_DEFAULT_THREADS, MAX_THREADS, THREAD_MEMORY};
 pub use error::{Error, Result, EXIT_CANCELLED};
 pub use input::{DeltaInput, FileInput, Note, ReaderInput, UrlOptions};
 pub use progress::{Progress, ProgressFn, Step, StepEvent};
@@ -162,11 +162,12 @@ pub struct ApplyOptions {
     /// --compare-zero-runs`); off (the default), zero runs go to the
     /// device's zeroing where it is known to read back as zeros.
     pub compare_zero_runs: bool,
-    /// Segments decoded at once (`delta apply --threads`): 0, the default,
-    /// is one per core, at most [`MAX_DEFAULT_THREADS`]. Each thread
-    /// beyond the first adds at most [`THREAD_MEMORY`] to
-    /// [`memory_limit`](ApplyOptions::memory_limit); 1 keeps the apply
-    /// within it.
+    /// Helper threads decoding segments ahead of the writer (`delta apply
+    /// --threads`): 0, the default, is one per core (at most
+    /// [`MAX_DEFAULT_THREADS`]); 1 is none, the run decodes every segment
+    /// itself within [`memory_limit`](ApplyOptions::memory_limit); N > 1
+    /// starts N helpers (at most [`MAX_THREADS`]), each adding at most
+    /// [`THREAD_MEMORY`] to it.
     pub threads: usize,
 }
 

@@ -206,9 +206,10 @@ typedef struct DeltaApplyOptions {
   // 202 and 503 `Retry-After` answers are waited through (up to an
   // hour) either way.
   const char *bearer_token;
-  // Segments decoded at once: 0 (the default) is one per core, at most
-  // 4; 1 decodes on the calling thread only. Each thread may add
-  // `THREAD_MEMORY` (20 MiB) to `memory_limit`.
+  // Helper threads decoding segments ahead of the writer: 0 (the
+  // default) is one per core, at most 4; 1 is none (the calling thread
+  // decodes every segment, within `memory_limit`); N > 1 starts N
+  // helpers (at most 64), each adding at most 20 MiB to it.
   uint32_t threads;
 } DeltaApplyOptions;
 

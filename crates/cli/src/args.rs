@@ -369,7 +369,7 @@ pub(crate) struct ApplyArgs {
     /// On a block device, read and compare zero runs like data instead of leaving them to the device's own zeroing (discard on a loop device, write-zeroes), for devices whose zeroing is not to be trusted.
     #[arg(long)]
     pub(crate) compare_zero_runs: bool,
-    /// Segments decoded at once (0: one per core, at most 4); each thread beyond the first may add 20 MiB to --max-memory.
+    /// Helper threads decoding segments ahead of the writer (0: one per core, at most 4; 1: none, the old applier; at most 64); each helper may add 20 MiB to --max-memory.
     #[arg(long, default_value_t = defaults().threads)]
     pub(crate) threads: usize,
     /// Progress display.
