@@ -380,7 +380,9 @@ fn helper(
         let seg = SegmentRef::of(index, segment);
         let started = Instant::now();
         let mut output = Recorded {
-            bytes: Vec::new(),
+            // At most AHEAD_SEGMENT (checked by `fits` before it was handed
+            // out), and counted in the window.
+            bytes: Vec::with_capacity(seg.entry.new_len as usize),
             pieces: Vec::new(),
             view: view.clone(),
         };
