@@ -25,7 +25,7 @@ use crate::costs::Costs;
 use crate::history::History;
 use crate::redeflate::Sandboxed;
 use crate::source::FileSource;
-use crate::writer::PutView;
+use crate::writer::{PutView, SHORT_ZERO_RUN};
 use delta_core::{Patcher, SegmentError, SegmentRef, Sink};
 use delta_format::{Index, SegmentEntry};
 use std::collections::{HashMap, VecDeque};
@@ -87,8 +87,12 @@ pub(crate) fn fits(entry: &SegmentEntry) -> bool {
     weight(entry) <= AHEAD_SEGMENT
 }
 
-/// A segment's output kept in memory: its bytes, with zero runs kept as
-/// lengths, to be written later in the same pieces.
+/// A segment's output kept in memory: its bytes, with long zero runs kept
+/// as lengths, to be written later as the writer would have had them.
+/// Its memory is bounded by the output's length whatever the ops: short
+/// zero runs are bytes (as the writer makes them anyway), and pieces of
+/// one kind in a row are one piece, so there is at most one piece per
+/// [`SHORT_ZERO_RUN`] of output, plus one.
 #[derive(Debug)]
 pub(crate) struct Recorded {
     bytes: Vec<u8>,
@@ -110,12 +114,21 @@ impl Sink for Recorded {
 
     fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.bytes.extend_from_slice(bytes);
-        self.pieces.push(Piece::Bytes(bytes.len()));
+        self.count_bytes(bytes.len());
         Ok(())
     }
 
     fn write_zeros(&mut self, len: u64) -> io::Result<()> {
-        self.pieces.push(Piece::Zeros(len));
+        if len < SHORT_ZERO_RUN {
+            let len = len as usize;
+            self.bytes.resize(self.bytes.len() + len, 0);
+            self.count_bytes(len);
+            return Ok(());
+        }
+        match self.pieces.last_mut() {
+            Some(Piece::Zeros(n)) => *n += len,
+            _ => self.pieces.push(Piece::Zeros(len)),
+        }
         Ok(())
     }
 
@@ -129,6 +142,15 @@ impl Sink for Recorded {
 }
 
 impl Recorded {
+    /// Counts `len` bytes just added to `bytes`.
+    fn count_bytes(&mut self, len: usize) {
+        match self.pieces.last_mut() {
+            _ if len == 0 => {}
+            Some(Piece::Bytes(n)) => *n += len,
+            _ => self.pieces.push(Piece::Bytes(len)),
+        }
+    }
+
     /// Bytes of new image it holds.
     fn len(&self) -> u64 {
         self.pieces
@@ -231,7 +253,6 @@ impl Ahead {
         let mut sandboxes = Vec::new();
         for n in 0..helpers {
             let sandbox = Arc::new(Sandboxed::with_cancel(Arc::clone(cancel)));
-            sandboxes.push(Arc::clone(&sandbox));
             let queue = Arc::clone(&queue);
             let answers = answers.clone();
             let view = view.clone();
@@ -246,6 +267,7 @@ impl Ahead {
             if spawned.is_err() {
                 break;
             }
+            sandboxes.push(sandbox);
         }
         let started = sandboxes.len();
         Ahead {
@@ -282,8 +304,9 @@ impl Ahead {
         };
         match jobs.send(Job { segment, payload }) {
             Ok(()) => {
-                self.pending.push_back((segment, weight(entry)));
-                self.in_flight += weight(entry);
+                let weight = weight(entry);
+                self.pending.push_back((segment, weight));
+                self.in_flight += weight;
                 Ok(())
             }
             Err(mpsc::SendError(job)) => {
@@ -480,6 +503,29 @@ mod tests {
             Err(SegmentError::Write { offset, .. }) => assert_eq!(offset, 1003),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Ops a hostile segment may hold, one byte and one zero at a time,
+    /// cost no more than the output: short zero runs are bytes, and
+    /// pieces in a row are merged.
+    #[test]
+    fn many_tiny_writes_make_few_pieces() {
+        let mut out = recorded();
+        let before = out.pieces.len();
+        for _ in 0..100_000 {
+            out.write_bytes(b"x").unwrap();
+            out.write_zeros(1).unwrap();
+            out.write_bytes(&[]).unwrap();
+        }
+        // All of it joins the bytes piece `recorded` ended with.
+        assert_eq!(out.pieces.len(), before, "{:?}", out.pieces);
+        out.write_zeros(SHORT_ZERO_RUN).unwrap();
+        out.write_zeros(SHORT_ZERO_RUN).unwrap();
+        assert_eq!(out.pieces.len(), before + 1);
+        let mut seen = Seen::default();
+        out.replay(0, &mut seen).unwrap();
+        assert_eq!(seen.len, out.len());
+        assert_eq!(seen.calls.last(), Some(&(true, 2 * SHORT_ZERO_RUN)));
     }
 
     #[test]

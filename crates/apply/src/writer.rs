@@ -349,6 +349,10 @@ fn wrong_block_for_tests() -> Option<u64> {
     })
 }
 
+/// Zero runs shorter than this are written as bytes: holes and the
+/// device's zeroing pay off only for long runs.
+pub(crate) const SHORT_ZERO_RUN: u64 = 64 << 10;
+
 /// Bytes of a zero run handed to the device's zeroing at a time, so that
 /// progress and checkpoints keep moving.
 const ZERO_CHUNK: u64 = 64 << 20;
@@ -656,8 +660,8 @@ impl Sink for TargetWriter {
     }
 
     fn write_zeros(&mut self, len: u64) -> io::Result<()> {
-        // Short runs are bytes (64 KiB < WRITE_BUFFER = ZEROS.len()).
-        if len < 64 * 1024 {
+        // Short runs are bytes (SHORT_ZERO_RUN < WRITE_BUFFER = ZEROS.len()).
+        if len < SHORT_ZERO_RUN {
             return self.write_bytes(&ZEROS[..len as usize]);
         }
         self.flush_buf()?;

@@ -884,23 +884,14 @@ fn precompute_fills_the_store_so_devices_are_answered_at_once() {
     let site = Site::new(1 << 20, 13);
     std::fs::write(site.path("older.img"), noise(1 << 20, 14)).unwrap();
     let older = site.push("older.img");
-    let out = delta_in(
-        site.dir.path(),
-        &[
-            "precompute",
-            "--store",
-            "store",
-            "--to",
-            &site.new,
-            "--from",
-            &site.old,
-            "--from",
-            &older,
-        ],
-        &[],
-    )
-    .output()
-    .unwrap();
+    let precompute = |from: &[&str]| {
+        let mut args = vec!["precompute", "--store", "store", "--to", &site.new];
+        for f in from {
+            args.extend(["--from", f]);
+        }
+        delta_in(site.dir.path(), &args, &[]).output().unwrap()
+    };
+    let out = precompute(&[&site.old, &older]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(
         std::fs::read_dir(site.path("store/deltas"))
@@ -922,21 +913,7 @@ fn precompute_fills_the_store_so_devices_are_answered_at_once() {
     site.assert_out_is_new();
     // An unknown source is refused before any work, naming it.
     let unknown = blake3::hash(b"x").to_hex().to_string();
-    let out = delta_in(
-        site.dir.path(),
-        &[
-            "precompute",
-            "--store",
-            "store",
-            "--to",
-            &site.new,
-            "--from",
-            &unknown,
-        ],
-        &[],
-    )
-    .output()
-    .unwrap();
+    let out = precompute(&[&unknown]);
     assert!(!out.status.success());
     assert!(
         common::stderr(&out).contains(&unknown),
