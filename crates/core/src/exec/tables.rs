@@ -132,7 +132,9 @@ fn eh_frame(file: &mut [u8], range: std::ops::Range<usize>, addr: u64, how: Rewr
     let mut at = range.start;
     while at + 8 <= range.end {
         let len = read(file, at, 4) as usize;
-        if len == 0 || len == 0xffff_ffff || len > range.end - at - 4 {
+        // 0 ends the section; an entry holds at least its 4-byte id (a
+        // shorter one, from a damaged or hostile file, ends the reading).
+        if len < 4 || len == 0xffff_ffff || len > range.end - at - 4 {
             break;
         }
         let end = at + 4 + len;
@@ -210,6 +212,17 @@ mod tests {
     use super::super::elf::Section;
     use super::super::ShiftMap;
     use super::*;
+
+    /// An `.eh_frame` entry shorter than its own id (found by fuzzing
+    /// `exec_segment`) ends the reading instead of slicing backwards.
+    #[test]
+    fn an_eh_frame_entry_shorter_than_its_id_is_the_end() {
+        for len in 1..4u64 {
+            let mut file = vec![0u8; 32];
+            write(&mut file, 0, 4, len);
+            assert_eq!(eh_frame(&mut file, 0..32, 0x1000, Rewrite::Mask), 0);
+        }
+    }
 
     #[test]
     fn symbols_and_the_search_table_move() {
