@@ -666,8 +666,12 @@ impl InOrder<'_, '_> {
                         let mut own = Vec::new();
                         let read = self.read_payload(&seg, &mut own);
                         if read.is_ok() {
-                            if let Err(back) = helper.hand_out(next, entry, own) {
-                                payload = back;
+                            match helper.hand_out(next, entry, own) {
+                                Ok(()) => {}
+                                // No helper left to take it: the run
+                                // applies it, if it is the one it is at.
+                                Err(back) if next == i => payload = back,
+                                Err(_) => return Err(self.helper_ended(next)),
                             }
                         }
                         read
@@ -783,10 +787,18 @@ impl InOrder<'_, '_> {
                 source,
             })?;
         }
-        helper.take(segment).ok_or_else(|| Error::HelperEnded {
+        helper
+            .take(segment)
+            .ok_or_else(|| self.helper_ended(segment))
+    }
+
+    /// The error of the helpers having ended (panicked) while holding or
+    /// about to take `segment`.
+    fn helper_ended(&self, segment: usize) -> Error {
+        Error::HelperEnded {
             path: self.delta_path.to_owned(),
             segment: segment as u64,
-        })
+        }
     }
 
     fn read_payload(&mut self, seg: &SegmentRef<'_>, payload: &mut Vec<u8>) -> Result<()> {
