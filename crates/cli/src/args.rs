@@ -279,10 +279,13 @@ pub(crate) struct GenArgs {
     /// The new image.
     #[arg(value_name = "NEW")]
     pub(crate) new: Option<PathBuf>,
+    /// Make a delta from this old image (repeatable) to the one image given (NEW), each written to the folder -o names as NAME.delta (NAME: the old image's file name without its extension); the work on NEW alone is done once for all.
+    #[arg(long = "from", value_name = "OLD")]
+    pub(crate) from: Vec<PathBuf>,
     /// Print every file's cost, not only the ten costliest.
     #[arg(short, long)]
     pub(crate) verbose: bool,
-    /// Output delta file; `-` writes it to stdout (the summary then goes to stderr).
+    /// Output delta file; `-` writes it to stdout (the summary then goes to stderr). With --from, the folder the deltas go to (created if missing).
     #[arg(short, long, value_name = "DELTA")]
     pub(crate) output: PathBuf,
     /// Replace an existing output file (without: exit 1, the file kept as it is).

@@ -8,7 +8,7 @@ use crate::output::{
 };
 use delta_gen::{GenOptions, GenProgress};
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +20,9 @@ pub(crate) enum Output<'a> {
 }
 
 pub(crate) fn gen(args: GenArgs) -> Result<(), Failure> {
+    if !args.from.is_empty() {
+        return gen_many(args);
+    }
     let (old, new) = match (args.full, &args.new) {
         (true, None) => (None, &args.first),
         (false, Some(new)) => (Some(args.first.as_path()), new),
@@ -50,15 +53,7 @@ pub(crate) fn gen(args: GenArgs) -> Result<(), Failure> {
         .collect::<Result<Vec<_>, _>>()?;
     let mode = progress_mode(args.progress);
     let (progress, bar) = gen_progress(mode);
-    let mut options = GenOptions {
-        signing_keys,
-        replace: args.force,
-        progress,
-        ..args.tuning.options().map_err(|e| Failure::new(e, 2))?
-    };
-    options.delta.full = args.full;
-    options.delta.migration = args.migration;
-    options.delta.report = true;
+    let options = gen_options(&args, signing_keys, progress)?;
     let started = Instant::now();
     let generated = match output {
         Output::File(path) => delta_gen::generate(old, new, path, &options),
@@ -99,6 +94,95 @@ pub(crate) fn gen(args: GenArgs) -> Result<(), Failure> {
         }}));
     }
     Ok(())
+}
+
+/// The generator's options that `args` give.
+fn gen_options(
+    args: &GenArgs,
+    signing_keys: Vec<delta_core::signature::SecretKey>,
+    progress: Option<delta_gen::GenProgressFn>,
+) -> Result<GenOptions, Failure> {
+    let mut options = GenOptions {
+        signing_keys,
+        replace: args.force,
+        progress,
+        ..args.tuning.options().map_err(|e| Failure::new(e, 2))?
+    };
+    options.delta.full = args.full;
+    options.delta.migration = args.migration;
+    options.delta.report = true;
+    Ok(options)
+}
+
+/// `delta gen NEW --from A [--from B ...] -o DIR`: a delta from each old
+/// image to NEW, into DIR, the work on NEW alone done once; one summary
+/// line per delta.
+fn gen_many(args: GenArgs) -> Result<(), Failure> {
+    if args.new.is_some() {
+        crate::usage(
+            "gen",
+            "with --from, give only NEW (not OLD NEW): delta gen NEW --from OLD... -o DIR",
+        );
+    }
+    if args.full {
+        crate::usage("gen", "--full and --from do not go together");
+    }
+    if args.report.is_some() {
+        crate::usage("gen", "--report takes one delta: not with --from");
+    }
+    if args.output.as_os_str() == "-" {
+        crate::usage("gen", "with --from, -o names a folder, not stdout");
+    }
+    let new = &args.first;
+    let dir = &args.output;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure::new(format!("creating {}: {e}", dir.display()), 1))?;
+    let signing_keys = args
+        .sign
+        .iter()
+        .map(|k| crate::keys::read_secret(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mode = progress_mode(args.progress);
+    let (progress, bar) = gen_progress(mode);
+    let options = gen_options(&args, signing_keys, progress)?;
+    let olds: Vec<&Path> = args.from.iter().map(PathBuf::as_path).collect();
+    let mut last = Instant::now();
+    let generated = delta_gen::generate_many_with(&olds, new, dir, &options, &mut |out, s| {
+        if let Some(bar) = &bar {
+            bar.suspend(|| print_many_line(out, s, last.elapsed()));
+        } else {
+            print_many_line(out, s, last.elapsed());
+        }
+        if matches!(mode, ProgressMode::Json) {
+            json_line(&serde_json::json!({"result": {
+                "delta": out.display().to_string(),
+                "delta_bytes": s.delta_len,
+                "old_len": s.old_len,
+                "new_len": s.new_len,
+                "segments": s.segments,
+                "seconds": last.elapsed().as_secs_f64(),
+            }}));
+        }
+        last = Instant::now();
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    generated.map_err(|e| Failure::chain(&e, 1))?;
+    Ok(())
+}
+
+/// The one line `delta gen --from` prints for each delta.
+fn print_many_line(out: &Path, s: &delta_gen::Summary, elapsed: Duration) {
+    say!(
+        "wrote {}: {} bytes ({:.3}% of the new image's {} bytes, old {} bytes) in {}",
+        out.display(),
+        s.delta_len,
+        percent(s.delta_len, s.new_len),
+        s.new_len,
+        s.old_len,
+        took(elapsed)
+    );
 }
 
 /// The generator's progress callback for `mode`, and the bar it drives.

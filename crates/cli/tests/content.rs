@@ -311,3 +311,52 @@ fn caught_preflate_panics_print_nothing() {
     );
     assert_eq!(file["encoding"], "deflate", "{report}");
 }
+
+#[test]
+fn gen_from_many_old_images_writes_what_gen_writes_for_each() {
+    let dir = tempfile::tempdir().unwrap();
+    image(dir.path(), "v1.img", 2990);
+    image(dir.path(), "v2.img", 3000);
+    image(dir.path(), "new.img", 3001);
+    let stdout = run(
+        dir.path(),
+        &[
+            "gen", "new.img", "--from", "v1.img", "--from", "v2.img", "-o", "out",
+        ],
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per delta: {stdout}");
+    assert!(lines[0].starts_with("wrote out/v1.delta: "), "{stdout}");
+    assert!(lines[1].starts_with("wrote out/v2.delta: "), "{stdout}");
+    for old in ["v1", "v2"] {
+        run(
+            dir.path(),
+            &[
+                "gen",
+                &format!("{old}.img"),
+                "new.img",
+                "-o",
+                "alone.delta",
+                "-f",
+            ],
+        );
+        let many = std::fs::read(dir.path().join(format!("out/{old}.delta"))).unwrap();
+        assert_eq!(
+            many,
+            std::fs::read(dir.path().join("alone.delta")).unwrap(),
+            "{old}"
+        );
+    }
+    // OLD NEW and --from do not go together.
+    let mixed = Command::new(DELTA)
+        .current_dir(dir.path())
+        .args(["gen", "v1.img", "new.img", "--from", "v2.img", "-o", "out"])
+        .output()
+        .unwrap();
+    assert_eq!(mixed.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&mixed.stderr).contains("with --from, give only NEW"),
+        "{}",
+        String::from_utf8_lossy(&mixed.stderr)
+    );
+}

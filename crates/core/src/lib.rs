@@ -73,7 +73,9 @@ pub use apply::source::Source;
 // The generate half.
 pub use generate::content::ContentSummary;
 pub use generate::encode::EncodeOptions;
-pub use generate::pipeline::{diff_slices, generate, Delta, DeltaOptions};
+pub use generate::pipeline::{
+    diff_slices, generate, generate_reusing, Delta, DeltaOptions, NewImage,
+};
 pub use generate::plan::DiffOptions;
 pub use generate::report::{FileCost, How, Report};
 pub use generate::runner::{Phase, Progress, Runner, Serial};

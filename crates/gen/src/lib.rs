@@ -184,28 +184,8 @@ pub fn generate(
     options: &GenOptions,
 ) -> Result<Summary> {
     let run = Inputs::open(old, new, options)?;
-    let inputs = run.list();
-    let target = output::Target::prepare(out, &inputs, options.replace)?;
-    let io = |op, source| Error::Io {
-        op,
-        path: out.to_owned(),
-        source,
-    };
-    let (delta, workers) = run.build()?;
-    let mut writer = BufWriter::with_capacity(1 << 20, target.file());
-    let summary =
-        write_delta(delta, &workers, run.lengths(), &mut writer).map_err(|e| match e {
-            // Write errors name the output file.
-            Error::Output { source } => io("write", source),
-            e => e,
-        })?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| io("write", e.into_error()))?;
-    file.sync_all().map_err(|e| io("fsync", e))?;
-    run.check_unchanged(&workers)?;
-    target.commit()?;
-    Ok(summary)
+    let target = output::Target::prepare(out, &run.list(), options.replace)?;
+    run.write_file(&delta_core::NewImage::new(run.new.bytes()), target, out)
 }
 
 /// Generates a delta from the file `old` (None: a full payload) to `new`
@@ -226,6 +206,107 @@ pub fn generate_to(
     let (delta, workers) = run.build()?;
     run.check_unchanged(&workers)?;
     write_delta(delta, &workers, run.lengths(), out)
+}
+
+/// Generates a delta from each of the files `olds` to `new`, into
+/// `out_dir`, each named as [`many_outputs`] says: what [`generate`] makes
+/// of each old image, byte for byte, but with the work on the new image
+/// alone done once for all (its digest, its container map and the
+/// analysis of its gzip and zlib files, and the segments that read no
+/// old image, see [`delta_core::NewImage::for_many`]).
+/// The deltas are made one after the other, each with all the threads.
+///
+/// Every input is opened and every output checked (see [`generate`])
+/// before any work; each delta is put in place as soon as it is made, so
+/// a failure leaves the ones before it. `options.delta.full` is refused
+/// (a full payload has no old image: use [`generate`]).
+///
+/// # Errors
+/// As [`generate`]; [`Error::Option`] for no old image, a full payload,
+/// or two old images that would give one output name.
+pub fn generate_many(
+    olds: &[&Path],
+    new: &Path,
+    out_dir: &Path,
+    options: &GenOptions,
+) -> Result<Vec<Summary>> {
+    generate_many_with(olds, new, out_dir, options, &mut |_, _| {})
+}
+
+/// [`generate_many`], telling `done` each delta's path and summary as soon
+/// as it is in place.
+///
+/// # Errors
+/// As [`generate_many`].
+pub fn generate_many_with(
+    olds: &[&Path],
+    new: &Path,
+    out_dir: &Path,
+    options: &GenOptions,
+    done: &mut dyn FnMut(&Path, &Summary),
+) -> Result<Vec<Summary>> {
+    if options.delta.full {
+        return Err(Error::Option {
+            name: "full",
+            reason: "a full payload has no old images to make deltas from".into(),
+        });
+    }
+    let outs = many_outputs(olds, out_dir)?;
+    let mut run = Inputs::open_new(new, options)?;
+    let opened = olds
+        .iter()
+        .map(|path| mmap::Input::open(path, mmap::Role::Old))
+        .collect::<Result<Vec<_>>>()?;
+    let inputs: Vec<&mmap::Input> = opened.iter().chain([&run.new]).collect();
+    let targets = outs
+        .iter()
+        .map(|out| output::Target::prepare(out, &inputs, options.replace))
+        .collect::<Result<Vec<_>>>()?;
+    let new_image = delta_core::NewImage::for_many(run.new.bytes());
+    let mut summaries = Vec::with_capacity(olds.len());
+    for ((old, target), out) in opened.into_iter().zip(targets).zip(&outs) {
+        run.old = Some(old);
+        let summary = run.write_file(&new_image, target, out)?;
+        done(out, &summary);
+        summaries.push(summary);
+    }
+    Ok(summaries)
+}
+
+/// The deltas [`generate_many`] writes: `out_dir/NAME.delta` for each old
+/// image, NAME its file name without the last extension (`old.img`:
+/// `old.delta`).
+///
+/// # Errors
+/// [`Error::Option`] for no old image, an old path without a file name,
+/// or two that give the same name.
+pub fn many_outputs(olds: &[&Path], out_dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let bad = |reason: String| Error::Option {
+        name: "from",
+        reason,
+    };
+    if olds.is_empty() {
+        return Err(bad("give at least one old image".into()));
+    }
+    let mut outs: Vec<std::path::PathBuf> = Vec::with_capacity(olds.len());
+    for old in olds {
+        let stem = old
+            .file_stem()
+            .ok_or_else(|| bad(format!("{} has no file name", old.display())))?;
+        let mut name = stem.to_owned();
+        name.push(".delta");
+        let out = out_dir.join(name);
+        if let Some(i) = outs.iter().position(|o| *o == out) {
+            return Err(bad(format!(
+                "{} and {} would both be written to {}; give the old images distinct names",
+                olds[i].display(),
+                old.display(),
+                out.display()
+            )));
+        }
+        outs.push(out);
+    }
+    Ok(outs)
 }
 
 /// The opened inputs of a file generation, with its options and pool.
@@ -255,6 +336,49 @@ impl Inputs {
         })
     }
 
+    /// The new image alone, for [`generate_many`] (which sets `old` for
+    /// each delta in turn).
+    fn open_new(new: &Path, options: &GenOptions) -> Result<Inputs> {
+        let pool = thread_pool(options)?;
+        let new = mmap::Input::open(new, mmap::Role::New)?;
+        Ok(Inputs {
+            options: options.clone(),
+            pool,
+            old: None,
+            new,
+        })
+    }
+
+    /// Builds the delta (reusing `new_image`), writes it to `target` (the
+    /// file `out`), checks the inputs again and puts it in place.
+    fn write_file(
+        &self,
+        new_image: &delta_core::NewImage<'_>,
+        target: output::Target,
+        out: &Path,
+    ) -> Result<Summary> {
+        let io = |op, source| Error::Io {
+            op,
+            path: out.to_owned(),
+            source,
+        };
+        let (delta, workers) = self.build_to(new_image)?;
+        let mut writer = BufWriter::with_capacity(1 << 20, target.file());
+        let summary =
+            write_delta(delta, &workers, self.lengths(), &mut writer).map_err(|e| match e {
+                // Write errors name the output file.
+                Error::Output { source } => io("write", source),
+                e => e,
+            })?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| io("write", e.into_error()))?;
+        file.sync_all().map_err(|e| io("fsync", e))?;
+        self.check_unchanged(&workers)?;
+        target.commit()?;
+        Ok(summary)
+    }
+
     fn list(&self) -> Vec<&mmap::Input> {
         self.old.iter().chain([&self.new]).collect()
     }
@@ -271,8 +395,17 @@ impl Inputs {
     /// Runs the pipeline; a failed self-check caused by an input changing
     /// under its mapping is reported as that change.
     fn build(&self) -> Result<(delta_core::Delta, Workers<'_>)> {
+        self.build_to(&delta_core::NewImage::new(self.new.bytes()))
+    }
+
+    /// [`Inputs::build`] reusing what earlier generations worked out of
+    /// `new_image` (the new image's bytes).
+    fn build_to(
+        &self,
+        new_image: &delta_core::NewImage<'_>,
+    ) -> Result<(delta_core::Delta, Workers<'_>)> {
         let workers = Workers::new(&self.pool, self.options.progress.clone());
-        let built = build_delta(&workers, self.old_bytes(), self.new.bytes(), &self.options);
+        let built = build_delta(&workers, self.old_bytes(), new_image, &self.options);
         let digests = workers.digests.get();
         let delta = built.map_err(|e| match e {
             // A segment not rebuilding its bytes may be an input changing
@@ -458,7 +591,7 @@ fn generate_with(
     options: &GenOptions,
     out: &mut dyn Write,
 ) -> Result<Summary> {
-    let delta = build_delta(workers, old, new, options)?;
+    let delta = build_delta(workers, old, &delta_core::NewImage::new(new), options)?;
     let old_len = if options.delta.full {
         0
     } else {
@@ -471,13 +604,14 @@ fn generate_with(
 fn build_delta(
     workers: &Workers<'_>,
     old: &[u8],
-    new: &[u8],
+    new_image: &delta_core::NewImage<'_>,
     options: &GenOptions,
 ) -> Result<delta_core::Delta> {
     let old = if options.delta.full { &[][..] } else { old };
+    let new = new_image.bytes();
     let mut delta = workers
         .pool
-        .install(|| delta_core::generate(old, new, &options.delta, workers))?;
+        .install(|| delta_core::generate_reusing(old, new_image, &options.delta, workers))?;
     check_reference_total(&delta.segments, old.len() as u64, new.len() as u64)?;
     if !options.signing_keys.is_empty() {
         delta.sign(&options.signing_keys)?;

@@ -49,11 +49,23 @@ pub struct ContentSummary {
     pub exec_payload: u64,
 }
 
-/// The container maps of both images, when both map and are of one kind,
-/// and the summary's `container` and `files`.
-pub(crate) fn map_both(old: &[u8], new: &[u8]) -> (Option<(FileMap, FileMap)>, ContentSummary) {
+/// The container map of an image, or why it has none.
+pub(crate) type MapResult = Result<FileMap, String>;
+
+/// [`map_image`] of `image`, its error as text.
+pub(crate) fn map_one(image: &[u8]) -> MapResult {
+    map_image(image).map_err(|e| e.to_string())
+}
+
+/// The container maps of both images (the new one's `new_map`, see
+/// [`map_one`]), when both map and are of one kind, and the summary's
+/// `container` and `files`.
+pub(crate) fn map_both<'m>(
+    old: &[u8],
+    new_map: &'m MapResult,
+) -> (Option<(FileMap, &'m FileMap)>, ContentSummary) {
     let mut summary = ContentSummary::default();
-    let (old_map, new_map) = match (map_image(old), map_image(new)) {
+    let (old_map, new_map) = match (map_one(old), new_map) {
         (Ok(old_map), Ok(new_map)) if old_map.kind == new_map.kind => (old_map, new_map),
         (Ok(_), Ok(_)) => {
             summary.container = "none: the images are of different kinds".into();

@@ -25,7 +25,9 @@ use crate::apply::rebuild::{quietly, rebuild, Rebuilder, HISTORY, MAX_NEW_RAW, M
 use crate::error::Result;
 use delta_format::kind::{self, Chunk, Deflate, Rebuild};
 use delta_format::{Digest, SegmentEntry};
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Most bytes an old version may inflate to (it becomes part of the zstd
 /// prefix, which the entry's `stream_len` counts).
@@ -108,12 +110,9 @@ pub(crate) struct Pair {
 pub(crate) struct Analysis {
     /// The new file's bytes in the new image.
     pub new: Range<usize>,
-    /// Its stream's place in the file.
-    pub wrap: Wrapper,
-    /// The stream's content.
-    pub raw: Vec<u8>,
-    /// How the stream is rebuilt from `raw`.
-    pub rebuilt: Rebuilt,
+    /// Its stream's place in the file, its content and how it is rebuilt:
+    /// what depends on the new file alone (shared through [`Streams`]).
+    pub inflated: Arc<Inflated>,
     /// The old version's stream (old-image ranges) and its content.
     pub old: Option<(Vec<Range<u64>>, Vec<u8>)>,
     /// The old version is at another path (a file of the same name in a
@@ -257,17 +256,28 @@ fn rebuilds(stream: &[u8], raw: &[u8], chunks: &[ChunkData]) -> bool {
 impl Analysis {
     /// The new stream's bytes in the new image.
     fn stream(&self) -> Range<u64> {
-        (self.new.start + self.wrap.head) as u64..(self.new.end - self.wrap.tail) as u64
+        let wrap = self.inflated.wrap;
+        (self.new.start + wrap.head) as u64..(self.new.end - wrap.tail) as u64
     }
 }
 
-/// Inflates the new file of `pair` with preflate and proves the applier's
-/// steps rebuild it bit-exactly, at once or chunk by chunk; inflates its
-/// old version.
-/// `None` when the new file is not one deflate stream that round-trips;
-/// an old version that does not inflate is left out.
-pub(crate) fn analyse(old: &[u8], new: &[u8], pair: Pair) -> Option<Analysis> {
-    let file = &new[pair.new.clone()];
+/// What [`analyse`] finds of a new file that depends on its bytes alone:
+/// where its stream sits, its content and how the applier's steps rebuild
+/// it. The costly part of a deflate segment (preflate runs at a few MB/s).
+#[derive(Debug)]
+pub(crate) struct Inflated {
+    /// The stream's place in the file.
+    pub wrap: Wrapper,
+    /// The stream's content.
+    pub raw: Vec<u8>,
+    /// How the stream is rebuilt from `raw`.
+    pub rebuilt: Rebuilt,
+}
+
+/// Inflates the deflate file `file` with preflate and proves the applier's
+/// steps rebuild it bit-exactly, at once or chunk by chunk; `None` when it
+/// is not one deflate stream that round-trips.
+fn inflate_new(file: &[u8]) -> Option<Inflated> {
     let wrap = wrapper(file)?;
     let stream = &file[wrap.head..file.len() - wrap.tail];
     if stream.len() < MIN_STREAM || stream.len() > MAX_CHUNKED_STREAM {
@@ -277,6 +287,38 @@ pub(crate) fn analyse(old: &[u8], new: &[u8], pair: Pair) -> Option<Analysis> {
     let (raw, rebuilt) = whole(stream)
         .map(|(raw, corrections)| (raw, Rebuilt::Whole(corrections)))
         .or_else(|| chunks_of(stream).map(|(raw, chunks)| (raw, Rebuilt::Chunks(chunks))))?;
+    Some(Inflated { wrap, raw, rebuilt })
+}
+
+/// The [`Inflated`] new files of one new image, by their range in it, as
+/// far as generations to that image have needed them: a generation from
+/// another old image to the same new one analyses each file once.
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    done: Mutex<HashMap<Range<usize>, Option<Arc<Inflated>>>>,
+}
+
+impl Streams {
+    /// [`inflate_new`] of `new[range]`, from the cache when it was done.
+    /// Two threads asking for one range at once may both work it out (a
+    /// generation asks for each range once).
+    fn get(&self, new: &[u8], range: Range<usize>) -> Option<Arc<Inflated>> {
+        let lock = || self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = lock().get(&range) {
+            return found.clone();
+        }
+        let made = inflate_new(&new[range.clone()]).map(Arc::new);
+        lock().entry(range).or_insert(made).clone()
+    }
+}
+
+/// Inflates the new file of `pair` with preflate and proves the applier's
+/// steps rebuild it bit-exactly, at once or chunk by chunk (or takes that
+/// from `streams`); inflates its old version.
+/// `None` when the new file is not one deflate stream that round-trips;
+/// an old version that does not inflate is left out.
+pub(crate) fn analyse(old: &[u8], new: &[u8], pair: Pair, streams: &Streams) -> Option<Analysis> {
+    let inflated = streams.get(new, pair.new.clone())?;
     let old_version = (!pair.old.is_empty()).then(|| {
         let bytes: Vec<u8> = pair
             .old
@@ -291,9 +333,7 @@ pub(crate) fn analyse(old: &[u8], new: &[u8], pair: Pair) -> Option<Analysis> {
     });
     Some(Analysis {
         new: pair.new,
-        wrap,
-        raw,
-        rebuilt,
+        inflated,
         old: old_version.flatten(),
         renamed: pair.old_path.as_ref().is_some_and(|old| *old != pair.path),
     })
@@ -363,13 +403,14 @@ fn encode_with(
         old: with_old,
     } = prefix_of;
     let file = &new[this.new.clone()];
+    let Inflated { wrap, raw, rebuilt } = &*this.inflated;
     let mut earlier = Vec::new();
     let mut held = 0u64;
     for before in before.iter().rev() {
         if !history || held >= HISTORY {
             break;
         }
-        held += before.raw.len() as u64;
+        held += before.inflated.raw.len() as u64;
         earlier.push(before);
     }
     earlier.reverse();
@@ -378,44 +419,43 @@ fn encode_with(
         .map(|a| kind::Source {
             new_image: true,
             ranges: std::iter::once(a.stream()).collect(),
-            raw_len: a.raw.len() as u64,
+            raw_len: a.inflated.raw.len() as u64,
         })
         .collect();
-    let mut prefix: Vec<u8> = earlier.iter().flat_map(|a| a.raw.iter()).copied().collect();
+    let mut prefix: Vec<u8> = earlier
+        .iter()
+        .flat_map(|a| a.inflated.raw.iter())
+        .copied()
+        .collect();
     // The old version last: nearest the frame, where matches cost least.
-    if let Some((ranges, raw)) = this.old.as_ref().filter(|_| with_old) {
+    if let Some((ranges, old_raw)) = this.old.as_ref().filter(|_| with_old) {
         sources.push(kind::Source {
             new_image: false,
             ranges: ranges.clone(),
-            raw_len: raw.len() as u64,
+            raw_len: old_raw.len() as u64,
         });
-        prefix.extend_from_slice(raw);
+        prefix.extend_from_slice(old_raw);
     }
     // zstd's time goes to loading the prefix at high levels: large contents
     // (changelogs of hundreds of KiB) are worth the slow parser.
-    let level = if this.raw.len() * 2 >= prefix.len() {
+    let level = if raw.len() * 2 >= prefix.len() {
         level
     } else {
         level.min(MAX_LEVEL)
     };
-    let (rebuild, frame) = match &this.rebuilt {
+    let (rebuild, frame) = match rebuilt {
         Rebuilt::Whole(corrections) => {
-            let frame = crate::frame::compress(&this.raw, &prefix, level, Vec::new())?;
+            let frame = crate::frame::compress(raw, &prefix, level, Vec::new())?;
             (Rebuild::Whole(corrections), frame)
         }
         Rebuilt::Chunks(chunks) => {
             // The window reaches back over the whole prefix when it can;
             // the applier holds it (or the whole content, if smaller).
-            let span = (prefix.len() + this.raw.len()) as u64;
+            let span = (prefix.len() + raw.len()) as u64;
             let window_log = (64 - span.saturating_sub(1).leading_zeros() as u8)
                 .clamp(kind::MIN_WINDOW_LOG, kind::MAX_WINDOW_LOG);
-            let frame = crate::frame::compress_in_window(
-                &this.raw,
-                &prefix,
-                level,
-                window_log,
-                Vec::new(),
-            )?;
+            let frame =
+                crate::frame::compress_in_window(raw, &prefix, level, window_log, Vec::new())?;
             let chunks = chunks.iter().map(|c| Chunk {
                 raw_len: c.raw_len as u64,
                 stream_len: c.stream_len as u64,
@@ -427,9 +467,9 @@ fn encode_with(
     };
     let parts = Deflate {
         sources,
-        new_raw_len: this.raw.len() as u64,
-        head: &file[..this.wrap.head],
-        tail: &file[file.len() - this.wrap.tail..],
+        new_raw_len: raw.len() as u64,
+        head: &file[..wrap.head],
+        tail: &file[file.len() - wrap.tail..],
         rebuild,
         frame: &frame,
     };

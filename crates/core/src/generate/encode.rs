@@ -43,7 +43,7 @@ pub struct Produced<'a> {
 }
 
 /// A segment encoded by [`encode_segment`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Encoded {
     /// Its table entry.
     pub entry: SegmentEntry,

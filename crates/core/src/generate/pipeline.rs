@@ -19,9 +19,9 @@
 
 use crate::error::Result;
 use crate::generate::arrange::{arrange, MAX_MERGED_LEN};
-use crate::generate::content::{deflate_pairs, map_both, ContentSummary};
+use crate::generate::content::{deflate_pairs, map_both, map_one, ContentSummary, MapResult};
 use crate::generate::deflate;
-use crate::generate::encode::{encode_cost, encode_segment, EncodeOptions, Produced};
+use crate::generate::encode::{encode_cost, encode_segment, EncodeOptions, Encoded, Produced};
 use crate::generate::exec;
 use crate::generate::index::BlockIndex;
 use crate::generate::plan::{plan_segment, DiffOptions};
@@ -35,8 +35,10 @@ use delta_format::{
     Header, Index, SegmentEntry, FLAG_COPY_NEW, FLAG_DEFLATE_CHUNKS, FLAG_EXEC, FLAG_FULL,
     FLAG_LZMA, FLAG_MIGRATION, FLAG_SEGMENT_KINDS, FLAG_WINDOW_LIST,
 };
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::ops::Range;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// What delta [`generate`] builds.
 #[derive(Debug, Clone)]
@@ -190,6 +192,128 @@ impl Delta {
     }
 }
 
+/// A new image and the work on it that does not depend on the old image,
+/// kept for the next generation to it ([`generate_reusing`]): its digest, its
+/// container map, its LZMA branch filter, and the analysis of its gzip and
+/// zlib files (inflating each with preflate and proving the corrections
+/// that re-deflate it bit-exactly). Each is worked out when a
+/// generation first needs it, and later generations to this image, from
+/// any old image and with any options, take it as it is: the deltas are
+/// byte for byte those [`generate`] makes.
+///
+/// Made with [`NewImage::for_many`], it also keeps the segments whose
+/// payload depends on the new image alone (no old-image window: the
+/// literal-only segments, new files' bytes compressed with zstd or LZMA2),
+/// and a later generation whose plan gives the same segment (same range,
+/// same op stream, same encoding options) takes it as it is.
+///
+/// Memory: besides the map, the content of the gzip and zlib files
+/// analysed so far (the deflate candidates of the generations made), and
+/// with [`NewImage::for_many`] the payloads of those segments (at most
+/// the literal part of each delta).
+#[derive(Debug)]
+pub struct NewImage<'a> {
+    bytes: &'a [u8],
+    digest: OnceLock<delta_format::Digest>,
+    map: OnceLock<MapResult>,
+    filter: OnceLock<BranchFilter>,
+    streams: deflate::Streams,
+    /// Encoded segments without an old window, when kept.
+    segments: Option<Mutex<HashMap<SegmentKey, Encoded>>>,
+}
+
+/// What the payload of a segment without an old-image window depends on
+/// (besides the new image): its range, its op stream and how it is
+/// encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SegmentKey {
+    range: Range<usize>,
+    stream: [u8; 32],
+    level: i32,
+    max_memory: u64,
+    lzma: Option<u8>,
+    listed: bool,
+}
+
+impl<'a> NewImage<'a> {
+    /// The new image `bytes`, nothing of it worked out yet.
+    pub fn new(bytes: &'a [u8]) -> NewImage<'a> {
+        NewImage {
+            bytes,
+            digest: OnceLock::new(),
+            map: OnceLock::new(),
+            filter: OnceLock::new(),
+            streams: deflate::Streams::default(),
+            segments: None,
+        }
+    }
+
+    /// [`NewImage::new`] for several generations to this image: it keeps
+    /// the segments without an old-image window too.
+    pub fn for_many(bytes: &'a [u8]) -> NewImage<'a> {
+        NewImage {
+            segments: Some(Mutex::default()),
+            ..NewImage::new(bytes)
+        }
+    }
+
+    /// [`encode_segment`], taken from the kept segments when the plan
+    /// reads no old window and the same segment was encoded before.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_segment(
+        &self,
+        old: &[u8],
+        range: &Range<usize>,
+        produced: Produced<'_>,
+        plan: &crate::generate::plan::SegmentPlan,
+        layout: WindowLayout<'_>,
+        options: &EncodeOptions,
+        lzma: Option<BranchFilter>,
+    ) -> Result<Encoded> {
+        let Some(kept) = self
+            .segments
+            .as_ref()
+            .filter(|_| plan.reference.is_empty() && plan.alternatives.is_empty())
+        else {
+            return encode_segment(old, produced, plan, layout, options, lzma);
+        };
+        let stream = delta_format::stream::encode(&plan.ops, &plan.diff, &plan.literal);
+        let key = SegmentKey {
+            range: range.clone(),
+            stream: *blake3::hash(&stream).as_bytes(),
+            level: options.level,
+            max_memory: options.max_memory,
+            lzma: lzma.map(|f| f as u8),
+            listed: matches!(layout, WindowLayout::Gathered(_)),
+        };
+        drop(stream);
+        let lock = || kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = lock().get(&key) {
+            return Ok(found.clone());
+        }
+        let encoded = encode_segment(old, produced, plan, layout, options, lzma)?;
+        lock().insert(key, encoded.clone());
+        Ok(encoded)
+    }
+
+    /// The image's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    fn digest<R: Runner>(&self, runner: &R) -> delta_format::Digest {
+        *self.digest.get_or_init(|| runner.digest(self.bytes))
+    }
+
+    fn map(&self) -> &MapResult {
+        self.map.get_or_init(|| map_one(self.bytes))
+    }
+
+    fn branch_filter(&self) -> BranchFilter {
+        *self.filter.get_or_init(|| branch_filter(self.bytes))
+    }
+}
+
 /// Generates a delta from `old` (ignored for a full payload) to `new`: the
 /// one pipeline, with its work run by `runner` (see the module docs).
 ///
@@ -205,10 +329,26 @@ pub fn generate<R: Runner>(
     options: &DeltaOptions,
     runner: &R,
 ) -> Result<Delta, R::Error> {
+    generate_reusing(old, &NewImage::new(new), options, runner)
+}
+
+/// [`generate`] to a [`NewImage`]: what earlier generations to it worked
+/// out of the new image alone is taken as it is, and what this one works
+/// out is kept in it for the next. The delta is the same, byte for byte.
+///
+/// # Errors
+/// As [`generate`].
+pub fn generate_reusing<R: Runner>(
+    old: &[u8],
+    new_image: &NewImage<'_>,
+    options: &DeltaOptions,
+    runner: &R,
+) -> Result<Delta, R::Error> {
+    let new = new_image.bytes;
     let old = if options.full { &[][..] } else { old };
     let indexing = Tally::start(runner, Phase::Indexing, (old.len() + new.len()) as u64);
     let ((old_digest, new_digest), index) = runner.join(
-        || runner.join(|| runner.digest(old), || runner.digest(new)),
+        || runner.join(|| runner.digest(old), || new_image.digest(runner)),
         || BlockIndex::build(old, options.diff.block_size, runner),
     );
     runner.hashed(&old_digest, &new_digest);
@@ -217,10 +357,10 @@ pub fn generate<R: Runner>(
         exec: exec_pairs,
         mut content,
         spans: report_spans,
-    } = map_content(old, new, options);
+    } = map_content(old, new_image, options);
     indexing.finish();
-    let deflated = deflate_segments(old, new, pairs, options, runner)?;
-    let lzma = options.lzma.then(|| branch_filter(new));
+    let deflated = deflate_segments(old, new_image, pairs, options, runner)?;
+    let lzma = options.lzma.then(|| new_image.branch_filter());
     let execs = exec_segments(old, new, exec_pairs, &index, options, lzma, runner)?;
     let mut holes: Vec<_> = (deflated.iter().chain(&execs))
         .map(|m| m.range.clone())
@@ -268,7 +408,15 @@ pub fn generate<R: Runner>(
                 bytes,
                 digest: runner.digest(bytes),
             };
-            let encoded = encode_segment(old, produced, &plan, layout, &options.encode, lzma)?;
+            let encoded = new_image.encode_segment(
+                old,
+                &range,
+                produced,
+                &plan,
+                layout,
+                &options.encode,
+                lzma,
+            )?;
             encoding.add(range.len() as u64);
             let pieces = if options.report {
                 plain_pieces(range.start as u64, &plan, encoded.kind == kind::LZMA)
@@ -368,10 +516,11 @@ struct Mapped {
 /// files of the new image with their old versions (deflate segments), its
 /// changed ELF files with their partners (executable segments), the
 /// content summary, and the report's file spans.
-fn map_content(old: &[u8], new: &[u8], options: &DeltaOptions) -> Mapped {
+fn map_content(old: &[u8], new_image: &NewImage<'_>, options: &DeltaOptions) -> Mapped {
+    let new = new_image.bytes;
     let mapped = !options.full && (options.deflate || options.exec || options.report);
     let (maps, mut content) = if mapped {
-        map_both(old, new)
+        map_both(old, new_image.map())
     } else {
         (None, ContentSummary::default())
     };
@@ -448,11 +597,12 @@ impl Made {
 /// `runner`, in new-image order.
 fn deflate_segments<R: Runner>(
     old: &[u8],
-    new: &[u8],
+    new_image: &NewImage<'_>,
     pairs: Vec<deflate::Pair>,
     options: &DeltaOptions,
     runner: &R,
 ) -> Result<Vec<Made>, R::Error> {
+    let new = new_image.bytes;
     if pairs.is_empty() {
         return Ok(Vec::new());
     }
@@ -463,12 +613,14 @@ fn deflate_segments<R: Runner>(
         .collect();
     let deflating = Tally::start(runner, Phase::Deflating, total);
     let analyses: Vec<_> = runner
-        .map(items, |pair| deflate::analyse(old, new, pair))
+        .map(items, |pair| {
+            deflate::analyse(old, new, pair, &new_image.streams)
+        })
         .into_iter()
         .flatten()
         .collect();
     let items = (0..analyses.len())
-        .map(|i| (analyses[i].raw.len() as u64, i))
+        .map(|i| (analyses[i].inflated.raw.len() as u64, i))
         .collect();
     let encoded = runner.map(items, |i| {
         let done = analyses[i].new.len() as u64;
