@@ -22,7 +22,7 @@
 use crate::exec::{self, arch_of, layout, Layout, Rewrite, ShiftMap};
 use crate::generate::content::{common_prefix, file_name};
 use crate::generate::encode::{encode_segment, EncodeOptions, Produced};
-use crate::generate::fine::{fine_plan_sorted, suffix_array, FineOptions};
+use crate::generate::fine::{fine_plans_sorted, suffix_array, FineOptions};
 use crate::generate::index::BlockIndex;
 use crate::generate::plan::{plan_segment, DiffOptions, SegmentPlan};
 use crate::generate::runner::Serial;
@@ -317,13 +317,11 @@ pub(crate) fn prepare(
     let mut best: Option<(usize, SegmentPlan, u64)> = None;
     for (way, (_, points, file)) in ways.iter().enumerate() {
         let sa = suffix_array(file);
-        for mismatch_penalty in PENALTIES {
-            let fine = FineOptions {
-                mismatch_penalty,
-                max_reference: file.len(),
-                ..FineOptions::default()
-            };
-            let plan = fine_plan_sorted(file, &sa, produced.bytes, &fine);
+        let fine = FineOptions {
+            max_reference: file.len(),
+            ..FineOptions::default()
+        };
+        for plan in fine_plans_sorted(file, &sa, produced.bytes, &fine, &PENALTIES) {
             let layout = WindowLayout::Contiguous;
             let made = encode_segment(file, produced, &plan, layout, &probe, None)?;
             // The map's bytes count too.

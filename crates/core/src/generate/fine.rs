@@ -106,16 +106,42 @@ pub(crate) fn fine_plan_sorted(
     new: &[u8],
     options: &FineOptions,
 ) -> SegmentPlan {
-    let mut builder = Builder {
-        old,
-        new,
-        options,
-        plan: SegmentPlan::default(),
-        disp_weight: HashMap::new(),
-    };
-    builder.scan(sa);
-    builder.choose_reference();
-    builder.plan
+    let mut plans = fine_plans_sorted(old, sa, new, options, &[options.mismatch_penalty]);
+    plans.pop().unwrap_or_default()
+}
+
+/// [`fine_plan_sorted`] for each of `penalties` (in place of
+/// [`FineOptions::mismatch_penalty`]), in that order. The penalty only
+/// decides how far each diff grows around the matches, not which matches
+/// are taken: the old file is searched once for all of them.
+pub(crate) fn fine_plans_sorted(
+    old: &[u8],
+    sa: &[i32],
+    new: &[u8],
+    options: &FineOptions,
+    penalties: &[i64],
+) -> Vec<SegmentPlan> {
+    let sorted = Sorted::new(old, sa);
+    let matches = scan(&sorted, new, options);
+    penalties
+        .iter()
+        .map(|&mismatch_penalty| {
+            let options = FineOptions {
+                mismatch_penalty,
+                ..options.clone()
+            };
+            let mut builder = Builder {
+                old,
+                new,
+                options: &options,
+                plan: SegmentPlan::default(),
+                disp_weight: HashMap::new(),
+            };
+            builder.build(&matches);
+            builder.choose_reference();
+            builder.plan
+        })
+        .collect()
 }
 
 /// The suffix array of `old` (4 bytes per old byte), or an empty one when
@@ -138,33 +164,162 @@ fn match_len(a: &[u8], b: &[u8]) -> usize {
         .count()
 }
 
-/// The longest match of a prefix of `new` among the suffixes of `old`
-/// (sorted in `sa`): its old offset and length.
-fn search(sa: &[i32], old: &[u8], new: &[u8]) -> (usize, usize) {
-    let at = |i: usize| usize::try_from(sa[i]).expect("suffix array holds offsets");
-    if sa.is_empty() {
-        return (0, 0);
+/// The suffix array of an old file, with where each two-byte prefix's
+/// suffixes start in it: a search starts in its key's bucket, which
+/// spares it the first dozen or more of its steps, each a cache miss in
+/// the array and another in the old file (they were most of a search).
+struct Sorted<'a> {
+    old: &'a [u8],
+    sa: &'a [i32],
+    /// `first[k]`: how many suffixes sort before those that start with
+    /// the two bytes `k` (a one-byte suffix `x` counts as `x, 0`, as it
+    /// sorts first among them); 65,537 entries, or none for an empty file.
+    first: Vec<u32>,
+}
+
+impl<'a> Sorted<'a> {
+    fn new(old: &'a [u8], sa: &'a [i32]) -> Sorted<'a> {
+        let mut first = Vec::new();
+        // The counts need u32 (the array's i32 offsets already bound it).
+        if !sa.is_empty() && sa.len() == old.len() && u32::try_from(old.len()).is_ok() {
+            first = vec![0u32; (1 << 16) + 1];
+            for pair in old.windows(2) {
+                first[bucket(pair[0], pair[1]) + 1] += 1;
+            }
+            if let Some(&last) = old.last() {
+                first[bucket(last, 0) + 1] += 1;
+            }
+            for k in 1..first.len() {
+                first[k] += first[k - 1];
+            }
+        }
+        Sorted { old, sa, first }
     }
-    let key = &new[..new.len().min(MAX_MATCH)];
-    // Invariant: suffix `lo` sorts before or at `key`, suffix `hi` after
-    // or at it (or they are the ends).
-    let (mut lo, mut hi) = (0, sa.len() - 1);
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        let suffix = &old[at(mid)..];
-        if suffix[..suffix.len().min(key.len())] < *key {
-            lo = mid;
+
+    /// The longest match of a prefix of `new` among the suffixes of the
+    /// old file: its old offset and length.
+    fn search(&self, new: &[u8]) -> (usize, usize) {
+        let (sa, old) = (self.sa, self.old);
+        let at = |i: usize| usize::try_from(sa[i]).expect("suffix array holds offsets");
+        let n = sa.len();
+        if n == 0 {
+            return (0, 0);
+        }
+        let key = &new[..new.len().min(MAX_MATCH)];
+        // Invariant: suffix `lo` sorts before `key` (or is the first),
+        // suffix `hi` at or after it (or is the last). Suffixes before the
+        // key's bucket sort before it and those after it after: the search
+        // ends on the pair it would have found over the whole array.
+        let (mut lo, mut hi) = (0, n - 1);
+        if let ([a, b, ..], false) = (key, self.first.is_empty()) {
+            let k = bucket(*a, *b);
+            let (start, end) = (self.first[k] as usize, self.first[k + 1] as usize);
+            lo = start.saturating_sub(1).min(n.saturating_sub(2));
+            hi = end.max(lo + 1).min(n - 1);
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            let suffix = &old[at(mid)..];
+            if suffix[..suffix.len().min(key.len())] < *key {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let (a, b) = (at(lo), at(hi));
+        let (la, lb) = (match_len(&old[a..], new), match_len(&old[b..], new));
+        if la >= lb {
+            (a, la)
         } else {
-            hi = mid;
+            (b, lb)
         }
     }
-    let (a, b) = (at(lo), at(hi));
-    let (la, lb) = (match_len(&old[a..], new), match_len(&old[b..], new));
-    if la >= lb {
-        (a, la)
-    } else {
-        (b, lb)
+}
+
+/// The bucket of suffixes that start with the bytes `a`, `b`.
+fn bucket(a: u8, b: u8) -> usize {
+    usize::from(a) << 8 | usize::from(b)
+}
+
+/// bsdiff's main loop: the matches worth taking, in new-file order, as
+/// (new offset, old offset), the last at the new file's end. Which match
+/// is taken depends on the displacement of the one before, not on how far
+/// diffs grow around them, so one scan serves every mismatch penalty.
+fn scan(sorted: &Sorted<'_>, new: &[u8], options: &FineOptions) -> Vec<(usize, usize)> {
+    let old = sorted.old;
+    let new_len = new.len();
+    // `old[i + offset] == new[i]`, where the offset lands in `old`.
+    let same = |i: usize, offset: i64| {
+        usize::try_from(i as i64 + offset)
+            .ok()
+            .and_then(|j| old.get(j))
+            .is_some_and(|o| *o == new[i])
+    };
+    let mut matches = Vec::new();
+    let (mut scan, mut len, mut pos) = (0usize, 0usize, 0usize);
+    let mut last_offset = 0i64;
+    while scan < new_len {
+        let mut old_score = 0usize;
+        scan += len;
+        let mut scsc = scan;
+        while scan < new_len {
+            (pos, len) = sorted.search(&new[scan..]);
+            while scsc < scan + len {
+                if same(scsc, last_offset) {
+                    old_score += 1;
+                }
+                scsc += 1;
+            }
+            if (len == old_score && len != 0)
+                || len > old_score + options.min_gain
+                || (len > old_score + BSDIFF_GAIN
+                    && gain(old, new, options, scan, pos, last_offset)
+                        > options.min_approx_gain as i64)
+            {
+                break;
+            }
+            if same(scan, last_offset) {
+                old_score = old_score.saturating_sub(1);
+            }
+            scan += 1;
+        }
+        if len == old_score && scan != new_len {
+            continue;
+        }
+        matches.push((scan, pos));
+        last_offset = pos as i64 - scan as i64;
     }
+    matches
+}
+
+/// Bytes matched at the match's displacement (`new[scan..]` against
+/// `old[pos..]`) less those matched at `last_offset`, over the match and
+/// [`LOOKAHEAD`] bytes after it: a match in code whose addresses changed
+/// counts the matching bytes beyond its first mismatch.
+fn gain(
+    old: &[u8],
+    new: &[u8],
+    options: &FineOptions,
+    scan: usize,
+    pos: usize,
+    last_offset: i64,
+) -> i64 {
+    let ahead = &new[scan..new.len().min(scan + LOOKAHEAD)];
+    let goal = options.min_approx_gain;
+    let mut here = 0;
+    for (i, (n, o)) in ahead.iter().zip(&old[pos..]).enumerate() {
+        here += usize::from(n == o);
+        if here + (ahead.len() - i - 1) <= goal {
+            // Cannot beat the goal even if all the rest match: most
+            // candidates in unrelated data stop here early.
+            return 0;
+        }
+    }
+    let there = usize::try_from(scan as i64 + last_offset)
+        .ok()
+        .and_then(|j| old.get(j..))
+        .map_or(0, |o| ahead.iter().zip(o).filter(|(n, o)| n == o).count());
+    here as i64 - there as i64
 }
 
 /// Length of the prefix of `pairs` (new byte, old byte) where the score, +1
@@ -191,48 +346,14 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// bsdiff's main loop: find the next match worth taking, then emit
-    /// the stretch from the last one (diff forwards, literal, and the diff
-    /// backwards from the new match is emitted with it on the next turn).
-    fn scan(&mut self, sa: &[i32]) {
+    /// Emits the plan of `matches` ([`scan`]): from each match to the
+    /// next, the diff grown forwards from the one, literal bytes, and the
+    /// diff grown backwards from the other (emitted on the next turn).
+    fn build(&mut self, matches: &[(usize, usize)]) {
         let (old, new) = (self.old, self.new);
         let (old_len, new_len) = (old.len(), new.len());
-        // `old[i + offset] == new[i]`, where the offset lands in `old`.
-        let same = |i: usize, offset: i64| {
-            usize::try_from(i as i64 + offset)
-                .ok()
-                .and_then(|j| old.get(j))
-                .is_some_and(|o| *o == new[i])
-        };
-        let (mut scan, mut len, mut pos) = (0usize, 0usize, 0usize);
-        let (mut last_scan, mut last_pos, mut last_offset) = (0usize, 0usize, 0i64);
-        while scan < new_len {
-            let mut old_score = 0usize;
-            scan += len;
-            let mut scsc = scan;
-            while scan < new_len {
-                (pos, len) = search(sa, old, &new[scan..]);
-                while scsc < scan + len {
-                    if same(scsc, last_offset) {
-                        old_score += 1;
-                    }
-                    scsc += 1;
-                }
-                if (len == old_score && len != 0)
-                    || len > old_score + self.options.min_gain
-                    || (len > old_score + BSDIFF_GAIN
-                        && self.gain(scan, pos, last_offset) > self.options.min_approx_gain as i64)
-                {
-                    break;
-                }
-                if same(scan, last_offset) {
-                    old_score = old_score.saturating_sub(1);
-                }
-                scan += 1;
-            }
-            if len == old_score && scan != new_len {
-                continue;
-            }
+        let (mut last_scan, mut last_pos) = (0usize, 0usize);
+        for &(scan, pos) in matches {
             let penalty = self.options.mismatch_penalty;
             // Forwards from the last match.
             let mut len_f = best_prefix(
@@ -278,32 +399,7 @@ impl Builder<'_> {
             self.emit_literal(last_scan + len_f..scan - len_b);
             last_scan = scan - len_b;
             last_pos = pos - len_b;
-            last_offset = pos as i64 - scan as i64;
         }
-    }
-
-    /// Bytes matched at the match's displacement (`new[scan..]` against
-    /// `old[pos..]`) less those matched at `last_offset`, over the match
-    /// and [`LOOKAHEAD`] bytes after it: a match in code whose addresses
-    /// changed counts the matching bytes beyond its first mismatch.
-    fn gain(&self, scan: usize, pos: usize, last_offset: i64) -> i64 {
-        let (old, new) = (self.old, self.new);
-        let ahead = &new[scan..new.len().min(scan + LOOKAHEAD)];
-        let goal = self.options.min_approx_gain;
-        let mut here = 0;
-        for (i, (n, o)) in ahead.iter().zip(&old[pos..]).enumerate() {
-            here += usize::from(n == o);
-            if here + (ahead.len() - i - 1) <= goal {
-                // Cannot beat the goal even if all the rest match: most
-                // candidates in unrelated data stop here early.
-                return 0;
-            }
-        }
-        let there = usize::try_from(scan as i64 + last_offset)
-            .ok()
-            .and_then(|j| old.get(j..))
-            .map_or(0, |o| ahead.iter().zip(o).filter(|(n, o)| n == o).count());
-        here as i64 - there as i64
     }
 
     /// Emits `new[range]` as old bytes from `src` plus diff bytes, with
@@ -584,6 +680,55 @@ mod tests {
         assert!(plan.literal.len() < 1024, "literal {}", plan.literal.len());
         let nonzero = plan.diff.iter().filter(|b| **b != 0).count();
         assert!(nonzero < 8 << 10, "{nonzero} non-zero diff bytes");
+    }
+
+    /// The search over the whole array, as it was before the buckets.
+    fn search_whole(sa: &[i32], old: &[u8], new: &[u8]) -> (usize, usize) {
+        let sorted = Sorted {
+            old,
+            sa,
+            first: Vec::new(),
+        };
+        sorted.search(new)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn bucketed_search_finds_what_the_whole_array_gives(
+            old in proptest::collection::vec(0u8..3, 0..200),
+            new in proptest::collection::vec(0u8..4, 1..40),
+        ) {
+            // A small alphabet: empty buckets, one-byte suffixes, keys
+            // before the first suffix and after the last.
+            let sa = suffix_array(&old);
+            let sorted = Sorted::new(&old, &sa);
+            for start in 0..new.len() {
+                prop_assert_eq!(
+                    sorted.search(&new[start..]),
+                    search_whole(&sa, &old, &new[start..]),
+                    "old {:?}, new {:?}", old, &new[start..]
+                );
+            }
+        }
+
+        #[test]
+        fn plans_for_several_penalties_are_those_made_one_by_one(seed in any::<u64>(), len in 0usize..8_000, edits in 0usize..30) {
+            let mut rng = Rng::new(seed);
+            let old = rng.text(len);
+            let new = mutate(&old, &mut rng, edits);
+            let sa = suffix_array(&old);
+            let options = FineOptions::default();
+            let plans = fine_plans_sorted(&old, &sa, &new, &options, &[1, 3, 0]);
+            for (plan, mismatch_penalty) in plans.iter().zip([1, 3, 0]) {
+                let alone = fine_plan_with(&old, &new, &FineOptions { mismatch_penalty, ..options.clone() });
+                prop_assert_eq!(&plan.ops, &alone.ops);
+                prop_assert_eq!(&plan.diff, &alone.diff);
+                prop_assert_eq!(&plan.literal, &alone.literal);
+                prop_assert_eq!(&plan.reference, &alone.reference);
+            }
+        }
     }
 
     proptest! {
