@@ -64,10 +64,30 @@ fn tree(version: u64) -> Tree {
     if version > 0 {
         let at = edit.below(100_000) as usize;
         blob[at..at + 3000].copy_from_slice(&edit.bytes(3000));
-        files.push((format!("etc/only-in-{version}"), edit.text(5000)));
+        // Of a size of its own: what follows lies elsewhere in each image.
+        let len = 5000 + 1500 * version as usize;
+        files.push((format!("etc/only-in-{version}"), edit.text(len)));
     }
     files.push(("usr/lib/blob.bin".into(), blob));
+    // Rebuilt executables (testdata/elf: the same C sources built with two
+    // compilers), each at another place in each old image, which the
+    // files before them push about.
+    let build = if version == 0 { "b" } else { "a" };
+    for (path, fixture) in [
+        ("usr/bin/calc", "calc"),
+        ("usr/lib/libtally.so.1", "libtally.so"),
+    ] {
+        files.push((path.into(), elf(&format!("{fixture}-{build}"))));
+    }
     files
+}
+
+/// An x86-64 fixture of `testdata/elf/out`.
+fn elf(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/elf/out/x86_64")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn options() -> GenOptions {
@@ -105,8 +125,12 @@ fn many_deltas_to_one_image_are_those_made_one_by_one() {
         let many = std::fs::read(out).unwrap();
         assert_eq!(many, std::fs::read(&alone).unwrap(), "{}", old.display());
         assert_eq!(summary.delta_len, many.len() as u64);
-        // The shared work was used: gzip files were rebuilt from content.
+        // The shared work was used: gzip files were rebuilt from content,
+        // and executables made from their partners (planned once, for
+        // the first old image: the later ones hold the same old files
+        // elsewhere, and their deltas are the same as made alone).
         assert!(summary.content.deflate_segments > 0, "{summary:?}");
+        assert!(summary.content.exec_segments > 0, "{summary:?}");
         let old_bytes = std::fs::read(old).unwrap();
         let applied = delta_core::apply_slice(&old_bytes, &many, &Limits::default()).unwrap();
         assert_eq!(applied, new_bytes);

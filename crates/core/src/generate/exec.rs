@@ -242,6 +242,7 @@ pub(crate) struct Encoded {
 
 /// An executable segment planned by [`prepare`], before its final
 /// compression.
+#[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     arch: ExecArch,
     pieces: Vec<Piece>,
@@ -251,6 +252,17 @@ pub(crate) struct Prepared {
     plan: SegmentPlan,
     /// Payload bytes of the plan compressed at [`PROBE_LEVEL`].
     pub(crate) probe_len: u64,
+}
+
+impl Prepared {
+    /// This plan, made for an old file of the same bytes in another old
+    /// image, for `pair`: the same but for where the old file lies.
+    pub(crate) fn for_pair(&self, pair: &Pair) -> Prepared {
+        Prepared {
+            pieces: pair.old.clone(),
+            ..self.clone()
+        }
+    }
 }
 
 /// The zstd level at which plans are compared (with each other, and with
@@ -282,6 +294,11 @@ pub(crate) fn prepare(
     digest: delta_format::Digest,
     transform: bool,
 ) -> crate::Result<Prepared> {
+    prepare_file(old_file(old, pair), new, pair, digest, transform)
+}
+
+/// The bytes of `pair`'s old file, read from the old image `old`.
+pub(crate) fn old_file(old: &[u8], pair: &Pair) -> Vec<u8> {
     let mut file = Vec::new();
     for piece in &pair.old {
         match piece {
@@ -291,6 +308,24 @@ pub(crate) fn prepare(
             Piece::Zeros(len) => file.resize(file.len() + *len as usize, 0),
         }
     }
+    file
+}
+
+/// [`prepare`] with the old file's bytes `file` ([`old_file`]) already read.
+/// What it makes depends on those bytes and on the new file, not on where
+/// the old file lies in its image, but for [`Prepared::pieces`]: see
+/// [`Prepared::for_pair`].
+///
+/// # Errors
+/// As [`prepare`].
+pub(crate) fn prepare_file(
+    file: Vec<u8>,
+    new: &[u8],
+    pair: &Pair,
+    digest: delta_format::Digest,
+    transform: bool,
+) -> crate::Result<Prepared> {
+    let mut file = file;
     let new_file = pair.new_file(new);
     let arch = match (layout(&file), layout(&new_file)) {
         (Some(a), Some(b)) if transform && a.machine == b.machine => arch_of(&a),

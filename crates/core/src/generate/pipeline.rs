@@ -38,7 +38,7 @@ use delta_format::{
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::ops::Range;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// What delta [`generate`] builds.
 #[derive(Debug, Clone)]
@@ -205,12 +205,18 @@ impl Delta {
 /// payload depends on the new image alone (no old-image window: the
 /// literal-only segments, new files' bytes compressed with zstd or LZMA2),
 /// and a later generation whose plan gives the same segment (same range,
-/// same op stream, same encoding options) takes it as it is.
+/// same op stream, same encoding options) takes it as it is. It keeps the
+/// plans of its executable segments too (each changed ELF file planned
+/// against its old partner, projected or not, with the suffix-array
+/// matcher): a later generation whose old partner holds the same bytes,
+/// wherever it lies in its image, takes the plan as it is. Old releases of
+/// one product share most of their libraries.
 ///
 /// Memory: besides the map, the content of the gzip and zlib files
 /// analysed so far (the deflate candidates of the generations made), and
 /// with [`NewImage::for_many`] the payloads of those segments (at most
-/// the literal part of each delta).
+/// the literal part of each delta) and the executable plans (about the
+/// size of each distinct old partner plus its new file).
 #[derive(Debug)]
 pub struct NewImage<'a> {
     bytes: &'a [u8],
@@ -220,7 +226,15 @@ pub struct NewImage<'a> {
     streams: deflate::Streams,
     /// Encoded segments without an old window, when kept.
     segments: Option<Mutex<HashMap<SegmentKey, Encoded>>>,
+    /// Executable segments as planned ([`exec::prepare`]), by the digest
+    /// of the old file's bytes and the new file's range, when kept: old
+    /// images of one product share most of their files.
+    execs: Option<Mutex<HashMap<ExecKey, Arc<exec::Prepared>>>>,
 }
+
+/// What an executable segment's plan depends on: the old file's bytes (by
+/// digest) and the new file (by its range of the new image).
+type ExecKey = ([u8; 32], Range<usize>);
 
 /// What the payload of a segment without an old-image window depends on
 /// (besides the new image): its range, its op stream and how it is
@@ -245,6 +259,7 @@ impl<'a> NewImage<'a> {
             filter: OnceLock::new(),
             streams: deflate::Streams::default(),
             segments: None,
+            execs: None,
         }
     }
 
@@ -253,6 +268,7 @@ impl<'a> NewImage<'a> {
     pub fn for_many(bytes: &'a [u8]) -> NewImage<'a> {
         NewImage {
             segments: Some(Mutex::default()),
+            execs: Some(Mutex::default()),
             ..NewImage::new(bytes)
         }
     }
@@ -294,6 +310,29 @@ impl<'a> NewImage<'a> {
         let encoded = encode_segment(old, produced, plan, layout, options, lzma)?;
         lock().insert(key, encoded.clone());
         Ok(encoded)
+    }
+
+    /// [`exec::prepare`], taken from the kept plans when an earlier
+    /// generation planned the same new file against an old file of the
+    /// same bytes.
+    fn prepare_exec(
+        &self,
+        old: &[u8],
+        pair: &exec::Pair,
+        digest: delta_format::Digest,
+    ) -> Result<exec::Prepared> {
+        let Some(kept) = &self.execs else {
+            return exec::prepare(old, self.bytes, pair, digest, true);
+        };
+        let file = exec::old_file(old, pair);
+        let key = (*blake3::hash(&file).as_bytes(), pair.new.clone());
+        let lock = || kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = lock().get(&key).cloned() {
+            return Ok(found.for_pair(pair));
+        }
+        let prepared = exec::prepare_file(file, self.bytes, pair, digest, true)?;
+        lock().insert(key, Arc::new(prepared.clone()));
+        Ok(prepared)
     }
 
     /// The image's bytes.
@@ -361,7 +400,7 @@ pub fn generate_reusing<R: Runner>(
     indexing.finish();
     let deflated = deflate_segments(old, new_image, pairs, options, runner)?;
     let lzma = options.lzma.then(|| new_image.branch_filter());
-    let execs = exec_segments(old, new, exec_pairs, &index, options, lzma, runner)?;
+    let execs = exec_segments(old, new_image, exec_pairs, &index, options, lzma, runner)?;
     let mut holes: Vec<_> = (deflated.iter().chain(&execs))
         .map(|m| m.range.clone())
         .collect();
@@ -682,7 +721,7 @@ fn deflate_segment<R: Runner>(
 /// same bytes, each checked by `runner`, in new-image order.
 fn exec_segments<R: Runner>(
     old: &[u8],
-    new: &[u8],
+    new_image: &NewImage<'_>,
     pairs: Vec<exec::Pair>,
     index: &BlockIndex,
     options: &DeltaOptions,
@@ -699,7 +738,7 @@ fn exec_segments<R: Runner>(
         .collect();
     let tally = Tally::start(runner, Phase::Executables, total);
     let made = runner.map(items, |pair| {
-        let made = exec_segment(old, new, &pair, index, options, lzma, runner);
+        let made = exec_segment(old, new_image, &pair, index, options, lzma, runner);
         tally.add(pair.new.len() as u64);
         made
     });
@@ -729,13 +768,14 @@ const EXEC_SHARE: u64 = 85;
 /// [`EXEC_MARGIN`] and to at most [`EXEC_SHARE`].
 fn exec_segment<R: Runner>(
     old: &[u8],
-    new: &[u8],
+    new_image: &NewImage<'_>,
     pair: &exec::Pair,
     index: &BlockIndex,
     options: &DeltaOptions,
     lzma: Option<BranchFilter>,
     runner: &R,
 ) -> Result<Option<Made>, R::Error> {
+    let new = new_image.bytes;
     let range = pair.new.clone();
     // The applier holds the old file whole: one past the segment's memory
     // is not worth planning.
@@ -755,7 +795,7 @@ fn exec_segment<R: Runner>(
     let plan = plan_segment(old, new, range.clone(), index, &options.diff);
     let layout = WindowLayout::Contiguous;
     let plain = encode_segment(old, produced, &plan, layout, &probe, lzma)?;
-    let prepared = exec::prepare(old, new, pair, produced.digest, true)?;
+    let prepared = new_image.prepare_exec(old, pair, produced.digest)?;
     // The segment costs a table entry, and splits the plain segment around
     // it in two: it must win by more than that.
     let (exec_len, plain_len) = (prepared.probe_len, plain.entry.payload_len);
