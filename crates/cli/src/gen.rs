@@ -46,14 +46,9 @@ pub(crate) fn gen(args: GenArgs) -> Result<(), Failure> {
     } else {
         Output::File(&args.output)
     };
-    let signing_keys = args
-        .sign
-        .iter()
-        .map(|k| crate::keys::read_secret(k))
-        .collect::<Result<Vec<_>, _>>()?;
     let mode = progress_mode(args.progress);
     let (progress, bar) = gen_progress(mode);
-    let options = gen_options(&args, signing_keys, progress)?;
+    let options = gen_options(&args, progress)?;
     let started = Instant::now();
     let generated = match output {
         Output::File(path) => delta_gen::generate(old, new, path, &options),
@@ -97,11 +92,17 @@ pub(crate) fn gen(args: GenArgs) -> Result<(), Failure> {
 }
 
 /// The generator's options that `args` give.
+/// The generator's options from the command line, with the signing keys
+/// read (an unreadable key fails here, before any work).
 fn gen_options(
     args: &GenArgs,
-    signing_keys: Vec<delta_core::signature::SecretKey>,
     progress: Option<delta_gen::GenProgressFn>,
 ) -> Result<GenOptions, Failure> {
+    let signing_keys = args
+        .sign
+        .iter()
+        .map(|k| crate::keys::read_secret(k))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut options = GenOptions {
         signing_keys,
         replace: args.force,
@@ -133,18 +134,13 @@ fn gen_many(args: GenArgs) -> Result<(), Failure> {
     if args.output.as_os_str() == "-" {
         crate::usage("gen", "with --from, -o names a folder, not stdout");
     }
+    let mode = progress_mode(args.progress);
+    let (progress, bar) = gen_progress(mode);
+    let options = gen_options(&args, progress)?;
     let new = &args.first;
     let dir = &args.output;
     std::fs::create_dir_all(dir)
         .map_err(|e| Failure::new(format!("creating {}: {e}", dir.display()), 1))?;
-    let signing_keys = args
-        .sign
-        .iter()
-        .map(|k| crate::keys::read_secret(k))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mode = progress_mode(args.progress);
-    let (progress, bar) = gen_progress(mode);
-    let options = gen_options(&args, signing_keys, progress)?;
     let olds: Vec<&Path> = args.from.iter().map(PathBuf::as_path).collect();
     let mut last = Instant::now();
     let generated = delta_gen::generate_many_with(&olds, new, dir, &options, &mut |out, s| {

@@ -214,3 +214,35 @@ pub fn gzip(data: &[u8], level: u32) -> Vec<u8> {
     encoder.write_all(data).expect("writing to a vector");
     encoder.finish().expect("writing to a vector")
 }
+
+/// Files of a tree: path (relative) and bytes.
+pub type Tree = Vec<(String, Vec<u8>)>;
+
+/// Writes `tree` under `root`, making folders as needed.
+pub fn write_tree(root: &std::path::Path, tree: &Tree) {
+    for (path, bytes) in tree {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("a path under root"))
+            .expect("writing a test tree");
+        std::fs::write(path, bytes).expect("writing a test tree");
+    }
+}
+
+/// A tar archive `image` of `tree`, written first under `root`: GNU tar,
+/// members sorted by path, fixed times and owners, so the same tree makes
+/// the same bytes.
+pub fn tar_image(tree: &Tree, root: &std::path::Path, image: &std::path::Path) {
+    write_tree(root, tree);
+    let mut names: Vec<&String> = tree.iter().map(|(p, _)| p).collect();
+    names.sort();
+    let status = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(image)
+        .arg("-C")
+        .arg(root)
+        .args(["--mtime=@1700000000", "--owner=0", "--group=0"])
+        .args(names)
+        .status()
+        .expect("GNU tar is needed for these tests");
+    assert!(status.success(), "tar failed on {}", image.display());
+}

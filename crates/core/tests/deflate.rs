@@ -5,7 +5,7 @@
 //! Needs `mkfs.ext4` (e2fsprogs), `gzip` and `tar`: without them these
 //! tests fail, they do not skip.
 
-use delta_core::testing::Rng;
+use delta_core::testing::{self, write_tree, Rng, Tree};
 use delta_core::{apply_slice, generate, DeltaOptions, Serial};
 use delta_format::{read_index, Limits, FLAG_DEFLATE_CHUNKS, FLAG_SEGMENT_KINDS};
 use proptest::prelude::*;
@@ -50,17 +50,6 @@ fn compress(data: &[u8], maker: Maker) -> Vec<u8> {
     }
 }
 
-/// The files of one image: path → content.
-type Tree = Vec<(String, Vec<u8>)>;
-
-fn write_tree(root: &Path, tree: &Tree) {
-    for (path, bytes) in tree {
-        let path = root.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).unwrap();
-    }
-}
-
 fn ext4_image(tree: &Tree, dir: &Path, name: &str) -> Vec<u8> {
     let root = dir.join(format!("{name}-tree"));
     write_tree(&root, tree);
@@ -86,21 +75,8 @@ fn ext4_image(tree: &Tree, dir: &Path, name: &str) -> Vec<u8> {
 }
 
 fn tar_image(tree: &Tree, dir: &Path, name: &str) -> Vec<u8> {
-    let root = dir.join(format!("{name}-tar"));
-    write_tree(&root, tree);
     let image = dir.join(format!("{name}.tar"));
-    let mut names: Vec<_> = tree.iter().map(|(p, _)| p.clone()).collect();
-    names.sort();
-    let status = Command::new("tar")
-        .arg("-cf")
-        .arg(&image)
-        .arg("-C")
-        .arg(&root)
-        .args(["--mtime=@1700000000", "--owner=0", "--group=0"])
-        .args(&names)
-        .status()
-        .expect("GNU tar is needed for these tests");
-    assert!(status.success());
+    testing::tar_image(tree, &dir.join(format!("{name}-tar")), &image);
     std::fs::read(image).unwrap()
 }
 

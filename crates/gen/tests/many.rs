@@ -1,37 +1,16 @@
 //! `generate_many`: several old images to one new image, each delta byte
 //! for byte what `generate` makes of its old image alone.
 
-use delta_core::testing::{changelog, gzip, Rng};
+use delta_core::testing::{self, changelog, gzip, Rng, Tree};
 use delta_format::Limits;
 use delta_gen::{generate, generate_many, many_outputs, DeltaOptions, Error, GenOptions};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// Files of a tree: path and bytes.
-type Tree = Vec<(String, Vec<u8>)>;
 
 /// A tar archive of `tree` (GNU tar, fixed times and owners), as a file
 /// `name` in `dir`.
 fn tar_image(tree: &Tree, dir: &Path, name: &str) -> PathBuf {
-    let root = dir.join(format!("{name}-tree"));
-    for (path, bytes) in tree {
-        let file = root.join(path);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(file, bytes).unwrap();
-    }
     let image = dir.join(format!("{name}.img"));
-    let mut names: Vec<&String> = tree.iter().map(|(p, _)| p).collect();
-    names.sort();
-    let status = Command::new("tar")
-        .arg("-cf")
-        .arg(&image)
-        .arg("-C")
-        .arg(&root)
-        .args(["--mtime=@1700000000", "--owner=0", "--group=0"])
-        .args(names)
-        .status()
-        .expect("GNU tar is needed for these tests");
-    assert!(status.success());
+    testing::tar_image(tree, &dir.join(format!("{name}-tree")), &image);
     image
 }
 

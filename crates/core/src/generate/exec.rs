@@ -319,13 +319,12 @@ pub(crate) fn old_file(old: &[u8], pair: &Pair) -> Vec<u8> {
 /// # Errors
 /// As [`prepare`].
 pub(crate) fn prepare_file(
-    file: Vec<u8>,
+    mut file: Vec<u8>,
     new: &[u8],
     pair: &Pair,
     digest: delta_format::Digest,
     transform: bool,
 ) -> crate::Result<Prepared> {
-    let mut file = file;
     let new_file = pair.new_file(new);
     let arch = match (layout(&file), layout(&new_file)) {
         (Some(a), Some(b)) if transform && a.machine == b.machine => arch_of(&a),

@@ -95,22 +95,13 @@ pub fn fine_plan(old: &[u8], new: &[u8]) -> SegmentPlan {
 /// old file of 2 GiB or more (beyond the suffix array's `i32`) is not
 /// searched: `new` becomes literal and zero ops.
 pub fn fine_plan_with(old: &[u8], new: &[u8], options: &FineOptions) -> SegmentPlan {
-    fine_plan_sorted(old, &suffix_array(old), new, options)
-}
-
-/// [`fine_plan_with`] with the suffix array `sa` of `old` ([`suffix_array`])
-/// already made: several plans against one old file sort it once.
-pub(crate) fn fine_plan_sorted(
-    old: &[u8],
-    sa: &[i32],
-    new: &[u8],
-    options: &FineOptions,
-) -> SegmentPlan {
-    let mut plans = fine_plans_sorted(old, sa, new, options, &[options.mismatch_penalty]);
+    let sa = suffix_array(old);
+    let mut plans = fine_plans_sorted(old, &sa, new, options, &[options.mismatch_penalty]);
     plans.pop().unwrap_or_default()
 }
 
-/// [`fine_plan_sorted`] for each of `penalties` (in place of
+/// [`fine_plan_with`] with the suffix array `sa` of `old` ([`suffix_array`])
+/// already made, for each of `penalties` (in place of
 /// [`FineOptions::mismatch_penalty`]), in that order. The penalty only
 /// decides how far each diff grows around the matches, not which matches
 /// are taken: the old file is searched once for all of them.
