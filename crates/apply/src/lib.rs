@@ -75,6 +75,7 @@ mod storage;
 mod target;
 mod verify;
 mod writer;
+mod zero_scan;
 
 pub use ahead::{threads_for, MAX_DEFAULT_THREADS, MAX_THREADS, THREAD_MEMORY};
 pub use error::{Error, Result, EXIT_CANCELLED};

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::progress::Reporter;
 use crate::storage::Zeroing;
+use crate::zero_scan::{Found, ZeroScan, SCAN_BUFFER};
 use delta_core::Sink;
 use std::fs::File;
 use std::io;
@@ -73,6 +74,8 @@ struct Placer {
     /// The device refused its own zeroing: zero runs are compared from
     /// now on, as with `ApplyOptions::compare_zero_runs`.
     compare_zero_runs: bool,
+    /// Zero runs being read ahead, when they are compared.
+    scan: Option<ZeroScan>,
     /// Image bytes before this offset have been handed to write-back.
     writeback_start: u64,
     /// Digest of every byte of the image so far (from offset 0).
@@ -102,7 +105,7 @@ const WRITE_BUFFER: usize = 256 << 10;
 
 /// The unit of comparison on a block device: a page, and the block of
 /// nearly every file system and flash translation layer.
-const BLOCK: u64 = 4096;
+pub(crate) const BLOCK: u64 = 4096;
 
 /// Blind stretches after compares that found nearly everything different
 /// for [`STREAK`] bytes in a row: the first, and the longest (each next one
@@ -130,6 +133,7 @@ impl Placer {
             blind_len: BLIND_FIRST,
             streak: 0,
             compare_zero_runs: false,
+            scan: None,
             writeback_start: start,
             hasher,
             stats: WriteStats::default(),
@@ -256,7 +260,16 @@ impl Placer {
 
     /// Sets a file target's length (trailing holes), fsyncs, and returns
     /// the digest of the whole image and what the writes did.
-    fn finish(self) -> io::Result<(blake3::Hash, WriteStats)> {
+    fn finish(mut self) -> io::Result<(blake3::Hash, WriteStats)> {
+        if let Some(scan) = self.scan.take() {
+            let (read, wrong) = scan.finish();
+            self.stats.compared += read;
+            if wrong {
+                // The digest is of what the target holds, and a zero run
+                // there does not hold zeros.
+                self.hasher.update(b"a zero run that is not");
+            }
+        }
         if self.mode == Mode::Sparse {
             self.file.set_len(self.pos)?;
         }
@@ -268,7 +281,87 @@ impl Placer {
     /// own zeroing is known to read back as zeros, the whole blocks go to it
     /// (no data sent, nothing read); on others (an SD card) zero runs are
     /// compared like data, as reading costs less than writing.
-    fn put_zeros(&mut self, len: u64) -> io::Result<()> {
+    fn put_zeros(&mut self, mut len: u64) -> io::Result<()> {
+        while len > 0 {
+            let piece = self.scan.as_mut().and_then(|scan| scan.piece_at(self.pos));
+            let n = match piece {
+                Some(piece) if piece.start <= self.pos => {
+                    let n = len.min(piece.end - self.pos);
+                    self.put_scanned_zeros(piece.start, n)?;
+                    n
+                }
+                Some(piece) => {
+                    let n = len.min(piece.start - self.pos);
+                    self.put_zero_run(n)?;
+                    n
+                }
+                None => {
+                    self.put_zero_run(len)?;
+                    len
+                }
+            };
+            len -= n;
+        }
+        Ok(())
+    }
+
+    /// Has the zero runs `runs` (whole blocks, in order, past the current
+    /// position) read ahead, on a thread of their own.
+    fn scan_ahead(&mut self, runs: &[std::ops::Range<u64>]) {
+        let scan = direct_reader(&self.file).and_then(|file| ZeroScan::start(file, runs));
+        // No thread to be had: they are compared when the writer gets there.
+        self.scan = scan.ok();
+    }
+
+    /// Puts `len` zero bytes inside the piece read ahead at `piece`: zeros
+    /// go over the whole blocks it found not zero, without reading.
+    fn put_scanned_zeros(&mut self, piece: u64, len: u64) -> io::Result<()> {
+        let head = ((BLOCK - self.pos % BLOCK) % BLOCK).min(len);
+        let body = (len - head) / BLOCK * BLOCK;
+        self.put_zero_bytes(head)?;
+        let found = match &self.scan {
+            Some(scan) if body > 0 => scan.found(piece),
+            _ => Found::Unread,
+        };
+        if found == Found::Unread {
+            self.put_zero_bytes(body)?;
+        } else {
+            let mut done = 0;
+            while done < body {
+                // A run of blocks to write, or of blocks in place.
+                let write = found.must_write((self.pos - piece) / BLOCK);
+                let mut n = BLOCK;
+                while done + n < body && found.must_write((self.pos + n - piece) / BLOCK) == write {
+                    n += BLOCK;
+                }
+                if write {
+                    self.write_zeros(n)?;
+                } else {
+                    self.stats.skipped += n;
+                }
+                hash_zeros(&mut self.hasher, n);
+                self.advance(n);
+                done += n;
+            }
+        }
+        self.put_zero_bytes(len - head - body)
+    }
+
+    /// Writes `len` zero bytes at the current position, without reading.
+    fn write_zeros(&mut self, len: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROS.len() as u64);
+            self.file
+                .write_all_at(&ZEROS[..n as usize], self.pos + done)?;
+            done += n;
+        }
+        self.stats.written += len;
+        Ok(())
+    }
+
+    /// Puts `len` zero bytes that were not read ahead.
+    fn put_zero_run(&mut self, len: u64) -> io::Result<()> {
         let zeroing = match self.mode {
             Mode::Sparse => {
                 hash_zeros(&mut self.hasher, len);
@@ -312,6 +405,20 @@ impl Placer {
     }
 }
 
+/// `file` opened again for reading with `O_DIRECT`: reads that bypass the
+/// page cache and its read-ahead. A thread reading far ahead through the
+/// page cache would have the kernel read ahead megabytes at a time, and on
+/// a slow card every other read (blocks read back, pages written in part)
+/// would wait behind them.
+fn direct_reader(file: &File) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
 /// Zero bytes to write, compare and hash from.
 static ZEROS: [u8; WRITE_BUFFER] = [0u8; WRITE_BUFFER];
 
@@ -326,7 +433,7 @@ fn hash_zeros(hasher: &mut blake3::Hasher, mut len: u64) {
 
 /// Whether a block found holding `held` may stay: it already holds the
 /// new bytes.
-fn skipped_in_place(held: &[u8], new: &[u8], offset: u64) -> bool {
+pub(crate) fn skipped_in_place(held: &[u8], new: &[u8], offset: u64) -> bool {
     #[cfg(debug_assertions)]
     if wrong_block_for_tests() == Some(offset) {
         return true;
@@ -395,6 +502,8 @@ enum Job {
     Zeros(u64),
     /// Answer once everything before is put.
     Barrier(mpsc::SyncSender<io::Result<()>>),
+    /// Read these zero runs ahead (see [`Placer::scan_ahead`]).
+    Ahead(Vec<std::ops::Range<u64>>),
     /// Answer once everything before is put and durable.
     Sync(mpsc::SyncSender<io::Result<()>>),
 }
@@ -403,9 +512,9 @@ enum Job {
 /// writer thread (the one being filled, one queued, one being put).
 const POOL: usize = 3;
 
-/// The writer's memory: its [`POOL`] buffers and the one a block device's
-/// blocks are compared in.
-pub const WRITER_MEMORY: u64 = (POOL as u64 + 1) * WRITE_BUFFER as u64;
+/// The writer's memory: its [`POOL`] buffers, the one a block device's
+/// blocks are compared in, and the one zero runs are read ahead in.
+pub const WRITER_MEMORY: u64 = (POOL as u64 + 1) * WRITE_BUFFER as u64 + SCAN_BUFFER as u64 + BLOCK;
 
 /// Writer of the new image, strictly in order: the caller's thread fills
 /// buffers, a writer thread compares, writes and hashes them, so decoding
@@ -614,6 +723,10 @@ fn run_placer(
                 None => placer.put_zeros(len),
                 Some(_) => Ok(()),
             },
+            Job::Ahead(runs) => {
+                placer.scan_ahead(&runs);
+                Ok(())
+            }
             Job::Barrier(reply) => {
                 let _ = reply.send(error.as_ref().map_or(Ok(()), |e| Err(copy(e))));
                 Ok(())
@@ -813,6 +926,25 @@ impl TargetWriter {
         }
     }
 
+    /// Has the zero runs `runs` (in order, past everything handed over so
+    /// far) read ahead on a thread of their own from now on, long before
+    /// the writer reaches them: on a device whose own zeroing is not
+    /// trusted, it then reads them while it writes the data before them.
+    pub(crate) fn scan_ahead(&mut self, runs: Vec<std::ops::Range<u64>>) -> io::Result<()> {
+        let from = self.position();
+        // Whole blocks, past what is handed over.
+        let runs: Vec<_> = runs
+            .into_iter()
+            .map(|r| r.start.max(from).next_multiple_of(BLOCK)..r.end / BLOCK * BLOCK)
+            .filter(|r| r.start < r.end)
+            .collect();
+        if runs.is_empty() {
+            return Ok(());
+        }
+        self.flush_buf()?;
+        self.send(Job::Ahead(runs))
+    }
+
     /// Hands the bytes buffered so far to the writer thread, so that a
     /// thread waiting to read them back gets them without this one
     /// writing more.
@@ -829,6 +961,17 @@ mod tests {
     /// in pieces of 300,000 bytes, all-zero pieces as zero runs; returns
     /// the file's bytes, the digest and the stats.
     fn put(mode: Mode, held: &[u8], new: &[u8]) -> (Vec<u8>, blake3::Hash, WriteStats) {
+        put_with_ahead(mode, held, new, Vec::new())
+    }
+
+    /// [`put`], with `ahead` handed to [`TargetWriter::scan_ahead`]
+    /// first.
+    fn put_with_ahead(
+        mode: Mode,
+        held: &[u8],
+        new: &[u8],
+        ahead: Vec<std::ops::Range<u64>>,
+    ) -> (Vec<u8>, blake3::Hash, WriteStats) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t");
         std::fs::write(&path, held).unwrap();
@@ -840,6 +983,7 @@ mod tests {
         let mut callback = None;
         let mut report = Reporter::new(&mut callback, crate::log::UpdateLog::disabled());
         let mut writer = TargetWriter::start(file, &path, 0, mode, &mut report, 0).unwrap();
+        writer.scan_ahead(ahead).unwrap();
         for piece in new.chunks(300_000) {
             if piece.iter().all(|&b| b == 0) {
                 writer.write_zeros(piece.len() as u64).unwrap();
@@ -876,6 +1020,29 @@ mod tests {
         assert!(stats.written <= differing, "{stats:?}, {differing} differ");
         assert_eq!(stats.written + stats.skipped, new.len() as u64, "{stats:?}");
         assert_eq!(stats.zeroed, 0);
+    }
+
+    /// Zero runs read ahead of the writer, on their own thread, end up
+    /// zero where the device held data; a run announced as zeros where
+    /// bytes come (a segment of nearly all zeros, a lying index) gets the
+    /// bytes.
+    #[test]
+    fn zero_runs_read_ahead_are_mended_and_bytes_put_there_win() {
+        let (held, mut new) = images();
+        new[3 << 20..4 << 20].fill(0);
+        let ahead = vec![
+            (2 << 20) + 4096..(2 << 20) + 900_000,
+            3 << 20..4 << 20,
+            (5 << 20) - 8192..(5 << 20) + 8192,
+        ];
+        let (out, digest, stats) =
+            put_with_ahead(Mode::Device(Zeroing::Compare), &held, &new, ahead);
+        assert!(out == new);
+        assert_eq!(digest, blake3::hash(&new));
+        assert_eq!(stats.zeroed, 0);
+        assert!(stats.written >= (1 << 20) + 900_000, "{stats:?}");
+        // Every byte was compared, by one thread or the other.
+        assert!(stats.compared >= new.len() as u64, "{stats:?}");
     }
 
     #[test]

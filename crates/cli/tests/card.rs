@@ -71,7 +71,7 @@ impl Card {
         cmd.output().unwrap()
     }
 
-    fn spawn_apply(&self, dev: &LoopDevice) -> Child {
+    fn spawn_apply(&self, dev: &LoopDevice, args: &[&str]) -> Child {
         self.command(&[
             "apply",
             "old.img",
@@ -82,6 +82,7 @@ impl Card {
             "--checkpoint-bytes",
             "1MiB",
         ])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -208,7 +209,20 @@ fn zero_runs_on_a_zeroed_device_cost_no_data_writes() {
 
 #[test]
 fn kill_9_while_writing_a_device_then_resume() {
-    let card = Card::new(3);
+    kill_9_then_resume(&Card::new(3), &[]);
+}
+
+/// Zero runs compared on their own thread, while data is written after
+/// them: a kill lands while both are under way.
+#[test]
+fn kill_9_while_comparing_zero_runs_then_resume() {
+    kill_9_then_resume(&Card::new(6), &["--compare-zero-runs"]);
+}
+
+/// Applies with `args` onto a zeroed device and one holding the old
+/// image, killing the applier at random moments 20 times, then lets one
+/// run end: the device holds the new image.
+fn kill_9_then_resume(card: &Card, args: &[&str]) {
     let old = std::fs::read(card.path("old.img")).unwrap();
     let mut rng = Rng::new(9);
     for (state, content) in [("zeroed", &[][..]), ("holding the old image", &old[..])] {
@@ -217,7 +231,7 @@ fn kill_9_while_writing_a_device_then_resume() {
         };
         let mut kills = 0;
         for _ in 0..20 {
-            let mut child = card.spawn_apply(&dev);
+            let mut child = card.spawn_apply(&dev, args);
             let started = Instant::now();
             // Kill at a random moment once the journal exists.
             while !card.journal(&dev).exists()
@@ -234,7 +248,7 @@ fn kill_9_while_writing_a_device_then_resume() {
             child.wait().unwrap();
         }
         assert!(kills >= 5, "{state}: only {kills} kills landed");
-        let out = card.apply(&dev, &[], &[]);
+        let out = card.apply(&dev, args, &[]);
         assert!(out.status.success(), "{state}: {}", stderr(&out));
         card.assert_holds_new(&dev);
         assert!(!card.journal(&dev).exists(), "{state}: journal left");
@@ -289,4 +303,64 @@ fn zero_runs_can_be_compared_instead_of_left_to_the_device() {
     assert_eq!(logged(&log, "zeroed"), 0, "{log}");
     // The zeroed device already holds the zero runs: found in place.
     assert!(logged(&log, "found in place") >= (4 << 20), "{log}");
+}
+
+#[test]
+fn zero_runs_compared_on_a_device_holding_the_old_image_are_mended() {
+    let card = Card::new(7);
+    let old = std::fs::read(card.path("old.img")).unwrap();
+    let new = std::fs::read(card.path("new.img")).unwrap();
+    let Some(dev) = card.device("part.img", &old) else {
+        return;
+    };
+    let out = card.apply(&dev, &["--compare-zero-runs"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    card.assert_holds_new(&dev);
+    let log = card.log();
+    assert_eq!(logged(&log, "zeroed"), 0, "{log}");
+    // The segments of the zero run were read ahead of the writer.
+    let ahead: u64 = log
+        .split("zero runs read ahead of the writer: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no read-ahead line: {log}"));
+    assert!(ahead >= 4 << 20, "{log}");
+    // The zero run where the old image had text is written over, and only
+    // blocks that differ are.
+    let changed = differing_blocks(&old, &new) * 4096;
+    assert!(logged(&log, "written") >= 4 << 20, "{log}");
+    assert!(
+        logged(&log, "written") <= changed,
+        "{changed} differ: {log}"
+    );
+}
+
+#[test]
+fn a_zero_run_block_let_stand_wrong_is_refused_at_verification() {
+    let card = Card::new(8);
+    let old = std::fs::read(card.path("old.img")).unwrap();
+    // Inside the new image's zero run at 4 MiB, where the old has text.
+    let block = (6u64 << 20) + 4096;
+    assert!(old[block as usize..block as usize + 4096]
+        .iter()
+        .any(|&b| b != 0));
+    let Some(dev) = card.device("part.img", &old) else {
+        return;
+    };
+    let out = card.apply(
+        &dev,
+        &["--compare-zero-runs"],
+        &[("DELTA_TEST_SKIP_WRONG_BLOCK", &block.to_string())],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not match the digest"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!card.log().contains("state verified"), "{}", card.log());
+    let out = card.apply(&dev, &["--compare-zero-runs"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    card.assert_holds_new(&dev);
 }
