@@ -116,22 +116,31 @@ pub fn encode_segment(
     let mostly_literal = plan.literal.len() * 2 >= stream.len();
     let size_fits = (LZMA_MIN as u64..=kind::MAX_LZMA_STREAM).contains(&(stream.len() as u64));
     let mut lzma = lzma.filter(|_| mostly_literal && !random && size_fits);
+    // The LZMA payload, once made.
+    let mut lzma_made = None;
     if let Some(filter) = lzma.filter(|_| stream.len() >= LZMA_PROBED) {
         // Each way costs seconds on such a stream (both about 2 MB/s): a
         // quick probe of the window decides which to try.
-        let gain = best.gain(&stream)?;
-        if gain >= WINDOW_MATTERS {
+        let probed = best.probe(&stream)?;
+        if probed.gain() >= WINDOW_MATTERS {
             lzma = None;
-        } else if gain < WINDOW_USELESS {
-            let payload = lzma_body(&stream, filter)?;
-            if lzma_memory(&stream, &payload) <= options.max_memory {
+        } else {
+            let body = lzma_body(&stream, filter)?;
+            let fits = lzma_memory(&stream, &body) <= options.max_memory;
+            // Under WINDOW_USELESS LZMA2 alone is tried; in between, zstd
+            // too, unless LZMA2 is already well under the window's probe.
+            let clear = (body.len() as f64) < probed.with as f64 * LZMA_CLEARLY;
+            if fits && (probed.gain() < WINDOW_USELESS || clear) {
                 let produced = Produced {
                     bytes: produced,
                     digest: output_digest,
                 };
-                return Ok(lzma_segment(produced, plan, &stream, payload));
+                return Ok(lzma_segment(produced, plan, &stream, body));
             }
-            lzma = None;
+            if probed.gain() < WINDOW_USELESS || !fits {
+                lzma = None;
+            }
+            lzma_made = Some(body);
         }
     }
     let mut payload = best.compress(&stream, level)?;
@@ -185,7 +194,10 @@ pub fn encode_segment(
     }
 
     if let Some(filter) = lzma {
-        let body = lzma_body(&stream, filter)?;
+        let body = match lzma_made {
+            Some(body) => body,
+            None => lzma_body(&stream, filter)?,
+        };
         if body.len() < payload.len() && lzma_memory(&stream, &body) <= options.max_memory {
             let produced = Produced {
                 bytes: produced,
@@ -283,7 +295,7 @@ fn count_ops(entry: &mut SegmentEntry, plan: &SegmentPlan) {
 /// what little there is to gain.
 const LZMA_MIN: usize = 4096;
 
-/// Smallest op stream whose window is probed (see [`Window::gain`]) to
+/// Smallest op stream whose window is probed (see [`Window::probe`]) to
 /// choose between zstd and LZMA2; smaller ones are compressed both ways
 /// and the smaller payload kept.
 const LZMA_PROBED: usize = 256 << 10;
@@ -294,6 +306,13 @@ const LZMA_PROBED: usize = 256 << 10;
 /// of the 13 under 3% (that one by 0.3%); in between, each won about half.
 const WINDOW_MATTERS: f64 = 0.08;
 const WINDOW_USELESS: f64 = 0.03;
+
+/// In between those gains, an LZMA2 payload under this share of the
+/// window's probe (zstd level 3) is kept without the slow zstd level 19
+/// beside it. On os-major's 674 such streams, LZMA2 won 439; at 0.8, 74 of
+/// them (20 s of zstd's CPU) were kept without it, one of them (by 4.5 KB)
+/// wrongly; at 0.85, 160 (28 s), six wrongly (8.2 KB).
+const LZMA_CLEARLY: f64 = 0.8;
 
 /// Rough cost of encoding the segment of `plan`, producing `range` of the
 /// new image, in literal-byte equivalents: what schedulers start the slow
@@ -374,17 +393,18 @@ impl<'a> Window<'a> {
         }
     }
 
-    /// How much smaller the window makes `stream`, as a fraction, at a
-    /// fast zstd level with tables large enough to see a window of
-    /// megabytes (levels up to 9 with their own tables cannot). About
-    /// 0.3 s for a stream of 7 MB and its 8 MiB window.
-    fn gain(&self, stream: &[u8]) -> Result<f64> {
+    /// `stream` compressed at a fast zstd level with tables large enough
+    /// to see a window of megabytes (levels up to 9 with their own tables
+    /// cannot), with this window and without. About 0.3 s for a stream of
+    /// 7 MB and its 8 MiB window.
+    /// No window: nothing is compressed, and the gain is 0.
+    fn probe(&self, stream: &[u8]) -> Result<Probed> {
         if self.bytes.is_empty() {
-            return Ok(0.0);
+            return Ok(Probed::default());
         }
         let with = probe(stream, &self.bytes)?.len();
         let without = probe(stream, &[])?.len();
-        Ok(1.0 - with as f64 / without.max(1) as f64)
+        Ok(Probed { with, without })
     }
 
     /// The entry's `ref_offset`: where the first range starts (0 for none).
@@ -399,6 +419,23 @@ impl<'a> Window<'a> {
             delta_format::window::encode(&self.ranges, self.offset(), &mut payload);
         }
         crate::frame::compress(stream, &self.bytes, level, payload)
+    }
+}
+
+/// The sizes of a stream's quick frames (see [`Window::probe`]).
+#[derive(Default)]
+struct Probed {
+    with: usize,
+    without: usize,
+}
+
+impl Probed {
+    /// How much smaller the window makes the stream, as a fraction.
+    fn gain(&self) -> f64 {
+        match self.without {
+            0 => 0.0,
+            without => 1.0 - self.with as f64 / without as f64,
+        }
     }
 }
 
