@@ -352,11 +352,9 @@ impl Placer {
         let mut done = 0;
         while done < len {
             let n = (len - done).min(ZEROS.len() as u64);
-            self.file
-                .write_all_at(&ZEROS[..n as usize], self.pos + done)?;
+            self.write_run(&ZEROS[..n as usize], done as usize)?;
             done += n;
         }
-        self.stats.written += len;
         Ok(())
     }
 

@@ -12,7 +12,7 @@
 //! order.
 
 use crate::writer::{skipped_in_place, BLOCK};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -56,8 +56,10 @@ impl Found {
 pub(crate) struct ZeroScan {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// Pieces not yet passed by the writer, in order.
-    pieces: VecDeque<Range<u64>>,
+    /// The pieces to read, in order (the thread reads the same list).
+    pieces: Arc<[Range<u64>]>,
+    /// Pieces the writer has passed: those before this index.
+    passed: usize,
 }
 
 struct Shared {
@@ -90,7 +92,7 @@ impl ZeroScan {
     /// # Errors
     /// When no thread is to be had.
     pub(crate) fn start(file: File, runs: &[Range<u64>]) -> std::io::Result<ZeroScan> {
-        let pieces: VecDeque<Range<u64>> = runs
+        let pieces: Arc<[Range<u64>]> = runs
             .iter()
             .flat_map(|run| {
                 (run.start..run.end)
@@ -103,7 +105,7 @@ impl ZeroScan {
             changed: Condvar::new(),
         });
         let thread = {
-            let (shared, pieces) = (Arc::clone(&shared), pieces.clone());
+            let (shared, pieces) = (Arc::clone(&shared), Arc::clone(&pieces));
             std::thread::Builder::new()
                 .name("delta-zero-scan".into())
                 .spawn(move || shared.run(&file, &pieces))?
@@ -112,24 +114,27 @@ impl ZeroScan {
             shared,
             thread: Some(thread),
             pieces,
+            passed: 0,
         })
     }
 
     /// The piece that holds `pos`, or where the next one starts, after
     /// dropping those the writer has passed.
     pub(crate) fn piece_at(&mut self, pos: u64) -> Option<Range<u64>> {
-        let mut passed = 0;
-        while self.pieces.front().is_some_and(|piece| piece.end <= pos) {
-            if let Some(piece) = self.pieces.pop_front() {
-                self.shared.lock().found.remove(&piece.start);
+        let passed = self.passed;
+        let behind = self.pieces[passed..]
+            .iter()
+            .take_while(|piece| piece.end <= pos);
+        self.passed += behind.count();
+        if self.passed > passed {
+            let mut state = self.shared.lock();
+            for piece in &self.pieces[passed..self.passed] {
+                state.found.remove(&piece.start);
             }
-            passed += 1;
-        }
-        if passed > 0 {
-            self.shared.lock().passed += passed;
+            state.passed = self.passed;
             self.shared.changed.notify_all();
         }
-        self.pieces.front().cloned()
+        self.pieces.get(self.passed).cloned()
     }
 
     /// What the piece starting at `start` held, once it is read.
@@ -180,7 +185,7 @@ impl Shared {
 
     /// Reads `pieces` in order, at most [`MAX_READ_AHEAD`] ahead of the
     /// writer, until all are read or the writer is done.
-    fn run(&self, file: &File, pieces: &VecDeque<Range<u64>>) {
+    fn run(&self, file: &File, pieces: &[Range<u64>]) {
         // However this thread ends, nobody waits for it to read more.
         struct End<'a>(&'a Shared);
         impl Drop for End<'_> {

@@ -122,7 +122,8 @@ pub fn encode_segment(
         // Each way costs seconds on such a stream (both about 2 MB/s): a
         // quick probe of the window decides which to try.
         let probed = best.probe(&stream)?;
-        if probed.gain() >= WINDOW_MATTERS {
+        let gain = probed.gain();
+        if gain >= WINDOW_MATTERS {
             lzma = None;
         } else {
             let body = lzma_body(&stream, filter)?;
@@ -130,16 +131,15 @@ pub fn encode_segment(
             // Under WINDOW_USELESS LZMA2 alone is tried; in between, zstd
             // too, unless LZMA2 is already well under the window's probe.
             let clear = (body.len() as f64) < probed.with as f64 * LZMA_CLEARLY;
-            if fits && (probed.gain() < WINDOW_USELESS || clear) {
+            if fits && (gain < WINDOW_USELESS || clear) {
                 let produced = Produced {
                     bytes: produced,
                     digest: output_digest,
                 };
                 return Ok(lzma_segment(produced, plan, &stream, body));
             }
-            if probed.gain() < WINDOW_USELESS || !fits {
-                lzma = None;
-            }
+            // Left for the comparison with zstd only when it may win there.
+            lzma = lzma.filter(|_| fits && gain >= WINDOW_USELESS);
             lzma_made = Some(body);
         }
     }
@@ -397,6 +397,7 @@ impl<'a> Window<'a> {
     /// to see a window of megabytes (levels up to 9 with their own tables
     /// cannot), with this window and without. About 0.3 s for a stream of
     /// 7 MB and its 8 MiB window.
+    ///
     /// No window: nothing is compressed, and the gain is 0.
     fn probe(&self, stream: &[u8]) -> Result<Probed> {
         if self.bytes.is_empty() {
